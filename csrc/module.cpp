@@ -1,0 +1,90 @@
+// Python bindings: megatron_ipt._native. Heavy calls release the GIL so worker threads can overlap them.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "indexed_builder.h"
+
+namespace py = pybind11;
+using mipt::IndexedBuilder;
+
+namespace {
+
+using Lengths = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+void add_typed(IndexedBuilder& b, const py::array& tokens, const Lengths& lengths, const std::optional<Lengths>& per_doc) {
+  auto t = py::array_t<T, py::array::c_style>::ensure(tokens);
+  if (!t) throw std::invalid_argument("tokens must be a C-contiguous integer array");
+  const T* tp = t.data();
+  const size_t nt = static_cast<size_t>(t.size());
+  const int64_t* lp = lengths.data();
+  const size_t nl = static_cast<size_t>(lengths.size());
+  const int64_t* dp = per_doc ? per_doc->data() : nullptr;
+  const size_t nd = per_doc ? static_cast<size_t>(per_doc->size()) : 0;
+  py::gil_scoped_release release;
+  b.add_batch<T>(tp, nt, lp, nl, dp, nd);
+}
+
+void add_batch(IndexedBuilder& b, const py::array& tokens, const Lengths& lengths, const std::optional<Lengths>& per_doc) {
+  if (tokens.ndim() != 1 || lengths.ndim() != 1) throw std::invalid_argument("tokens and lengths must be 1-D");
+  const char kind = tokens.dtype().kind();
+  const auto size = tokens.dtype().itemsize();
+  if (kind == 'i' && size == 4) return add_typed<int32_t>(b, tokens, lengths, per_doc);
+  if (kind == 'i' && size == 8) return add_typed<int64_t>(b, tokens, lengths, per_doc);
+  if (kind == 'u' && size == 2) return add_typed<uint16_t>(b, tokens, lengths, per_doc);
+  if (kind == 'u' && size == 4) return add_typed<uint32_t>(b, tokens, lengths, per_doc);
+  if (tokens.size() == 0) {  // an empty batch of any dtype (e.g. float64 from numpy defaults) has nothing to check
+    return add_typed<int64_t>(b, py::array_t<int64_t>(0), lengths, per_doc);
+  }
+  throw std::invalid_argument("tokens must be int32, int64, uint16 or uint32, not " +
+                              std::string(py::str(tokens.dtype())));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "megatron-ipt native code: the streaming MMIDIDX builder and merger";
+
+  m.def("optimal_dtype_code", &mipt::optimal_dtype_code, py::arg("vocab_size"),
+        "Megatron's token dtype code for a vocabulary: 8 (uint16) below 65500, else 4 (int32).");
+
+  m.def(
+      "read_index_header",
+      [](const std::string& idx_path) {
+        auto h = mipt::read_index_header(idx_path);
+        py::dict d;
+        d["dtype_code"] = h.dtype_code;
+        d["sequence_count"] = h.sequence_count;
+        d["document_count"] = h.document_count - 1;
+        return d;
+      },
+      py::arg("idx_path"), "Header of an .idx file: dtype code, number of sequences and of documents.");
+
+  py::class_<IndexedBuilder>(m, "IndexedBuilder")
+      .def(py::init<const std::string&, uint8_t>(), py::arg("bin_path"), py::arg("dtype_code"))
+      .def("add_batch", &add_batch, py::arg("tokens"), py::arg("lengths"),
+           py::arg("sequences_per_document") = std::nullopt,
+           "Append sequences (tokens back to back, one length each); see csrc/indexed_builder.h.")
+      .def(
+          "add_index",
+          [](IndexedBuilder& b, const std::string& prefix) {
+            py::gil_scoped_release release;
+            b.add_index(prefix);
+          },
+          py::arg("path_prefix"))
+      .def(
+          "finalize",
+          [](IndexedBuilder& b, const std::string& idx_path) {
+            py::gil_scoped_release release;
+            b.finalize(idx_path);
+          },
+          py::arg("idx_path"))
+      .def("abort", &IndexedBuilder::abort)
+      .def_property_readonly("sequence_count", &IndexedBuilder::sequence_count)
+      .def_property_readonly("document_count", &IndexedBuilder::document_count)
+      .def_property_readonly("token_count", &IndexedBuilder::token_count)
+      .def_property_readonly("dtype_code", &IndexedBuilder::dtype_code);
+}

@@ -1,0 +1,335 @@
+"""JSONL → Megatron `.bin/.idx`: the packing stage behind tools/preprocess_data.py.
+
+Work is split into shards (whole files, or byte ranges of plain files), each tokenized by one worker process
+in batches and written by the native builder to a part dataset; parts are merged natively, in input order, into
+`{output_prefix}_{key}_document.{bin,idx}`. Memory per worker is one batch plus I/O buffers, whatever the corpus
+size. Output order equals input order for any number of workers.
+
+Megatron semantics kept on purpose: a text with no tokens becomes an empty document (a repeated document index,
+no sequence, and no EOD even with --append-eod); a list of strings is a pre-split document with one sequence
+per non-empty string; --append-eod adds the tokenizer's EOD to each non-empty document.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from megatron_ipt.data import jsonl
+from megatron_ipt.data.indexed import IndexedDatasetWriter, flatten, merge_datasets
+from megatron_ipt.data.tokenizer import Tokenizer, build_tokenizer
+
+BATCH_DOCUMENTS = 1024
+BATCH_BYTES = 4 << 20
+MAX_REPORTED_BAD_LINES = 10
+
+
+@dataclass
+class PreprocessConfig:
+    input: str
+    output_prefix: str
+    tokenizer_type: str
+    tokenizer_model: str
+    json_keys: List[str] = field(default_factory=lambda: ["text"])
+    append_eod: bool = False
+    workers: int = 1
+    log_interval: int = 1000
+    skip_bad_lines: bool = False
+    include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
+    shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
+
+    def output_prefix_for(self, key: str) -> str:
+        return f"{self.output_prefix}_{key}_document"
+
+
+@dataclass
+class ShardStats:
+    """What one worker saw in one shard; summed into the run's totals."""
+
+    documents: int = 0
+    bytes: int = 0
+    blank_lines: int = 0
+    skipped: Counter = field(default_factory=Counter)  # problem kind → lines skipped
+    skipped_examples: List[str] = field(default_factory=list)
+    tokens: Dict[str, int] = field(default_factory=dict)
+    empty_documents: Dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "ShardStats"):
+        self.documents += other.documents
+        self.bytes += other.bytes
+        self.blank_lines += other.blank_lines
+        self.skipped.update(other.skipped)
+        room = MAX_REPORTED_BAD_LINES - len(self.skipped_examples)
+        self.skipped_examples.extend(other.skipped_examples[: max(room, 0)])
+        for key, n in other.tokens.items():
+            self.tokens[key] = self.tokens.get(key, 0) + n
+        for key, n in other.empty_documents.items():
+            self.empty_documents[key] = self.empty_documents.get(key, 0) + n
+
+
+# ------------------------------------------------------------------------------------------- one shard
+
+
+class _Packer:
+    """Tokenizes batches of parsed documents and appends them to one writer per JSON key."""
+
+    def __init__(self, config: PreprocessConfig, tokenizer: Tokenizer, writers: Dict[str, IndexedDatasetWriter]):
+        self.config, self.tokenizer, self.writers = config, tokenizer, writers
+        if config.append_eod and tokenizer.eod is None:
+            raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
+
+    def pack(self, batch: List[List[object]], where: List[tuple], stats: ShardStats):
+        for k, key in enumerate(self.config.json_keys):
+            values = [doc[k] for doc in batch]
+            if all(isinstance(v, str) for v in values):
+                ids = self._encode(values, where)
+                per_document = None
+            else:  # pre-split sentences: one sequence per non-empty sentence
+                sentences = [s for v in values for s in (v if isinstance(v, list) else [v])]
+                owners = [i for i, v in enumerate(values) for _ in (v if isinstance(v, list) else [v])]
+                ids = self._encode(sentences, [where[i] for i in owners])
+                per_document = np.zeros(len(values), dtype=np.int64)
+                kept = []
+                for owner, sentence_ids in zip(owners, ids):
+                    if sentence_ids:
+                        kept.append(sentence_ids)
+                        per_document[owner] += 1
+                ids = kept
+            if self.config.append_eod:
+                self._append_eod(ids, per_document)
+            tokens, seq_lengths = flatten(ids)
+            self.writers[key].add_batch(tokens, seq_lengths, per_document)
+            stats.tokens[key] = stats.tokens.get(key, 0) + len(tokens)
+            empties = int(np.count_nonzero(seq_lengths == 0)) if per_document is None else int(np.count_nonzero(per_document == 0))
+            stats.empty_documents[key] = stats.empty_documents.get(key, 0) + empties
+
+    def _encode(self, texts: List[str], where: List[tuple]) -> List[List[int]]:
+        try:
+            return self.tokenizer.encode_batch(texts)
+        except Exception:
+            # Find the document the tokenizer rejects (e.g. a lone surrogate from a "\ud800" escape).
+            for text, (path, line, offset) in zip(texts, where):
+                try:
+                    self.tokenizer.encode(text)
+                except Exception as e:
+                    line = line if line is not None else jsonl.line_number_at(path, offset)
+                    raise jsonl.InputError(path, line, f"cannot tokenize: {type(e).__name__}: {e}") from None
+            raise
+
+    def _append_eod(self, ids: List[List[int]], per_document: Optional[np.ndarray]):
+        eod = self.tokenizer.eod
+        if per_document is None:
+            for sequence in ids:
+                if sequence:
+                    sequence.append(eod)
+        else:  # EOD goes on the last sentence of each non-empty document (as Megatron does)
+            end = 0
+            for count in per_document:
+                end += int(count)
+                if count:
+                    ids[end - 1].append(eod)
+
+
+def process_shard(shard: jsonl.Shard, config: PreprocessConfig, tokenizer: Tokenizer,
+                  writers: Dict[str, IndexedDatasetWriter], progress=None) -> ShardStats:
+    """Tokenize every line of `shard` into `writers`; raise InputError on bad input unless skipping."""
+    stats = ShardStats()
+    packer = _Packer(config, tokenizer, writers)
+    batch, where, batch_bytes, reported_docs, reported_bytes = [], [], 0, 0, 0
+
+    def flush():
+        nonlocal batch, where, batch_bytes, reported_docs, reported_bytes
+        if batch:
+            tokens_before = sum(stats.tokens.values())
+            packer.pack(batch, where, stats)
+            if progress is not None:
+                progress.add(stats.documents - reported_docs, sum(stats.tokens.values()) - tokens_before,
+                             stats.bytes - reported_bytes)
+                reported_docs, reported_bytes = stats.documents, stats.bytes
+        batch, where, batch_bytes = [], [], 0
+
+    for offset, number, raw in jsonl.iter_lines(shard):
+        stats.bytes += len(raw)
+        if not raw.strip():
+            stats.blank_lines += 1
+            continue
+        try:
+            values = jsonl.parse_line(raw, config.json_keys)
+        except jsonl.LineError as e:
+            line = number if number is not None else jsonl.line_number_at(shard.path, offset)
+            if not config.skip_bad_lines:
+                raise jsonl.InputError(shard.path, line, str(e)) from None
+            stats.skipped[e.kind] += 1
+            if len(stats.skipped_examples) < MAX_REPORTED_BAD_LINES:
+                stats.skipped_examples.append(f"{shard.path}:{line}: {e}")
+            continue
+        batch.append(values)
+        where.append((shard.path, number, offset))
+        stats.documents += 1
+        batch_bytes += len(raw)
+        if len(batch) >= BATCH_DOCUMENTS or batch_bytes >= BATCH_BYTES:
+            flush()
+    flush()
+    return stats
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+class _Progress:
+    """Counters shared by all workers (docs, tokens, bytes), read by the main process to report speed."""
+
+    def __init__(self, ctx):
+        self.values = ctx.Array("q", 3)
+
+    def add(self, docs: int, tokens: int, nbytes: int):
+        with self.values.get_lock():
+            self.values[0] += docs
+            self.values[1] += tokens
+            self.values[2] += nbytes
+
+    def snapshot(self):
+        with self.values.get_lock():
+            return tuple(self.values)
+
+
+_worker: dict = {}
+
+
+def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
+    _worker.update(config=config, progress=progress, part_dir=part_dir,
+                   tokenizer=_build_tokenizer(config))
+
+
+def _run_part(task):
+    index, shard = task
+    config, tokenizer = _worker["config"], _worker["tokenizer"]
+    writers = {key: IndexedDatasetWriter(os.path.join(_worker["part_dir"], f"{index:06d}_{key}"), vocab_size=tokenizer.vocab_size)
+               for key in config.json_keys}
+    try:
+        stats = process_shard(shard, config, tokenizer, writers, _worker["progress"])
+        for writer in writers.values():
+            writer.finalize()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return index, stats
+
+
+def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
+    return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens)
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class PreprocessResult:
+    stats: ShardStats
+    outputs: Dict[str, str]  # json key → output prefix
+    files: List[str]
+    shards: int
+    seconds: float
+    vocab_size: int
+
+
+def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
+    """Run the packing stage. Raises jsonl.InputError for bad input (nothing finished-looking is left)."""
+    start = time.time()
+    files = jsonl.expand_inputs(config.input)
+    total_bytes = sum(os.path.getsize(p) for p in files)
+    workers = max(1, config.workers)
+    # A few shards per worker balance uneven files; shards are never smaller than 8 MiB.
+    target = config.shard_bytes or max(8 << 20, total_bytes // (4 * workers) + 1)
+    shards = jsonl.plan_shards(files, target) if workers > 1 else [jsonl.Shard(p) for p in files]
+    ctx = mp.get_context("spawn")
+    progress = _Progress(ctx)
+    reporter = reporter or _Reporter(config.log_interval, total_bytes if not any(map(jsonl.is_compressed, files)) else None)
+    stats = ShardStats()
+    outputs = {key: config.output_prefix_for(key) for key in config.json_keys}
+
+    if workers == 1:
+        tokenizer = _build_tokenizer(config)
+        writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in outputs.items()}
+        try:
+            for shard in shards:
+                stats.add(process_shard(shard, config, tokenizer, writers, _ReportingProgress(progress, reporter)))
+            for writer in writers.values():
+                writer.finalize()
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        vocab_size = tokenizer.vocab_size
+    else:
+        part_dir = f"{config.output_prefix}.parts.{os.getpid()}.inprogress"
+        os.makedirs(part_dir, exist_ok=True)
+        try:
+            with ctx.Pool(min(workers, len(shards)), initializer=_init_worker, initargs=(config, progress, part_dir)) as pool:
+                pending = [pool.apply_async(_run_part, ((i, s),)) for i, s in enumerate(shards)]
+                while not all(p.ready() for p in pending):
+                    failed = next((p for p in pending if p.ready() and not p.successful()), None)
+                    if failed is not None:
+                        failed.get()  # re-raises the worker's error here
+                    reporter.update(*progress.snapshot())
+                    time.sleep(0.2)
+                results = dict(p.get() for p in pending)
+            for i in range(len(shards)):
+                stats.add(results[i])
+            for key, prefix in outputs.items():
+                merge_datasets([os.path.join(part_dir, f"{i:06d}_{key}") for i in range(len(shards))], prefix)
+        finally:
+            shutil.rmtree(part_dir, ignore_errors=True)
+        vocab_size = _build_tokenizer(config).vocab_size
+    reporter.update(*progress.snapshot())
+    reporter.close()
+    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, vocab_size)
+
+
+class _ReportingProgress:
+    """In-process progress: add to the counters and let the reporter decide whether to print."""
+
+    def __init__(self, progress: _Progress, reporter):
+        self.progress, self.reporter = progress, reporter
+
+    def add(self, docs, tokens, nbytes):
+        self.progress.add(docs, tokens, nbytes)
+        self.reporter.update(*self.progress.snapshot())
+
+
+class _Reporter:
+    """A tqdm bar on a terminal; otherwise Megatron's log line every `log_interval` documents."""
+
+    def __init__(self, log_interval: int, total_bytes: Optional[int]):
+        self.log_interval = max(1, log_interval)
+        self.start = time.time()
+        self.next_log = self.log_interval
+        self.bar = None
+        self.last_bytes = 0
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1 << 20, desc="packing", dynamic_ncols=True)
+
+    def update(self, docs: int, tokens: int, nbytes: int):
+        elapsed = max(time.time() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(nbytes - self.last_bytes)
+            self.last_bytes = nbytes
+            self.bar.set_postfix_str(f"{docs / elapsed:,.0f} docs/s, {tokens / elapsed:,.0f} tokens/s", refresh=False)
+        elif docs >= self.next_log:
+            print(f"Processed {docs} documents ({docs / elapsed:.2f} docs/s, {tokens / elapsed:,.0f} tokens/s, "
+                  f"{nbytes / elapsed / (1 << 20):.2f} MB/s).", file=sys.stderr, flush=True)
+            self.next_log = (docs // self.log_interval + 1) * self.log_interval
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,136 @@
+"""SentencePiece and Hugging Face tokenizers behind one small batch-first interface.
+
+Megatron-LM's `--tokenizer-type` names are accepted. The semantics follow megatron-core's current
+tokenizer library, so the ids we write are the ids Megatron-LM would write:
+
+- SentencePiece types (`SentencePieceTokenizer`, `GPTSentencePieceTokenizer`, and the aliases
+  `Llama2Tokenizer`, `MistralTokenizer`): plain `encode` of the text, no BOS; EOD is the model's `</s>`.
+- `HuggingFaceTokenizer` (alias `Llama3Tokenizer`): a `tokenizer.json` (or a directory holding one), encoded
+  with the tokenizer's special tokens (e.g. Llama's BOS) unless `include_special_tokens=False`
+  (Megatron's `--tokenizer-hf-no-include-special-tokens`); EOD is `eos_token` from `tokenizer_config.json`.
+
+Batch encoding is the point: both libraries encode a list of texts in native code, in parallel.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Sequence
+
+SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer", "MistralTokenizer")
+HUGGINGFACE_TYPES = ("HuggingFaceTokenizer", "Llama3Tokenizer")
+TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES
+
+# Tried in order when a tokenizer.json comes without a tokenizer_config.json naming its eos_token.
+_COMMON_EOS_TOKENS = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>")
+
+
+class Tokenizer:
+    """What the pipeline needs from a tokenizer. `eod`/`bos` are None when the model has no such token."""
+
+    tokenizer_type: str
+    model_path: str
+    vocab_size: int
+    eod: Optional[int]
+    bos: Optional[int]
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> List[int]:
+        return self.encode_batch([text])[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    @property
+    def unique_identifiers(self) -> dict:
+        """What megatron.core.datasets hashes into its index-cache names."""
+        return {"class": type(self).__name__, "tokenizer_type": self.tokenizer_type, "tokenizer_path": self.model_path}
+
+
+class SentencePieceTokenizer(Tokenizer):
+    def __init__(self, model_path: str, tokenizer_type: str = "SentencePieceTokenizer", num_threads: int = 1):
+        import sentencepiece
+
+        self.tokenizer_type = tokenizer_type
+        self.model_path = model_path
+        self.num_threads = num_threads
+        self._sp = sentencepiece.SentencePieceProcessor(model_file=model_path)
+        self.vocab_size = self._sp.get_piece_size()
+        self.eod = _valid_id(self._sp.eos_id())
+        self.bos = _valid_id(self._sp.bos_id())
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        return self._sp.encode(list(texts), out_type=int, num_threads=self.num_threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode([int(i) for i in ids])
+
+
+class HuggingFaceTokenizer(Tokenizer):
+    def __init__(self, model_path: str, tokenizer_type: str = "HuggingFaceTokenizer", include_special_tokens: bool = True):
+        import tokenizers
+
+        json_path = os.path.join(model_path, "tokenizer.json") if os.path.isdir(model_path) else model_path
+        if not os.path.isfile(json_path):
+            raise FileNotFoundError(f"{json_path}: no tokenizer.json (HuggingFaceTokenizer needs a tokenizer.json or a directory holding one)")
+        self.tokenizer_type = tokenizer_type
+        self.model_path = model_path
+        self.include_special_tokens = include_special_tokens
+        self._tok = tokenizers.Tokenizer.from_file(json_path)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        config = _read_tokenizer_config(os.path.dirname(os.path.abspath(json_path)))
+        self.eod = self._token_id(config.get("eos_token"), _COMMON_EOS_TOKENS)
+        self.bos = self._token_id(config.get("bos_token"), ("<s>", "<|begin_of_text|>", "<bos>"))
+
+    def _token_id(self, configured, fallbacks) -> Optional[int]:
+        if isinstance(configured, dict):  # {"content": "</s>", ...} in older tokenizer_config.json files
+            configured = configured.get("content")
+        for token in ([configured] if configured else list(fallbacks)):
+            token_id = self._tok.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return None
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=self.include_special_tokens)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    @property
+    def unique_identifiers(self) -> dict:
+        return {**super().unique_identifiers, "include_special_tokens": self.include_special_tokens}
+
+
+def build_tokenizer(
+    tokenizer_type: str,
+    tokenizer_model: str,
+    *,
+    num_threads: int = 1,
+    include_special_tokens: bool = True,
+) -> Tokenizer:
+    """Build a tokenizer from Megatron's `--tokenizer-type` and `--tokenizer-model` values."""
+    if not tokenizer_model:
+        raise ValueError(f"--tokenizer-model is required for --tokenizer-type {tokenizer_type}")
+    if not os.path.exists(tokenizer_model):
+        raise FileNotFoundError(f"--tokenizer-model {tokenizer_model}: no such file or directory")
+    if tokenizer_type in SENTENCEPIECE_TYPES:
+        return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads)
+    if tokenizer_type in HUGGINGFACE_TYPES:
+        return HuggingFaceTokenizer(tokenizer_model, tokenizer_type, include_special_tokens=include_special_tokens)
+    raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
+
+
+def _valid_id(token_id: int) -> Optional[int]:
+    return token_id if token_id >= 0 else None
+
+
+def _read_tokenizer_config(directory: str) -> dict:
+    path = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

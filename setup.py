@@ -1,0 +1,45 @@
+"""Builds megatron-ipt and its native extension (csrc/ -> megatron_ipt._native)."""
+from glob import glob
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import find_packages, setup
+
+native = Pybind11Extension(
+    "megatron_ipt._native",
+    sorted(glob("csrc/*.cpp")),
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=["-O3"],
+)
+
+setup(
+    name="megatron-ipt",
+    version="0.1.0",
+    description="Instruction Pre-Training on megatron-core: synthesis, corpus building, packing, training",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_ipt", "megatron_ipt.*"]),
+    ext_modules=[native],
+    cmdclass={"build_ext": build_ext},
+    install_requires=[
+        "megatron-core>=0.16.1",
+        # A range, so GPU users keep the CUDA torch they already have; the CPU path pins 2.13.0 (Makefile).
+        "torch>=2.4",
+        "numpy",
+        "sentencepiece",
+        "tokenizers",
+        "tensorboard",
+        "tqdm",
+        "zstandard",
+        "psutil",
+    ],
+    extras_require={
+        "gpu": ["vllm", "transformer-engine[pytorch]"],
+        "dev": [
+            "pytest",
+            # Offline real assets used by tests and the quickstart (see README "Offline assets"):
+            "mistral-common",  # the Mistral 32k SentencePiece model (tokenizer.model.v1)
+            "apache-tvm-ffi",  # ships Newton's Opticks (Project Gutenberg) as real English text
+        ],
+    },
+    scripts=[],
+)
