@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
     g = p.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    g.add_argument("--shard-bytes", type=int, default=None,
+                   help="size of the byte-range work units plain files are cut into when --workers > 1 "
+                        "(default: input size / (4 x workers), at least 8 MiB)")
     g.add_argument("--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal")
     g.add_argument("--partitions", type=int, default=1,
                    help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges")
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
         input=args.input, output_prefix=args.output_prefix, tokenizer_type=args.tokenizer_type,
         tokenizer_model=args.tokenizer_model, json_keys=args.json_keys, append_eod=args.append_eod,
         workers=args.workers, log_interval=args.log_interval, skip_bad_lines=args.skip_bad_lines,
-        include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
+        include_special_tokens=not args.tokenizer_hf_no_include_special_tokens, shard_bytes=args.shard_bytes,
     )
     try:
         result = preprocess(config)

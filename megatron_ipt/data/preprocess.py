@@ -12,6 +12,7 @@ per non-empty string; --append-eod adds the tokenizer's EOD to each non-empty do
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 import os
 import shutil
 import sys
@@ -82,8 +83,6 @@ class _Packer:
 
     def __init__(self, config: PreprocessConfig, tokenizer: Tokenizer, writers: Dict[str, IndexedDatasetWriter]):
         self.config, self.tokenizer, self.writers = config, tokenizer, writers
-        if config.append_eod and tokenizer.eod is None:
-            raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
 
     def pack(self, batch: List[List[object]], where: List[tuple], stats: ShardStats):
         for k, key in enumerate(self.config.json_keys):
@@ -256,8 +255,12 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     stats = ShardStats()
     outputs = {key: config.output_prefix_for(key) for key in config.json_keys}
 
+    # Built here first even when workers build their own: a bad tokenizer must fail now, with its message, not
+    # inside a Pool initializer (where multiprocessing respawns failing workers forever).
+    tokenizer = _build_tokenizer(config)
+    if config.append_eod and tokenizer.eod is None:
+        raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
     if workers == 1:
-        tokenizer = _build_tokenizer(config)
         writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in outputs.items()}
         try:
             for shard in shards:
@@ -268,30 +271,37 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
             for writer in writers.values():
                 writer.abort()
             raise
-        vocab_size = tokenizer.vocab_size
     else:
         part_dir = f"{config.output_prefix}.parts.{os.getpid()}.inprogress"
         os.makedirs(part_dir, exist_ok=True)
         try:
-            with ctx.Pool(min(workers, len(shards)), initializer=_init_worker, initargs=(config, progress, part_dir)) as pool:
-                pending = [pool.apply_async(_run_part, ((i, s),)) for i, s in enumerate(shards)]
-                while not all(p.ready() for p in pending):
-                    failed = next((p for p in pending if p.ready() and not p.successful()), None)
-                    if failed is not None:
-                        failed.get()  # re-raises the worker's error here
-                    reporter.update(*progress.snapshot())
-                    time.sleep(0.2)
-                results = dict(p.get() for p in pending)
+            # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (OOM killer, segfault) breaks the
+            # pool with an error instead of leaving its task pending forever.
+            with ProcessPoolExecutor(min(workers, len(shards)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(config, progress, part_dir)) as pool:
+                pending = [pool.submit(_run_part, (i, s)) for i, s in enumerate(shards)]
+                try:
+                    while True:
+                        done, not_done = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                        reporter.update(*progress.snapshot())
+                        for future in done:
+                            future.result()  # re-raises a worker's error here
+                        if not not_done:
+                            break
+                except BaseException:
+                    for future in pending:
+                        future.cancel()
+                    raise
+                results = dict(f.result() for f in pending)
             for i in range(len(shards)):
                 stats.add(results[i])
             for key, prefix in outputs.items():
                 merge_datasets([os.path.join(part_dir, f"{i:06d}_{key}") for i in range(len(shards))], prefix)
         finally:
             shutil.rmtree(part_dir, ignore_errors=True)
-        vocab_size = _build_tokenizer(config).vocab_size
     reporter.update(*progress.snapshot())
     reporter.close()
-    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, vocab_size)
+    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size)
 
 
 class _ReportingProgress:
