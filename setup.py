@@ -30,6 +30,7 @@ setup(
         "tensorboard",
         "tqdm",
         "zstandard",
+        "orjson",
         "psutil",
     ],
     extras_require={

@@ -43,6 +43,33 @@ void add_batch(IndexedBuilder& b, const py::array& tokens, const Lengths& length
                               std::string(py::str(tokens.dtype())));
 }
 
+// Token lists straight from a tokenizer (a list of lists of Python ints), read with the C API: several times
+// cheaper than flattening them through numpy in Python. `append_token` >= 0 is added to every non-empty list.
+void add_documents(IndexedBuilder& b, const py::sequence& documents, int64_t append_token) {
+  std::vector<int64_t> tokens, lengths;
+  lengths.reserve(py::len(documents));
+  for (py::handle doc : documents) {
+    PyObject* fast = PySequence_Fast(doc.ptr(), "each document must be a sequence of token ids");
+    if (fast == nullptr) throw py::error_already_set();
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject** items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      const long long id = PyLong_AsLongLong(items[i]);
+      if (id == -1 && PyErr_Occurred()) {
+        Py_DECREF(fast);
+        throw py::error_already_set();
+      }
+      tokens.push_back(id);
+    }
+    Py_DECREF(fast);
+    const bool append = n > 0 && append_token >= 0;
+    if (append) tokens.push_back(append_token);
+    lengths.push_back(n + (append ? 1 : 0));
+  }
+  py::gil_scoped_release release;
+  b.add_batch<int64_t>(tokens.data(), tokens.size(), lengths.data(), lengths.size(), nullptr, 0);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -68,6 +95,9 @@ PYBIND11_MODULE(_native, m) {
       .def("add_batch", &add_batch, py::arg("tokens"), py::arg("lengths"),
            py::arg("sequences_per_document") = std::nullopt,
            "Append sequences (tokens back to back, one length each); see csrc/indexed_builder.h.")
+      .def("add_documents", &add_documents, py::arg("documents"), py::arg("append_token") = -1,
+           "Append one document per token list (empty list: empty document), optionally ending each non-empty one "
+           "with append_token.")
       .def(
           "add_index",
           [](IndexedBuilder& b, const std::string& prefix) {

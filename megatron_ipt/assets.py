@@ -52,3 +52,40 @@ def pydoc_topics() -> List[str]:
     from pydoc_data.topics import topics
 
     return [topics[key] for key in sorted(topics)]
+
+
+def default_corpus() -> List[dict]:
+    """The quickstart's embedded corpus: every pydoc topic and Opticks paragraph as `{"id", "source", "text"}`."""
+    records = [{"id": f"pydoc-{i}", "source": "pydoc", "text": t} for i, t in enumerate(pydoc_topics())]
+    records += [{"id": f"opticks-{i}", "source": "opticks", "text": t} for i, t in enumerate(opticks_paragraphs())]
+    return records
+
+
+def _main(argv=None) -> int:
+    """`python -m megatron_ipt.assets mistral-tokenizer` prints the model path;
+    `python -m megatron_ipt.assets corpus OUT.jsonl` writes the default corpus (for shell scripts)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m megatron_ipt.assets", description=_main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("mistral-tokenizer")
+    corpus = sub.add_parser("corpus")
+    corpus.add_argument("output")
+    args = parser.parse_args(argv)
+    if args.command == "mistral-tokenizer":
+        print(mistral_tokenizer_model())
+    else:
+        records = default_corpus()
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        tmp = args.output + ".inprogress"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, args.output)
+        print(f"wrote {len(records)} documents to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

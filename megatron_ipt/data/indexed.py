@@ -47,10 +47,10 @@ class IndexedDatasetWriter:
         document and a length of 0 is an empty document (as Megatron writes an empty text)."""
         self._builder.add_batch(tokens, lengths, sequences_per_document)
 
-    def add_documents(self, documents: Sequence[Sequence[int]]):
-        """One token list per document (the shape tokenizers return)."""
-        tokens, lengths = flatten(documents)
-        self._builder.add_batch(tokens, lengths)
+    def add_documents(self, documents: Sequence[Sequence[int]], append_token: Optional[int] = None):
+        """One token list per document (the shape tokenizers return); an empty list is an empty document.
+        `append_token` (e.g. EOD) ends every non-empty document."""
+        self._builder.add_documents(documents, -1 if append_token is None else append_token)
 
     def add_index(self, prefix: str):
         """Append a finished dataset (native copy of its .bin, shifted index)."""

@@ -87,9 +87,13 @@ class _Packer:
     def pack(self, batch: List[List[object]], where: List[tuple], stats: ShardStats):
         for k, key in enumerate(self.config.json_keys):
             values = [doc[k] for doc in batch]
+            eod = self.tokenizer.eod if self.config.append_eod else None
+            writer = self.writers[key]
+            tokens_before = writer.token_count
             if all(isinstance(v, str) for v in values):
                 ids = self._encode(values, where)
-                per_document = None
+                writer.add_documents(ids, append_token=eod)
+                empties = sum(1 for x in ids if not x)
             else:  # pre-split sentences: one sequence per non-empty sentence
                 sentences = [s for v in values for s in (v if isinstance(v, list) else [v])]
                 owners = [i for i, v in enumerate(values) for _ in (v if isinstance(v, list) else [v])]
@@ -100,13 +104,13 @@ class _Packer:
                     if sentence_ids:
                         kept.append(sentence_ids)
                         per_document[owner] += 1
-                ids = kept
-            if self.config.append_eod:
-                self._append_eod(ids, per_document)
-            tokens, seq_lengths = flatten(ids)
-            self.writers[key].add_batch(tokens, seq_lengths, per_document)
-            stats.tokens[key] = stats.tokens.get(key, 0) + len(tokens)
-            empties = int(np.count_nonzero(seq_lengths == 0)) if per_document is None else int(np.count_nonzero(per_document == 0))
+                if eod is not None:  # EOD ends the last sentence of each non-empty document, as in Megatron
+                    for last in np.cumsum(per_document)[per_document > 0] - 1:
+                        kept[last].append(eod)
+                flat, lengths = flatten(kept)
+                writer.add_batch(flat, lengths, per_document)
+                empties = int(np.count_nonzero(per_document == 0))
+            stats.tokens[key] = stats.tokens.get(key, 0) + writer.token_count - tokens_before
             stats.empty_documents[key] = stats.empty_documents.get(key, 0) + empties
 
     def _encode(self, texts: List[str], where: List[tuple]) -> List[List[int]]:
@@ -121,19 +125,6 @@ class _Packer:
                     line = line if line is not None else jsonl.line_number_at(path, offset)
                     raise jsonl.InputError(path, line, f"cannot tokenize: {type(e).__name__}: {e}") from None
             raise
-
-    def _append_eod(self, ids: List[List[int]], per_document: Optional[np.ndarray]):
-        eod = self.tokenizer.eod
-        if per_document is None:
-            for sequence in ids:
-                if sequence:
-                    sequence.append(eod)
-        else:  # EOD goes on the last sentence of each non-empty document (as Megatron does)
-            end = 0
-            for count in per_document:
-                end += int(count)
-                if count:
-                    ids[end - 1].append(eod)
 
 
 def process_shard(shard: jsonl.Shard, config: PreprocessConfig, tokenizer: Tokenizer,

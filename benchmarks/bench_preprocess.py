@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Packing-stage benchmark: ours vs a Megatron-LM-style preprocess loop vs the bare tokenizer, same run.
+
+- reference: megatron-core's IndexedDatasetBuilder fed one document at a time after one tokenizer call per
+  document, in a Pool of --workers processes (what Megatron-LM's tools/preprocess_data.py does);
+- ours: tools/preprocess_data.py with the same tokenizer and --workers;
+- bare tokenizer: SentencePiece's batch encode of the same texts, already in memory, with --workers threads
+  (the ceiling: reading, parsing and packing cost nothing).
+
+Then the peak memory of ours on a ~1 GB JSONL. Prints tokens/s and the ratios ours/reference, ours/bare.
+    python benchmarks/bench_preprocess.py [--size-mb 256] [--rss-size-mb 1024] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from megatron_ipt import assets  # noqa: E402
+
+
+def write_corpus(path: str, size_mb: int) -> int:
+    """Real text (pydoc topics + Opticks paragraphs) cycled to `size_mb`; returns the document count."""
+    texts = [r["text"] for r in assets.default_corpus()]
+    target, written, n = size_mb << 20, 0, 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            line = json.dumps({"id": n, "text": texts[n % len(texts)]}, ensure_ascii=False) + "\n"
+            f.write(line)
+            written += len(line.encode("utf-8"))
+            n += 1
+    return n
+
+
+def run_measured(cmd) -> dict:
+    """Wall time and peak RSS (whole process tree, and largest single process) of a command."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    root = psutil.Process(proc.pid)
+    peak_tree = peak_one = 0
+    while proc.poll() is None:
+        try:
+            rss = [p.memory_info().rss for p in [root] + root.children(recursive=True)]
+        except psutil.Error:
+            rss = []
+        if rss:
+            peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
+        time.sleep(0.05)
+    output = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{output}")
+    return {"seconds": time.time() - start, "peak_tree": peak_tree, "peak_one": peak_one, "output": output}
+
+
+def bare_tokenizer_seconds(path: str, model: str, threads: int) -> tuple:
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=model)
+    seconds, tokens, batch = 0.0, 0, []
+
+    def encode(texts):
+        nonlocal seconds, tokens
+        t0 = time.perf_counter()
+        ids = sp.encode(texts, out_type=int, num_threads=threads)
+        seconds += time.perf_counter() - t0
+        tokens += sum(map(len, ids))
+
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            batch.append(json.loads(line)["text"])
+            if len(batch) == 4096:
+                encode(batch)
+                batch = []
+    if batch:
+        encode(batch)
+    return seconds, tokens
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-mb", type=int, default=256, help="corpus size for the speed comparison")
+    p.add_argument("--rss-size-mb", type=int, default=1024, help="corpus size for the peak-memory run (0 to skip)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--work-dir", default=None, help="where corpora and outputs go (default: a temp dir)")
+    args = p.parse_args()
+    model = assets.mistral_tokenizer_model()
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench_preprocess_")
+    os.makedirs(work, exist_ok=True)
+    corpus = os.path.join(work, f"corpus_{args.size_mb}mb.jsonl")
+    docs = write_corpus(corpus, args.size_mb)
+    print(f"corpus: {corpus} ({args.size_mb} MiB, {docs:,} documents), Mistral SentencePiece, {args.workers} worker(s), "
+          f"{os.cpu_count()} core(s)")
+
+    bare_s, tokens = bare_tokenizer_seconds(corpus, model, args.workers)
+    ref = run_measured([sys.executable, "-c",
+                        "import sys; from megatron_ipt.data.megatron_reference import megatron_style_preprocess as m; "
+                        "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
+                        corpus, os.path.join(work, "ref"), model, str(args.workers)])
+    ours = run_measured([sys.executable, "tools/preprocess_data.py", "--input", corpus, "--output-prefix",
+                         os.path.join(work, "ours"), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
+                         model, "--append-eod", "--workers", str(args.workers)])
+    same = all(open(os.path.join(work, f"ref_text_document{e}"), "rb").read() == open(os.path.join(work, f"ours_text_document{e}"), "rb").read()
+               for e in (".bin", ".idx"))
+    rate = lambda s: tokens / s  # noqa: E731  (EOD tokens excluded everywhere, so rates compare like for like)
+    print(f"\n{'':28}{'tokens/s':>14}{'seconds':>10}{'peak RSS (tree)':>18}")
+    print(f"{'bare tokenizer batch':28}{rate(bare_s):>14,.0f}{bare_s:>10.1f}{'-':>18}")
+    print(f"{'Megatron-style reference':28}{rate(ref['seconds']):>14,.0f}{ref['seconds']:>10.1f}{ref['peak_tree'] / 2**20:>15,.0f} MB")
+    print(f"{'ours (preprocess_data.py)':28}{rate(ours['seconds']):>14,.0f}{ours['seconds']:>10.1f}{ours['peak_tree'] / 2**20:>15,.0f} MB")
+    print(f"\nours / reference       {ref['seconds'] / ours['seconds']:.2f}x")
+    print(f"ours / bare tokenizer  {bare_s / ours['seconds']:.2f}  (goal >= 0.90)")
+    print(f"outputs byte-identical to the reference: {same}")
+
+    if args.rss_size_mb:
+        big = os.path.join(work, f"corpus_{args.rss_size_mb}mb.jsonl")
+        if not os.path.exists(big):
+            write_corpus(big, args.rss_size_mb)
+        run = run_measured([sys.executable, "tools/preprocess_data.py", "--input", big, "--output-prefix",
+                            os.path.join(work, "big"), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
+                            model, "--append-eod", "--workers", str(args.workers)])
+        print(f"\npeak RSS of ours on a {os.path.getsize(big) / 2**30:.2f} GiB JSONL: {run['peak_tree'] / 2**20:,.0f} MB "
+              f"for the whole process tree, {run['peak_one'] / 2**20:,.0f} MB for the largest process "
+              f"({run['seconds']:.0f} s; goal < 1 GB)")
+    print(f"\nwork dir: {work} (delete when done)")
+
+
+if __name__ == "__main__":
+    main()
