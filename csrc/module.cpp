@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "indexed_builder.h"
+#include "sp_bpe.h"
 
 namespace py = pybind11;
 using mipt::IndexedBuilder;
@@ -70,6 +71,26 @@ void add_documents(IndexedBuilder& b, const py::sequence& documents, int64_t app
   b.add_batch<int64_t>(tokens.data(), tokens.size(), lengths.data(), lengths.size(), nullptr, 0);
 }
 
+// UTF-8 views of Python strings; they stay valid while `texts` is alive (the caller holds it).
+std::vector<std::string_view> utf8_views(const py::sequence& texts) {
+  std::vector<std::string_view> views;
+  views.reserve(py::len(texts));
+  for (py::handle t : texts) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(t.ptr(), &size);  // fails on lone surrogates: not text
+    if (data == nullptr) throw py::error_already_set();
+    views.emplace_back(data, static_cast<size_t>(size));
+  }
+  return views;
+}
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+  return a;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -89,6 +110,45 @@ PYBIND11_MODULE(_native, m) {
         return d;
       },
       py::arg("idx_path"), "Header of an .idx file: dtype code, number of sequences and of documents.");
+
+  py::class_<mipt::SentencePieceBPE>(m, "SentencePieceBPE")
+      .def(py::init<const std::string&>(), py::arg("model_path"),
+           "Load a SentencePiece BPE .model; raises ValueError('unsupported: ...') for models not encoded natively.")
+      .def_property_readonly("vocab_size", &mipt::SentencePieceBPE::vocab_size)
+      .def(
+          "encode_flat",
+          [](mipt::SentencePieceBPE& e, const py::sequence& texts, int num_threads, int64_t append_id) {
+            auto views = utf8_views(texts);
+            std::vector<int32_t> tokens;
+            std::vector<int64_t> lengths;
+            {
+              py::gil_scoped_release release;
+              e.encode_batch(views, num_threads, append_id, tokens, lengths);
+            }
+            return py::make_tuple(to_numpy(tokens), to_numpy(lengths));
+          },
+          py::arg("texts"), py::arg("num_threads") = 1, py::arg("append_id") = -1,
+          "Encode texts into (int32 tokens back to back, int64 length per text); append_id ends non-empty texts.")
+      .def(
+          "encode",
+          [](mipt::SentencePieceBPE& e, const py::sequence& texts, int num_threads) {
+            auto views = utf8_views(texts);
+            std::vector<int32_t> tokens;
+            std::vector<int64_t> lengths;
+            {
+              py::gil_scoped_release release;
+              e.encode_batch(views, num_threads, -1, tokens, lengths);
+            }
+            py::list out;
+            size_t at = 0;
+            for (int64_t n : lengths) {
+              py::list ids(n);
+              for (int64_t i = 0; i < n; ++i) ids[i] = tokens[at++];
+              out.append(ids);
+            }
+            return out;
+          },
+          py::arg("texts"), py::arg("num_threads") = 1, "Encode texts into one list of ids each.");
 
   py::class_<IndexedBuilder>(m, "IndexedBuilder")
       .def(py::init<const std::string&, uint8_t>(), py::arg("bin_path"), py::arg("dtype_code"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -24,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--tokenizer-model", required=True, help="SentencePiece .model, or tokenizer.json / its directory")
     g.add_argument("--tokenizer-hf-no-include-special-tokens", action="store_true",
                    help="HF tokenizers: do not add special tokens (e.g. BOS) to each document")
+    g.add_argument("--no-native-tokenizer", action="store_true",
+                   help="use the sentencepiece library even where our native encoder applies (same ids, slower)")
     g.add_argument("--append-eod", action="store_true", help="append the end-of-document token to every non-empty document")
     g = p.add_argument_group("output data")
     g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
@@ -50,6 +53,7 @@ def print_summary(result: PreprocessResult) -> None:
         "",
         "preprocess_data summary",
         f"  inputs           {len(result.files)} file(s), {s.bytes / 2**20:,.1f} MiB, {result.shards} shard(s)",
+        f"  tokenizer        {result.tokenizer}",
         f"  documents        {s.documents:,}" + (f"  (+{s.blank_lines:,} blank lines ignored)" if s.blank_lines else ""),
         f"  tokens           {total_tokens:,}",
         f"  time             {seconds:,.1f} s: {s.documents / seconds:,.0f} docs/s, {total_tokens / seconds:,.0f} tokens/s, "
@@ -72,6 +76,7 @@ def print_summary(result: PreprocessResult) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.partitions != 1:
         print(f"note: --partitions {args.partitions} ignored: {args.workers} worker(s) split the input by byte ranges "
               f"and the parts are merged natively", file=sys.stderr)
@@ -80,6 +85,7 @@ def main(argv=None) -> int:
         tokenizer_model=args.tokenizer_model, json_keys=args.json_keys, append_eod=args.append_eod,
         workers=args.workers, log_interval=args.log_interval, skip_bad_lines=args.skip_bad_lines,
         include_special_tokens=not args.tokenizer_hf_no_include_special_tokens, shard_bytes=args.shard_bytes,
+        native_tokenizer=not args.no_native_tokenizer,
     )
     try:
         result = preprocess(config)

@@ -11,6 +11,7 @@ per non-empty string; --append-eod adds the tokenizer's EOD to each non-empty do
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 import os
@@ -44,6 +45,7 @@ class PreprocessConfig:
     log_interval: int = 1000
     skip_bad_lines: bool = False
     include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
+    native_tokenizer: bool = True  # our C++ encoder where it is exact (SentencePiece BPE); else the library
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
 
     def output_prefix_for(self, key: str) -> str:
@@ -91,13 +93,13 @@ class _Packer:
             writer = self.writers[key]
             tokens_before = writer.token_count
             if all(isinstance(v, str) for v in values):
-                ids = self._encode(values, where)
-                writer.add_documents(ids, append_token=eod)
-                empties = sum(1 for x in ids if not x)
+                flat, lengths = self._encode(values, where, eod)
+                writer.add_batch(flat, lengths)
+                empties = int(np.count_nonzero(lengths == 0))
             else:  # pre-split sentences: one sequence per non-empty sentence
                 sentences = [s for v in values for s in (v if isinstance(v, list) else [v])]
                 owners = [i for i, v in enumerate(values) for _ in (v if isinstance(v, list) else [v])]
-                ids = self._encode(sentences, [where[i] for i in owners])
+                ids = self._encode(sentences, [where[i] for i in owners], None, flat=False)
                 per_document = np.zeros(len(values), dtype=np.int64)
                 kept = []
                 for owner, sentence_ids in zip(owners, ids):
@@ -113,8 +115,10 @@ class _Packer:
             stats.tokens[key] = stats.tokens.get(key, 0) + writer.token_count - tokens_before
             stats.empty_documents[key] = stats.empty_documents.get(key, 0) + empties
 
-    def _encode(self, texts: List[str], where: List[tuple]) -> List[List[int]]:
+    def _encode(self, texts: List[str], where: List[tuple], append_id, flat=True):
         try:
+            if flat:
+                return self.tokenizer.encode_batch_flat(texts, append_id)
             return self.tokenizer.encode_batch(texts)
         except Exception:
             # Find the document the tokenizer rejects (e.g. a lone surrogate from a "\ud800" escape).
@@ -194,6 +198,7 @@ _worker: dict = {}
 
 
 def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
+    logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
     _worker.update(config=config, progress=progress, part_dir=part_dir,
                    tokenizer=_build_tokenizer(config))
 
@@ -215,7 +220,8 @@ def _run_part(task):
 
 
 def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
-    return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens)
+    return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens,
+                           native=config.native_tokenizer)
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -229,6 +235,7 @@ class PreprocessResult:
     shards: int
     seconds: float
     vocab_size: int
+    tokenizer: str  # which encoder did the work
 
 
 def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
@@ -292,7 +299,13 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
             shutil.rmtree(part_dir, ignore_errors=True)
     reporter.update(*progress.snapshot())
     reporter.close()
-    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size)
+    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size,
+                            describe(tokenizer))
+
+
+def describe(tokenizer: Tokenizer) -> str:
+    engine = {True: "native BPE encoder", False: "sentencepiece library"}.get(getattr(tokenizer, "native", None), "tokenizers library")
+    return f"{tokenizer.tokenizer_type} ({engine}), vocab {tokenizer.vocab_size:,}"
 
 
 class _ReportingProgress:
