@@ -4,8 +4,9 @@
 - reference: megatron-core's IndexedDatasetBuilder fed one document at a time after one tokenizer call per
   document, in a Pool of --workers processes (what Megatron-LM's tools/preprocess_data.py does);
 - ours: tools/preprocess_data.py with the same tokenizer and --workers;
-- bare tokenizer: SentencePiece's batch encode of the same texts, already in memory, with --workers threads
-  (the ceiling: reading, parsing and packing cost nothing).
+- bare encoders: the sentencepiece library's batch encode, and our native encoder's, on the same texts already in
+  memory, one thread (tokens/s per core) and --workers threads (the ceiling for packing: reading, parsing and
+  writing cost nothing).
 
 Then the peak memory of ours on a ~1 GB JSONL. Prints tokens/s and the ratios ours/reference, ours/bare.
     python benchmarks/bench_preprocess.py [--size-mb 256] [--rss-size-mb 1024] [--workers 2]
@@ -61,16 +62,18 @@ def run_measured(cmd) -> dict:
     return {"seconds": time.time() - start, "peak_tree": peak_tree, "peak_one": peak_one, "output": output}
 
 
-def bare_tokenizer_seconds(path: str, model: str, threads: int) -> tuple:
-    import sentencepiece
+def bare_encode_seconds(path: str, model: str, threads: int, native: bool) -> tuple:
+    """Seconds spent inside batch encode calls only (reading and JSON parsing are not timed), and tokens."""
+    from megatron_ipt.data.tokenizer import build_tokenizer
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=model)
+    tokenizer = build_tokenizer("SentencePieceTokenizer", model, num_threads=threads, native=native)
+    assert tokenizer.native == native
     seconds, tokens, batch = 0.0, 0, []
 
     def encode(texts):
         nonlocal seconds, tokens
         t0 = time.perf_counter()
-        ids = sp.encode(texts, out_type=int, num_threads=threads)
+        ids = tokenizer.encode_batch(texts)
         seconds += time.perf_counter() - t0
         tokens += sum(map(len, ids))
 
@@ -83,6 +86,11 @@ def bare_tokenizer_seconds(path: str, model: str, threads: int) -> tuple:
     if batch:
         encode(batch)
     return seconds, tokens
+
+
+def _read(work: str, name: str, ext: str) -> bytes:
+    with open(os.path.join(work, f"{name}_text_document{ext}"), "rb") as f:
+        return f.read()
 
 
 def main():
@@ -100,23 +108,34 @@ def main():
     print(f"corpus: {corpus} ({args.size_mb} MiB, {docs:,} documents), Mistral SentencePiece, {args.workers} worker(s), "
           f"{os.cpu_count()} core(s)")
 
-    bare_s, tokens = bare_tokenizer_seconds(corpus, model, args.workers)
+    bare = {(native, threads): bare_encode_seconds(corpus, model, threads, native)
+            for native in (False, True) for threads in sorted({1, args.workers})}
+    tokens = bare[(False, 1)][1]
+    assert all(t == tokens for _, t in bare.values()), "encoders disagree on the token count"
     ref = run_measured([sys.executable, "-c",
                         "import sys; from megatron_ipt.data.megatron_reference import megatron_style_preprocess as m; "
                         "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
                         corpus, os.path.join(work, "ref"), model, str(args.workers)])
-    ours = run_measured([sys.executable, "tools/preprocess_data.py", "--input", corpus, "--output-prefix",
-                         os.path.join(work, "ours"), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
-                         model, "--append-eod", "--workers", str(args.workers)])
-    same = all(open(os.path.join(work, f"ref_text_document{e}"), "rb").read() == open(os.path.join(work, f"ours_text_document{e}"), "rb").read()
-               for e in (".bin", ".idx"))
+    runs = {}
+    for name, extra in (("ours", []), ("ours_library", ["--no-native-tokenizer"])):
+        runs[name] = run_measured([sys.executable, "tools/preprocess_data.py", "--input", corpus, "--output-prefix",
+                                   os.path.join(work, name), "--tokenizer-type", "SentencePieceTokenizer",
+                                   "--tokenizer-model", model, "--append-eod", "--workers", str(args.workers), *extra])
+    same = all(_read(work, "ref", e) == _read(work, name, e) for name in runs for e in (".bin", ".idx"))
     rate = lambda s: tokens / s  # noqa: E731  (EOD tokens excluded everywhere, so rates compare like for like)
-    print(f"\n{'':28}{'tokens/s':>14}{'seconds':>10}{'peak RSS (tree)':>18}")
-    print(f"{'bare tokenizer batch':28}{rate(bare_s):>14,.0f}{bare_s:>10.1f}{'-':>18}")
-    print(f"{'Megatron-style reference':28}{rate(ref['seconds']):>14,.0f}{ref['seconds']:>10.1f}{ref['peak_tree'] / 2**20:>15,.0f} MB")
-    print(f"{'ours (preprocess_data.py)':28}{rate(ours['seconds']):>14,.0f}{ours['seconds']:>10.1f}{ours['peak_tree'] / 2**20:>15,.0f} MB")
-    print(f"\nours / reference       {ref['seconds'] / ours['seconds']:.2f}x")
-    print(f"ours / bare tokenizer  {bare_s / ours['seconds']:.2f}  (goal >= 0.90)")
+    print(f"\n{'':44}{'tokens/s':>14}{'seconds':>10}{'peak RSS (tree)':>18}")
+    for (native, threads), (seconds, _) in sorted(bare.items()):
+        label = f"bare {'native encoder' if native else 'sentencepiece library'}, {threads} thread(s)"
+        print(f"{label:44}{rate(seconds):>14,.0f}{seconds:>10.1f}{'-':>18}")
+    rows = (("Megatron-style reference", ref), ("ours, sentencepiece library", runs["ours_library"]),
+            ("ours (native encoder)", runs["ours"]))
+    for label, run in rows:
+        print(f"{label:44}{rate(run['seconds']):>14,.0f}{run['seconds']:>10.1f}{run['peak_tree'] / 2**20:>15,.0f} MB")
+    print(f"\nnative encoder / library, per core       {bare[(False, 1)][0] / bare[(True, 1)][0]:.2f}x")
+    print(f"ours / reference (end to end)            {ref['seconds'] / runs['ours']['seconds']:.2f}x  (goal >= 5)")
+    print(f"ours with the library / reference        {ref['seconds'] / runs['ours_library']['seconds']:.2f}x")
+    print(f"ours with the library / bare library     {bare[(False, args.workers)][0] / runs['ours_library']['seconds']:.2f}  "
+          f"(goal >= 0.90: packing costs almost nothing next to tokenizing)")
     print(f"outputs byte-identical to the reference: {same}")
 
     if args.rss_size_mb:
