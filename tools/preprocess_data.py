@@ -32,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
     g = p.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    g.add_argument("--threads-per-worker", type=int, default=1,
+                   help="tokenizer threads inside each worker process (SentencePiece models; the GIL is released), "
+                        "e.g. --workers 1 --threads-per-worker 8 tokenizes on 8 cores from one process")
     g.add_argument("--shard-bytes", type=int, default=None,
                    help="size of the byte-range work units plain files are cut into when --workers > 1 "
                         "(default: input size / (4 x workers), at least 8 MiB)")
@@ -41,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--keep-sequential-samples", action="store_true",
                    help="accepted for Megatron-LM compatibility; output order always equals input order")
     args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
+    if args.workers < 1 or args.threads_per_worker < 1:
+        p.error("--workers and --threads-per-worker must be at least 1")
     return args
 
 
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
         tokenizer_model=args.tokenizer_model, json_keys=args.json_keys, append_eod=args.append_eod,
         workers=args.workers, log_interval=args.log_interval, skip_bad_lines=args.skip_bad_lines,
         include_special_tokens=not args.tokenizer_hf_no_include_special_tokens, shard_bytes=args.shard_bytes,
-        native_tokenizer=not args.no_native_tokenizer,
+        native_tokenizer=not args.no_native_tokenizer, threads_per_worker=args.threads_per_worker,
     )
     try:
         result = preprocess(config)

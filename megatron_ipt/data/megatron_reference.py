@@ -19,7 +19,9 @@ _state: dict = {}
 def _init(tokenizer_type: str, tokenizer_model: str, json_keys: List[str], append_eod: bool):
     from megatron_ipt.data.tokenizer import build_tokenizer
 
-    _state.update(tokenizer=build_tokenizer(tokenizer_type, tokenizer_model), keys=json_keys, append_eod=append_eod)
+    # The library, as Megatron-LM uses it (never our native encoder): this is the reference.
+    _state.update(tokenizer=build_tokenizer(tokenizer_type, tokenizer_model, native=False), keys=json_keys,
+                  append_eod=append_eod)
 
 
 def _encode(line: bytes):
@@ -50,7 +52,7 @@ def megatron_style_preprocess(input_path: str, output_prefix: str, tokenizer_typ
     from megatron_ipt.data.tokenizer import build_tokenizer
 
     json_keys = json_keys or ["text"]
-    vocab_size = build_tokenizer(tokenizer_type, tokenizer_model).vocab_size
+    vocab_size = build_tokenizer(tokenizer_type, tokenizer_model, native=False).vocab_size
     dtype = DType.optimal_dtype(vocab_size)
     builders = {k: IndexedDatasetBuilder(f"{output_prefix}_{k}_document.bin", dtype=dtype) for k in json_keys}
     documents = tokens = 0

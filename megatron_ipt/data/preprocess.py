@@ -46,6 +46,7 @@ class PreprocessConfig:
     skip_bad_lines: bool = False
     include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
     native_tokenizer: bool = True  # our C++ encoder where it is exact (SentencePiece BPE); else the library
+    threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
 
     def output_prefix_for(self, key: str) -> str:
@@ -221,7 +222,7 @@ def _run_part(task):
 
 def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
     return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens,
-                           native=config.native_tokenizer)
+                           native=config.native_tokenizer, num_threads=config.threads_per_worker)
 
 
 # ------------------------------------------------------------------------------------------- the run

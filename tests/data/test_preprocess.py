@@ -55,11 +55,14 @@ def test_round_trip_detokenizes_to_the_input_texts(tmp_path, corpus, real_texts,
 
 def test_matches_megatron_style_loop_and_any_worker_count(tmp_path, corpus, mistral_model):
     megatron_style_preprocess(corpus, str(tmp_path / "ref"), "MistralTokenizer", mistral_model, append_eod=True)
-    for workers, shard_bytes in ((1, None), (2, 64 * 1024), (3, 100_003)):  # byte-range shards cut lines mid-way
-        prefix = str(tmp_path / f"w{workers}")
+    # byte-range shards cut lines mid-way; threads split batches; the library path must agree too
+    for workers, shard_bytes, threads, native in ((1, None, 1, True), (2, 64 * 1024, 1, True), (3, 100_003, 1, True),
+                                                  (1, None, 2, True), (2, 64 * 1024, 1, False)):
+        prefix = str(tmp_path / f"w{workers}t{threads}{native}")
         preprocess(PreprocessConfig(input=corpus, output_prefix=prefix, tokenizer_type="MistralTokenizer",
-                                    tokenizer_model=mistral_model, append_eod=True, workers=workers, shard_bytes=shard_bytes))
-        assert same_dataset(str(tmp_path / "ref_text_document"), prefix + "_text_document"), f"workers={workers}"
+                                    tokenizer_model=mistral_model, append_eod=True, workers=workers, shard_bytes=shard_bytes,
+                                    threads_per_worker=threads, native_tokenizer=native))
+        assert same_dataset(str(tmp_path / "ref_text_document"), prefix + "_text_document"), prefix
     assert not [p for p in os.listdir(tmp_path) if "inprogress" in p]
 
 
