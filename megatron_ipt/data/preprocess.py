@@ -47,6 +47,7 @@ class PreprocessConfig:
     include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
     native_tokenizer: bool = True  # our C++ encoder where it is exact (SentencePiece BPE); else the library
     threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
+    tiktoken_pattern: str = "cl100k"  # TiktokenFileTokenizer only
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
 
     def output_prefix_for(self, key: str) -> str:
@@ -222,7 +223,8 @@ def _run_part(task):
 
 def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
     return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens,
-                           native=config.native_tokenizer, num_threads=config.threads_per_worker)
+                           native=config.native_tokenizer, num_threads=config.threads_per_worker,
+                           tiktoken_pattern=config.tiktoken_pattern)
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -305,7 +307,7 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
 
 
 def describe(tokenizer: Tokenizer) -> str:
-    engine = {True: "native BPE encoder", False: "sentencepiece library"}.get(getattr(tokenizer, "native", None), "tokenizers library")
+    engine = "native encoder" if tokenizer.native else f"{tokenizer.library_name} library"
     return f"{tokenizer.tokenizer_type} ({engine}), vocab {tokenizer.vocab_size:,}"
 
 

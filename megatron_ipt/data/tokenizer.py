@@ -8,10 +8,14 @@ tokenizer library, so the ids we write are the ids Megatron-LM would write:
 - `HuggingFaceTokenizer` (alias `Llama3Tokenizer`): a `tokenizer.json` (or a directory holding one), encoded
   with the tokenizer's special tokens (e.g. Llama's BOS) unless `include_special_tokens=False`
   (Megatron's `--tokenizer-hf-no-include-special-tokens`); EOD is `eos_token` from `tokenizer_config.json`.
+- `TiktokenFileTokenizer`: an OpenAI `.tiktoken` ranks file (ids = ranks), encoded like tiktoken's
+  `encode_ordinary` with the cl100k regex (or Llama-3's, `tiktoken_pattern="llama3"`). Not Megatron's
+  `TikTokenizer`, which reads a different (JSON) vocabulary and shifts ids by its special tokens.
 
-Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, InstructLM) are encoded by our own
-native encoder (csrc/sp_bpe.cpp), id-exact with the library and several times faster; models it does not
-reproduce exactly (unigram, NFKC normalization, ...) use the library, and one log line says so.
+Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, InstructLM) and byte-level BPE models
+(Llama-3-style tokenizer.json, cl100k tiktoken files) are encoded by our own native encoders (csrc/), id-exact
+with the libraries and several times faster; models they do not reproduce exactly (unigram, NFKC
+normalization, other regexes, ...) use the library, and one log line says so.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer", "MistralTokenizer")
 HUGGINGFACE_TYPES = ("HuggingFaceTokenizer", "Llama3Tokenizer")
-TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES
+TIKTOKEN_TYPES = ("TiktokenFileTokenizer",)
+TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES
 
 # Tried in order when a tokenizer.json comes without a tokenizer_config.json naming its eos_token.
 _COMMON_EOS_TOKENS = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>")
@@ -40,6 +45,8 @@ class Tokenizer:
     vocab_size: int
     eod: Optional[int]
     bos: Optional[int]
+    library_name: str  # the library used where the native encoder is not
+    native: bool = False  # True when our native encoder does the work
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         raise NotImplementedError
@@ -69,6 +76,8 @@ class Tokenizer:
 
 
 class SentencePieceTokenizer(Tokenizer):
+    library_name = "sentencepiece"
+
     def __init__(self, model_path: str, tokenizer_type: str = "SentencePieceTokenizer", num_threads: int = 1,
                  native: bool = True):
         import sentencepiece
@@ -91,7 +100,6 @@ class SentencePieceTokenizer(Tokenizer):
 
     @property
     def native(self) -> bool:
-        """True when our native encoder does the work (else the sentencepiece library)."""
         return self._native is not None
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
@@ -108,9 +116,47 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.decode([int(i) for i in ids])
 
 
-class HuggingFaceTokenizer(Tokenizer):
-    def __init__(self, model_path: str, tokenizer_type: str = "HuggingFaceTokenizer", include_special_tokens: bool = True):
+class _ByteLevelNative(Tokenizer):
+    """Shared by the byte-level types: the native encoder where it is exact, the library for the rest."""
+
+    _native = None
+    num_threads = 1
+
+    def _use_native(self, encoder, reason: Optional[str]):
+        self._native = encoder
+        if encoder is None:
+            logger.warning("%s: native encoder not used (%s); using the %s library", self.model_path, reason, self.library_name)
+
+    @property
+    def native(self) -> bool:
+        return self._native is not None
+
+    def _library_encode(self, text: str) -> List[int]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        if self._native is None:
+            return [self._library_encode(t) for t in texts]
+        tokens, lengths = self.encode_batch_flat(texts)
+        return [chunk.tolist() for chunk in np.split(tokens, np.cumsum(lengths)[:-1])] if len(texts) else []
+
+    def encode_batch_flat(self, texts: Sequence[str], append_id: Optional[int] = None):
+        if self._native is None:
+            return super().encode_batch_flat(texts, append_id)
+        from megatron_ipt.data.bytelevel import fill_fallbacks
+
+        tokens, lengths = self._native.encode_flat(texts, self.num_threads, -1 if append_id is None else append_id)
+        return fill_fallbacks(tokens, lengths, texts, self._library_encode, append_id)
+
+
+class HuggingFaceTokenizer(_ByteLevelNative):
+    library_name = "tokenizers"
+
+    def __init__(self, model_path: str, tokenizer_type: str = "HuggingFaceTokenizer", include_special_tokens: bool = True,
+                 num_threads: int = 1, native: bool = True):
         import tokenizers
+
+        from megatron_ipt.data.bytelevel import native_from_tokenizer_json
 
         json_path = os.path.join(model_path, "tokenizer.json") if os.path.isdir(model_path) else model_path
         if not os.path.isfile(json_path):
@@ -123,6 +169,10 @@ class HuggingFaceTokenizer(Tokenizer):
         config = _read_tokenizer_config(os.path.dirname(os.path.abspath(json_path)))
         self.eod = self._token_id(config.get("eos_token"), _COMMON_EOS_TOKENS)
         self.bos = self._token_id(config.get("bos_token"), ("<s>", "<|begin_of_text|>", "<bos>"))
+        self.num_threads = num_threads
+        if native:
+            with open(json_path, encoding="utf-8") as f:
+                self._use_native(*native_from_tokenizer_json(json.load(f), self._tok, include_special_tokens))
 
     def _token_id(self, configured, fallbacks) -> Optional[int]:
         if isinstance(configured, dict):  # {"content": "</s>", ...} in older tokenizer_config.json files
@@ -133,7 +183,12 @@ class HuggingFaceTokenizer(Tokenizer):
                 return token_id
         return None
 
+    def _library_encode(self, text: str) -> List[int]:
+        return self._tok.encode(text, add_special_tokens=self.include_special_tokens).ids
+
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        if self._native is not None:
+            return super().encode_batch(texts)
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=self.include_special_tokens)
         return [e.ids for e in encodings]
 
@@ -145,6 +200,45 @@ class HuggingFaceTokenizer(Tokenizer):
         return {**super().unique_identifiers, "include_special_tokens": self.include_special_tokens}
 
 
+class TiktokenFileTokenizer(_ByteLevelNative):
+    library_name = "tiktoken"
+
+    def __init__(self, model_path: str, tokenizer_type: str = "TiktokenFileTokenizer", tiktoken_pattern: str = "cl100k",
+                 num_threads: int = 1, native: bool = True):
+        from megatron_ipt.data import bytelevel
+
+        patterns = {"cl100k": bytelevel.CL100K_POSSESSIVE_PATTERN, "llama3": bytelevel.LLAMA3_PATTERN}
+        if tiktoken_pattern not in patterns:
+            raise ValueError(f"tiktoken pattern {tiktoken_pattern!r}: choose one of {', '.join(patterns)}")
+        self.tokenizer_type, self.model_path, self.num_threads = tokenizer_type, model_path, num_threads
+        self.tiktoken_pattern = tiktoken_pattern
+        self._ranks = bytelevel.read_tiktoken_file(model_path)
+        specials = bytelevel.CL100K_SPECIAL_TOKENS if len(self._ranks) == 100256 else {}
+        self.vocab_size = max([*self._ranks.values(), *specials.values()]) + 1
+        self.eod, self.bos = specials.get("<|endoftext|>"), None
+        self._specials, self._pattern, self._library = specials, patterns[tiktoken_pattern], None
+        if native:
+            self._use_native(*bytelevel.native_from_tiktoken(self._ranks, self._pattern))
+
+    def _encoding(self):
+        if self._library is None:
+            import tiktoken
+
+            self._library = tiktoken.Encoding("megatron_ipt_" + os.path.basename(self.model_path), pat_str=self._pattern,
+                                              mergeable_ranks=self._ranks, special_tokens=self._specials)
+        return self._library
+
+    def _library_encode(self, text: str) -> List[int]:
+        return self._encoding().encode_ordinary(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._encoding().decode([int(i) for i in ids])
+
+    @property
+    def unique_identifiers(self) -> dict:
+        return {**super().unique_identifiers, "tiktoken_pattern": self.tiktoken_pattern}
+
+
 def build_tokenizer(
     tokenizer_type: str,
     tokenizer_model: str,
@@ -152,6 +246,7 @@ def build_tokenizer(
     num_threads: int = 1,
     include_special_tokens: bool = True,
     native: bool = True,
+    tiktoken_pattern: str = "cl100k",
 ) -> Tokenizer:
     """Build a tokenizer from Megatron's `--tokenizer-type` and `--tokenizer-model` values."""
     if not tokenizer_model:
@@ -161,7 +256,11 @@ def build_tokenizer(
     if tokenizer_type in SENTENCEPIECE_TYPES:
         return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads, native=native)
     if tokenizer_type in HUGGINGFACE_TYPES:
-        return HuggingFaceTokenizer(tokenizer_model, tokenizer_type, include_special_tokens=include_special_tokens)
+        return HuggingFaceTokenizer(tokenizer_model, tokenizer_type, include_special_tokens=include_special_tokens,
+                                    num_threads=num_threads, native=native)
+    if tokenizer_type in TIKTOKEN_TYPES:
+        return TiktokenFileTokenizer(tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern,
+                                     num_threads=num_threads, native=native)
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 

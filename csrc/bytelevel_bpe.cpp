@@ -1,0 +1,301 @@
+#include "bytelevel_bpe.h"
+
+#include <algorithm>
+#include <climits>
+#include <queue>
+#include <stdexcept>
+#include <thread>
+
+#include "unicode_tables.h"
+
+namespace mipt {
+
+namespace {
+
+using unicode::Class;
+
+const std::vector<uint8_t>& class_table() {
+  static const std::vector<uint8_t> table = [] {
+    std::vector<uint8_t> t(0x110000, unicode::kOther);
+    for (const auto& r : unicode::kRanges)
+      for (uint32_t cp = r.first; cp <= r.last; ++cp) t[cp] = r.cls;
+    return t;
+  }();
+  return table;
+}
+
+// Decodes UTF-8 (valid: it comes from Python str) into code points and their byte offsets (+ the end offset).
+void decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets) {
+  cps.clear();
+  offsets.clear();
+  const auto* u = reinterpret_cast<const uint8_t*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp;
+    size_t len;
+    if (u[i] < 0x80) cp = u[i], len = 1;
+    else if (u[i] < 0xE0) cp = ((u[i] & 0x1f) << 6) | (u[i + 1] & 0x3f), len = 2;
+    else if (u[i] < 0xF0) cp = ((u[i] & 0x0f) << 12) | ((u[i + 1] & 0x3f) << 6) | (u[i + 2] & 0x3f), len = 3;
+    else cp = ((u[i] & 0x07) << 18) | ((u[i + 1] & 0x3f) << 12) | ((u[i + 2] & 0x3f) << 6) | (u[i + 3] & 0x3f), len = 4;
+    cps.push_back(cp);
+    offsets.push_back(static_cast<uint32_t>(i));
+    i += len;
+  }
+  offsets.push_back(static_cast<uint32_t>(s.size()));
+}
+
+// The letter a contraction's character folds to under the regex's case-insensitive match ('ſ' folds to 's').
+char fold(uint32_t cp) {
+  if (cp == 0x17F) return 's';
+  if (cp < 128) return static_cast<char>(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+  return 0;
+}
+
+inline bool is_crlf(uint32_t cp) { return cp == '\r' || cp == '\n'; }
+
+constexpr size_t kMaxCachedPiece = 64;
+constexpr size_t kMaxCacheEntries = 1 << 20;
+
+}  // namespace
+
+const char* unicode_version() { return unicode::kVersion; }
+
+ByteLevelBPE::ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab,
+                           const std::vector<std::pair<std::string, std::string>>& merges, int pattern,
+                           bool ignore_merges, const std::vector<std::string>& added_tokens)
+    : tiktoken_rule_(merges.empty()), pattern_(pattern), ignore_merges_(ignore_merges || merges.empty()),
+      added_tokens_(added_tokens) {
+  if (pattern != kLlama3 && pattern != kCl100kPossessive) throw std::invalid_argument("unknown pre-tokenizer pattern");
+  class_table();  // build once, before any thread needs it
+  int max_id = -1;
+  for (const auto& [bytes, id] : vocab) max_id = std::max(max_id, id);
+  token_bytes_.resize(max_id + 1);
+  for (const auto& [bytes, id] : vocab) token_bytes_[id] = bytes;
+  for (const auto& [bytes, id] : vocab) ids_.emplace(token_bytes_[id], id);
+  for (int b = 0; b < 256; ++b) {
+    auto it = ids_.find(std::string_view(reinterpret_cast<const char*>(&b), 1));
+    if (it == ids_.end()) throw std::invalid_argument("unsupported: the vocabulary lacks single-byte token " + std::to_string(b));
+    byte_ids_[b] = it->second;
+  }
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const auto& [left, right] = merges[rank];
+    auto l = ids_.find(left), r = ids_.find(right), m = ids_.find(left + right);
+    if (l == ids_.end() || r == ids_.end() || m == ids_.end())
+      throw std::invalid_argument("unsupported: merge " + std::to_string(rank) + " refers to a token not in the vocabulary");
+    merges_.emplace((static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second),
+                    std::make_pair(static_cast<int>(rank), m->second));
+  }
+  for (const auto& t : added_tokens_)
+    if (!t.empty()) added_first_byte_[static_cast<uint8_t>(t[0])] = true;
+}
+
+bool ByteLevelBPE::holds_added_token(std::string_view text) const {
+  if (added_tokens_.empty()) return false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!added_first_byte_[static_cast<uint8_t>(text[i])]) continue;
+    for (const auto& t : added_tokens_)
+      if (!t.empty() && text.compare(i, t.size(), t) == 0) return true;
+  }
+  return false;
+}
+
+// The pre-tokenization regex, alternative by alternative, leftmost-first as the regex engines match it:
+//   's|'t|'re|'ve|'m|'ll|'d (case-insensitive) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} | ' '?[^\s\p{L}\p{N}]+[\r\n]*
+//   | (\s++$ in the possessive cl100k variant) | \s*[\r\n]+ | \s+(?!\S) | \s+
+// Calls emit(begin byte, end byte) per piece; returns false (nothing emitted) if the text has an unassigned
+// code point.
+template <typename Fn>
+bool ByteLevelBPE::split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const {
+  decode_utf8(text, cps, offsets);
+  const auto& table = class_table();
+  const size_t n = cps.size();
+  for (size_t i = 0; i < n; ++i)
+    if (table[cps[i]] == unicode::kUnassigned) return false;
+  auto cls = [&](size_t k) { return static_cast<Class>(table[cps[k]]); };
+  auto piece = [&](size_t k) { return cls(k) != unicode::kSpace && cls(k) != unicode::kLetter && cls(k) != unicode::kNumber; };
+  size_t i = 0;
+  while (i < n) {
+    size_t end = i;
+    const Class c = cls(i);
+    if (cps[i] == '\'' && i + 1 < n) {  // contractions
+      const char a = fold(cps[i + 1]), b = i + 2 < n ? fold(cps[i + 2]) : 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
+      else if ((a == 'r' || a == 'v') && b == 'e') end = i + 3;
+      else if (a == 'l' && b == 'l') end = i + 3;
+    }
+    if (end == i) {  // letters, with at most one leading non-letter, non-number, non-CR/LF character
+      size_t j = i;
+      if (c != unicode::kLetter && c != unicode::kNumber && !is_crlf(cps[i]) && i + 1 < n && cls(i + 1) == unicode::kLetter) j = i + 1;
+      if (cls(j) == unicode::kLetter) {
+        end = j;
+        while (end < n && cls(end) == unicode::kLetter) ++end;
+      }
+    }
+    if (end == i && c == unicode::kNumber) {  // 1 to 3 numbers
+      end = i + 1;
+      while (end < n && end < i + 3 && cls(end) == unicode::kNumber) ++end;
+    }
+    if (end == i) {  // punctuation and symbols, with an optional leading space and trailing CR/LFs
+      size_t j = (cps[i] == ' ' && i + 1 < n && piece(i + 1)) ? i + 1 : i;
+      if (piece(j)) {
+        end = j;
+        while (end < n && piece(end)) ++end;
+        while (end < n && is_crlf(cps[end])) ++end;
+      }
+    }
+    if (end == i && c == unicode::kSpace) {  // whitespace
+      size_t run = i;
+      while (run < n && cls(run) == unicode::kSpace) ++run;
+      size_t last_crlf = SIZE_MAX;
+      for (size_t k = i; k < run; ++k)
+        if (is_crlf(cps[k])) last_crlf = k;
+      if (pattern_ == kCl100kPossessive && run == n) end = n;  // \s++$
+      else if (last_crlf != SIZE_MAX) end = last_crlf + 1;    // \s*[\r\n]+
+      else if (run == n) end = n;                               // \s+(?!\S) at the end
+      else if (run - i >= 2) end = run - 1;                     // \s+(?!\S): leave one space for the next word
+      else end = i + 1;                                         // \s+
+    }
+    if (end == i) end = i + 1;  // unreachable: every class is covered above; kept so the loop always advances
+    emit(offsets[i], offsets[end]);
+    i = end;
+  }
+  return true;
+}
+
+std::vector<std::string> ByteLevelBPE::pretokenize(std::string_view text) const {
+  std::vector<uint32_t> cps, offsets;
+  std::vector<std::string> pieces;
+  if (!split(text, cps, offsets, [&](uint32_t b, uint32_t e) { pieces.emplace_back(text.substr(b, e - b)); }))
+    throw std::invalid_argument("text holds a code point unassigned in Unicode " + std::string(unicode::kVersion));
+  return pieces;
+}
+
+void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {
+    auto it = ids_.find(piece);
+    if (it != ids_.end()) return out.push_back(it->second);
+  }
+  const size_t n = piece.size();
+  if (tiktoken_rule_) {
+    // tiktoken: repeatedly merge the adjacent pair whose concatenation has the lowest rank (leftmost on ties).
+    std::vector<size_t> starts(n + 1);
+    for (size_t i = 0; i <= n; ++i) starts[i] = i;
+    auto rank_at = [&](size_t k) -> int {  // rank of parts k and k+1 joined
+      if (k + 2 >= starts.size()) return INT_MAX;
+      auto it = ids_.find(piece.substr(starts[k], starts[k + 2] - starts[k]));
+      return it == ids_.end() ? INT_MAX : it->second;
+    };
+    std::vector<int> ranks(n + 1, INT_MAX);
+    for (size_t k = 0; k + 1 < starts.size(); ++k) ranks[k] = rank_at(k);
+    while (starts.size() > 2) {
+      size_t best = 0;
+      for (size_t k = 1; k + 2 < starts.size(); ++k)
+        if (ranks[k] < ranks[best]) best = k;
+      if (ranks[best] == INT_MAX) break;
+      starts.erase(starts.begin() + best + 1);
+      ranks.erase(ranks.begin() + best + 1);
+      ranks[best] = rank_at(best);
+      if (best > 0) ranks[best - 1] = rank_at(best - 1);
+    }
+    for (size_t k = 0; k + 1 < starts.size(); ++k) out.push_back(ids_.at(piece.substr(starts[k], starts[k + 1] - starts[k])));
+    return;
+  }
+  // tokenizers: a queue of mergeable pairs by (merge rank, position); an entry is stale when the pair at its
+  // position no longer merges into the same token.
+  struct Symbol {
+    int id, prev, next;
+    bool alive;
+  };
+  struct Merge {
+    int rank, pos, new_id;
+    bool operator<(const Merge& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::vector<Symbol> symbols(n);
+  for (size_t i = 0; i < n; ++i)
+    symbols[i] = {byte_ids_[static_cast<uint8_t>(piece[i])], static_cast<int>(i) - 1, i + 1 < n ? static_cast<int>(i) + 1 : -1, true};
+  std::priority_queue<Merge> queue;
+  auto lookup = [&](int left, int right) -> const std::pair<int, int>* {
+    auto it = merges_.find((static_cast<uint64_t>(symbols[left].id) << 32) | static_cast<uint32_t>(symbols[right].id));
+    return it == merges_.end() ? nullptr : &it->second;
+  };
+  auto push = [&](int left) {
+    if (left < 0 || symbols[left].next < 0) return;
+    if (auto m = lookup(left, symbols[left].next)) queue.push({m->first, left, m->second});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int>(i));
+  while (!queue.empty()) {
+    Merge top = queue.top();
+    queue.pop();
+    Symbol& s = symbols[top.pos];
+    if (!s.alive || s.next < 0) continue;
+    auto m = lookup(top.pos, s.next);
+    if (m == nullptr || m->second != top.new_id) continue;
+    Symbol& r = symbols[s.next];
+    s.id = top.new_id;
+    r.alive = false;
+    s.next = r.next;
+    if (r.next >= 0) symbols[r.next].prev = top.pos;
+    push(s.prev);
+    push(top.pos);
+  }
+  for (int i = 0; i >= 0; i = symbols[i].next) out.push_back(symbols[i].id);
+}
+
+bool ByteLevelBPE::encode_one(std::string_view text, Cache& cache, std::vector<uint32_t>& cps,
+                              std::vector<uint32_t>& offsets, std::vector<int32_t>& out) const {
+  if (holds_added_token(text)) return false;
+  const size_t first = out.size();
+  bool ok = split(text, cps, offsets, [&](uint32_t b, uint32_t e) {
+    std::string_view piece = text.substr(b, e - b);
+    if (piece.size() > kMaxCachedPiece) return encode_piece(piece, out);
+    auto it = cache.find(std::string(piece));
+    if (it == cache.end()) {
+      if (cache.size() >= kMaxCacheEntries) cache.clear();
+      std::vector<int32_t> ids;
+      encode_piece(piece, ids);
+      it = cache.emplace(std::string(piece), std::move(ids)).first;
+    }
+    out.insert(out.end(), it->second.begin(), it->second.end());
+  });
+  if (!ok) out.resize(first);
+  return ok;
+}
+
+void ByteLevelBPE::encode_batch(const std::vector<std::string_view>& texts, int num_threads, int64_t append_id,
+                                std::vector<int32_t>& tokens, std::vector<int64_t>& lengths) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const size_t n = texts.size();
+  const size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, (n + 63) / 64));
+  if (caches_.size() < threads) caches_.resize(threads);
+  std::vector<std::vector<int32_t>> part_tokens(threads);
+  std::vector<std::vector<int64_t>> part_lengths(threads);
+  auto work = [&](size_t t) {
+    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
+    std::vector<uint32_t> cps, offsets;
+    auto& out = part_tokens[t];
+    for (size_t i = begin; i < end; ++i) {
+      const size_t before = out.size();
+      out.insert(out.end(), prefix_.begin(), prefix_.end());
+      if (!encode_one(texts[i], caches_[t], cps, offsets, out)) {
+        out.resize(before);
+        part_lengths[t].push_back(-1);  // the caller encodes this text with the library
+        continue;
+      }
+      out.insert(out.end(), suffix_.begin(), suffix_.end());
+      if (append_id >= 0 && out.size() > before) out.push_back(static_cast<int32_t>(append_id));
+      part_lengths[t].push_back(static_cast<int64_t>(out.size() - before));
+    }
+  };
+  if (threads == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < threads; ++t) pool.emplace_back(work, t);
+    for (auto& th : pool) th.join();
+  }
+  for (size_t t = 0; t < threads; ++t) {
+    tokens.insert(tokens.end(), part_tokens[t].begin(), part_tokens[t].end());
+    lengths.insert(lengths.end(), part_lengths[t].begin(), part_lengths[t].end());
+  }
+}
+
+}  // namespace mipt
