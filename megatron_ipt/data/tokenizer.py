@@ -145,7 +145,17 @@ class _ByteLevelNative(Tokenizer):
             return super().encode_batch_flat(texts, append_id)
         from megatron_ipt.data.bytelevel import fill_fallbacks
 
-        tokens, lengths = self._native.encode_flat(texts, self.num_threads, -1 if append_id is None else append_id)
+        append = -1 if append_id is None else append_id
+        try:
+            tokens, lengths = self._native.encode_flat(texts, self.num_threads, append)
+        except UnicodeEncodeError:
+            # A lone surrogate is not text: leave such texts to the library, which repairs (tiktoken) or
+            # rejects (tokenizers) them in its own way.
+            texts = list(texts)
+            good = [i for i, t in enumerate(texts) if _is_utf8_encodable(t)]
+            tokens, good_lengths = self._native.encode_flat([texts[i] for i in good], self.num_threads, append)
+            lengths = np.full(len(texts), -1, dtype=np.int64)
+            lengths[good] = good_lengths
         return fill_fallbacks(tokens, lengths, texts, self._library_encode, append_id)
 
 
@@ -262,6 +272,14 @@ def build_tokenizer(
         return TiktokenFileTokenizer(tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern,
                                      num_threads=num_threads, native=native)
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _valid_id(token_id: int) -> Optional[int]:

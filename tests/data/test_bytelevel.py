@@ -155,3 +155,10 @@ def test_preprocess_with_native_byte_level_equals_the_library(tmp_path, real_tex
                                         tokenizer_model=model, append_eod=True, workers=2, shard_bytes=200_000,
                                         native_tokenizer=native))
         assert same_dataset(str(tmp_path / f"{name}True_text_document"), str(tmp_path / f"{name}False_text_document")), name
+
+
+def test_lone_surrogates_are_handled_as_the_library_handles_them(cl100k):
+    path, _, encoding = cl100k
+    tokenizer = build_tokenizer("TiktokenFileTokenizer", path)
+    texts = ["fine", "bad \ud800 text", "also fine"]
+    assert tokenizer.encode_batch(texts) == [encoding.encode_ordinary(t) for t in texts]  # tiktoken repairs it
