@@ -20,6 +20,7 @@ quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh
 
 bench: $(STAMP)
+	$(PY) benchmarks/bench_tokenizers.py
 	$(PY) benchmarks/bench_preprocess.py
 
 clean:
