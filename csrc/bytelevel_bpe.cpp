@@ -4,8 +4,8 @@
 #include <climits>
 #include <queue>
 #include <stdexcept>
-#include <thread>
 
+#include "encode_common.h"
 #include "unicode_tables.h"
 
 namespace mipt {
@@ -52,8 +52,6 @@ char fold(uint32_t cp) {
 
 inline bool is_crlf(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 
-constexpr size_t kMaxCachedPiece = 64;
-constexpr size_t kMaxCacheEntries = 1 << 20;
 
 }  // namespace
 
@@ -245,16 +243,7 @@ bool ByteLevelBPE::encode_one(std::string_view text, Cache& cache, std::vector<u
   if (holds_added_token(text)) return false;
   const size_t first = out.size();
   bool ok = split(text, cps, offsets, [&](uint32_t b, uint32_t e) {
-    std::string_view piece = text.substr(b, e - b);
-    if (piece.size() > kMaxCachedPiece) return encode_piece(piece, out);
-    auto it = cache.find(std::string(piece));
-    if (it == cache.end()) {
-      if (cache.size() >= kMaxCacheEntries) cache.clear();
-      std::vector<int32_t> ids;
-      encode_piece(piece, ids);
-      it = cache.emplace(std::string(piece), std::move(ids)).first;
-    }
-    out.insert(out.end(), it->second.begin(), it->second.end());
+    encode_cached(cache, text.substr(b, e - b), [this](std::string_view p, std::vector<int32_t>& ids) { encode_piece(p, ids); }, out);
   });
   if (!ok) out.resize(first);
   return ok;
@@ -263,39 +252,24 @@ bool ByteLevelBPE::encode_one(std::string_view text, Cache& cache, std::vector<u
 void ByteLevelBPE::encode_batch(const std::vector<std::string_view>& texts, int num_threads, int64_t append_id,
                                 std::vector<int32_t>& tokens, std::vector<int64_t>& lengths) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const size_t n = texts.size();
-  const size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, (n + 63) / 64));
+  const size_t threads = batch_threads(texts.size(), num_threads);
   if (caches_.size() < threads) caches_.resize(threads);
-  std::vector<std::vector<int32_t>> part_tokens(threads);
-  std::vector<std::vector<int64_t>> part_lengths(threads);
-  auto work = [&](size_t t) {
-    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
-    std::vector<uint32_t> cps, offsets;
-    auto& out = part_tokens[t];
-    for (size_t i = begin; i < end; ++i) {
-      const size_t before = out.size();
-      out.insert(out.end(), prefix_.begin(), prefix_.end());
-      if (!encode_one(texts[i], caches_[t], cps, offsets, out)) {
-        out.resize(before);
-        part_lengths[t].push_back(-1);  // the caller encodes this text with the library
-        continue;
-      }
-      out.insert(out.end(), suffix_.begin(), suffix_.end());
-      if (append_id >= 0 && out.size() > before) out.push_back(static_cast<int32_t>(append_id));
-      part_lengths[t].push_back(static_cast<int64_t>(out.size() - before));
-    }
-  };
-  if (threads == 1) {
-    work(0);
-  } else {
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < threads; ++t) pool.emplace_back(work, t);
-    for (auto& th : pool) th.join();
-  }
-  for (size_t t = 0; t < threads; ++t) {
-    tokens.insert(tokens.end(), part_tokens[t].begin(), part_tokens[t].end());
-    lengths.insert(lengths.end(), part_lengths[t].begin(), part_lengths[t].end());
-  }
+  std::vector<std::vector<uint32_t>> cps(threads), offsets(threads);
+  encode_in_threads(
+      texts.size(), threads,
+      [&](size_t t, size_t i, std::vector<int32_t>& out, std::vector<int64_t>& lens) {
+        const size_t before = out.size();
+        out.insert(out.end(), prefix_.begin(), prefix_.end());
+        if (!encode_one(texts[i], caches_[t], cps[t], offsets[t], out)) {
+          out.resize(before);
+          lens.push_back(-1);  // the caller encodes this text with the library
+          return;
+        }
+        out.insert(out.end(), suffix_.begin(), suffix_.end());
+        if (append_id >= 0 && out.size() > before) out.push_back(static_cast<int32_t>(append_id));
+        lens.push_back(static_cast<int64_t>(out.size() - before));
+      },
+      tokens, lengths);
 }
 
 }  // namespace mipt

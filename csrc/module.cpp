@@ -92,6 +92,19 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
   return a;
 }
 
+// encode_flat for either encoder: (int32 tokens back to back, int64 length per text).
+template <typename Encoder>
+py::tuple encode_flat(Encoder& e, const py::sequence& texts, int num_threads, int64_t append_id) {
+  auto views = utf8_views(texts);
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> lengths;
+  {
+    py::gil_scoped_release release;
+    e.encode_batch(views, num_threads, append_id, tokens, lengths);
+  }
+  return py::make_tuple(to_numpy(tokens), to_numpy(lengths));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -116,20 +129,9 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init<const std::string&>(), py::arg("model_path"),
            "Load a SentencePiece BPE .model; raises ValueError('unsupported: ...') for models not encoded natively.")
       .def_property_readonly("vocab_size", &mipt::SentencePieceBPE::vocab_size)
-      .def(
-          "encode_flat",
-          [](mipt::SentencePieceBPE& e, const py::sequence& texts, int num_threads, int64_t append_id) {
-            auto views = utf8_views(texts);
-            std::vector<int32_t> tokens;
-            std::vector<int64_t> lengths;
-            {
-              py::gil_scoped_release release;
-              e.encode_batch(views, num_threads, append_id, tokens, lengths);
-            }
-            return py::make_tuple(to_numpy(tokens), to_numpy(lengths));
-          },
-          py::arg("texts"), py::arg("num_threads") = 1, py::arg("append_id") = -1,
-          "Encode texts into (int32 tokens back to back, int64 length per text); append_id ends non-empty texts.")
+      .def("encode_flat", &encode_flat<mipt::SentencePieceBPE>, py::arg("texts"), py::arg("num_threads") = 1,
+           py::arg("append_id") = -1,
+           "Encode texts into (int32 tokens back to back, int64 length per text); append_id ends non-empty texts.")
       .def(
           "encode",
           [](mipt::SentencePieceBPE& e, const py::sequence& texts, int num_threads) {
@@ -158,20 +160,8 @@ PYBIND11_MODULE(_native, m) {
            "vocab: [(token bytes, id)]; merges: [] for tiktoken's rank rule, else [(left bytes, right bytes)] in rank "
            "order; pattern: 1 Llama-3 / original cl100k regex, 2 tiktoken's possessive cl100k regex.")
       .def_property_readonly_static("unicode_version", [](py::object) { return std::string(mipt::unicode_version()); })
-      .def(
-          "encode_flat",
-          [](mipt::ByteLevelBPE& e, const py::sequence& texts, int num_threads, int64_t append_id) {
-            auto views = utf8_views(texts);
-            std::vector<int32_t> tokens;
-            std::vector<int64_t> lengths;
-            {
-              py::gil_scoped_release release;
-              e.encode_batch(views, num_threads, append_id, tokens, lengths);
-            }
-            return py::make_tuple(to_numpy(tokens), to_numpy(lengths));
-          },
-          py::arg("texts"), py::arg("num_threads") = 1, py::arg("append_id") = -1,
-          "(int32 tokens, int64 length per text); a length of -1 marks a text left to the library.")
+      .def("encode_flat", &encode_flat<mipt::ByteLevelBPE>, py::arg("texts"), py::arg("num_threads") = 1,
+           py::arg("append_id") = -1, "(int32 tokens, int64 length per text); a length of -1 marks a text left to the library.")
       .def("set_affixes", &mipt::ByteLevelBPE::set_affixes, py::arg("prefix"), py::arg("suffix"))
       .def("pretokenize", &mipt::ByteLevelBPE::pretokenize, py::arg("text"));
 

@@ -1,5 +1,7 @@
 #include "sp_bpe.h"
 
+#include "encode_common.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -7,7 +9,6 @@
 #include <queue>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 namespace mipt {
 
@@ -88,8 +89,6 @@ inline uint32_t decode_char(const char* s, size_t len) {
 }
 
 constexpr char kSpace[] = "\xe2\x96\x81";  // U+2581, sentencepiece's escaped whitespace
-constexpr size_t kMaxCachedUnit = 64;       // bytes; longer units are rare and not worth keeping
-constexpr size_t kMaxCacheEntries = 1 << 20;
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -269,16 +268,8 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
   const size_t first = out.size();
   auto flush = [&](size_t begin, size_t end) {
     if (begin >= end) return;
-    std::string_view unit(normalized.data() + begin, end - begin);
-    if (unit.size() > kMaxCachedUnit) return encode_unit(unit, out);
-    auto it = cache.find(std::string(unit));
-    if (it == cache.end()) {
-      if (cache.size() >= kMaxCacheEntries) cache.clear();
-      std::vector<int32_t> ids;
-      encode_unit(unit, ids);
-      it = cache.emplace(std::string(unit), std::move(ids)).first;
-    }
-    out.insert(out.end(), it->second.begin(), it->second.end());
+    encode_cached(cache, std::string_view(normalized.data() + begin, end - begin),
+                  [this](std::string_view u, std::vector<int32_t>& ids) { encode_unit(u, ids); }, out);
   };
   std::string_view all(normalized);
   size_t unit_begin = 0;
@@ -319,33 +310,18 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
 void SentencePieceBPE::encode_batch(const std::vector<std::string_view>& texts, int num_threads, int64_t append_id,
                                     std::vector<int32_t>& tokens, std::vector<int64_t>& lengths) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const size_t n = texts.size();
-  const size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, (n + 63) / 64));
+  const size_t threads = batch_threads(texts.size(), num_threads);
   if (caches_.size() < threads) caches_.resize(threads);
-  std::vector<std::vector<int32_t>> part_tokens(threads);
-  std::vector<std::vector<int64_t>> part_lengths(threads);
-  auto work = [&](size_t t) {
-    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
-    std::string normalized;
-    auto& out = part_tokens[t];
-    for (size_t i = begin; i < end; ++i) {
-      const size_t before = out.size();
-      encode_one(texts[i], caches_[t], normalized, out);
-      if (append_id >= 0 && out.size() > before) out.push_back(static_cast<int32_t>(append_id));
-      part_lengths[t].push_back(static_cast<int64_t>(out.size() - before));
-    }
-  };
-  if (threads == 1) {
-    work(0);
-  } else {
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < threads; ++t) pool.emplace_back(work, t);
-    for (auto& th : pool) th.join();
-  }
-  for (size_t t = 0; t < threads; ++t) {
-    tokens.insert(tokens.end(), part_tokens[t].begin(), part_tokens[t].end());
-    lengths.insert(lengths.end(), part_lengths[t].begin(), part_lengths[t].end());
-  }
+  std::vector<std::string> normalized(threads);
+  encode_in_threads(
+      texts.size(), threads,
+      [&](size_t t, size_t i, std::vector<int32_t>& out, std::vector<int64_t>& lens) {
+        const size_t before = out.size();
+        encode_one(texts[i], caches_[t], normalized[t], out);
+        if (append_id >= 0 && out.size() > before) out.push_back(static_cast<int32_t>(append_id));
+        lens.push_back(static_cast<int64_t>(out.size() - before));
+      },
+      tokens, lengths);
 }
 
 }  // namespace mipt

@@ -56,7 +56,7 @@ class SentencePieceBPE {
   int vocab_size() const { return static_cast<int>(pieces_.size()); }
 
  private:
-  using Cache = std::unordered_map<std::string, std::vector<int32_t>>;
+  using Cache = std::unordered_map<std::string, std::vector<int32_t>>;  // = UnitCache in encode_common.h
   void encode_one(std::string_view text, Cache& cache, std::string& normalized, std::vector<int32_t>& out) const;
   void encode_unit(std::string_view unit, std::vector<int32_t>& out) const;
   size_t match_user_defined(std::string_view rest) const;

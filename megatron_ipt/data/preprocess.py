@@ -207,18 +207,26 @@ def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
 
 def _run_part(task):
     index, shard = task
-    config, tokenizer = _worker["config"], _worker["tokenizer"]
-    writers = {key: IndexedDatasetWriter(os.path.join(_worker["part_dir"], f"{index:06d}_{key}"), vocab_size=tokenizer.vocab_size)
-               for key in config.json_keys}
+    config = _worker["config"]
+    prefixes = {key: os.path.join(_worker["part_dir"], f"{index:06d}_{key}") for key in config.json_keys}
+    return index, pack_shards([shard], prefixes, config, _worker["tokenizer"], _worker["progress"])
+
+
+def pack_shards(shards: List[jsonl.Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer,
+                progress) -> ShardStats:
+    """Pack `shards`, in order, into one dataset per JSON key: all finalized together, or none left behind."""
+    writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in prefixes.items()}
+    stats = ShardStats()
     try:
-        stats = process_shard(shard, config, tokenizer, writers, _worker["progress"])
+        for shard in shards:
+            stats.add(process_shard(shard, config, tokenizer, writers, progress))
         for writer in writers.values():
             writer.finalize()
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    return index, stats
+    return stats
 
 
 def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
@@ -262,16 +270,7 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     if config.append_eod and tokenizer.eod is None:
         raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
     if workers == 1:
-        writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in outputs.items()}
-        try:
-            for shard in shards:
-                stats.add(process_shard(shard, config, tokenizer, writers, _ReportingProgress(progress, reporter)))
-            for writer in writers.values():
-                writer.finalize()
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
+        stats = pack_shards(shards, outputs, config, tokenizer, _ReportingProgress(progress, reporter))
     else:
         part_dir = f"{config.output_prefix}.parts.{os.getpid()}.inprogress"
         os.makedirs(part_dir, exist_ok=True)
