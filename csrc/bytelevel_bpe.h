@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "encode_common.h"
+
 namespace mipt {
 
 const char* unicode_version();  // of the tables the pre-tokenizer classes code points with
@@ -47,7 +49,7 @@ class ByteLevelBPE {
   std::vector<std::string> pretokenize(std::string_view text) const;
 
  private:
-  using Cache = std::unordered_map<std::string, std::vector<int32_t>>;  // = UnitCache in encode_common.h
+  using Cache = UnitCache;
   bool encode_one(std::string_view text, Cache& cache, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets,
                   std::vector<int32_t>& out) const;
   template <typename Fn>

@@ -19,6 +19,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "encode_common.h"
+
 namespace mipt {
 
 struct SpPiece {
@@ -56,7 +58,7 @@ class SentencePieceBPE {
   int vocab_size() const { return static_cast<int>(pieces_.size()); }
 
  private:
-  using Cache = std::unordered_map<std::string, std::vector<int32_t>>;  // = UnitCache in encode_common.h
+  using Cache = UnitCache;
   void encode_one(std::string_view text, Cache& cache, std::string& normalized, std::vector<int32_t>& out) const;
   void encode_unit(std::string_view unit, std::vector<int32_t>& out) const;
   size_t match_user_defined(std::string_view rest) const;
