@@ -333,7 +333,7 @@ class _Reporter:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1 << 20, desc="packing", dynamic_ncols=True)
+            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="packing", dynamic_ncols=True)
 
     def update(self, docs: int, tokens: int, nbytes: int):
         elapsed = max(time.time() - self.start, 1e-9)
