@@ -44,9 +44,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal")
     g.add_argument("--partitions", type=int, default=1,
                    help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges")
+    g.add_argument("--split-sentences", action="store_true",
+                   help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead")
     g.add_argument("--keep-sequential-samples", action="store_true",
                    help="accepted for Megatron-LM compatibility; output order always equals input order")
     args = p.parse_args(argv)
+    if args.split_sentences:
+        p.error("--split-sentences is not supported: it needs NLTK's punkt data downloaded at run time. Give each "
+                "document's value as a list of strings (pre-split sentences): each becomes one sequence, as Megatron "
+                "writes them")
     if args.workers < 1 or args.threads_per_worker < 1:
         p.error("--workers and --threads-per-worker must be at least 1")
     return args
