@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 import os
 import shutil
 import sys
 import time
 from collections import Counter
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -45,7 +45,7 @@ class PreprocessConfig:
     log_interval: int = 1000
     skip_bad_lines: bool = False
     include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
-    native_tokenizer: bool = True  # our C++ encoder where it is exact (SentencePiece BPE); else the library
+    native_tokenizer: bool = True  # our C++ encoders where they are exact; else the tokenizer's library
     threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
     tiktoken_pattern: str = "cl100k"  # TiktokenFileTokenizer only
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
@@ -63,8 +63,8 @@ class ShardStats:
     blank_lines: int = 0
     skipped: Counter = field(default_factory=Counter)  # problem kind → lines skipped
     skipped_examples: List[str] = field(default_factory=list)
-    tokens: Dict[str, int] = field(default_factory=dict)
-    empty_documents: Dict[str, int] = field(default_factory=dict)
+    tokens: Counter = field(default_factory=Counter)  # json key → tokens
+    empty_documents: Counter = field(default_factory=Counter)  # json key → documents without tokens
 
     def add(self, other: "ShardStats"):
         self.documents += other.documents
@@ -73,10 +73,8 @@ class ShardStats:
         self.skipped.update(other.skipped)
         room = MAX_REPORTED_BAD_LINES - len(self.skipped_examples)
         self.skipped_examples.extend(other.skipped_examples[: max(room, 0)])
-        for key, n in other.tokens.items():
-            self.tokens[key] = self.tokens.get(key, 0) + n
-        for key, n in other.empty_documents.items():
-            self.empty_documents[key] = self.empty_documents.get(key, 0) + n
+        self.tokens.update(other.tokens)
+        self.empty_documents.update(other.empty_documents)
 
 
 # ------------------------------------------------------------------------------------------- one shard
@@ -114,8 +112,8 @@ class _Packer:
                 flat, lengths = flatten(kept)
                 writer.add_batch(flat, lengths, per_document)
                 empties = int(np.count_nonzero(per_document == 0))
-            stats.tokens[key] = stats.tokens.get(key, 0) + writer.token_count - tokens_before
-            stats.empty_documents[key] = stats.empty_documents.get(key, 0) + empties
+            stats.tokens[key] += writer.token_count - tokens_before
+            stats.empty_documents[key] += empties
 
     def _encode(self, texts: List[str], where: List[tuple], append_id, flat=True):
         try:
@@ -138,17 +136,17 @@ def process_shard(shard: jsonl.Shard, config: PreprocessConfig, tokenizer: Token
     """Tokenize every line of `shard` into `writers`; raise InputError on bad input unless skipping."""
     stats = ShardStats()
     packer = _Packer(config, tokenizer, writers)
-    batch, where, batch_bytes, reported_docs, reported_bytes = [], [], 0, 0, 0
+    batch, where, batch_bytes = [], [], 0
+    reported = (0, 0, 0)  # documents, tokens, bytes already passed to `progress`
 
     def flush():
-        nonlocal batch, where, batch_bytes, reported_docs, reported_bytes
+        nonlocal batch, where, batch_bytes, reported
         if batch:
-            tokens_before = sum(stats.tokens.values())
             packer.pack(batch, where, stats)
             if progress is not None:
-                progress.add(stats.documents - reported_docs, sum(stats.tokens.values()) - tokens_before,
-                             stats.bytes - reported_bytes)
-                reported_docs, reported_bytes = stats.documents, stats.bytes
+                now = (stats.documents, sum(stats.tokens.values()), stats.bytes)
+                progress.add(*(a - b for a, b in zip(now, reported)))
+                reported = now
         batch, where, batch_bytes = [], [], 0
 
     for offset, number, raw in jsonl.iter_lines(shard):
