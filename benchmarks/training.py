@@ -1,0 +1,86 @@
+"""Training step time: our loop vs a bare megatron-core forward-backward + optimizer loop, same tiny model and data.
+
+Also checks the FLOP count behind MFU against a hand count. One process, CPU (gloo) or GPU.
+    PYTHONPATH=. python benchmarks/training.py [--iters 30] [--model tiny]
+"""
+import argparse
+import os
+import socket
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--micro-batch-size", type=int, default=4)
+    opts = p.parse_args()
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port())
+
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_ipt import assets
+    from megatron_ipt.data.tokenizer import build_tokenizer
+    from megatron_ipt.training import callbacks, config, data, loop, parallel
+
+    tok = build_tokenizer("SentencePieceTokenizer", assets.mistral_tokenizer_model())
+    workdir = tempfile.mkdtemp(prefix="bench-training-")
+    prefix = os.path.join(workdir, "pydoc_text_document")
+    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
+    for ids in tok.encode_batch(assets.pydoc_topics()):
+        builder.add_document(np.array(ids + [tok.eod], dtype=np.uint16), [len(ids) + 1])
+    builder.finalize(prefix + ".idx")
+    flags = ["--model", opts.model, "--micro-batch-size", str(opts.micro_batch_size), "--train-iters",
+             str(opts.iters), "--data-path", prefix, "--split", "100,0,0", "--log-interval", str(10 ** 9),
+             "--lr", "1e-4"]
+
+    ours = loop.train(config.parse_args(flags), tok)["step_times"][opts.warmup:]
+    parallel.destroy()
+
+    # Bare megatron-core: the same setup, then only forward-backward + optimizer.step per iteration.
+    args = config.parse_args(flags)
+    chunks, optimizer, _ = loop.setup(args)
+    train_ds = data.build_datasets(args, data.MegatronTokenizerAdapter(tok))[0]
+    iterator = data.batches(train_ds, 0, args.micro_batch_size)
+    forward_backward = get_forward_backward_func()
+    bare = []
+    for _ in range(opts.iters):
+        start = time.perf_counter()
+        chunks[0].zero_grad_buffer()
+        optimizer.zero_grad()
+        forward_backward(forward_step_func=loop._forward_step, data_iterator=iterator, model=chunks,
+                         num_microbatches=args.num_microbatches, seq_length=args.seq_length,
+                         micro_batch_size=args.micro_batch_size, forward_only=False)
+        optimizer.step()
+        bare.append(time.perf_counter() - start)
+    bare = bare[opts.warmup:]
+    parallel.destroy()
+
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {args.seq_length}, "
+          f"{len(ours)} timed steps after {opts.warmup} warm-up")
+    print(f"ours: {o * 1000:.2f} ms/step (median)   bare megatron-core: {b * 1000:.2f} ms/step   ratio {o / b:.3f}x")
+
+    hand = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"])
+    hand.global_batch_size, hand.padded_vocab_size = 4, 32000
+    per_layer = 64 * (64 + 2 * 32) + 64 * 64 + 64 * 64 + 3 * 64 * 176
+    expected = 6 * 4 * 64 * (2 * per_layer + 64 * 32000)
+    got = callbacks.flops_per_iteration(hand)
+    print(f"FLOPs/iteration (tiny, GBS 4): formula {got:.6e} vs hand count {expected:.6e} -> "
+          f"{'match' if got == expected else 'MISMATCH'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Wire format of the instruction synthesizer (reference §2.2) and the parser of its output (§4.1).
+
+BOS convention (used everywhere in this package): the literal strings ``<s>``/``</s>`` are part of the
+prompt text, so prompts must be tokenized WITHOUT automatic special tokens (``add_special_tokens=False``);
+engines are responsible for not adding a second BOS.
+"""
+BOS = "<s>"
+EOS = "</s>"
+# The leading space before <CON> is part of the released format: do not strip it.
+CONTEXT_TEMPLATE = " <CON> {context} </CON>"
+QA_TEMPLATE = "<QUE> {question} <ANS> {answer} </END>"
+DELIMITER = "\n\n"
+END = "</END>"
+ANS = "<ANS>"
+QUE = "<QUE>"
+
+OPTIONS_MARK = "\nOptions:\n- "
+COT_QUESTION_MARK = "\nLet's think step by step."
+COT_ANSWER_MARK = "\nTherefore, the answer is "
+
+
+def cook_context(text: str) -> str:
+    """``<s> <CON> {text} </CON>\\n\\n``; just ``<s>`` for an empty text (as the reference code does)."""
+    if not text:
+        return BOS
+    return BOS + CONTEXT_TEMPLATE.format(context=text) + DELIMITER
+
+
+def cook_pairs(pairs) -> str:
+    """Pairs ``[{"Q","A"}, ...]`` rendered with QA_TEMPLATE, joined by DELIMITER (no EOS)."""
+    return DELIMITER.join(QA_TEMPLATE.format(question=p["Q"], answer=p["A"]) for p in pairs)
+
+
+def cook_example(text: str, pairs) -> str:
+    """One demonstration / tuning example: context, pairs, then a literal EOS right after the last </END>."""
+    return cook_context(text) + cook_pairs(pairs) + EOS
+
+
+def parse_pred(pred: str, dedup: bool = True) -> list:
+    """Raw generation -> ``[{"Q": q, "A": a}, ...]`` following §4.1 exactly.
+
+    Split on </END>; the tail after the last </END> is dropped (truncated by max_tokens or junk); a part
+    needs exactly one <ANS>, a question starting with <QUE> and a non-empty answer. With ``dedup`` the first
+    occurrence of each case-insensitive question is kept.
+    """
+    if not pred:
+        return []
+    parts = pred.split(END)
+    if not pred.endswith(END):
+        parts = parts[:-1]
+    pairs, seen = [], set()
+    for part in parts:
+        if part.count(ANS) != 1:
+            continue
+        q, a = part.split(ANS)
+        q, a = q.strip(), a.strip()
+        if not q.startswith(QUE) or a == "":
+            continue
+        q = q[len(QUE):].strip()
+        if dedup:
+            key = q.lower()
+            if key in seen:
+                continue
+            seen.add(key)
+        pairs.append({"Q": q, "A": a})
+    return pairs
+
+
+def pair_type(pair) -> str:
+    """Coarse kind for statistics: 'cot' (with or without options), 'options' or 'free-form' (§2.2 table)."""
+    if COT_QUESTION_MARK in pair["Q"] or COT_ANSWER_MARK in pair["A"]:
+        return "cot"
+    if OPTIONS_MARK in pair["Q"]:
+        return "options"
+    return "free-form"

@@ -1,0 +1,100 @@
+"""Multi-round (M-shot) synthesis (reference §3).
+
+``generate(prompts) -> list[str | None]`` is any engine call; ``None`` or "" marks a failed generation,
+which yields zero pairs and no chain link (the reference code crashes there instead).
+"""
+import math
+
+from .format import cook_context, cook_example, parse_pred
+
+
+def words_x15(text: str) -> float:
+    """The paper's cheap token estimate: whitespace words x 1.5."""
+    return len(text.split(" ")) * 1.5
+
+
+def demonstration(chain) -> str:
+    """Last entry of a chain, extended backwards while entries have inherit_from_prev=True, in order."""
+    start = len(chain) - 1
+    while start > 0 and chain[start]["inherit_from_prev"]:
+        start -= 1
+    return "".join(cook_example(e["context"], e["QA_list"]) for e in chain[start:])
+
+
+def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15):
+    """Items ``{"text", "chain", "prompt"}`` for one round; mutates followed_by_next of previous chains."""
+    budget = max_model_len - max_new_tokens
+    items = []
+    for i, text in enumerate(texts):
+        if i >= len(prev):
+            items.append({"text": text, "chain": [], "prompt": cook_context(text)})
+            continue
+        chain = prev[i]
+        prompt = cook_context(text)
+        chain[-1]["followed_by_next"] = False
+        if chain[-1]["QA_list"]:
+            candidate = demonstration(chain) + cook_context(text)
+            if count_tokens(candidate) <= budget:
+                chain[-1]["followed_by_next"] = True
+                prompt = candidate
+        items.append({"text": text, "chain": chain, "prompt": prompt})
+    # Leftover chains are kept: prepended (never connected) to the chains of this round's items.
+    for k, chain in enumerate(prev[len(texts):]):
+        chain[-1]["followed_by_next"] = False
+        if k < len(items):
+            items[k]["chain"] = chain + items[k]["chain"]
+        else:  # fewer texts than leftovers (only when a round slice is empty): keep as its own item
+            items.append({"text": None, "chain": chain, "prompt": None})
+    return items
+
+
+def finish_round(items, preds):
+    """Parse generations and extend chains; returns (collections, failures)."""
+    out, failures = [], 0
+    pi = 0
+    for it in items:
+        if it["prompt"] is None:
+            out.append(it["chain"])
+            continue
+        pred = preds[pi]
+        pi += 1
+        if not pred:
+            failures += 1
+        pairs = parse_pred(pred or "", dedup=True)
+        linked = bool(it["chain"]) and it["chain"][-1].get("followed_by_next", False) and len(pairs) > 0
+        out.append(it["chain"] + [{"context": it["text"], "QA_list": pairs, "inherit_from_prev": linked}])
+    return out, failures
+
+
+def synthesize_rounds(texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400,
+                      count_tokens=words_x15):
+    """Run all M rounds over ``texts``; returns (collections, failures). Round r gets texts[r*B:(r+1)*B]."""
+    bsz = math.ceil(len(texts) / rounds) if texts else 0
+    prev, failures = [], 0
+    for r in range(rounds):
+        cur = texts[r * bsz:(r + 1) * bsz]
+        items = build_round(cur, prev, max_model_len, max_new_tokens, count_tokens)
+        prompts = [it["prompt"] for it in items if it["prompt"] is not None]
+        preds = list(generate(prompts)) if prompts else []
+        if len(preds) != len(prompts):
+            raise RuntimeError(f"engine returned {len(preds)} generations for {len(prompts)} prompts")
+        prev, f = finish_round(items, preds)
+        failures += f
+    return prev, failures
+
+
+def split_long_text(text, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15):
+    """Rule for raw texts too long for one round-0 prompt: cut at whitespace into consecutive pieces whose
+    cook_context prompt fits ``max_model_len - max_new_tokens`` (greedy, word-preserving, order kept)."""
+    budget = max_model_len - max_new_tokens
+    if count_tokens(cook_context(text)) <= budget:
+        return [text]
+    pieces, cur = [], []
+    for word in text.split(" "):
+        if cur and count_tokens(cook_context(" ".join(cur + [word]))) > budget:
+            pieces.append(" ".join(cur))
+            cur = []
+        cur.append(word)
+    if cur:
+        pieces.append(" ".join(cur))
+    return pieces

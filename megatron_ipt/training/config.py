@@ -1,0 +1,115 @@
+"""Training configuration: model presets as data, and the Megatron-named CLI flags that override them."""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, List, Optional
+
+# Model presets. InstructLM shapes are our choice (the paper gives only parameter counts): Mistral-style blocks
+# (RMSNorm, SwiGLU, RoPE theta 10000, Mistral 32k vocab, untied embeddings).
+PRESETS: Dict[str, dict] = {
+    "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4, num_query_groups=2,
+                 seq_length=64, max_position_embeddings=64, rotary_base=10000, vocab_size=32000),
+    "instructlm-500m": dict(num_layers=24, hidden_size=1280, ffn_hidden_size=3456, num_attention_heads=20,
+                            num_query_groups=20, seq_length=2048, max_position_embeddings=2048,
+                            rotary_base=10000, vocab_size=32000),
+    "instructlm-1.3b": dict(num_layers=24, hidden_size=2048, ffn_hidden_size=5632, num_attention_heads=16,
+                            num_query_groups=16, seq_length=2048, max_position_embeddings=2048,
+                            rotary_base=10000, vocab_size=32000),
+    "llama3-8b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
+                      num_query_groups=8, seq_length=8192, max_position_embeddings=8192, rotary_base=500000,
+                      vocab_size=128256),
+    "mistral-7b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
+                       num_query_groups=8, seq_length=4096, max_position_embeddings=32768, rotary_base=10000,
+                       vocab_size=32000),
+}
+MODEL_FIELDS = list(PRESETS["tiny"].keys())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
+    a = p.add_argument
+    a("--model", default="tiny", choices=sorted(PRESETS), help="model preset; any field can be overridden below")
+    for field in MODEL_FIELDS:
+        a("--" + field.replace("_", "-"), type=float if field == "rotary_base" else int, default=None)
+    # parallelism
+    a("--tensor-model-parallel-size", type=int, default=1)
+    a("--pipeline-model-parallel-size", type=int, default=1)
+    a("--num-layers-per-virtual-pipeline-stage", type=int, default=None)
+    a("--sequence-parallel", action="store_true")
+    a("--use-distributed-optimizer", action="store_true")
+    a("--overlap-grad-reduce", action="store_true")
+    a("--overlap-param-gather", action="store_true")
+    a("--distributed-backend", choices=["nccl", "gloo"], default=None)
+    # batch and schedule
+    a("--micro-batch-size", type=int, required=True)
+    a("--global-batch-size", type=int, default=None)
+    a("--train-iters", type=int, default=None)
+    a("--train-samples", type=int, default=None)
+    a("--lr", type=float, default=3e-4)
+    a("--min-lr", type=float, default=0.0)
+    a("--lr-warmup-iters", type=int, default=0)
+    a("--lr-decay-iters", type=int, default=None)
+    a("--lr-decay-style", choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"], default="cosine")
+    a("--weight-decay", type=float, default=0.01)
+    a("--adam-beta1", type=float, default=0.9)
+    a("--adam-beta2", type=float, default=0.999)
+    a("--adam-eps", type=float, default=1e-8)
+    a("--clip-grad", type=float, default=1.0)
+    a("--init-method-std", type=float, default=0.02)
+    a("--seed", type=int, default=1234)
+    # precision
+    a("--bf16", action="store_true")
+    a("--fp8-format", choices=["e4m3", "hybrid"], default=None)
+    a("--fp8-amax-history-len", type=int, default=1024)
+    a("--fp8-amax-compute-algo", choices=["most_recent", "max"], default="max")
+    a("--transformer-impl", choices=["transformer_engine", "local"], default=None,
+      help="default: transformer_engine when it imports, else local")
+    a("--recompute-granularity", choices=["full", "selective"], default=None)
+    a("--recompute-method", choices=["uniform", "block"], default="uniform")
+    a("--recompute-num-layers", type=int, default=1)
+    # data
+    a("--data-path", nargs="+", default=None, help="prefix, or weighted blend 'w1 prefix1 w2 prefix2'")
+    a("--split", default="969,30,1")
+    a("--data-cache-path", default=None)
+    a("--tokenizer-type", default="SentencePieceTokenizer")
+    a("--tokenizer-model", default=None)
+    a("--eod-mask-loss", action="store_true")
+    # checkpoints
+    a("--save", default=None)
+    a("--load", default=None)
+    a("--save-interval", type=int, default=None)
+    a("--keep-last", type=int, default=3, help="checkpoints kept in --save (older ones are deleted)")
+    a("--no-load-optim", action="store_true")
+    a("--no-load-rng", action="store_true")
+    # evaluation and logging
+    a("--eval-interval", type=int, default=None)
+    a("--eval-iters", type=int, default=10)
+    a("--log-interval", type=int, default=100)
+    a("--tensorboard-dir", default=None)
+    a("--peak-tflops", type=float, default=989.0, help="per-GPU peak for MFU (H100 dense BF16: 989)")
+    a("--skip-nonfinite-loss", action="store_true", help="skip a step with a non-finite loss instead of exiting")
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for field, value in PRESETS[args.model].items():
+        if getattr(args, field) is None:
+            setattr(args, field, value)
+    if (args.train_iters is None) == (args.train_samples is None):
+        raise SystemExit("give exactly one of --train-iters or --train-samples")
+    if args.fp8_format and not args.bf16:
+        raise SystemExit("--fp8-format needs --bf16 (FP8 runs inside a BF16 model)")
+    return args
+
+
+def finalize_batch(args: argparse.Namespace, data_parallel_size: int) -> None:
+    """Fill the global batch size and train iterations once the DP size is known; check divisibility."""
+    if args.global_batch_size is None:
+        args.global_batch_size = args.micro_batch_size * data_parallel_size
+    if args.global_batch_size % (args.micro_batch_size * data_parallel_size):
+        raise SystemExit(f"--global-batch-size {args.global_batch_size} is not divisible by micro batch size "
+                         f"{args.micro_batch_size} x data-parallel size {data_parallel_size}")
+    args.num_microbatches = args.global_batch_size // (args.micro_batch_size * data_parallel_size)
+    if args.train_iters is None:
+        args.train_iters = args.train_samples // args.global_batch_size

@@ -1,0 +1,123 @@
+"""GPT data through megatron.core.datasets, with guards for what hangs or misleads in Megatron.
+
+Guards: (1) a split that rounds to zero sequences while samples are requested makes Megatron loop forever, so we
+count sequences per split first and raise naming the prefix; (2) Megatron's index cache is keyed by settings, not
+by file contents, so a rebuilt `.bin/.idx` silently reuses stale indices: we stamp each cache directory with the
+sizes and mtimes of the files it was built from and rebuild it when they change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+from megatron.core import parallel_state
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+from megatron.core.datasets.utils import get_blend_from_list
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def parse_split(split: str) -> List[float]:
+    import re
+
+    parts = [float(x) for x in re.findall(r"[.0-9]+", split)]
+    parts = (parts + [0.0, 0.0, 0.0])[:3]
+    total = sum(parts)
+    if total <= 0:
+        raise ValueError(f"--split {split!r} has no positive weight")
+    return [p / total for p in parts]
+
+
+def check_splits_not_empty(prefixes: List[str], split: str, sizes: List[int]) -> None:
+    weights = parse_split(split)
+    bounds = np.cumsum([0.0] + weights)
+    for prefix in prefixes:
+        n = len(IndexedDataset(prefix))
+        for i, name in enumerate(SPLIT_NAMES):
+            count = int(round(bounds[i + 1] * n)) - int(round(bounds[i] * n))
+            if sizes[i] > 0 and count == 0:
+                raise ValueError(f"{prefix}: the {name} split of --split {split!r} holds 0 of {n} sequences but "
+                                 f"{sizes[i]} {name} samples are requested (Megatron would hang); change --split "
+                                 f"or the eval settings")
+
+
+def _stamp(prefixes: List[str]) -> dict:
+    stamp = {}
+    for prefix in prefixes:
+        for ext in (".bin", ".idx"):
+            st = os.stat(prefix + ext)
+            stamp[prefix + ext] = [st.st_size, st.st_mtime_ns]
+    return stamp
+
+
+def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
+    """Delete `cache_dir` if it was built from different `.bin/.idx` files. Returns True if it was rebuilt."""
+    stamp_path = os.path.join(cache_dir, "source-files.json")
+    stamp = _stamp(prefixes)
+    stale = False
+    if os.path.isdir(cache_dir):
+        try:
+            with open(stamp_path) as f:
+                stale = json.load(f) != stamp
+        except (OSError, ValueError):
+            stale = bool(os.listdir(cache_dir))
+        if stale:
+            shutil.rmtree(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = stamp_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(stamp, f)
+    os.replace(tmp, stamp_path)
+    return stale
+
+
+def build_datasets(args, tokenizer):
+    """Train/valid/test datasets sized like Megatron's (§3.4 of the reference); blends from `--data-path`."""
+    prefixes, weights = get_blend_from_list(args.data_path)
+    gbs = args.global_batch_size
+    evals = (args.train_iters // args.eval_interval + 1) if args.eval_interval else 0
+    sizes = [args.train_iters * gbs, evals * args.eval_iters * gbs, 0]  # no test pass in the loop
+    check_splits_not_empty(prefixes, args.split, sizes)
+    cache_dir = args.data_cache_path or os.path.join(os.path.dirname(os.path.abspath(prefixes[0])), "index-cache")
+    if torch.distributed.get_rank() == 0:
+        if ensure_fresh_cache(cache_dir, prefixes):
+            print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
+    torch.distributed.barrier()
+    config = GPTDatasetConfig(
+        random_seed=args.seed, sequence_length=args.seq_length, blend=(prefixes, weights), split=args.split,
+        path_to_cache=cache_dir, tokenizer=tokenizer, reset_position_ids=False, reset_attention_mask=False,
+        eod_mask_loss=args.eod_mask_loss, create_attention_mask=True)
+    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return train, valid, test, len(prefixes)
+
+
+class MegatronTokenizerAdapter:
+    """What GPTDatasetConfig reads from a tokenizer, over megatron_ipt.data.tokenizer."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        self.eod = tokenizer.eod
+        self.pad = None
+        ids = tokenizer.unique_identifiers
+        self.unique_identifiers = ids() if callable(ids) else ids
+
+
+def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[dict]:
+    """Megatron's `single` sampler: sequential from consumed_samples; each DP rank takes its slice of every
+    micro_batch_size x DP chunk. Wraps around if the dataset is exhausted (eval iterators)."""
+    dp_rank = parallel_state.get_data_parallel_rank()
+    dp = parallel_state.get_data_parallel_world_size()
+    index = consumed_samples
+    while True:
+        start = index + dp_rank * micro_batch_size
+        samples = [dataset[(start + j) % len(dataset)] for j in range(micro_batch_size)]
+        index += micro_batch_size * dp
+        yield {key: torch.stack([torch.as_tensor(s[key]) for s in samples])
+               for key in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask", "dataset_id") if key in samples[0]}

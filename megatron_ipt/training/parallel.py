@@ -1,0 +1,49 @@
+"""Process groups and seeds, set up in one place."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from megatron.core import parallel_state, tensor_parallel
+
+
+def initialize(args) -> None:
+    """init_process_group (gloo on CPU, nccl on GPU), megatron model-parallel groups, and seeds."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        from megatron_ipt.training import cpu
+
+        cpu.apply()
+    backend = args.distributed_backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend, world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                                             rank=int(os.environ.get("RANK", 0)))
+    vp = None
+    if args.num_layers_per_virtual_pipeline_stage:
+        layers_per_stage = args.num_layers // args.pipeline_model_parallel_size
+        vp = layers_per_stage // args.num_layers_per_virtual_pipeline_stage
+    args.virtual_pipeline_model_parallel_size = vp
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=vp)
+    set_seed(args.seed)
+
+
+def set_seed(seed: int) -> None:
+    # Megatron: a different seed per pipeline stage; TP ranks get their own stream through the RNG tracker.
+    seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def destroy() -> None:
+    parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,72 @@
+from megatron_ipt.synthesis.format import cook_context
+from megatron_ipt.synthesis.rounds import synthesize_rounds
+
+
+def echo_engine(log):
+    """Real deterministic generator: one pair naming the last context of the prompt."""
+    def generate(prompts):
+        log.append(list(prompts))
+        out = []
+        for p in prompts:
+            ctx = p.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
+            out.append("" if ctx.startswith("FAIL") else f"<QUE> about {ctx}? <ANS> {ctx} </END>")
+        return out
+    return generate
+
+
+def test_two_rounds_chain_and_prompt_layout():
+    log = []
+    cols, failures = synthesize_rounds(["T0", "T1", "T2", "T3"], echo_engine(log), rounds=2)
+    assert failures == 0
+    assert log[0] == [cook_context("T0"), cook_context("T1")]
+    assert log[1][0] == ("<s> <CON> T0 </CON>\n\n<QUE> about T0? <ANS> T0 </END></s>"
+                         "<s> <CON> T2 </CON>\n\n")
+    assert len(cols) == 2
+    assert [e["context"] for e in cols[0]] == ["T0", "T2"]
+    assert cols[0][0]["followed_by_next"] is True and cols[0][1]["inherit_from_prev"] is True
+    # every text appears exactly once
+    assert sorted(e["context"] for c in cols for e in c) == ["T0", "T1", "T2", "T3"]
+
+
+def test_three_rounds_demo_extends_back_along_chain():
+    log = []
+    synthesize_rounds(["A", "B", "C"], echo_engine(log), rounds=3)
+    assert log[2][0].count("<CON>") == 3  # A and B as demonstrations, then C
+
+
+def test_length_guard_breaks_chain():
+    log = []
+    cols, _ = synthesize_rounds(["x " * 50, "y"], echo_engine(log), rounds=2, max_model_len=60,
+                                max_new_tokens=10)
+    assert log[1] == [cook_context("y")]
+    assert cols[0][0]["followed_by_next"] is False and cols[0][1]["inherit_from_prev"] is False
+
+
+def test_failure_gives_zero_pairs_and_no_link():
+    log = []
+    cols, failures = synthesize_rounds(["T0", "FAIL1"], echo_engine(log), rounds=2)
+    assert failures == 1
+    assert cols[0][1]["QA_list"] == [] and cols[0][1]["inherit_from_prev"] is False
+    # the next round after a zero-pair entry gets no demonstration
+    cols, _ = synthesize_rounds(["FAIL0", "T1"], echo_engine(log := []), rounds=2)
+    assert log[1] == [cook_context("T1")] and cols[0][0]["followed_by_next"] is False
+
+
+def test_leftover_chains_are_kept():
+    log = []
+    cols, _ = synthesize_rounds(["a", "b", "c", "d", "e"], echo_engine(log), rounds=2)
+    # round 0 has 3 texts, round 1 has 2: the third chain is prepended to item 0's chain, unconnected
+    assert sorted(e["context"] for c in cols for e in c) == ["a", "b", "c", "d", "e"]
+    first = cols[0]
+    assert [e["context"] for e in first] == ["c", "a", "d"]
+    assert first[0]["followed_by_next"] is False
+    assert first[2]["inherit_from_prev"] is True
+
+
+def test_split_long_text_fits_and_preserves_words():
+    from megatron_ipt.synthesis.rounds import split_long_text, words_x15
+    text = " ".join(f"w{i}" for i in range(300))
+    pieces = split_long_text(text, max_model_len=120, max_new_tokens=20)
+    assert len(pieces) > 1 and " ".join(pieces) == text
+    assert all(words_x15(cook_context(p)) <= 100 for p in pieces)
+    assert split_long_text("short") == ["short"]

@@ -1,0 +1,21 @@
+"""Run under torchrun: train with the given flags, then assert parameters are identical across DP replicas."""
+import sys
+
+import torch
+from megatron.core import parallel_state
+
+from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.training import config, loop, parallel
+
+if __name__ == "__main__":
+    args = config.parse_args(sys.argv[1:])
+    result = loop.train(args, build_tokenizer(args.tokenizer_type, args.tokenizer_model))
+    group = parallel_state.get_data_parallel_group()
+    for chunk in result["chunks"]:
+        for name, param in chunk.module.named_parameters():
+            copies = [torch.empty_like(param.data) for _ in range(torch.distributed.get_world_size(group))]
+            torch.distributed.all_gather(copies, param.data.contiguous(), group=group)
+            assert all(torch.equal(copies[0], c) for c in copies), f"{name} differs across DP replicas"
+    if torch.distributed.get_rank() == 0:
+        print(f"DP_PARAMS_IDENTICAL dp={torch.distributed.get_world_size(group)}", flush=True)
+    parallel.destroy()
