@@ -36,14 +36,61 @@ def _torch_optimizers(optimizer):
     return [o.optimizer for o in chained] if chained else [optimizer.optimizer]
 
 
-def save(save_dir: str, iteration: int, chunks, optimizer, scheduler, progress: dict, keep_last: int = 3) -> str:
-    rank = torch.distributed.get_rank()
-    final = os.path.join(save_dir, f"iter_{iteration:07d}")
-    tmp = final + ".tmp"
-    if rank == 0:
+def _begin(save_dir: str, iteration: int) -> str:
+    """Create the temporary directory of a save on rank 0; every rank gets its path."""
+    tmp = os.path.join(save_dir, f"iter_{iteration:07d}") + ".tmp"
+    if torch.distributed.get_rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     torch.distributed.barrier()
+    return tmp
+
+
+def _commit(save_dir: str, iteration: int, keep_last: int) -> str:
+    """Once every rank has written into the temporary directory: rename it, then replace the marker (the commit,
+    written last), then prune old checkpoints."""
+    final = os.path.join(save_dir, f"iter_{iteration:07d}")
+    torch.distributed.barrier()
+    if torch.distributed.get_rank() == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(final + ".tmp", final)
+        marker_tmp = os.path.join(save_dir, MARKER + ".tmp")
+        with open(marker_tmp, "w") as f:
+            f.write(str(iteration))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(marker_tmp, os.path.join(save_dir, MARKER))
+        _prune(save_dir, keep_last)
+    torch.distributed.barrier()
+    return final
+
+
+def save_weights(save_dir: str, modules, iteration: int = 0, keep_last: int = 0) -> str:
+    """A weights-only checkpoint (e.g. converted from Hugging Face) in the same layout: `--load` reads it like any
+    other (optimizer, scheduler and RNG start fresh). `modules` are unwrapped GPTModel chunks."""
+    tmp = _begin(save_dir, iteration)
+    dist_checkpointing.save(_model_state(modules), tmp)
+    return _commit(save_dir, iteration, keep_last)
+
+
+def load_weights(load_dir: str, modules) -> Optional[int]:
+    """Load only the model weights of the latest committed checkpoint (any TP/PP layout) into unwrapped chunks.
+    Returns its iteration, or None when there is no checkpoint."""
+    iteration = latest_iteration(load_dir)
+    if iteration is None:
+        return None
+    directory = os.path.join(load_dir, f"iter_{iteration:07d}")
+    loaded = dist_checkpointing.load(_model_state(modules), directory)
+    if len(modules) == 1:
+        modules[0].load_state_dict(loaded)
+    else:
+        for i, m in enumerate(modules):
+            m.load_state_dict(loaded[f"model{i}"])
+    return iteration
+
+
+def save(save_dir: str, iteration: int, chunks, optimizer, scheduler, progress: dict, keep_last: int = 3) -> str:
+    tmp = _begin(save_dir, iteration)
     modules = [c.module for c in chunks]  # unwrap DDP
     dist_checkpointing.save(_model_state(modules), tmp)
     state = {
@@ -57,19 +104,7 @@ def save(save_dir: str, iteration: int, chunks, optimizer, scheduler, progress: 
                      "world": torch.distributed.get_world_size()},
     }
     torch.save(state, _rank_file(tmp))
-    torch.distributed.barrier()
-    if rank == 0:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        marker_tmp = os.path.join(save_dir, MARKER + ".tmp")
-        with open(marker_tmp, "w") as f:
-            f.write(str(iteration))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(marker_tmp, os.path.join(save_dir, MARKER))  # the commit: written last
-        _prune(save_dir, keep_last)
-    torch.distributed.barrier()
-    return final
+    return _commit(save_dir, iteration, keep_last)
 
 
 def _prune(save_dir: str, keep_last: int) -> None:
@@ -92,17 +127,10 @@ def latest_iteration(load_dir: str) -> Optional[int]:
 def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, load_rng: bool = True) -> Optional[dict]:
     """Load the latest committed checkpoint into the model (any TP/PP), and optimizer/RNG state when the
     parallel layout matches. Returns the saved progress dict, or None if there is no checkpoint."""
-    iteration = latest_iteration(load_dir)
+    iteration = load_weights(load_dir, [c.module for c in chunks])
     if iteration is None:
         return None
     directory = os.path.join(load_dir, f"iter_{iteration:07d}")
-    modules = [c.module for c in chunks]
-    loaded = dist_checkpointing.load(_model_state(modules), directory)
-    if len(modules) == 1:
-        modules[0].load_state_dict(loaded)
-    else:
-        for i, m in enumerate(modules):
-            m.load_state_dict(loaded[f"model{i}"])
     rank_file = _rank_file(directory)
     same_layout = False
     state = None
