@@ -18,6 +18,8 @@ setup(
     description="Instruction Pre-Training on megatron-core: synthesis, corpus building, packing, training",
     python_requires=">=3.10",
     packages=find_packages(include=["megatron_ipt", "megatron_ipt.*"]),
+    # The corpus template library and its sample data are data files, not code.
+    package_data={"megatron_ipt.corpus": ["templates/*.json", "data/*.jsonl", "data/README.md"]},
     ext_modules=[native],
     cmdclass={"build_ext": build_ext},
     install_requires=[

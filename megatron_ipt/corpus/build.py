@@ -1,0 +1,228 @@
+"""tools/build_corpus.py's work: read inputs, decontaminate, apply a recipe, write the corpus atomically.
+
+Output directory (written as ``OUT.inprogress-PID`` and renamed when complete, so a half-written corpus never
+carries the final name):
+- mixed (default): ``corpus-00000.jsonl`` ... (``docs_per_shard`` lines each), every line
+  ``{"text": ..., "source": "augmented" | "raw" | "tuning" | "general_instruction"}``, shuffled across sources;
+- ``per_source_outputs``: ``{source}.jsonl`` with each source's documents once, and the ``--data-path``
+  weights (token shares of the recipe) to blend them at training time;
+- ``summary.json`` (figures below; ``--token-budget-from`` reads its ``tokens``) and, with evaluation sets,
+  ``decontam-flagged.jsonl`` (one line per dropped or flagged item, with the overlapping words).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Sequence
+
+import orjson
+
+from megatron_ipt.data.tokenizer import build_tokenizer
+
+from . import decontam
+from .reader import BadLines, read_collections, read_instructions, read_texts, read_tuning
+from .recipes import Inputs, RecipeConfig, build_pools, mix
+from .render import SEED_OFFSET
+
+SUMMARY = "summary.json"
+FLAGGED = "decontam-flagged.jsonl"
+PAPER_ROUNDS = {"general": 2, "domain": 3}
+
+
+@dataclass
+class BuildConfig:
+    recipe: str
+    output_dir: str
+    tokenizer_type: str
+    tokenizer_model: str
+    collections: Optional[str] = None
+    raw_input: Optional[str] = None
+    text_key: str = "text"
+    tuning_data: Optional[str] = None
+    general_instructions: Optional[str] = None
+    instruction_keys: Sequence[str] = ("question", "response")
+    convert_fraction: float = 0.2
+    tuning_upsample: float = 1.0
+    instruction_ratio: float = 1.0
+    token_budget: Optional[int] = None
+    seed: int = SEED_OFFSET
+    per_source_outputs: bool = False
+    docs_per_shard: int = 100_000
+    overwrite: bool = False
+    skip_bad_lines: bool = False
+    eval_sets: Sequence[str] = ()
+    eval_keys: Optional[Sequence[str]] = None
+    ngram: int = decontam.DEFAULT_NGRAM
+    keep_flagged_texts: bool = False
+    include_special_tokens: bool = True
+    tiktoken_pattern: str = "cl100k"
+    threads: int = 1
+
+
+@dataclass
+class BuildResult:
+    summary: dict
+    notes: List[str] = field(default_factory=list)
+    skipped: BadLines = None
+
+
+def _check_output_dir(path: str, overwrite: bool):
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
+
+
+def _rounds_note(spec: str, recipe: str) -> Optional[str]:
+    """The paper synthesizes M=2 rounds for from-scratch and M=3 for domain corpora; say so if the synthesis
+    manifests next to the collections record another number."""
+    if recipe not in PAPER_ROUNDS or not spec or not os.path.isdir(spec):
+        return None
+    rounds = set()
+    for path in glob.glob(os.path.join(spec, "**", "manifest-shard*.json"), recursive=True):
+        try:
+            rounds.add(json.load(open(path)).get("rounds"))
+        except (OSError, ValueError):
+            continue
+    rounds.discard(None)
+    want = PAPER_ROUNDS[recipe]
+    if rounds and rounds != {want}:
+        return f"note: collections were synthesized with --rounds {sorted(rounds)}; the paper uses {want} for the {recipe} recipe"
+    return None
+
+
+def _write_lines(path: str, lines):
+    with open(path, "wb") as f:
+        for line in lines:
+            f.write(line)
+
+
+def _json_line(record: dict) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def read_inputs(cfg: BuildConfig, bad: BadLines) -> Inputs:
+    return Inputs(
+        collections=read_collections(cfg.collections, bad) if cfg.collections else [],
+        raw_texts=read_texts(cfg.raw_input, cfg.text_key, bad) if cfg.raw_input else [],
+        tuning=read_tuning(cfg.tuning_data, bad) if cfg.tuning_data else [],
+        instructions=read_instructions(cfg.general_instructions, cfg.instruction_keys, bad)
+        if cfg.general_instructions else [],
+    )
+
+
+def build_corpus(cfg: BuildConfig) -> BuildResult:
+    t0 = time.perf_counter()
+    recipe = RecipeConfig(cfg.recipe, cfg.convert_fraction, cfg.tuning_upsample, cfg.instruction_ratio,
+                          cfg.token_budget, cfg.seed)
+    recipe.check(bool(cfg.raw_input), bool(cfg.tuning_data), bool(cfg.general_instructions))
+    if cfg.recipe in ("general", "domain") and not cfg.collections:
+        raise ValueError(f"recipe {cfg.recipe!r} renders synthesized collections: give --collections")
+    if not (cfg.collections or cfg.raw_input):
+        raise ValueError("give --collections and/or --raw-input")
+    if cfg.per_source_outputs and cfg.token_budget:
+        raise ValueError("--token-budget sizes the mixed output; with --per-source-outputs the training run's "
+                         "sample count sets the budget and the printed weights set the shares")
+    if cfg.docs_per_shard < 1:
+        raise ValueError("--docs-per-shard must be at least 1")
+    _check_output_dir(cfg.output_dir, cfg.overwrite)
+    tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model, num_threads=cfg.threads,
+                                include_special_tokens=cfg.include_special_tokens, tiktoken_pattern=cfg.tiktoken_pattern)
+    notes = [n for n in [_rounds_note(cfg.collections, cfg.recipe)] if n]
+
+    bad = BadLines(skip=cfg.skip_bad_lines)
+    inputs = read_inputs(cfg, bad)
+    t_read = time.perf_counter()
+    report = None
+    if cfg.eval_sets:
+        ngrams = decontam.load_eval_sets(cfg.eval_sets, cfg.eval_keys, cfg.ngram)
+        inputs, report = decontam.decontaminate(inputs, ngrams, drop_texts=not cfg.keep_flagged_texts)
+    t_decontam = time.perf_counter()
+    stats = Counter()
+    pools = build_pools(recipe, inputs, tokenizer, stats)
+    t_pools = time.perf_counter()
+    wanted = round(cfg.convert_fraction * stats["texts:total"])
+    if cfg.recipe == "general" and stats["texts:converted"] < wanted:
+        notes.append(f"note: {wanted:,} texts should be converted but the collections hold only "
+                     f"{stats['texts:converted']:,}: synthesize more of the raw texts")
+
+    out = cfg.output_dir.rstrip("/")
+    tmp = f"{out}.inprogress-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        outputs, data_path = [], None
+        if cfg.per_source_outputs:
+            figures = {s: {"documents": len(p.texts), "tokens": p.total, "pool_documents": len(p.texts),
+                           "pool_tokens": p.total, "target_tokens": p.target} for s, p in pools.items()}
+            weights = {s: p.target for s, p in pools.items() if p.texts and p.target > 0}
+            total_weight = sum(weights.values())
+            for source, f in figures.items():
+                f["share"] = weights.get(source, 0.0) / total_weight if total_weight else 0.0
+            for source in weights:
+                name = f"{source}.jsonl"
+                _write_lines(os.path.join(tmp, name), (_json_line({"text": t, "source": source}) for t in pools[source].texts))
+                outputs.append(name)
+            data_path = " ".join(f"{figures[s]['share']:.6f} {os.path.join(out, s)}_text_document" for s in weights)
+        else:
+            order, figures = mix(pools, cfg.seed)
+            for shard, start in enumerate(range(0, len(order), cfg.docs_per_shard)):
+                name = f"corpus-{shard:05d}.jsonl"
+                chunk = order[start:start + cfg.docs_per_shard]
+                _write_lines(os.path.join(tmp, name),
+                             (_json_line({"text": pools[s].texts[i], "source": s}) for s, i in chunk))
+                outputs.append(name)
+        if report is not None:
+            _write_lines(os.path.join(tmp, FLAGGED), (_json_line(r) for r in report.flagged))
+        seconds = time.perf_counter() - t0
+        summary = {
+            "recipe": cfg.recipe,
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite")},
+            "tokenizer": f"{cfg.tokenizer_type} {cfg.tokenizer_model}",
+            "sources": figures,
+            "documents": sum(f["documents"] for f in figures.values()),
+            "tokens": sum(f["tokens"] for f in figures.values()),
+            "outputs": outputs,
+            "data_path": data_path,
+            "render": dict(sorted(stats.items())),
+            "decontamination": None if report is None else {
+                "eval_files": len(ngrams.files), "eval_texts": ngrams.texts, "ngrams": ngrams.ngrams, "n": ngrams.n,
+                **dict(sorted(report.counts.items()))},
+            "skipped_lines": dict(bad.counts),
+            "seconds": {"read": t_read - t0, "decontaminate": t_decontam - t_read,
+                        "render_and_count": t_pools - t_decontam, "write": seconds - (t_pools - t0), "total": seconds},
+            "notes": notes,
+        }
+        with open(os.path.join(tmp, SUMMARY), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(summary, notes, bad)
+
+
+def _replace_dir(tmp: str, out: str):
+    """Move the finished corpus to its name; an older corpus there is removed only after that."""
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+        return
+    old = f"{out}.old-{os.getpid()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+
+
+def budget_from_summary(path: str) -> int:
+    """The token count of an earlier build (its summary.json, or the directory holding it)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, SUMMARY)
+    with open(path, encoding="utf-8") as f:
+        tokens = json.load(f).get("tokens")
+    if not isinstance(tokens, int) or tokens <= 0:
+        raise ValueError(f"{path}: no positive 'tokens' count")
+    return tokens
+

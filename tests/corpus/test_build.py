@@ -1,0 +1,231 @@
+"""tools/build_corpus.py end to end on real synthesized collections, counted with the real Mistral tokenizer."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from megatron_ipt.corpus import SAMPLE_GENERAL_INSTRUCTIONS
+from megatron_ipt.data.tokenizer import build_tokenizer
+from tests.conftest import write_jsonl
+from tools.build_corpus import main
+
+
+@pytest.fixture(scope="module")
+def tokenizer_flags(mistral_model):
+    return ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", mistral_model]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(mistral_model):
+    return build_tokenizer("SentencePieceTokenizer", mistral_model)
+
+
+def build(out, tokenizer_flags, *args):
+    assert main([*args, *tokenizer_flags, "--output-dir", str(out)]) == 0
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    docs = [json.loads(line) for name in summary["outputs"] for line in open(os.path.join(out, name))]
+    return summary, docs
+
+
+def recount(tokenizer, docs, source=None):
+    texts = [d["text"] for d in docs if source is None or d["source"] == source]
+    return int(sum(len(t) for t in tokenizer.encode_batch(texts))) if texts else 0
+
+
+def test_general_recipe_converts_a_fifth_of_texts(tmp_path, collections_file, real_collections, tokenizer_flags,
+                                                  tokenizer, capsys):
+    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
+                          "--docs-per-shard", "100")
+    r = summary["render"]
+    total = sum(len(c) for c in real_collections)
+    assert r["texts:total"] == total and abs(r["texts:converted"] - 0.2 * total) < 2  # whole chains of M=2
+    assert len(summary["outputs"]) == -(-len(docs) // 100) and all(n.startswith("corpus-") for n in summary["outputs"])
+    sources = {d["source"] for d in docs}
+    assert sources == {"augmented", "raw"}
+    # every text is in the corpus exactly once: raw as is, or inside its augmented document
+    contexts = [e["context"] for c in real_collections for e in c]
+    body = "\n".join(d["text"] for d in docs)
+    assert all(body.count(t) >= 1 for t in contexts)
+    assert sum(d["source"] == "raw" for d in docs) == total - r["entries:augmented"]
+    # token counts are the real tokenizer's, per source
+    for source in sources:
+        assert summary["sources"][source]["tokens"] == recount(tokenizer, docs, source)
+    assert summary["tokens"] == recount(tokenizer, docs)
+    out = capsys.readouterr().out
+    assert "augmented" in out and "--output-prefix" in out and "corpus-*.jsonl" in out
+
+
+def test_baselines_match_the_token_budget(tmp_path, collections_file, tuning_file, tokenizer_flags, tokenizer):
+    general, gdocs = build(tmp_path / "general", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
+                       "--tuning-data", tuning_file, "--tuning-upsample", "2")
+    budget = general["tokens"]
+    vanilla, vdocs = build(tmp_path / "vanilla", tokenizer_flags, "--recipe", "vanilla", "--collections",
+                           collections_file, "--token-budget-from", str(tmp_path / "general"))
+    mixed, mdocs = build(tmp_path / "mix", tokenizer_flags, "--recipe", "mix", "--collections", collections_file,
+                         "--tuning-data", tuning_file, "--tuning-upsample", "2", "--token-budget", str(budget))
+    assert {d["source"] for d in vdocs} == {"raw"} and {d["source"] for d in mdocs} == {"raw", "tuning"}
+    for summary, docs in ((vanilla, vdocs), (mixed, mdocs)):
+        longest = max(len(t) for t in tokenizer.encode_batch([d["text"] for d in docs]))
+        # each source is within half a document of its target
+        assert abs(summary["tokens"] - budget) <= len(summary["sources"]) * longest / 2 + 1
+        assert abs(summary["tokens"] - budget) / budget < 0.02
+    # the tuning data's share relative to raw is what the recipe asks for, before scaling to the budget
+    t, r = mixed["sources"]["tuning"], mixed["sources"]["raw"]
+    want = t["target_tokens"] / r["target_tokens"]
+    assert abs(t["tokens"] / r["tokens"] - want) / want < 0.03
+    # tuning is rendered twice (fresh templates each copy) then scaled: about 2x one pass per raw pass
+    assert abs(want - 2 * (t["pool_tokens"] / 2) / r["pool_tokens"]) / want < 1e-9
+    assert general["sources"]["tuning"]["documents"] == general["sources"]["tuning"]["pool_documents"]
+    rows = [json.loads(l) for l in open(tuning_file)]
+    assert general["sources"]["tuning"]["pool_documents"] == 2 * len(rows)
+    tuning_docs = {d["text"] for d in gdocs if d["source"] == "tuning"}
+    assert len(tuning_docs) > 1.5 * len(rows)  # the two copies of a row are rendered with different templates
+
+
+def test_domain_recipe_mixes_general_instructions_one_to_one_by_tokens(tmp_path, collections_file, tokenizer_flags,
+                                                                       tokenizer):
+    for ratio in ("1", "0.5"):
+        summary, docs = build(tmp_path / f"d{ratio}", tokenizer_flags, "--recipe", "domain", "--collections",
+                              collections_file, "--general-instructions", SAMPLE_GENERAL_INSTRUCTIONS,
+                              "--instruction-ratio", ratio)
+        s = summary["sources"]
+        domain = s["augmented"]["tokens"] + s["raw"]["tokens"]
+        general = recount(tokenizer, docs, "general_instruction")
+        assert general == s["general_instruction"]["tokens"]
+        longest = max(len(t) for t in tokenizer.encode_batch([d["text"] for d in docs if d["source"] == "general_instruction"]))
+        assert abs(general - float(ratio) * domain) <= longest / 2
+        assert s["general_instruction"]["documents"] > s["general_instruction"]["pool_documents"]  # 40 rows, repeated
+        assert summary["render"]["texts:converted"] == summary["render"]["texts:total"]
+    inst = next(d["text"] for d in docs if d["source"] == "general_instruction")
+    rows = [json.loads(l) for l in open(SAMPLE_GENERAL_INSTRUCTIONS)]
+    assert inst in {f"{r['question']} {r['response']}" for r in rows}
+
+
+def test_per_source_outputs_print_blend_weights(tmp_path, collections_file, tokenizer_flags, capsys):
+    out = tmp_path / "per"
+    summary, docs = build(out, tokenizer_flags, "--recipe", "domain", "--collections", collections_file,
+                          "--general-instructions", SAMPLE_GENERAL_INSTRUCTIONS, "--per-source-outputs")
+    expected = {f"{k}.jsonl" for k, v in summary["sources"].items() if v["pool_documents"]}
+    assert sorted(summary["outputs"]) == sorted(expected) and "augmented.jsonl" in expected
+    rows = [l for l in open(out / "general_instruction.jsonl")]
+    assert len(rows) == 40  # each source once; the blend weights do the mixing
+    printed = capsys.readouterr().out
+    line = next(l for l in printed.splitlines() if l.strip().startswith("--data-path"))
+    fields = line.split()[1:]
+    weights = dict(zip(fields[1::2], map(float, fields[0::2])))
+    assert abs(sum(weights.values()) - 1) < 1e-5
+    assert abs(weights[f"{out}/general_instruction_text_document"] - 0.5) < 1e-5  # 1:1 by tokens
+    s = summary["sources"]
+    domain = s["augmented"]["pool_tokens"] + s["raw"]["pool_tokens"]
+    assert abs(weights[f"{out}/augmented_text_document"] - 0.5 * s["augmented"]["pool_tokens"] / domain) < 1e-5
+    assert f"--output-prefix {out}/augmented " in printed
+
+
+def test_deterministic_and_seed_dependent(tmp_path, collections_file, tokenizer_flags):
+    a = build(tmp_path / "a", tokenizer_flags, "--recipe", "general", "--collections", collections_file)[1]
+    b = build(tmp_path / "b", tokenizer_flags, "--recipe", "general", "--collections", collections_file)[1]
+    c = build(tmp_path / "c", tokenizer_flags, "--recipe", "general", "--collections", collections_file, "--seed", "1")[1]
+    assert a == b and a != c
+
+
+def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_collections, tokenizer_flags, capsys):
+    good = [json.dumps(c) for c in real_collections[:20]]
+    bad = ['{"context": "a tuning row, not a collection", "QA_list": []}', "[not json",
+           json.dumps([{"context": "x", "QA_list": [{"Q": "q"}]}]), json.dumps([{"QA_list": []}])]
+    path = tmp_path / "cols.jsonl"
+    path.write_text("\n".join(good[:5] + bad[:2] + good[5:] + bad[2:]) + "\n")
+    out = tmp_path / "out"
+    assert main(["--recipe", "general", "--collections", str(path), *tokenizer_flags, "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:6: not a collection" in err and "--tuning-data" in err and "--skip-bad-lines" in err
+    assert not out.exists() and not list(tmp_path.glob("out.inprogress*"))
+    summary, docs = build(out, tokenizer_flags, "--recipe", "general", "--collections", str(path), "--skip-bad-lines")
+    assert summary["skipped_lines"] == {"not a collection": 1, "malformed JSON": 1, "bad pair": 1, "bad entry": 1}
+    printed = capsys.readouterr().out
+    assert "skipped lines 4" in printed and f"{path}:23: bad pair: entry 0: QA_list[0]" in printed
+    assert f"{path}:24: bad entry: entry 0: 'context' must be a string" in printed
+    assert summary["render"]["texts:total"] == sum(len(c) for c in real_collections[:20])
+
+
+def test_decontamination_through_the_cli(tmp_path, real_collections, collections_file, tokenizer_flags):
+    leaked = real_collections[3][0]["context"]
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"passage": leaked, "label": 1},
+                                                  {"passage": "Nothing in this sentence appears anywhere in the corpus."}])
+    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "vanilla", "--collections", collections_file,
+                          "--eval-sets", evals, "--eval-keys", "passage")
+    assert summary["decontamination"]["eval_texts"] == 2
+    assert summary["decontamination"]["collections: texts dropped"] >= 1
+    assert all(leaked not in d["text"] for d in docs)
+    flagged = [json.loads(l) for l in open(tmp_path / "out" / "decontam-flagged.jsonl")]
+    assert any(f["where"].endswith(":4 entry 0") and f["what"] == "text" for f in flagged)
+
+
+def test_output_dir_is_replaced_only_when_asked(tmp_path, collections_file, tokenizer_flags, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    args = ["--recipe", "vanilla", "--collections", collections_file, *tokenizer_flags, "--output-dir", str(out)]
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert sorted(os.listdir(out)) == ["corpus-00000.jsonl", "summary.json"]
+    assert main(["--recipe", "domain", "--collections", collections_file, *tokenizer_flags, "--output-dir",
+                 str(tmp_path / "d")]) == 1
+    assert "--general-instructions" in capsys.readouterr().err
+    assert main(["--recipe", "vanilla", "--collections", collections_file, "--tuning-data", collections_file,
+                 *tokenizer_flags, "--output-dir", str(tmp_path / "v")]) == 1
+    assert "does not use --tuning-data" in capsys.readouterr().err
+
+
+def test_output_packs_with_preprocess_data(tmp_path, collections_file, tokenizer_flags, tokenizer):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from tools.preprocess_data import main as preprocess
+
+    summary, docs = build(tmp_path / "c", tokenizer_flags, "--recipe", "general", "--collections", collections_file)
+    prefix = str(tmp_path / "c" / "corpus")
+    assert preprocess(["--input", str(tmp_path / "c" / "corpus-*.jsonl"), "--output-prefix", prefix,
+                       "--workers", "1", *tokenizer_flags]) == 0
+    ds = IndexedDataset(prefix + "_text_document")
+    assert len(ds.document_indices) - 1 == len(docs) and int(ds.sequence_lengths.sum()) == summary["tokens"]
+    del ds
+    assert np.isclose(sum(s["share"] for s in summary["sources"].values()), 1.0)
+
+
+def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(tmp_path, collections_file, tokenizer_flags,
+                                                                         monkeypatch):
+    from megatron_ipt.corpus import build as build_module
+
+    out = tmp_path / "out"
+    build(out, tokenizer_flags, "--recipe", "vanilla", "--collections", collections_file)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    real_write, calls = build_module._write_lines, []
+
+    def dying_write(path, lines):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(path, lines)
+
+    monkeypatch.setattr(build_module, "_write_lines", dying_write)
+    with pytest.raises(OSError, match="disk full"):
+        main(["--recipe", "general", "--collections", collections_file, *tokenizer_flags, "--output-dir", str(out),
+              "--docs-per-shard", "50", "--overwrite"])
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_general_counts_unsynthesized_raw_input_in_the_fraction(tmp_path, collections_file, real_collections,
+                                                                 tokenizer_flags):
+    from megatron_ipt.assets import opticks_paragraphs
+
+    extra = opticks_paragraphs()[300:500]
+    raw = write_jsonl(tmp_path / "raw.jsonl", [{"body": t} for t in extra])
+    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
+                          "--raw-input", raw, "--text-key", "body", "--convert-fraction", "0.5")
+    r = summary["render"]
+    synthesized = sum(len(c) for c in real_collections)
+    assert r["texts:total"] == synthesized + len(extra)
+    assert abs(r["texts:converted"] - 0.5 * r["texts:total"]) <= 1  # here: every collection is converted
+    raw_docs = {d["text"] for d in docs if d["source"] == "raw"}
+    assert set(extra) <= raw_docs
