@@ -1,4 +1,5 @@
 """`make quickstart` runs examples/quickstart.sh: it must work end to end on this machine."""
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,9 @@ def test_quickstart_script_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     prefix = str(tmp_path / "quickstart_text_document")
     assert f"--data-path {prefix}" in result.stdout
+    with open(tmp_path / "corpus" / "summary.json") as f:
+        corpus = json.load(f)
     ds = IndexedDataset(prefix)
-    assert len(ds.document_indices) - 1 == 535  # every embedded document
+    assert len(ds.document_indices) - 1 == corpus["documents"]  # every document of the mixed corpus
     assert ds.sequence_lengths.sum() > 250_000
     del ds
