@@ -35,6 +35,7 @@ setup(
         "orjson",
         "tiktoken",  # the library behind TiktokenFileTokenizer where the native encoder steps aside
         "psutil",
+        "safetensors",  # Hugging Face weights in and out (tools/convert_checkpoint.py)
     ],
     extras_require={
         "gpu": ["vllm", "transformer-engine[pytorch]"],
@@ -49,7 +50,6 @@ setup(
             "transformers",
             "gguf",
             "accelerate",
-            "safetensors",
         ],
     },
     scripts=[],

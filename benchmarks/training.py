@@ -1,6 +1,7 @@
 """Training step time: our loop vs a bare megatron-core forward-backward + optimizer loop, same tiny model and data.
 
-Also checks the FLOP count behind MFU against a hand count. One process, CPU (gloo) or GPU.
+Also checks the FLOP count behind MFU against a hand count. One process, CPU (gloo) or GPU. The two loops run in
+the order ours, bare, bare, ours (so drift on a shared machine hits both alike); each figure is the median step.
     PYTHONPATH=. python benchmarks/training.py [--iters 30] [--model tiny]
 """
 import argparse
@@ -19,6 +20,40 @@ def _free_port():
         return str(s.getsockname()[1])
 
 
+def _ours(flags, tok, warmup):
+    from megatron_ipt.training import config, loop, parallel
+
+    times = loop.train(config.parse_args(flags), tok)["step_times"][warmup:]
+    parallel.destroy()
+    return times
+
+
+def _bare(flags, tok, warmup):
+    """The same setup, then only zero-grad, forward-backward and megatron's optimizer.step() per iteration."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_ipt.training import config, data, loop, parallel
+
+    args = config.parse_args(flags)
+    chunks, optimizer, _ = loop.setup(args)
+    del optimizer.get_grad_norm  # megatron's own step, without our non-finite grad-norm guard
+    train_ds = data.build_datasets(args, data.MegatronTokenizerAdapter(tok))[0]
+    iterator = data.batches(train_ds, 0, args.micro_batch_size)
+    forward_backward = get_forward_backward_func()
+    times = []
+    for _ in range(args.train_iters):
+        start = time.perf_counter()
+        chunks[0].zero_grad_buffer()
+        optimizer.zero_grad()
+        forward_backward(forward_step_func=loop._forward_step, data_iterator=iterator, model=chunks,
+                         num_microbatches=args.num_microbatches, seq_length=args.seq_length,
+                         micro_batch_size=args.micro_batch_size, forward_only=False)
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    parallel.destroy()
+    return times[warmup:]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=30)
@@ -29,11 +64,10 @@ def main():
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port())
 
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-    from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_ipt import assets
     from megatron_ipt.data.tokenizer import build_tokenizer
-    from megatron_ipt.training import callbacks, config, data, loop, parallel
+    from megatron_ipt.training import callbacks, config
 
     tok = build_tokenizer("SentencePieceTokenizer", assets.mistral_tokenizer_model())
     workdir = tempfile.mkdtemp(prefix="bench-training-")
@@ -46,31 +80,13 @@ def main():
              str(opts.iters), "--data-path", prefix, "--split", "100,0,0", "--log-interval", str(10 ** 9),
              "--lr", "1e-4"]
 
-    ours = loop.train(config.parse_args(flags), tok)["step_times"][opts.warmup:]
-    parallel.destroy()
-
-    # Bare megatron-core: the same setup, then only forward-backward + optimizer.step per iteration.
-    args = config.parse_args(flags)
-    chunks, optimizer, _ = loop.setup(args)
-    train_ds = data.build_datasets(args, data.MegatronTokenizerAdapter(tok))[0]
-    iterator = data.batches(train_ds, 0, args.micro_batch_size)
-    forward_backward = get_forward_backward_func()
-    bare = []
-    for _ in range(opts.iters):
-        start = time.perf_counter()
-        chunks[0].zero_grad_buffer()
-        optimizer.zero_grad()
-        forward_backward(forward_step_func=loop._forward_step, data_iterator=iterator, model=chunks,
-                         num_microbatches=args.num_microbatches, seq_length=args.seq_length,
-                         micro_batch_size=args.micro_batch_size, forward_only=False)
-        optimizer.step()
-        bare.append(time.perf_counter() - start)
-    bare = bare[opts.warmup:]
-    parallel.destroy()
-
+    ours, bare = [], []
+    for run in (_ours, _bare, _bare, _ours):
+        (ours if run is _ours else bare).extend(run(flags, tok, opts.warmup))
     o, b = statistics.median(ours), statistics.median(bare)
+    args = config.parse_args(flags)
     print(f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {args.seq_length}, "
-          f"{len(ours)} timed steps after {opts.warmup} warm-up")
+          f"2 x {opts.iters - opts.warmup} timed steps each after {opts.warmup} warm-up")
     print(f"ours: {o * 1000:.2f} ms/step (median)   bare megatron-core: {b * 1000:.2f} ms/step   ratio {o / b:.3f}x")
 
     hand = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"])

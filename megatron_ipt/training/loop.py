@@ -14,9 +14,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_ipt.training import callbacks, checkpoint, data, models, parallel
 
-
-class NonFiniteLoss(RuntimeError):
-    pass
+NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
 
 
 def _loss_func(loss_mask, dataset_id, output_tensor):
@@ -89,7 +87,10 @@ def setup(args):
         lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
         wd_incr_steps=decay_iters * gbs, wd_incr_style="constant",
         wsd_decay_steps=(decay_iters * gbs) // 10 if args.lr_decay_style == "WSD" else None,
-        lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None)
+        lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None,
+        use_checkpoint_opt_param_scheduler=args.use_checkpoint_opt_param_scheduler,
+        override_opt_param_scheduler=args.override_opt_param_scheduler)
+    callbacks.guard_grad_norm(optimizer)
     tconfig.finalize_model_grads_func = finalize_model_grads
     tconfig.grad_scale_func = optimizer.scale_loss
     tconfig.no_sync_func = [c.no_sync for c in chunks] if len(chunks) > 1 else chunks[0].no_sync
@@ -124,22 +125,39 @@ def evaluate(args, chunks, dataset, source_names):
     return named
 
 
+def _resume(args, chunks, optimizer, scheduler):
+    """(iteration, consumed samples) to start from: 0, 0 or the latest committed checkpoint in --load."""
+    if args.save:
+        for name in checkpoint.remove_incomplete(args.save):
+            _print(f"removed {os.path.join(args.save, name)}: left by a save that never committed")
+    if not args.load:
+        return 0, 0
+    progress = checkpoint.load(args.load, chunks, optimizer, scheduler, load_optim=not args.no_load_optim,
+                               load_rng=not args.no_load_rng)
+    if progress is None:
+        _print(f"no checkpoint in {args.load} ({checkpoint.MARKER} is missing): starting from scratch")
+        return 0, 0
+    _print(f"loaded checkpoint from {args.load} at iteration {progress['iteration']}"
+           + "".join(f"; {note}" for note in progress["notes"]))
+    return progress["iteration"], progress["consumed_samples"]
+
+
+def _save(args, iteration, consumed, chunks, optimizer, scheduler):
+    checkpoint.save(args.save, iteration, chunks, optimizer, scheduler, {"consumed_samples": consumed},
+                    args.keep_last, mem_efficient=args.distrib_optim_fully_reshardable_mem_efficient)
+
+
 def train(args, tokenizer) -> dict:
-    """Run training; returns {'losses': [per-iteration global lm loss], 'iteration': last iteration}."""
+    """Run training; returns {'losses': [per-iteration global lm loss], 'step_times', 'iteration', 'chunks'}."""
     chunks, optimizer, scheduler = setup(args)
-    iteration, consumed = 0, 0
-    if args.load:
-        progress = checkpoint.load(args.load, chunks, optimizer, scheduler, load_optim=not args.no_load_optim,
-                                   load_rng=not args.no_load_rng)
-        if progress:
-            iteration, consumed = progress["iteration"], progress["consumed_samples"]
-            _print(f"loaded checkpoint from {args.load} at iteration {iteration}")
+    iteration, consumed = _resume(args, chunks, optimizer, scheduler)
     train_ds, valid_ds, _, n_sources = data.build_datasets(args, data.MegatronTokenizerAdapter(tokenizer))
     prefixes, _ = data.get_blend_from_list(args.data_path)
     source_names = [os.path.basename(p) for p in prefixes]
     train_iter = _iterators(train_ds, consumed, args, len(chunks))
     world = torch.distributed.get_world_size()
-    logger = callbacks.Logger(args, world, torch.distributed.get_rank() == world - 1)
+    guard = callbacks.StabilityGuard(skip=args.skip_nonfinite_steps)
+    logger = callbacks.Logger(args, world, torch.distributed.get_rank() == world - 1, guard)
     forward_backward = get_forward_backward_func()
     losses, step_times = [], []
     try:
@@ -152,19 +170,20 @@ def train(args, tokenizer) -> dict:
                                            num_microbatches=args.num_microbatches, seq_length=args.seq_length,
                                            micro_batch_size=args.micro_batch_size, forward_only=False)
                 loss = _reduce_reports(reports)["lm loss"]
+                grad_norm = None
                 if not math.isfinite(loss):
-                    logger.nan_iterations += 1
-                    _print(f"non-finite lm loss {loss} at iteration {iteration + 1}: optimizer step not taken")
-                    if not args.skip_nonfinite_loss:
-                        raise NonFiniteLoss(f"lm loss is {loss} at iteration {iteration + 1}")
-                    logger.skipped += 1
-                    grad_norm = None
+                    guard.nonfinite("lm loss", loss, iteration + 1)
                 else:
-                    ok, grad_norm, _ = optimizer.step()
-                    if ok:
-                        scheduler.step(increment=args.global_batch_size)
+                    try:
+                        updated, grad_norm, _ = optimizer.step()
+                    except callbacks.NonFiniteGradNorm as error:
+                        grad_norm = error.value
+                        guard.nonfinite("grad norm", grad_norm, iteration + 1)
                     else:
-                        logger.skipped += 1
+                        if updated:
+                            scheduler.step(increment=args.global_batch_size)
+                        else:
+                            guard.skipped += 1
             iteration += 1
             consumed += args.global_batch_size
             losses.append(loss)
@@ -173,11 +192,9 @@ def train(args, tokenizer) -> dict:
             if args.eval_interval and iteration % args.eval_interval == 0 and valid_ds is not None:
                 logger.validation(iteration, consumed, evaluate(args, chunks, valid_ds, source_names))
             if args.save and args.save_interval and iteration % args.save_interval == 0:
-                checkpoint.save(args.save, iteration, chunks, optimizer, scheduler,
-                                {"iteration": iteration, "consumed_samples": consumed}, args.keep_last)
+                _save(args, iteration, consumed, chunks, optimizer, scheduler)
         if args.save and not (args.save_interval and iteration % args.save_interval == 0):
-            checkpoint.save(args.save, iteration, chunks, optimizer, scheduler,
-                            {"iteration": iteration, "consumed_samples": consumed}, args.keep_last)
+            _save(args, iteration, consumed, chunks, optimizer, scheduler)
     finally:
         logger.close()
     return {"losses": losses, "step_times": step_times, "iteration": iteration, "chunks": chunks}

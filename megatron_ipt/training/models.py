@@ -32,6 +32,7 @@ def transformer_config(args) -> TransformerConfig:
     kwargs = dict(
         num_layers=args.num_layers, hidden_size=args.hidden_size, ffn_hidden_size=args.ffn_hidden_size,
         num_attention_heads=args.num_attention_heads, num_query_groups=args.num_query_groups,
+        kv_channels=args.kv_channels, layernorm_epsilon=args.norm_epsilon,
         normalization="RMSNorm", gated_linear_unit=True, activation_func=torch.nn.functional.silu,
         add_bias_linear=False, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=args.init_method_std,
         tensor_model_parallel_size=args.tensor_model_parallel_size,
@@ -62,6 +63,7 @@ def layer_spec(args):
 
 def build_model_chunks(args, config: TransformerConfig):
     """One GPTModel per virtual pipeline stage on this rank."""
+    args.padded_vocab_size = padded_vocab_size(args)
     spec = layer_spec(args)
     vp = args.virtual_pipeline_model_parallel_size or 1
     chunks = []
@@ -71,11 +73,25 @@ def build_model_chunks(args, config: TransformerConfig):
         extra = {"vp_stage": vp_stage} if vp > 1 else {}
         chunks.append(GPTModel(config=config, transformer_layer_spec=spec, vocab_size=args.padded_vocab_size,
                                max_sequence_length=args.max_position_embeddings, pre_process=pre,
-                               post_process=post, share_embeddings_and_output_weights=False,
-                               position_embedding_type="rope", rotary_base=int(args.rotary_base), **extra))
+                               post_process=post,
+                               share_embeddings_and_output_weights=not args.untie_embeddings_and_output_weights,
+                               position_embedding_type="rope", rotary_base=_rotary_base(args.rotary_base),
+                               rope_scaling=args.use_rope_scaling, rope_scaling_factor=args.rope_scaling_factor,
+                               **extra))
     return chunks
+
+
+def _rotary_base(base: float):
+    return int(base) if float(base).is_integer() else base  # megatron types it int; HF thetas may be any float
 
 
 def pad_vocab(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
     multiple = divisible_by * tp
     return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+def padded_vocab_size(args) -> int:
+    """Megatron's rule: the embedding has vocab_size rows rounded up to make_vocab_size_divisible_by x TP (the
+    tokenizer never produces the extra rows). A checkpoint padded for another TP still loads: megatron-core lets
+    the embedding and output layer differ in rows (the rows both have are loaded, the model's others are zero)."""
+    return pad_vocab(args.vocab_size, args.tensor_model_parallel_size, args.make_vocab_size_divisible_by)

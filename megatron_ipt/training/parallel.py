@@ -12,6 +12,9 @@ from megatron.core import parallel_state, tensor_parallel
 
 def initialize(args) -> None:
     """init_process_group (gloo on CPU, nccl on GPU), megatron model-parallel groups, and seeds."""
+    from megatron_ipt.training import compat
+
+    compat.quiet_internal_deprecations()
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     else:

@@ -1,11 +1,14 @@
-"""Run under torchrun: train with the given flags, then assert parameters are identical across DP replicas."""
+"""Run under torchrun: train with the given flags, then assert parameters are identical across DP replicas.
+With SAVE_WEIGHTS_DIR set, finally write the trained weights as a weights-only checkpoint (checkpoint.save_weights,
+the format the Hugging Face converter writes) at iteration SAVE_WEIGHTS_ITERATION."""
+import os
 import sys
 
 import torch
 from megatron.core import parallel_state
 
 from megatron_ipt.data.tokenizer import build_tokenizer
-from megatron_ipt.training import config, loop, parallel
+from megatron_ipt.training import checkpoint, config, loop, parallel
 
 if __name__ == "__main__":
     args = config.parse_args(sys.argv[1:])
@@ -18,4 +21,7 @@ if __name__ == "__main__":
             assert all(torch.equal(copies[0], c) for c in copies), f"{name} differs across DP replicas"
     if torch.distributed.get_rank() == 0:
         print(f"DP_PARAMS_IDENTICAL dp={torch.distributed.get_world_size(group)}", flush=True)
+    if os.environ.get("SAVE_WEIGHTS_DIR"):
+        checkpoint.save_weights(os.environ["SAVE_WEIGHTS_DIR"], [c.module for c in result["chunks"]],
+                                iteration=int(os.environ.get("SAVE_WEIGHTS_ITERATION", 0)))
     parallel.destroy()

@@ -21,4 +21,4 @@ def make(prefix: str, texts, tokenizer_model: str) -> str:
 if __name__ == "__main__":
     out = sys.argv[1]
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    make(out, assets.pydoc_topics()[:40], assets.mistral_tokenizer_model())
+    make(out, assets.opticks_paragraphs()[:120], assets.mistral_tokenizer_model())

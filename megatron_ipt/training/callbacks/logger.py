@@ -1,0 +1,92 @@
+"""The loop's logging, on the last rank as in Megatron-LM: its console lines and TensorBoard scalars, plus per-GPU
+tokens/s, TFLOP/s, MFU and memory."""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from megatron_ipt.training.callbacks.tensorboard import TensorBoardWriter
+from megatron_ipt.training.callbacks.throughput import flops_per_iteration, memory_stats, rates
+
+
+class Logger:
+    def __init__(self, args, world_size: int, is_last_rank: bool, guard):
+        self.args = args
+        self.world_size = world_size
+        self.active = is_last_rank
+        self.guard = guard  # the StabilityGuard whose counts the console line reports
+        self.tensorboard = TensorBoardWriter(args.tensorboard_dir) if is_last_rank and args.tensorboard_dir else None
+        self.flops = flops_per_iteration(args)
+        self.interval_losses = []
+        self.interval_time = 0.0
+        self.memory_reported = False
+
+    def _scalar(self, name, value, iteration, samples=None):
+        if self.tensorboard is not None:
+            self.tensorboard.scalar(name, value, iteration, samples)
+
+    def training_step(self, iteration, consumed, loss, lr, grad_norm, step_time):
+        if not self.active:
+            return
+        a = self.args
+        step = rates(a, self.flops, step_time, self.world_size)
+        self._scalar("learning-rate", lr, iteration, consumed)
+        self._scalar("batch-size", a.global_batch_size, iteration, consumed)
+        self._scalar("lm loss", loss, iteration, consumed)
+        if grad_norm is not None:
+            self._scalar("grad-norm", grad_norm, iteration, consumed)
+        self._scalar("iteration-time", step_time, iteration)
+        self._scalar("throughput", step["tflops_per_gpu"], iteration)
+        self._scalar("tokens-per-sec-per-gpu", step["tokens_per_sec_per_gpu"], iteration)
+        self._scalar("mfu", step["mfu"], iteration)
+        memory = memory_stats()
+        for name, value in memory.items():
+            self._scalar(name, value, iteration)
+        self.interval_losses.append(loss)
+        self.interval_time += step_time
+        if iteration % a.log_interval == 0 or iteration == a.train_iters:
+            self._console_line(iteration, consumed, lr, grad_norm)
+            if not self.memory_reported:
+                self.memory_reported = True
+                print(f"[Rank {_rank()}] (after {iteration} iterations) memory (MB) | "
+                      + " | ".join(f"{name.replace('-bytes', '')}: {value / 2 ** 20:.1f}"
+                                   for name, value in memory.items() if name.endswith("-bytes")), flush=True)
+
+    def _console_line(self, iteration, consumed, lr, grad_norm):
+        a = self.args
+        n = len(self.interval_losses)
+        step_time = self.interval_time / n
+        interval = rates(a, self.flops, step_time, self.world_size)
+        gn = f"{grad_norm:.3f}" if grad_norm is not None else "n/a"
+        print(f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{a.train_iters:8d} | "
+              f"consumed samples: {consumed:12d} | elapsed time per iteration (ms): {step_time * 1000:.1f} | "
+              f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
+              f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
+              f"learning rate: {lr:.6E} | global batch size: {a.global_batch_size:5d} | "
+              f"lm loss: {sum(self.interval_losses) / n:.6E} | grad norm: {gn} | "
+              f"number of skipped iterations: {self.guard.skipped:3d} | "
+              f"number of nan iterations: {self.guard.nan_iterations:3d} |", flush=True)
+        self.interval_losses, self.interval_time = [], 0.0
+
+    def validation(self, iteration, consumed, losses: dict):
+        """losses: {'lm loss': over the whole validation blend, 'lm loss/<source>': per data source}."""
+        if not self.active:
+            return
+        parts = []
+        for name, value in losses.items():
+            ppl = math.exp(min(20.0, value))
+            self._scalar(f"{name} validation", value, iteration, consumed)
+            self._scalar(f"{name} validation ppl", ppl, iteration, consumed)
+            parts.append(f"{name} value: {value:.6E} | {name} PPL: {ppl:.6E}")
+        rule = "-" * 100
+        print(f"{rule}\n validation loss at iteration {iteration} | " + " | ".join(parts) + f" |\n{rule}", flush=True)
+
+    def close(self):
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _rank() -> int:
+    import torch
+
+    return torch.distributed.get_rank()

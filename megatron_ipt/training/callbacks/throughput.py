@@ -1,0 +1,53 @@
+"""Throughput: the FLOP count behind TFLOP/s and MFU, step timing, and memory use."""
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+
+
+def flops_per_iteration(args) -> float:
+    """Megatron-LM's count for a dense GPT (reference megatron_core.md §6): 3 (forward, weight-grad and data-grad
+    GEMMs) x 2 (multiply-add) x tokens x [per layer: QKV and output projections, causal attention (QK^T and
+    (QK^T)V, each half-masked), MLP (three matrices with SwiGLU); plus the logits]."""
+    h, s, layers = args.hidden_size, args.seq_length, args.num_layers
+    kv_channels = getattr(args, "kv_channels", None) or h // args.num_attention_heads
+    query = kv_channels * args.num_attention_heads
+    key_value = 2 * kv_channels * args.num_query_groups
+    projections = h * (query + key_value) + query * h
+    attention = query * s / 2 * 2
+    mlp = 3 * h * args.ffn_hidden_size
+    per_token = layers * (projections + attention + mlp) + h * args.padded_vocab_size
+    return 3 * 2 * args.global_batch_size * s * per_token
+
+
+def rates(args, flops: float, step_time: float, world_size: int) -> dict:
+    """Per-GPU tokens/s and TFLOP/s of one step, and MFU against --peak-tflops."""
+    tflops = flops / step_time / 1e12 / world_size
+    return {"tokens_per_sec_per_gpu": args.global_batch_size * args.seq_length / step_time / world_size,
+            "tflops_per_gpu": tflops, "mfu": tflops / args.peak_tflops}
+
+
+def memory_stats() -> dict:
+    """Bytes in use. On GPU the allocator's figures under Megatron-LM's TensorBoard names; without a GPU the
+    process's resident set under names of its own (host memory is not what Megatron's mem-* scalars measure)."""
+    if torch.cuda.is_available():
+        return {"mem-reserved-bytes": torch.cuda.memory_reserved(),
+                "mem-allocated-bytes": torch.cuda.memory_allocated(),
+                "mem-max-allocated-bytes": torch.cuda.max_memory_allocated(),
+                "mem-allocated-count": torch.cuda.memory_stats().get("allocation.all.current", 0)}
+    import psutil
+
+    rss = psutil.Process().memory_info().rss
+    return {"host-rss-bytes": rss,  # ru_maxrss is in KiB on Linux and may lag the current figure by a few pages
+            "host-max-rss-bytes": max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed = time.perf_counter() - self.start
