@@ -1,0 +1,136 @@
+"""Evaluation sets built from held-out text by fixed rules (no benchmark can be downloaded here).
+
+Every document is split into sentences (megatron_ipt.synthesis.rules.sentences: at . ! ? before a capital,
+sentences of 5+ words). Its passage is the first run of consecutive sentences of at most `max_sentence_words`
+words each (sentences become options and answers, which must fit a model's context), extended up to
+`max_passage_words` words; a document without two such sentences in a row is skipped and counted. From each
+passage, with one seeded RNG per task:
+
+- `rc_sentence_choice` (multiple choice): "Which of the following sentences appears in the passage above?";
+  the gold option is a sentence of the passage, the distractors are sentences of other documents (never one
+  that also occurs in this document). Reading the passage solves it; a model that copies from its context
+  scores far above chance.
+- `rc_next_sentence_choice` (multiple choice): the passage minus its last sentence, "Which sentence comes
+  next in the passage above?"; the gold is the withheld sentence, the distractors as above. It needs the
+  passage's topic and flow, not copying.
+- `rc_sentence_completion` (generation): "Complete this sentence from the passage above: "<first half> ...""
+  then "Answer: <first half>"; the gold answer is the sentence's second half (exact match, token F1).
+
+Options are shuffled (the gold's position is uniform, so chance accuracy is 1/options). The same input and
+seed always give the same files. Each file starts with a header naming the rule, the source and the seed.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from typing import Dict, List
+
+from megatron_ipt.data import jsonl
+from megatron_ipt.evaluation.tasks import write_task
+from megatron_ipt.synthesis.rules import sentences
+
+TASKS = ("rc_sentence_choice", "rc_next_sentence_choice", "rc_sentence_completion")
+
+
+def read_documents(spec: str, text_key: str = "text") -> List[str]:
+    """Texts of a JSONL file/glob/directory; a bad line stops with its file and line."""
+    texts = []
+    for path in jsonl.expand_inputs(spec):
+        for _, number, raw in jsonl.iter_lines(jsonl.Shard(path)):
+            if not raw.strip():
+                continue
+            try:
+                (value,) = jsonl.parse_line(raw, [text_key])
+            except jsonl.LineError as e:
+                raise jsonl.InputError(path, number, str(e)) from None
+            texts.append(" ".join(value) if isinstance(value, list) else value)
+    return texts
+
+
+def _passage(text: str, max_words: int, max_sentence_words: int) -> List[str]:
+    """The first run of consecutive sentences of at most `max_sentence_words` words each (sentences become options
+    and answers, which must fit a model's context), extended up to `max_words` words."""
+    run: List[str] = []
+    for sentence in sentences(text):
+        n = len(sentence.split())
+        if n > max_sentence_words:
+            if len(run) >= 2:
+                break
+            run = []
+            continue
+        if run and sum(len(s.split()) for s in run) + n > max_words:
+            if len(run) >= 2:
+                break
+            run = []  # one sentence and this one do not fit: start again here
+        run.append(sentence)
+    return run
+
+
+def _options(rng: random.Random, gold: str, pool: List[tuple], doc: int, doc_text: str, n: int):
+    """Shuffled options: the gold and n-1 distinct sentences of other documents that do not occur in this one
+    (documents can share sentences); returns (options, gold index)."""
+    distractors: List[str] = []
+    for _ in range(100 * n):
+        if len(distractors) == n - 1:
+            break
+        other_doc, sentence = pool[rng.randrange(len(pool))]
+        if other_doc != doc and sentence not in distractors and sentence not in doc_text:
+            distractors.append(sentence)
+    if len(distractors) < n - 1:
+        raise ValueError(f"document {doc}: could not find {n - 1} distinct distractor sentences in other documents")
+    options = distractors + [gold]
+    rng.shuffle(options)
+    return options, options.index(gold)
+
+
+def build_tasks(texts: List[str], output_dir: str, seed: int = 1234, num_options: int = 4,
+                max_passage_words: int = 120, max_sentence_words: int = 40, max_items: int = None,
+                source: str = "") -> Dict[str, object]:
+    """Write the three task files into `output_dir`; returns {"items": {task: n}, "skipped_documents": n}."""
+    passages = [_passage(t, max_passage_words, max_sentence_words) for t in texts]
+    usable = [d for d, p in enumerate(passages) if len(p) >= 2]
+    pool = [(d, s) for d in usable for s in passages[d]]
+    if len({d for d, _ in pool}) < num_options:
+        raise ValueError(f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
+                         f"{num_options} options need at least {num_options}")
+    items = {name: [] for name in TASKS}
+    rngs = {name: random.Random(f"{seed}:{name}") for name in TASKS}
+    for d in usable[:max_items] if max_items else usable:
+        doc_id = f"doc{d}"
+        passage = passages[d]
+        doc_text = " ".join(texts[d].split())
+        text = " ".join(passage)
+
+        rng = rngs["rc_sentence_choice"]
+        options, gold = _options(rng, passage[rng.randrange(len(passage))], pool, d, doc_text, num_options)
+        items["rc_sentence_choice"].append({
+            "id": f"{doc_id}-appears", "options": options, "gold": gold,
+            "prompt": f"{text}\n\nQuestion: Which of the following sentences appears in the passage above?\nAnswer:"})
+
+        rng = rngs["rc_next_sentence_choice"]
+        options, gold = _options(rng, passage[-1], pool, d, doc_text, num_options)
+        items["rc_next_sentence_choice"].append({
+            "id": f"{doc_id}-next", "options": options, "gold": gold,
+            "prompt": f"{' '.join(passage[:-1])}\n\nQuestion: Which sentence comes next in the passage above?\nAnswer:"})
+
+        rng = rngs["rc_sentence_completion"]
+        words = passage[rng.randrange(1, len(passage))].split()
+        half = len(words) // 2
+        items["rc_sentence_completion"].append({
+            "id": f"{doc_id}-complete", "answers": [" ".join(words[half:])],
+            "prompt": f"{text}\n\nQuestion: Complete this sentence from the passage above: "
+                      f"\"{' '.join(words[:half])} ...\"\nAnswer: {' '.join(words[:half])}"})
+    rules = {
+        "rc_sentence_choice": "gold: a sentence of the passage; distractors: sentences of other documents not in this one",
+        "rc_next_sentence_choice": "gold: the passage's withheld last sentence; distractors: sentences of other documents not in this one",
+        "rc_sentence_completion": "answer: the second half of a passage sentence, given its first half",
+    }
+    for name in TASKS:
+        kind_metrics = ["exact_match", "token_f1"] if name == "rc_sentence_completion" else ["accuracy"]
+        header = {"name": name, "metrics": kind_metrics, "rule": rules[name], "source": source, "seed": seed,
+                  "num_options": num_options if name != "rc_sentence_completion" else None,
+                  "max_passage_words": max_passage_words, "max_sentence_words": max_sentence_words}
+        write_task(os.path.join(output_dir, f"{name}.jsonl"), items[name], header)
+    return {"items": Counter({k: len(v) for k, v in items.items()}), "skipped_documents": len(texts) - len(usable),
+            "documents": len(texts)}

@@ -1,0 +1,168 @@
+"""Our megatron-core checkpoint as an evaluation model: built by megatron_ipt.training.models from the same flags
+as tools/pretrain.py, weights loaded (any saved TP/PP layout) by checkpoint.load_weights.
+
+Parallelism: tensor parallel across the ranks of a TP group (the vocab-parallel logits are gathered, so every
+TP rank sees the full vocabulary and makes the same choices), data parallel across TP groups (requests are
+dealt round-robin to DP ranks and the results gathered). Pipeline parallelism is not used for evaluation:
+the checkpoint reshards to PP=1 on load; split a large model with TP instead. Launch with torchrun for TP/DP>1
+(gloo on CPU, NCCL on GPU); a single process needs no launcher.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import List, Sequence
+
+import torch
+
+from megatron_ipt.evaluation.lm import LanguageModel, Request
+
+
+def _single_process_rendezvous() -> None:
+    """Let a plain `python tools/evaluate.py` (no torchrun) create its one-process group."""
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+def start_ids_for(tokenizer_type: str, tokenizer_model: str, start_token: str, tokenizer) -> List[int]:
+    """`auto`: what pre-training put at a document's start with this tokenizer (our packer: nothing for
+    SentencePiece types, the tokenizer's own special tokens, e.g. Llama-3's BOS, for Hugging Face types)."""
+    from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, build_tokenizer
+
+    if start_token == "auto":
+        if tokenizer_type not in HUGGINGFACE_TYPES:
+            return []
+        return build_tokenizer(tokenizer_type, tokenizer_model, include_special_tokens=True, native=False).encode("")
+    if start_token == "none":
+        return []
+    token = tokenizer.bos if start_token == "bos" else tokenizer.eod
+    if token is None:
+        raise SystemExit(f"--start-token {start_token}: the tokenizer {tokenizer_model} has no such token")
+    return [token]
+
+
+class MegatronModel(LanguageModel):
+    def __init__(self, args, batch_size: int, max_length: int = None, start_token: str = "auto"):
+        from megatron.core import parallel_state
+
+        from megatron_ipt.data.tokenizer import build_tokenizer
+        from megatron_ipt.training import checkpoint, models, parallel
+
+        if args.pipeline_model_parallel_size != 1:
+            raise SystemExit("evaluation runs at --pipeline-model-parallel-size 1 (the checkpoint reshards on "
+                             "load from any TP/PP); use --tensor-model-parallel-size to split a large model")
+        if not args.load:
+            raise SystemExit("--load DIR is required (a checkpoint directory written by tools/pretrain.py or "
+                             "tools/convert_checkpoint.py), or give --hf-model DIR")
+        try:  # before the model, so a wrong tokenizer flag fails fast
+            self.tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model, include_special_tokens=False)
+        except (ValueError, OSError) as error:
+            raise SystemExit(str(error))
+        if self.tokenizer.vocab_size > args.vocab_size:
+            raise SystemExit(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model "
+                             f"--vocab-size is {args.vocab_size}")
+        _single_process_rendezvous()
+        parallel.initialize(args)
+        try:
+            tconfig = models.transformer_config(args)
+        except ValueError as error:  # e.g. heads not divisible by the TP size
+            raise SystemExit(f"model flags: {error}")
+        tconfig.perform_initialization = False  # every parameter comes from the checkpoint
+        self.model = models.build_model_chunks(args, tconfig)[0]
+        self.iteration = checkpoint.load_weights(args.load, [self.model])
+        if self.iteration is None:
+            raise SystemExit(f"--load {args.load}: no checkpoint there (no {checkpoint.MARKER})")
+        self.model.eval()
+        self.name = os.path.abspath(args.load)
+        self.backend = "megatron"
+        self.vocab_size = args.vocab_size
+        self.batch_size = batch_size
+        self.max_length = max_length or min(2048, args.max_position_embeddings)
+        self.start_ids = start_ids_for(args.tokenizer_type, args.tokenizer_model, start_token, self.tokenizer)
+        self.stop_ids = frozenset(t for t in (self.tokenizer.eod,) if t is not None)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.dp_group = parallel_state.get_data_parallel_group()
+        self.is_writer = torch.distributed.get_rank() == 0
+        self.layout = {"tensor_model_parallel_size": args.tensor_model_parallel_size, "data_parallel_size": self.dp_size}
+
+    def encode_batch(self, texts):
+        return self.tokenizer.encode_batch(list(texts))
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
+
+    def _forward(self, tokens, start: int = 0, context=None):
+        """Logits of tokens at positions start.. (the whole sequence, or one window of a KV-cached pass)."""
+        tokens = tokens.to(self.device)
+        end = start + tokens.shape[1]
+        positions = torch.arange(start, end, device=self.device).unsqueeze(0).expand_as(tokens)
+        mask = torch.ones(1, 1, end, end, dtype=torch.bool, device=self.device).triu(1)[:, :, start:end, :end]
+        with torch.no_grad():
+            out = self.model(tokens, positions, mask, inference_context=context, runtime_gather_output=True)
+        return out[..., :self.vocab_size]  # the model's dtype: only the rows scored are cast to float32
+
+    def logits(self, tokens):
+        return self._forward(tokens)
+
+    def _kv_greedy(self, prompts: Sequence[List[int]], max_new_tokens: int) -> List[List[int]]:
+        """Greedy generation with megatron-core's static KV cache: the batch is prefilled up to its shortest
+        prompt, then advanced one position at a time; a row still inside its prompt takes its prompt token,
+        a row past it takes the argmax (megatron's static-batching scheme)."""
+        from megatron.core.inference.contexts import StaticInferenceContext
+
+        results = []
+        bar = self.progress_bar(len(prompts), "generate")
+        for first in range(0, len(prompts), self.batch_size):
+            batch = [list(p) for p in prompts[first:first + self.batch_size]]
+            budgets = [self.generation_budget(len(p), max_new_tokens) for p in batch]
+            total = max(len(p) + b for p, b in zip(batch, budgets))
+            tokens = torch.tensor([p + [0] * (total - len(p)) for p in batch], dtype=torch.long)
+            context = StaticInferenceContext(len(batch), total)
+            longest = max(len(p) for p in batch)
+            generated: List[List[int]] = [[] for _ in batch]
+            done = [b == 0 for b in budgets]
+            start, end = 0, min(len(p) for p in batch)
+            while not all(done) and start < end:
+                logits = self._forward(tokens[:, start:end], start, context)
+                context.increment_sequence_len_offset(end - start)
+                choice = logits[:, -1].argmax(-1).tolist()
+                for row, prompt in enumerate(batch):
+                    if done[row] or end < len(prompt):
+                        continue
+                    done[row] = self._append(generated[row], choice[row], budgets[row])
+                    if end < total:
+                        tokens[row, end] = choice[row]
+                start, end = end, min(end + 1, total)
+                if end > longest:  # every row is generating now (megatron's controller does the same)
+                    context.enable_decode_mode()
+            results += generated
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+    # -- data parallel: deal requests to DP ranks, gather the results --------------------------------------------
+
+    def _gather(self, mine: list, n: int) -> list:
+        parts = [None] * self.dp_size
+        torch.distributed.all_gather_object(parts, mine, group=self.dp_group)
+        results = [None] * n
+        for rank, part in enumerate(parts):
+            results[rank::self.dp_size] = part
+        return results
+
+    def continuation_nlls(self, requests: Sequence[Request]) -> List[List[float]]:
+        return self._gather(super().continuation_nlls(list(requests)[self.dp_rank::self.dp_size]), len(requests))
+
+    def greedy(self, prompts, max_new_tokens):
+        return self._gather(self._kv_greedy(list(prompts)[self.dp_rank::self.dp_size], max_new_tokens), len(prompts))
+
+    def close(self) -> None:
+        from megatron_ipt.training import parallel
+
+        parallel.destroy()

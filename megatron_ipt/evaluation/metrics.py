@@ -1,0 +1,132 @@
+"""Task metrics, as percentages (0-100), matching the AdaptLLM domain harness's definitions.
+
+Multiple choice: predictions and golds are option indices (for classification tasks such as FPB the options
+are the class names, so an index is a class). F1 follows scikit-learn's `f1_score` over the labels present in
+golds or predictions: micro-F1 pools true/false positives over classes (for single-label tasks it equals
+accuracy, which is why the harness's micro-F1 tasks read like accuracy); weighted F1 averages per-class F1
+weighted by each class's number of golds; `grouped_weighted_f1` is AdaptLLM's Headline metric (weighted F1
+within each `class_id` group, then the plain mean over groups).
+
+Generation: SQuAD normalization (lower case, punctuation and English articles removed, whitespace collapsed),
+then exact match and token F1, each the best over the gold answers; `numeric_em` is ConvFinQA's (the first
+number of the gold within 0.01 of any number in the prediction).
+"""
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter, defaultdict
+from typing import Dict, List, Optional, Sequence
+
+CHOICE_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "grouped_weighted_f1")
+GENERATION_METRICS = ("exact_match", "token_f1", "numeric_em")
+
+
+def accuracy(golds: Sequence[int], preds: Sequence[int]) -> float:
+    return 100.0 * sum(g == p for g, p in zip(golds, preds)) / len(golds)
+
+
+def _per_class_counts(golds, preds):
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for g, p in zip(golds, preds):
+        if g == p:
+            tp[g] += 1
+        else:
+            fp[p] += 1
+            fn[g] += 1
+    return tp, fp, fn
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def micro_f1(golds, preds) -> float:
+    tp, fp, fn = _per_class_counts(golds, preds)
+    return 100.0 * _f1(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+
+
+def macro_f1(golds, preds) -> float:
+    tp, fp, fn = _per_class_counts(golds, preds)
+    labels = set(golds) | set(preds)
+    return 100.0 * sum(_f1(tp[c], fp[c], fn[c]) for c in labels) / len(labels)
+
+
+def weighted_f1(golds, preds) -> float:
+    tp, fp, fn = _per_class_counts(golds, preds)
+    support = Counter(golds)
+    return 100.0 * sum(_f1(tp[c], fp[c], fn[c]) * support[c] for c in support) / len(golds)
+
+
+def grouped_weighted_f1(golds, preds, groups) -> float:
+    by_group = defaultdict(lambda: ([], []))
+    for g, p, k in zip(golds, preds, groups):
+        by_group[k][0].append(g)
+        by_group[k][1].append(p)
+    return sum(weighted_f1(g, p) for g, p in by_group.values()) / len(by_group)
+
+
+def normalize_answer(text: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(gold: str, pred: str) -> float:
+    gold_tokens, pred_tokens = normalize_answer(gold).split(), normalize_answer(pred).split()
+    same = sum((Counter(gold_tokens) & Counter(pred_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
+    hits = [max(normalize_answer(a) == normalize_answer(p) for a in golds) for golds, p in zip(answers, preds)]
+    return 100.0 * sum(hits) / len(preds)
+
+
+def token_f1(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
+    return 100.0 * sum(max(_token_f1(a, p) for a in golds) for golds, p in zip(answers, preds)) / len(preds)
+
+
+_NUMBER = re.compile(r"[-+]?\.?\d+(?:,\d\d\d)*\.?\d*(?:[eE][-+]?\d+)?%*")
+
+
+def numbers_in(text: str) -> List[float]:
+    """Numbers in the first line of `text`; '12%' is 0.12 and '1,234' is 1234 (ConvFinQA's reading)."""
+    values = []
+    for token in _NUMBER.findall(text.split("\n")[0].strip()):
+        percents = len(token) - len(token.rstrip("%"))
+        try:
+            values.append(float(token.rstrip("%").replace(",", "")) / 100 ** percents)
+        except ValueError:
+            continue
+    return values
+
+
+def numeric_em(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
+    hits = 0
+    for golds, pred in zip(answers, preds):
+        gold_numbers = numbers_in(golds[0])
+        if gold_numbers and any(math.isclose(n, gold_numbers[0], abs_tol=1e-2) for n in numbers_in(pred)):
+            hits += 1
+    return 100.0 * hits / len(preds)
+
+
+def choice_scores(names: Sequence[str], golds: List[int], preds: List[int],
+                  groups: Optional[List[object]] = None) -> Dict[str, float]:
+    functions = {"accuracy": accuracy, "micro_f1": micro_f1, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
+    scores = {}
+    for name in names:
+        if name == "grouped_weighted_f1":
+            scores[name] = grouped_weighted_f1(golds, preds, groups)
+        else:
+            scores[name] = functions[name](golds, preds)
+    return scores
+
+
+def generation_scores(names: Sequence[str], answers: List[List[str]], preds: List[str]) -> Dict[str, float]:
+    functions = {"exact_match": exact_match, "token_f1": token_f1, "numeric_em": numeric_em}
+    return {name: functions[name](answers, preds) for name in names}

@@ -1,0 +1,226 @@
+"""Score tasks with a LanguageModel, then write the outputs: a console table, a JSON report (atomic), per-item
+predictions (optional) and TensorBoard scalars `eval/<task>/<metric>` at the checkpoint's iteration."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.evaluation import metrics
+from megatron_ipt.evaluation.lm import LanguageModel
+from megatron_ipt.evaluation.tasks import CHOICE, Task
+
+MAX_NEW_TOKENS = 100  # the AdaptLLM harness's generation limit
+
+
+def _fit(start: List[int], prompt: List[int], room: int):
+    """start + the last tokens of prompt that fit in `room` tokens (prompts are cut on the left, as the harness
+    does); returns (ids, whether the prompt was cut)."""
+    keep = min(len(prompt), max(0, room - len(start)))
+    return start + prompt[len(prompt) - keep:], keep < len(prompt)
+
+
+def score_multiple_choice(task: Task, lm: LanguageModel):
+    """Each option is the continuation " " + option; its score is the mean NLL of its tokens (tokenized
+    together with the prompt, the harness's way); the prediction is the option with the lowest mean NLL."""
+    prompts = lm.encode_batch([item.prompt for item in task.items])
+    joined = lm.encode_batch([item.prompt + " " + option for item in task.items for option in item.options])
+    requests, truncated, k = [], 0, 0
+    for item, prompt in zip(task.items, prompts):
+        cut_any = False
+        for index in range(len(item.options)):
+            full = joined[k]
+            k += 1
+            continuation = full[len(prompt):]
+            if not continuation:
+                raise InputError(task.path, item.line, f"option {index} adds no tokens after the prompt")
+            room = lm.max_length - len(continuation)
+            if room < len(lm.start_ids) + 1:
+                raise InputError(task.path, item.line, f"option {index} is {len(continuation)} tokens, too long for "
+                                                       f"--max-length {lm.max_length} (the model's context)")
+            context, cut = _fit(lm.start_ids, full[:len(prompt)], room)
+            if len(context) == 0:
+                raise InputError(task.path, item.line, "empty prompt and no --start-token: nothing to condition on")
+            cut_any |= cut
+            requests.append((context, continuation))
+        truncated += cut_any
+    nlls = lm.continuation_nlls(requests)
+    predictions, k = [], 0
+    for item in task.items:
+        means = [sum(n) / len(n) for n in nlls[k:k + len(item.options)]]
+        k += len(item.options)
+        pred = min(range(len(means)), key=means.__getitem__)
+        predictions.append({"line": item.line, "id": item.id, "gold": item.gold, "pred": pred, "option_nll": means})
+    golds = [p["gold"] for p in predictions]
+    preds = [p["pred"] for p in predictions]
+    scores = metrics.choice_scores(task.metrics, golds, preds, [item.group for item in task.items])
+    return scores, predictions, truncated
+
+
+def score_generation(task: Task, lm: LanguageModel, max_new_tokens: int):
+    """Greedy continuation of the prompt up to `max_new_tokens` (and the model's max length), cut at the first
+    newline and stripped; compared with the gold answers."""
+    room = lm.max_length - min(max_new_tokens, lm.max_length // 2)
+    prompts, truncated = [], 0
+    for item, ids in zip(task.items, lm.encode_batch([item.prompt for item in task.items])):
+        context, cut = _fit(lm.start_ids, ids, room)
+        if not context:
+            raise InputError(task.path, item.line, "empty prompt and no --start-token: nothing to condition on")
+        prompts.append(context)
+        truncated += cut
+    outputs = lm.greedy(prompts, max_new_tokens)
+    predictions = []
+    for item, output in zip(task.items, outputs):
+        text = lm.decode(output).split("\n")[0].strip()
+        predictions.append({"line": item.line, "id": item.id, "answers": item.answers, "pred": text})
+    scores = metrics.generation_scores(task.metrics, [item.answers for item in task.items],
+                                       [p["pred"] for p in predictions])
+    return scores, predictions, truncated
+
+
+def evaluate(tasks: List[Task], lm: LanguageModel, max_new_tokens: int = MAX_NEW_TOKENS, log=print) -> dict:
+    """Score every task; returns the report (results per task, and the settings that produced them) with the
+    per-item predictions under "_predictions" (written to their own files, not into the report)."""
+    results, predictions = {}, {}
+    for task in tasks:
+        began = time.perf_counter()
+        if task.kind == CHOICE:
+            scores, preds, truncated = score_multiple_choice(task, lm)
+        else:
+            scores, preds, truncated = score_generation(task, lm, max_new_tokens)
+        seconds = time.perf_counter() - began
+        results[task.name] = {"kind": task.kind, "path": task.path, "items": len(task.items), "metrics": scores,
+                              "truncated_prompts": truncated, "skipped_lines": dict(task.skipped),
+                              "seconds": round(seconds, 3)}
+        if task.kind == CHOICE:
+            results[task.name]["chance_accuracy"] = 100.0 * sum(1 / len(i.options) for i in task.items) / len(task.items)
+        predictions[task.name] = preds
+        if lm.is_writer:
+            log(f"{task.name}: {len(task.items)} items in {seconds:.1f} s | " +
+                " | ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    return {"model": lm.name, "backend": lm.backend, "layout": lm.layout, "iteration": lm.iteration,
+            "max_length": lm.max_length, "start_ids": lm.start_ids,
+            "max_new_tokens": max_new_tokens, "tasks": results, "_predictions": predictions}
+
+
+def format_table(report: dict) -> str:
+    rows = [("task", "kind", "items", "metric", "score")]
+    for name, result in report["tasks"].items():
+        for i, (metric, value) in enumerate(result["metrics"].items()):
+            rows.append((name if i == 0 else "", result["kind"] if i == 0 else "",
+                         str(result["items"]) if i == 0 else "", metric, f"{value:.2f}"))
+        if "chance_accuracy" in result:
+            rows.append(("", "", "", "(chance accuracy)", f"{result['chance_accuracy']:.2f}"))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    lines = ["  ".join(cell.rjust(w) if c >= 2 and c != 3 else cell.ljust(w) for c, (cell, w) in
+                       enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".inprogress"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_outputs(report: dict, output: Optional[str], predictions_dir: Optional[str],
+                  tensorboard_dir: Optional[str], step: Optional[int]) -> None:
+    predictions = report.pop("_predictions")
+    if predictions_dir:
+        for name, rows in predictions.items():
+            _atomic_write(os.path.join(predictions_dir, f"{name}.jsonl"),
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if output:
+        _atomic_write(output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if tensorboard_dir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=tensorboard_dir)
+        for name, result in report["tasks"].items():
+            for metric, value in result["metrics"].items():
+                writer.add_scalar(f"eval/{name}/{metric}", value, step or 0)
+        writer.flush()
+        writer.close()
+
+
+def load_model(opts, model_argv: List[str]) -> LanguageModel:
+    """The HF backend for --hf-model, else our checkpoint from tools/pretrain.py's model flags (`model_argv`)."""
+    if opts.hf_model:
+        if model_argv:
+            raise SystemExit(f"unrecognized arguments with --hf-model: {' '.join(model_argv)}")
+        from megatron_ipt.evaluation.hf_backend import HFModel
+
+        return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
+    from megatron_ipt.evaluation.megatron_backend import MegatronModel
+    from megatron_ipt.training import config
+
+    model_argv = list(model_argv)
+    load = _flag_value(model_argv, "--load")
+    # A directory written by tools/convert_checkpoint.py describes itself: model.json (for --model) and tokenizer/.
+    implied = []
+    if load and _flag_value(model_argv, "--model") is None and os.path.isfile(os.path.join(load, "model.json")):
+        implied += ["--model", os.path.join(load, "model.json")]
+    if (load and _flag_value(model_argv, "--tokenizer-model") is None
+            and os.path.isfile(os.path.join(load, "tokenizer", "tokenizer.json"))):
+        implied += ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", os.path.join(load, "tokenizer")]
+    if implied and int(os.environ.get("RANK", 0)) == 0:
+        print(f"from {load} (written by tools/convert_checkpoint.py): {' '.join(implied)}", flush=True)
+    # The model part of a tools/pretrain.py command line; the schedule flags it insists on mean nothing here.
+    schedule = [] if _flag_value(model_argv, "--train-iters") else ["--train-iters", "1"]
+    args = config.parse_args(model_argv + implied + ["--micro-batch-size", str(opts.micro_batch_size)] + schedule)
+    return MegatronModel(args, opts.micro_batch_size, opts.max_length, opts.start_token)
+
+
+def _flag_value(argv: List[str], flag: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run(opts, model_argv: List[str]) -> int:
+    """tools/evaluate.py: load the tasks (so a bad file fails before a model loads), score, write outputs."""
+    from megatron_ipt.evaluation.tasks import load_tasks
+
+    try:
+        tasks = load_tasks(opts.tasks, opts.skip_bad_lines, opts.limit)
+    except InputError as e:
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    lm = load_model(opts, model_argv)
+    try:
+        if lm.is_writer:
+            print(f"model {lm.name} (iteration {lm.iteration}) | {len(tasks)} tasks | max length {lm.max_length} | "
+                  f"start tokens {lm.start_ids}", flush=True)
+            for task in tasks:
+                if task.skipped:
+                    print(f"{task.path}: skipped {sum(task.skipped.values())} bad lines: {dict(task.skipped)}; "
+                          f"first: {task.skipped_examples[0]}", flush=True)
+        try:
+            report = evaluate(tasks, lm, opts.max_new_tokens, log=lambda m: print(m, flush=True))
+        except InputError as e:
+            if lm.is_writer:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+            return 1
+        if lm.is_writer:
+            step = opts.step if opts.step is not None else (lm.iteration or 0)
+            write_outputs(report, opts.output, opts.predictions_dir, opts.tensorboard_dir, step)
+            print(format_table(report), flush=True)
+            for what, where in (("report", opts.output), ("predictions", opts.predictions_dir),
+                                ("TensorBoard scalars eval/<task>/<metric> at step " + str(step), opts.tensorboard_dir)):
+                if where:
+                    print(f"{what}: {where}", flush=True)
+    finally:
+        lm.close()
+    return 0
