@@ -22,7 +22,6 @@ from tqdm import tqdm
 from megatron_ipt.convert import hf_io, llama
 from megatron_ipt.convert.llama import ConversionError
 
-MODEL_FILE = "model.json"
 TOKENIZER_DIR = "tokenizer"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -64,7 +63,7 @@ def _check_save_dir(save_dir: str) -> None:
         return
     if os.path.exists(os.path.join(save_dir, checkpoint.MARKER)):
         raise ConversionError(f"{save_dir}: already holds a checkpoint; choose a new --save directory")
-    ours = {MODEL_FILE, MODEL_FILE + ".tmp", TOKENIZER_DIR, "iter_0000000.tmp"}
+    ours = {checkpoint.MODEL_FILE, checkpoint.MODEL_FILE + ".tmp", TOKENIZER_DIR, "iter_0000000.tmp"}
     foreign = sorted(set(os.listdir(save_dir)) - ours)
     if foreign:
         raise ConversionError(f"{save_dir}: not empty ({foreign[:5]}); choose a new --save directory")
@@ -74,11 +73,6 @@ def _check_save_dir(save_dir: str) -> None:
             shutil.rmtree(path)
         else:
             os.remove(path)
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    hf_io.write_json(path + ".tmp", data)
-    os.replace(path + ".tmp", path)
 
 
 def import_hf(hf_dir: str, save_dir: str, tensor_model_parallel_size: int = 1, make_vocab_size_divisible_by: int = 128,
@@ -98,8 +92,7 @@ def import_hf(hf_dir: str, save_dir: str, tensor_model_parallel_size: int = 1, m
     reader.check(llama.hf_shapes(fields))  # every input problem is reported before any work
     _check_save_dir(save_dir)
     os.makedirs(save_dir, exist_ok=True)
-    model_file = os.path.join(save_dir, MODEL_FILE)
-    _write_json_atomic(model_file, {**fields, config.HF_CONFIG_KEY: hf})
+    model_file = checkpoint.write_model_file(save_dir, {**fields, config.HF_CONFIG_KEY: hf})
     tokenizer_files = []
     if hf_io.has_tokenizer(hf_dir):
         with hf_io.atomic_directory(os.path.join(save_dir, TOKENIZER_DIR)) as tmp:
@@ -167,7 +160,7 @@ def export_hf(load_dir: str, hf_dir: str, model_file: Optional[str] = None, toke
 
     start = time.time()
     hf_io.check_new_directory(hf_dir)
-    model_file = model_file or os.path.join(load_dir, MODEL_FILE)
+    model_file = model_file or os.path.join(load_dir, checkpoint.MODEL_FILE)
     if model_file not in config.PRESETS and not os.path.isfile(model_file):
         raise ConversionError(f"{model_file} not found: pass --model (the model.json of the converted base model, "
                               f"or a preset)")

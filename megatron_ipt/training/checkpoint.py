@@ -40,6 +40,9 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron_ipt.training import compat
 
 MARKER = "latest_checkpointed_iteration.txt"
+# The model a checkpoint directory holds, as a `--model` JSON file: written by tools/pretrain.py (with --save) and by
+# tools/convert_checkpoint.py, so export and evaluation of a run need no model flags.
+MODEL_FILE = "model.json"
 META = "megatron_ipt"  # our block in the common state: kind, progress, layout, optimizer kind
 # Test hook (tests/training/test_checkpoint.py): with this set to an iteration, every rank prints its pid and waits
 # after writing that iteration's checkpoint and before committing it, so a test can SIGKILL the job mid-save. A
@@ -154,6 +157,18 @@ def _set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def write_model_file(save_dir: str, model: dict) -> str:
+    """`<save_dir>/model.json` (model fields, and the source Hugging Face config for converted models), atomically."""
+    import json
+
+    os.makedirs(save_dir, exist_ok=True)
+    path = os.path.join(save_dir, MODEL_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(model, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def _is_last_rank() -> bool:

@@ -81,6 +81,21 @@ def model_fields(model: str) -> dict:
     return {**MODEL_DEFAULTS, **preset}
 
 
+def model_description(args) -> dict:
+    """The model this run trains, as a model file's contents: every field as resolved from --model and the flags, plus
+    the source Hugging Face config when --model is a file that carries one (so an export keeps its token ids etc.)."""
+    import json
+    import os
+
+    description = {field: getattr(args, field) for field in MODEL_FIELDS}
+    if args.model not in PRESETS and os.path.isfile(args.model):
+        with open(args.model, encoding="utf-8") as f:
+            hf_config = json.load(f).get(HF_CONFIG_KEY)
+        if hf_config is not None:
+            description[HF_CONFIG_KEY] = hf_config
+    return description
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
     a = p.add_argument

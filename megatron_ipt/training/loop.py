@@ -66,7 +66,6 @@ def setup(args):
     from megatron_ipt.training import config as cfg
 
     cfg.finalize_batch(args, parallel_state.get_data_parallel_world_size())
-    args.padded_vocab_size = models.pad_vocab(args.vocab_size, args.tensor_model_parallel_size)
     tconfig = models.transformer_config(args)
     chunks = models.build_model_chunks(args, tconfig)
     ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=args.overlap_grad_reduce,
@@ -151,6 +150,10 @@ def train(args, tokenizer) -> dict:
     """Run training; returns {'losses': [per-iteration global lm loss], 'step_times', 'iteration', 'chunks'}."""
     chunks, optimizer, scheduler = setup(args)
     iteration, consumed = _resume(args, chunks, optimizer, scheduler)
+    if args.save and torch.distributed.get_rank() == 0:
+        from megatron_ipt.training import config
+
+        checkpoint.write_model_file(args.save, config.model_description(args))
     train_ds, valid_ds, _, n_sources = data.build_datasets(args, data.MegatronTokenizerAdapter(tokenizer))
     prefixes, _ = data.get_blend_from_list(args.data_path)
     source_names = [os.path.basename(p) for p in prefixes]

@@ -61,8 +61,10 @@ def test_continual_pretraining_from_hf_and_back(smollm2_checkpoint, tmp_path):
               "--data-path", corpus / "corpus_text_document", "--tokenizer-type", "HuggingFaceTokenizer",
               "--tokenizer-model", tokenizer, *TRAIN, nproc=1, env={"OMP_NUM_THREADS": "2"})
     assert "loaded checkpoint" in out and "training done at iteration 6" in out
+    # the run describes its model itself (model.json with the source HF config), so the export needs no --model
+    assert json.load(open(run_dir / "model.json"))["hf_config"] == json.load(open(base / "model.json"))["hf_config"]
     exported = tmp_path / "hf_after"
-    run("tools/convert_checkpoint.py", "megatron-to-hf", "--load", run_dir, "--model", base / "model.json",
+    run("tools/convert_checkpoint.py", "megatron-to-hf", "--load", run_dir, "--tokenizer-dir", tokenizer,
         "--hf-dir", exported)
     assert (exported / "tokenizer.json").exists()  # copied from the converted base, so transformers can load it
     texts = [json.loads(line)["text"] for line in open(held / "corpus-00000.jsonl")][:8]
