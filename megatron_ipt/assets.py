@@ -111,7 +111,6 @@ def _main(argv=None) -> int:
     """`python -m megatron_ipt.assets mistral-tokenizer` prints the model path;
     `python -m megatron_ipt.assets corpus OUT.jsonl` writes the default corpus (for shell scripts)."""
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(prog="python -m megatron_ipt.assets", description=_main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,12 +125,9 @@ def _main(argv=None) -> int:
         print(smollm2_hf_dir())
     else:
         records = default_corpus()
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        tmp = args.output + ".inprogress"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, args.output)
+        from megatron_ipt.fileio import write_jsonl_atomic
+
+        write_jsonl_atomic(args.output, records)
         print(f"wrote {len(records)} documents to {args.output}")
     return 0
 

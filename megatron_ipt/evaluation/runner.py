@@ -12,6 +12,7 @@ from megatron_ipt.data.jsonl import InputError
 from megatron_ipt.evaluation import metrics
 from megatron_ipt.evaluation.lm import LanguageModel
 from megatron_ipt.evaluation.tasks import CHOICE, Task
+from megatron_ipt.fileio import write_atomic
 
 MAX_NEW_TOKENS = 100  # the AdaptLLM harness's generation limit
 
@@ -121,25 +122,15 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".inprogress"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_outputs(report: dict, output: Optional[str], predictions_dir: Optional[str],
                   tensorboard_dir: Optional[str], step: Optional[int]) -> None:
     predictions = report.pop("_predictions")
     if predictions_dir:
         for name, rows in predictions.items():
-            _atomic_write(os.path.join(predictions_dir, f"{name}.jsonl"),
+            write_atomic(os.path.join(predictions_dir, f"{name}.jsonl"),
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     if output:
-        _atomic_write(output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if tensorboard_dir:
         from torch.utils.tensorboard import SummaryWriter
 

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 
 from megatron_ipt.data.jsonl import InputError, expand_inputs, open_binary
 from megatron_ipt.evaluation.metrics import CHOICE_METRICS, GENERATION_METRICS
+from megatron_ipt.fileio import write_jsonl_atomic
 
 TASK_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 CHOICE, GENERATION = "multiple_choice", "generation"
@@ -195,11 +196,4 @@ def load_tasks(specs: List[str], skip_bad_lines: bool = False, limit: Optional[i
 
 def write_task(path: str, items: List[dict], header: Optional[dict] = None) -> None:
     """Write a task file atomically (temporary name, renamed when complete)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".inprogress"
-    with open(tmp, "w", encoding="utf-8") as f:
-        if header:
-            f.write(json.dumps({"task": header}, ensure_ascii=False) + "\n")
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, ([{"task": header}] if header else []) + list(items))

@@ -37,6 +37,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from megatron_ipt.fileio import write_atomic, write_json_atomic
 from megatron_ipt.training import compat
 
 MARKER = "latest_checkpointed_iteration.txt"
@@ -161,14 +162,7 @@ def _set_rng_state(state: dict) -> None:
 
 def write_model_file(save_dir: str, model: dict) -> str:
     """`<save_dir>/model.json` (model fields, and the source Hugging Face config for converted models), atomically."""
-    import json
-
-    os.makedirs(save_dir, exist_ok=True)
-    path = os.path.join(save_dir, MODEL_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(model, f, indent=1)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json_atomic(os.path.join(save_dir, MODEL_FILE), model)
 
 
 def _is_last_rank() -> bool:
@@ -195,12 +189,7 @@ def _commit(save_dir: str, iteration: int, keep_last: int) -> str:
     if torch.distributed.get_rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(final + ".tmp", final)
-        marker_tmp = os.path.join(save_dir, MARKER + ".tmp")
-        with open(marker_tmp, "w") as f:
-            f.write(str(iteration))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(marker_tmp, os.path.join(save_dir, MARKER))
+        write_atomic(os.path.join(save_dir, MARKER), str(iteration))
         _prune(save_dir, keep_last)
     torch.distributed.barrier()
     return final

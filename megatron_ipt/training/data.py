@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegat
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
+
+from megatron_ipt.fileio import write_json_atomic
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -70,10 +72,7 @@ def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
         if stale:
             shutil.rmtree(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = stamp_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(stamp, f)
-    os.replace(tmp, stamp_path)
+    write_json_atomic(stamp_path, stamp)
     return stale
 
 

@@ -109,14 +109,15 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
         kill_tree(job.pid)
         job.wait()
     assert checkpoint.latest_iteration(ck) == 2
-    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004.tmp", checkpoint.MARKER]
+    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004.tmp", checkpoint.MARKER, checkpoint.MODEL_FILE]
     assert os.path.exists(os.path.join(ck, "iter_0000004.tmp", "metadata.json"))  # written, just never committed
 
     out = run(corpus, 2, *flags, "--load", ck)
     assert f"removed {os.path.join(ck, 'iter_0000004.tmp')}: left by a save that never committed" in out
     assert "loaded checkpoint from" in out and "at iteration 2" in out
     assert "iteration        3/       6" in out and "iteration        2/       6" not in out
-    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004", "iter_0000006", checkpoint.MARKER]
+    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004", "iter_0000006", checkpoint.MARKER,
+                                  checkpoint.MODEL_FILE]
     assert checkpoint.latest_iteration(ck) == 6
 
 

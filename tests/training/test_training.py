@@ -45,7 +45,8 @@ def test_tp2_trains_logs_tensorboard_and_saves_atomically(corpus, tmp_path):
     for step, golden in GOLDEN_TP2_LOSS.items():
         assert abs(loss[step] - golden) < 2e-3, (step, loss[step], golden)
     # saved every 4 iterations, the last 2 kept, committed by the marker
-    assert sorted(os.listdir(ck)) == ["iter_0000008", "iter_0000012", checkpoint.MARKER]
+    assert sorted(os.listdir(ck)) == ["iter_0000008", "iter_0000012", checkpoint.MARKER, checkpoint.MODEL_FILE]
+    assert config.load_model_file(os.path.join(ck, checkpoint.MODEL_FILE)) == config.model_fields("tiny")
     assert checkpoint.latest_iteration(ck) == 12
 
 
