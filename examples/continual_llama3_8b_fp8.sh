@@ -47,7 +47,10 @@ TRAINING_ARGS=(--micro-batch-size 1 --global-batch-size 64 --train-iters 4000
                --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --clip-grad 1.0)
 DTYPE_ARGS=(--bf16 --fp8-format hybrid --fp8-amax-history-len 1024 --fp8-amax-compute-algo max)
 MODEL_PARALLEL_ARGS=(--tensor-model-parallel-size "$TP" --pipeline-model-parallel-size 1 --sequence-parallel
-                     --use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather)
+                     --use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather
+                     # gather the reshardable optimizer state on one rank per DP group at save time (an 8B model's
+                     # fp32 state would otherwise be gathered into host memory on every rank)
+                     --distrib-optim-fully-reshardable-mem-efficient)
 DATA_ARGS=(--data-path "${DATA_PATH[@]}" --split 99,1,0 --tokenizer-type HuggingFaceTokenizer
            --tokenizer-model "$TOKENIZER_MODEL")
 EVAL_AND_LOGGING_ARGS=(--log-interval 10 --save-interval 500 --eval-interval 250 --eval-iters 16

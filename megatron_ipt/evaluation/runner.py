@@ -151,19 +151,21 @@ def load_model(opts, model_argv: List[str]) -> LanguageModel:
 
         return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
     from megatron_ipt.evaluation.megatron_backend import MegatronModel
-    from megatron_ipt.training import config
+    from megatron_ipt.training import checkpoint, config
 
     model_argv = list(model_argv)
     load = _flag_value(model_argv, "--load")
-    # A directory written by tools/convert_checkpoint.py describes itself: model.json (for --model) and tokenizer/.
+    # A checkpoint directory describes itself: model.json (tools/pretrain.py --save, tools/convert_checkpoint.py)
+    # for --model, and tokenizer/ (converted models).
     implied = []
-    if load and _flag_value(model_argv, "--model") is None and os.path.isfile(os.path.join(load, "model.json")):
-        implied += ["--model", os.path.join(load, "model.json")]
+    model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
+    if load and _flag_value(model_argv, "--model") is None and os.path.isfile(model_file):
+        implied += ["--model", model_file]
     if (load and _flag_value(model_argv, "--tokenizer-model") is None
             and os.path.isfile(os.path.join(load, "tokenizer", "tokenizer.json"))):
         implied += ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", os.path.join(load, "tokenizer")]
     if implied and int(os.environ.get("RANK", 0)) == 0:
-        print(f"from {load} (written by tools/convert_checkpoint.py): {' '.join(implied)}", flush=True)
+        print(f"from {load} (its model.json / tokenizer/): {' '.join(implied)}", flush=True)
     # The model part of a tools/pretrain.py command line; the schedule flags it insists on mean nothing here.
     schedule = [] if _flag_value(model_argv, "--train-iters") else ["--train-iters", "1"]
     args = config.parse_args(model_argv + implied + ["--micro-batch-size", str(opts.micro_batch_size)] + schedule)
