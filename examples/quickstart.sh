@@ -17,13 +17,16 @@ python -m megatron_ipt.assets corpus "$OUT/raw.jsonl"
 awk 'NR % 5 == 0' "$OUT/raw.jsonl" > "$OUT/held_out.jsonl"
 awk 'NR % 5 != 0' "$OUT/raw.jsonl" > "$OUT/train.jsonl"
 
-echo "== 2. synthesize instruction-response pairs (model-free rules engine on CPU; 2 rounds, as the paper does from scratch)"
+echo "== 2. synthesize instruction-response pairs for 1/5 of the texts, as the paper does from scratch"
+echo "      (model-free rules engine on CPU, 2 rounds; shard 0 of 5 = records 0, 5, 10, ...; the rest stays raw)"
 rm -rf "$OUT/synth"
-python tools/synthesize.py --input "$OUT/train.jsonl" --output-dir "$OUT/synth" --engine rules --rounds 2
+python tools/synthesize.py --input "$OUT/train.jsonl" --output-dir "$OUT/synth" --engine rules --rounds 2 \
+    --num-shards 5 --shard-index 0
+awk 'NR % 5 != 1' "$OUT/train.jsonl" > "$OUT/train_raw.jsonl"
 
-echo "== 3. render and mix by the general recipe (1/5 of the texts instruction-augmented, the rest raw)"
-python tools/build_corpus.py --recipe general --collections "$OUT/synth" "${TOKENIZER_ARGS[@]}" \
-    --output-dir "$OUT/corpus" --overwrite
+echo "== 3. render the collections and mix them with the raw texts by the general recipe"
+python tools/build_corpus.py --recipe general --collections "$OUT/synth" --raw-input "$OUT/train_raw.jsonl" \
+    "${TOKENIZER_ARGS[@]}" --output-dir "$OUT/corpus" --overwrite
 
 echo "== 4. pack into Megatron .bin/.idx with the Mistral 32k SentencePiece tokenizer"
 python tools/preprocess_data.py \

@@ -1,37 +1,99 @@
-"""Raw texts (JSONL) -> instruction-response collections (reference §3, §9). See megatron_ipt/synthesis."""
+"""Raw texts (JSONL) -> instruction-response collections (reference §3, §9). See megatron_ipt/synthesis.
+
+    python tools/synthesize.py --input 'data/*.jsonl' --output-dir out/ --engine vllm \\
+        --model instruction-pretrain/instruction-synthesizer --rounds 2
+"""
 import argparse
+import logging
+import sys
 
-from tqdm import tqdm
+from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.synthesis.engines import ENGINES, build_engine
+from megatron_ipt.synthesis.prompting import PROMPT_STYLES
+from megatron_ipt.synthesis.runner import Progress, format_summary, run
 
-from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.runner import run
+
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = ap.add_argument_group("input and output")
+    io.add_argument("--input", required=True, help="JSONL file (.gz/.zst too), glob or directory")
+    io.add_argument("--output-dir", required=True)
+    io.add_argument("--text-key", default="text")
+    io.add_argument("--carry-keys", default="id,source",
+                    help="comma-separated input keys copied into every entry when present (default: id,source)")
+    io.add_argument("--skip-bad-lines", action="store_true",
+                    help="skip unusable input lines (counted and reported) instead of stopping")
+    io.add_argument("--num-shards", type=int, default=1, help="record i goes to shard i %% num-shards")
+    io.add_argument("--shard-index", type=int, default=0)
+    io.add_argument("--part-size", type=int, default=1000, help="texts per output part (all rounds per part)")
+    io.add_argument("--resume", action="store_true", help="skip finished parts of an earlier run")
+    io.add_argument("--log-interval", type=int, default=1000, help="texts between progress lines off a terminal")
+
+    syn = ap.add_argument_group("synthesis")
+    syn.add_argument("--engine", default="rules", choices=ENGINES)
+    syn.add_argument("--model", default=None, help="vllm: HF id or directory; hf: directory or .gguf "
+                     "(default SmolLM2-135M-Instruct); openai: served model name (default: the server's first)")
+    syn.add_argument("--rounds", type=int, default=1, help="M: 2 for general corpora, 3 for domain corpora")
+    syn.add_argument("--max-model-len", type=int, default=4096)
+    syn.add_argument("--max-new-tokens", type=int, default=400)
+    syn.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--prompt-style", default="wire", choices=PROMPT_STYLES,
+                     help="wire: the synthesizer's format as is; oneshot/chat: with a demonstration, for "
+                          "general instruct models (see megatron_ipt/synthesis/prompting.py)")
+    syn.add_argument("--tokenizer", default=None, help="rules/openai: a tokenizer.json, HF directory or "
+                     "SentencePiece .model for the length guard (default: words x1.5)")
+
+    gpu = ap.add_argument_group("vllm engine")
+    gpu.add_argument("--tensor-parallel-size", "--tensor-model-parallel-size", dest="tensor_parallel_size",
+                     type=int, default=1)
+    gpu.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    gpu.add_argument("--dtype", default=None, help="vllm: auto (default); hf: float32 (default)")
+    gpu.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start)")
+
+    http = ap.add_argument_group("openai engine")
+    http.add_argument("--openai-base-url", dest="base_url", action="append", default=None,
+                      help="server URL(s), e.g. http://node1:8000/v1; repeat or comma-separate for replicas")
+    http.add_argument("--max-concurrency", type=int, default=16, help="requests in flight")
+    http.add_argument("--max-retries", type=int, default=4)
+    http.add_argument("--request-timeout", type=float, default=600.0, help="seconds without an answer")
+
+    hf = ap.add_argument_group("hf engine")
+    hf.add_argument("--batch-size", type=int, default=8)
+    return ap
+
+
+ENGINE_SETTINGS = ("model", "max_new_tokens", "temperature", "seed", "prompt_style", "tokenizer", "max_model_len",
+                   "tensor_parallel_size", "gpu_memory_utilization", "dtype", "enforce_eager", "base_url",
+                   "max_concurrency", "max_retries", "request_timeout", "batch_size")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--input", required=True, help="JSONL file, glob or directory")
-    ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--text-key", default="text")
-    ap.add_argument("--engine", default="rules", choices=["rules"])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--max-model-len", type=int, default=4096)
-    ap.add_argument("--max-new-tokens", type=int, default=400)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--num-shards", type=int, default=1)
-    ap.add_argument("--shard-index", type=int, default=0)
-    ap.add_argument("--part-size", type=int, default=1000)
-    ap.add_argument("--resume", action="store_true")
-    a = ap.parse_args(argv)
-    engine = build_engine(a.engine, model=a.model, temperature=a.temperature, max_new_tokens=a.max_new_tokens)
-    with tqdm(unit="text", desc="synthesize") as bar:
-        s = run(a.input, a.output_dir, engine, a.rounds, a.text_key, a.max_model_len, a.max_new_tokens,
-                a.num_shards, a.shard_index, a.part_size, a.resume, progress=bar.update)
-    n = max(s["texts"], 1)
-    print(f"texts: {s['texts']} (skipped as done: {s['skipped_texts']}) | pairs/text: {s['pairs'] / n:.2f} | "
-          f"free-form: {s['free-form']} options: {s['options']} cot: {s['cot']} | failures: {s['failures']} | "
-          f"{s['texts'] / max(s['seconds'], 1e-9):.1f} texts/s")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    settings = {k: getattr(args, k) for k in ENGINE_SETTINGS if getattr(args, k) is not None}
+    try:
+        engine = build_engine(args.engine, **settings)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        summary = run(args.input, args.output_dir, engine, args.rounds, args.text_key, args.max_model_len,
+                      args.max_new_tokens, args.num_shards, args.shard_index, args.part_size, args.resume,
+                      args.skip_bad_lines, tuple(k for k in args.carry_keys.split(",") if k),
+                      progress=lambda total: Progress(total, args.log_interval))
+    except InputError as e:
+        hint = "\n(nothing was written; pass --skip-bad-lines to skip and count such lines instead)" if e.line else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 1
+    except (FileExistsError, ValueError) as e:  # output of an earlier run; --resume with changed input/settings
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    print(format_summary(summary))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,14 @@
 """Wire format of the instruction synthesizer (reference §2.2) and the parser of its output (§4.1).
 
-BOS convention (used everywhere in this package): the literal strings ``<s>``/``</s>`` are part of the
-prompt text, so prompts must be tokenized WITHOUT automatic special tokens (``add_special_tokens=False``);
-engines are responsible for not adding a second BOS.
+BOS convention (one rule, used by every engine): the literal strings ``<s>``/``</s>`` are part of the prompt
+text, exactly as in tuning, and the model's tokenizer never adds special tokens of its own
+(``add_special_tokens=False``). With the released synthesizer's tokenizer the literal ``<s>`` becomes BOS id 1,
+so each prompt starts with exactly one BOS, as the tuning examples did. Concretely:
+- ``hf``: prompts are tokenized with ``add_special_tokens=False``;
+- ``vllm``: prompts are tokenized that way and passed to ``vllm.LLM.generate`` as token ids (``TokensPrompt``),
+  so vLLM adds nothing (a plain string would get a second BOS);
+- ``openai``: requests carry ``"add_special_tokens": false`` (vLLM's completions extension);
+- token counts for the length guard (``--tokenizer``) are taken the same way.
 """
 BOS = "<s>"
 EOS = "</s>"

@@ -2,6 +2,9 @@
 
 ``generate(prompts) -> list[str | None]`` is any engine call; ``None`` or "" marks a failed generation,
 which yields zero pairs and no chain link (the reference code crashes there instead).
+
+``count_tokens(prompt)`` measures a prompt for the length guard: the engine's real tokenizer when it has one,
+otherwise the paper's estimate, whitespace words x 1.5 (``words_x15``).
 """
 import math
 
@@ -21,13 +24,14 @@ def demonstration(chain) -> str:
     return "".join(cook_example(e["context"], e["QA_list"]) for e in chain[start:])
 
 
-def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15):
-    """Items ``{"text", "chain", "prompt"}`` for one round; mutates followed_by_next of previous chains."""
+def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None):
+    """Items ``{"text", "chain", "prompt", "extra"}`` for one round; mutates followed_by_next of previous chains."""
     budget = max_model_len - max_new_tokens
     items = []
     for i, text in enumerate(texts):
+        extra = extras[i] if extras else {}
         if i >= len(prev):
-            items.append({"text": text, "chain": [], "prompt": cook_context(text)})
+            items.append({"text": text, "chain": [], "prompt": cook_context(text), "extra": extra})
             continue
         chain = prev[i]
         prompt = cook_context(text)
@@ -37,19 +41,22 @@ def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_token
             if count_tokens(candidate) <= budget:
                 chain[-1]["followed_by_next"] = True
                 prompt = candidate
-        items.append({"text": text, "chain": chain, "prompt": prompt})
+        items.append({"text": text, "chain": chain, "prompt": prompt, "extra": extra})
     # Leftover chains are kept: prepended (never connected) to the chains of this round's items.
     for k, chain in enumerate(prev[len(texts):]):
         chain[-1]["followed_by_next"] = False
         if k < len(items):
             items[k]["chain"] = chain + items[k]["chain"]
         else:  # fewer texts than leftovers (only when a round slice is empty): keep as its own item
-            items.append({"text": None, "chain": chain, "prompt": None})
+            items.append({"text": None, "chain": chain, "prompt": None, "extra": {}})
     return items
 
 
 def finish_round(items, preds):
-    """Parse generations and extend chains; returns (collections, failures)."""
+    """Parse generations and extend chains; returns (collections, failures).
+
+    An entry is ``{"context", "QA_list", "inherit_from_prev"}`` (+ ``followed_by_next`` once a later round
+    decides it) followed by the item's extra keys (e.g. the input record's ``id``/``source``)."""
     out, failures = [], 0
     pi = 0
     for it in items:
@@ -62,18 +69,23 @@ def finish_round(items, preds):
             failures += 1
         pairs = parse_pred(pred or "", dedup=True)
         linked = bool(it["chain"]) and it["chain"][-1].get("followed_by_next", False) and len(pairs) > 0
-        out.append(it["chain"] + [{"context": it["text"], "QA_list": pairs, "inherit_from_prev": linked}])
+        entry = {"context": it["text"], "QA_list": pairs, "inherit_from_prev": linked}
+        entry.update((k, v) for k, v in it["extra"].items() if k not in entry)
+        out.append(it["chain"] + [entry])
     return out, failures
 
 
 def synthesize_rounds(texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400,
-                      count_tokens=words_x15):
-    """Run all M rounds over ``texts``; returns (collections, failures). Round r gets texts[r*B:(r+1)*B]."""
+                      count_tokens=words_x15, extras=None):
+    """Run all M rounds over ``texts``; returns (collections, failures). Round r gets texts[r*B:(r+1)*B].
+
+    ``extras`` (optional, one dict per text) are extra keys copied into that text's entry."""
     bsz = math.ceil(len(texts) / rounds) if texts else 0
     prev, failures = [], 0
     for r in range(rounds):
         cur = texts[r * bsz:(r + 1) * bsz]
-        items = build_round(cur, prev, max_model_len, max_new_tokens, count_tokens)
+        items = build_round(cur, prev, max_model_len, max_new_tokens, count_tokens,
+                            extras[r * bsz:(r + 1) * bsz] if extras else None)
         prompts = [it["prompt"] for it in items if it["prompt"] is not None]
         preds = list(generate(prompts)) if prompts else []
         if len(preds) != len(prompts):
@@ -84,17 +96,50 @@ def synthesize_rounds(texts, generate, rounds=1, max_model_len=4096, max_new_tok
 
 
 def split_long_text(text, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15):
-    """Rule for raw texts too long for one round-0 prompt: cut at whitespace into consecutive pieces whose
-    cook_context prompt fits ``max_model_len - max_new_tokens`` (greedy, word-preserving, order kept)."""
+    """Rule for raw texts too long for one round-0 prompt.
+
+    The text is cut at single spaces into consecutive pieces, each the longest run of words whose
+    ``cook_context`` prompt fits ``max_model_len - max_new_tokens`` (found by binary search, so a long text
+    costs O(pieces x log words) token counts). ``" ".join(pieces) == text``. A single word that alone does not
+    fit (e.g. a long run without spaces) is cut by characters; those pieces join back with no separator, which
+    is the only case where the join above does not hold.
+    """
     budget = max_model_len - max_new_tokens
-    if count_tokens(cook_context(text)) <= budget:
+
+    def fits(s):
+        return count_tokens(cook_context(s)) <= budget
+
+    if fits(text):
         return [text]
-    pieces, cur = [], []
-    for word in text.split(" "):
-        if cur and count_tokens(cook_context(" ".join(cur + [word]))) > budget:
-            pieces.append(" ".join(cur))
-            cur = []
-        cur.append(word)
-    if cur:
-        pieces.append(" ".join(cur))
+    words = text.split(" ")
+    pieces, start = [], 0
+    while start < len(words):
+        lo, hi = 0, len(words) - start  # the longest fitting run has between lo and hi words
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(" ".join(words[start:start + mid])):
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:  # one word longer than a prompt: cut it by characters
+            pieces.extend(_split_chars(words[start], fits))
+            start += 1
+        else:
+            pieces.append(" ".join(words[start:start + lo]))
+            start += lo
     return pieces
+
+
+def _split_chars(word, fits):
+    out = []
+    while word:
+        lo, hi = 1, len(word)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(word[:mid]):
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(word[:lo])
+        word = word[lo:]
+    return out

@@ -1,25 +1,28 @@
-"""Model-free reading-comprehension miner (in the spirit of AdaptLLM's pattern mining).
+"""Model-free reading-comprehension miner (in the spirit of AdaptLLM's pattern mining, Cheng et al. 2023).
 
 Reads the LAST context of a wire-format prompt and emits pairs in the same format, deterministically:
-title/summary (lead sentence), word-to-text, causal/inference connectives, sentence completion
-(free-form and with options built from other sentences of the same text).
+- summary: the lead sentence as the main point (free-form);
+- reason: "X because/since Y" -> "Why X?" / "Y." (free-form);
+- inference: "X, so / and therefore / thus / hence ... Y" -> a chain-of-thought pair that ends with the
+  exact markers ``"\\nLet's think step by step."`` / ``"\\nTherefore, the answer is "`` (reference §2.2);
+- word-to-text: a sentence that uses a long word;
+- completion: the second half of a sentence, with options built from other sentences of the same text.
+So users without a GPU can still build augmented corpora; pairs come out in the synthesizer's format.
 """
 import re
+from itertools import islice
 
-from .engines.base import Engine
-from .format import QA_TEMPLATE, DELIMITER, OPTIONS_MARK
+from .engines.base import Engine, Generation
+from .format import COT_ANSWER_MARK, COT_QUESTION_MARK, DELIMITER, OPTIONS_MARK, QA_TEMPLATE
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _WORD = re.compile(r"\b[a-z][a-z-]{7,}\b")
-# connective -> (question template over the clause before it, answers with the clause after it)
-_CAUSAL = [
-    (" because ", "Why {a}?"),
-    (" since ", "Why {a}?"),
-    (", so ", "What follows from the fact that {a}?"),
-    (", therefore ", "What can be inferred from the fact that {a}?"),
-    (", thus ", "What can be inferred from the fact that {a}?"),
-    (" as a result ", "What is a result of the fact that {a}?"),
-]
+_REASONS = (" because ", " since ")
+# ", so that" states a purpose, not a consequence, so it is excluded explicitly.
+_INFERENCES = (", and therefore ", " and therefore ", ", therefore ", "; therefore ", ", thus ", ", hence ",
+               ", consequently ", ", as a result, ", ", so ")
+_NOT_INFERENCE = (", so that ", ", so as ")
+MAX_PER_KIND = 2
 
 
 def last_context(prompt):
@@ -33,35 +36,74 @@ def sentences(text):
     return [s.strip() for s in _SENT.split(" ".join(text.split())) if len(s.split()) >= 5]
 
 
-def mine_pairs(text, max_pairs=6):
-    sents = sentences(text)
-    if not sents:
-        return []
-    pairs = [("What is the main point of this text, in one sentence?", sents[0])]
+def _split_at(sentence, connectives):
+    """(clause before, connective, clause after) at the first connective with enough text on both sides."""
+    for conn in connectives:
+        i = sentence.find(conn)
+        if i >= 10 and len(sentence) - i - len(conn) > 10:
+            return sentence[:i].rstrip(" ,;"), conn, sentence[i + len(conn):].rstrip(".")
+    return None
+
+
+def _lower_first(s):
+    return s[0].lower() + s[1:]
+
+
+def _upper_first(s):
+    return s[0].upper() + s[1:]
+
+
+def reason_pairs(sents):
     for s in sents:
-        for conn, tmpl in _CAUSAL:
-            i = s.find(conn)
-            if i >= 10 and len(s) - i - len(conn) > 10:
-                a, b = s[:i].rstrip(" ,"), s[i + len(conn):].rstrip(".")
-                pairs.append((tmpl.format(a=a[0].lower() + a[1:]), b[0].upper() + b[1:] + "."))
-                break
+        found = _split_at(s, _REASONS)
+        if found:
+            a, _, b = found
+            yield f"Why {_lower_first(a)}?", _upper_first(b) + "."
+
+
+def inference_pairs(sents):
+    for s in sents:
+        if any(x in s for x in _NOT_INFERENCE):
+            continue
+        found = _split_at(s, _INFERENCES)
+        if found:
+            a, conn, b = found
+            word = conn.strip(" ,;")
+            q = f"What does the text conclude from the fact that {_lower_first(a)}?{COT_QUESTION_MARK}"
+            rationale = (f"The text first states that {_lower_first(a)}. "
+                         f"The words \"{word}\" then introduce what follows from it.")
+            yield q, rationale + COT_ANSWER_MARK + _upper_first(b)
+
+
+def word_pairs(sents):
     for s in sents[1:]:
         m = _WORD.search(s)
         if m:
-            pairs.append((f'Write a sentence from the text that uses the word "{m.group(0)}".', s))
-            break
-    for k, s in enumerate(sents[1:], 1):
+            yield f'Write a sentence from the text that uses the word "{m.group(0)}".', s
+
+
+def completion_pairs(sents):
+    for s in sents[1:]:
         words = s.split()
         if len(words) >= 8:
             half = len(words) // 2
             stem, end = " ".join(words[:half]), " ".join(words[half:])
-            others = [" ".join(o.split()[len(o.split()) // 2:]) for o in sents if o != s][:2]
+            others = [" ".join(o.split()[len(o.split()) // 2:]) for o in islice((o for o in sents if o != s), 2)]
             if others:  # options in the reference format; gold first, the renderer shuffles (§4.2)
-                q = f"Complete the sentence: {stem} ...{OPTIONS_MARK}" + "\n- ".join([end] + others)
+                yield f"Complete the sentence: {stem} ...{OPTIONS_MARK}" + "\n- ".join([end] + others), end
             else:
-                q = f"Complete the sentence: {stem} ..."
-            pairs.append((q, end))
-            break
+                yield f"Complete the sentence: {stem} ...", end
+
+
+def mine_pairs(text, max_pairs=6):
+    sents = sentences(text)
+    if not sents:
+        return []
+    kinds = [list(islice(gen(sents), MAX_PER_KIND)) for gen in (reason_pairs, inference_pairs, word_pairs,
+                                                          completion_pairs)]
+    # One of each kind first, then the second of each, so the cap keeps the mix varied.
+    pairs = [("What is the main point of this text, in one sentence?", sents[0])]
+    pairs += [k[i] for i in range(MAX_PER_KIND) for k in kinds if i < len(k)]
     seen, out = set(), []
     for q, a in pairs:
         if q.lower() not in seen:
@@ -73,10 +115,15 @@ def mine_pairs(text, max_pairs=6):
 class RulesEngine(Engine):
     name = "rules"
 
-    def __init__(self, max_pairs=6, **_):
+    def __init__(self, max_pairs=6, prompt_style="wire", token_counter=None, **_):
+        if prompt_style != "wire":
+            raise ValueError("--prompt-style applies to model engines; the rules engine reads wire prompts")
+        super().__init__(max_new_tokens=None, temperature=None, token_counter=token_counter)
         self.max_pairs = max_pairs
 
-    def generate(self, prompts):
-        return [DELIMITER.join(QA_TEMPLATE.format(question=q, answer=a)
-                               for q, a in mine_pairs(last_context(p), self.max_pairs)) or None
-                for p in prompts]
+    def _generate(self, texts):
+        out = [Generation(DELIMITER.join(QA_TEMPLATE.format(question=q, answer=a)
+                                         for q, a in mine_pairs(last_context(t), self.max_pairs)) or None)
+               for t in texts]
+        self.progress(len(texts))
+        return out

@@ -1,99 +1,236 @@
 """Sharded, resumable synthesis driver.
 
-Texts (in input order) are split into ``num_shards`` contiguous shards; this process handles one shard and
-processes it in parts of ``part_size`` texts, each part going through all M rounds and being written as
+Input records (JSONL, in input order; blank lines ignored) are dealt to ``num_shards`` shards round-robin: the
+i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once and keeps only its
+own records. Each record's text is split into pieces that fit one prompt (``rounds.split_long_text``); the
+shard's pieces are processed in parts of ``part_size``, each part going through all M rounds and written as
 ``{out}/shard{S:05d}-part{P:05d}.jsonl`` (one collection per line, reference §9) via temp file + rename.
-With ``resume`` finished parts are skipped, so a killed run continues without duplicating or losing texts.
+Every entry also carries the input record's ``carry_keys`` (default ``id``, ``source``) and, for a split
+text, ``piece``/``pieces``.
+
+``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts) and is rewritten after
+every part; ``resume`` skips finished parts and refuses a changed input or changed settings, so a killed run
+continues without duplicating or losing texts.
 """
-import glob
+import hashlib
 import json
 import os
+import sys
+import threading
 import time
 from collections import Counter
+
+import orjson
+
+from megatron_ipt.data.jsonl import InputError, LineError, expand_inputs, open_binary
+from megatron_ipt.fileio import write_json_atomic, write_jsonl_atomic
 
 from .format import pair_type
 from .rounds import split_long_text, synthesize_rounds
 
-
-def input_files(spec):
-    if os.path.isdir(spec):
-        files = sorted(glob.glob(os.path.join(spec, "**", "*.jsonl"), recursive=True))
-    else:
-        files = sorted(glob.glob(spec))
-    if not files:
-        raise FileNotFoundError(f"no input JSONL files match {spec!r}")
-    return files
+MAX_EXAMPLES = 10
 
 
-def read_texts(files, text_key="text"):
-    texts = []
+def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0,
+               skip_bad_lines=False):
+    """(texts, extras, info) of this shard's records; info has the input's sha256 and line counts.
+
+    A bad line raises InputError(file, line, problem), or with ``skip_bad_lines`` is counted by kind."""
+    files = expand_inputs(spec)
+    digest = hashlib.sha256()
+    texts, extras = [], []
+    skipped, examples = Counter(), []
+    records = blank = 0
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        digest.update(b"\0file\0")
+        with open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                digest.update(raw)
+                if not raw.strip():
+                    blank += 1
                     continue
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get(text_key), str):
-                    raise ValueError(f"{path}:{lineno}: no string field {text_key!r}")
-                texts.append(obj[text_key])
-    return texts
+                    text, extra = _parse(raw, text_key, carry_keys)
+                except LineError as e:
+                    if not skip_bad_lines:
+                        raise InputError(path, lineno, str(e)) from None
+                    skipped[e.kind] += 1
+                    if len(examples) < MAX_EXAMPLES:
+                        examples.append(f"{path}:{lineno}: {e}")
+                    continue
+                if records % num_shards == shard_index:
+                    texts.append(text)
+                    extras.append(extra)
+                records += 1
+    info = {"files": len(files), "input_sha256": digest.hexdigest(), "records": records, "blank_lines": blank,
+            "skipped_lines": dict(skipped), "skipped_examples": examples}
+    return texts, extras, info
 
 
-def _write_atomic(path, lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _parse(raw, text_key, carry_keys):
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise LineError("malformed JSON", str(e)) from None
+    if not isinstance(record, dict):
+        raise LineError("not a JSON object", type(record).__name__)
+    if text_key not in record:
+        raise LineError("missing key", repr(text_key))
+    text = record[text_key]
+    if not isinstance(text, str):
+        raise LineError("not a string", f"key {text_key!r} is {type(text).__name__}")
+    if not text.strip():
+        raise LineError("empty text", f"key {text_key!r} is blank")
+    return text, {k: record[k] for k in carry_keys if k in record}
+
+
+def split_pieces(texts, extras, max_model_len, max_new_tokens, count_tokens):
+    out_texts, out_extras = [], []
+    for text, extra in zip(texts, extras):
+        pieces = split_long_text(text, max_model_len, max_new_tokens, count_tokens)
+        for k, piece in enumerate(pieces):
+            out_texts.append(piece)
+            out_extras.append(extra if len(pieces) == 1 else dict(extra, piece=k, pieces=len(pieces)))
+    return out_texts, out_extras
+
+
+def collection_stats(cols):
+    stats = Counter()
+    for c in cols:
+        for e in c:
+            stats["pairs"] += len(e["QA_list"])
+            stats["texts_without_pairs"] += not e["QA_list"]
+            for q in e["QA_list"]:
+                stats[pair_type(q)] += 1
+    return stats
 
 
 def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len=4096, max_new_tokens=400,
-        num_shards=1, shard_index=0, part_size=1000, resume=False, progress=None):
+        num_shards=1, shard_index=0, part_size=1000, resume=False, skip_bad_lines=False,
+        carry_keys=("id", "source"), progress=None):
+    """Synthesize this shard; returns the summary dict (see ``format_summary``).
+
+    ``progress(total)`` (optional) returns an object with ``update(n)`` and ``close()``; it is told about
+    every text as its generation finishes (and about the texts of parts skipped by ``resume``)."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} not in [0, {num_shards})")
-    texts = [p for t in read_texts(input_files(input_spec), text_key)
-             for p in split_long_text(t, max_model_len, max_new_tokens)]
-    per = -(-len(texts) // num_shards)
-    mine = texts[shard_index * per:(shard_index + 1) * per]
+    if rounds < 1 or part_size < 1:
+        raise ValueError("--rounds and --part-size must be at least 1")
+    start = time.perf_counter()
+    texts, extras, info = read_shard(input_spec, text_key, carry_keys, num_shards, shard_index, skip_bad_lines)
+    records = len(texts)
+    texts, extras = split_pieces(texts, extras, max_model_len, max_new_tokens, engine.count_tokens)
     os.makedirs(output_dir, exist_ok=True)
-    # The layout of parts must not change between a run and its resume, or texts would be lost/duplicated.
-    layout = {"input": input_spec, "text_key": text_key, "rounds": rounds, "num_shards": num_shards,
-              "shard_index": shard_index, "part_size": part_size, "texts": len(mine)}
+    # Anything that changes which text lands in which part, or how pairs are made, must not change on resume.
+    layout = {"input": input_spec, "input_sha256": info["input_sha256"], "text_key": text_key,
+              "skip_bad_lines": skip_bad_lines, "rounds": rounds, "num_shards": num_shards,
+              "shard_index": shard_index, "part_size": part_size, "max_model_len": max_model_len,
+              "max_new_tokens": max_new_tokens, "records": records, "texts": len(texts), **engine.describe()}
     manifest_path = os.path.join(output_dir, f"manifest-shard{shard_index:05d}.json")
-    if resume and os.path.exists(manifest_path):
-        old = json.load(open(manifest_path))
-        diff = {k: (old.get(k), v) for k, v in layout.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(f"{manifest_path}: --resume with different settings (old, new): {diff}")
-    _write_atomic(manifest_path, [json.dumps(dict(layout, complete=False), indent=1) + "\n"])
-    stats = Counter()
-    t0 = time.perf_counter()
-    parts = []
-    for p, start in enumerate(range(0, len(mine), part_size)):
-        path = os.path.join(output_dir, f"shard{shard_index:05d}-part{p:05d}.jsonl")
-        chunk = mine[start:start + part_size]
-        parts.append({"file": os.path.basename(path), "texts": len(chunk)})
-        if resume and os.path.exists(path):
-            stats["skipped_texts"] += len(chunk)
-        else:
-            if os.path.exists(path):
-                raise FileExistsError(f"{path} exists; pass --resume to continue a run")
-            cols, failures = synthesize_rounds(chunk, engine.generate, rounds, max_model_len, max_new_tokens)
-            _write_atomic(path, [json.dumps(c, ensure_ascii=False) + "\n" for c in cols])
-            stats["texts"] += len(chunk)
-            stats["failures"] += failures
-            for c in cols:
-                for e in c:
-                    stats["pairs"] += len(e["QA_list"])
-                    for q in e["QA_list"]:
-                        stats[pair_type(q)] += 1
-        if progress:
-            progress(len(chunk))
-    manifest = dict(layout, engine=engine.name, parts=parts, complete=True)
-    _write_atomic(manifest_path, [json.dumps(manifest, indent=1) + "\n"])
-    stats["seconds"] = time.perf_counter() - t0
-    return stats
+    old = {}
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            old = json.load(f)
+        if resume:
+            diff = {k: (old.get(k), v) for k, v in layout.items() if old.get(k) != v}
+            if diff:
+                hint = " (the input changed)" if "input_sha256" in diff else ""
+                raise ValueError(f"{manifest_path}: --resume with different input or settings{hint}; "
+                                 f"(old, new): {diff}")
+    parts = [{"file": f"shard{shard_index:05d}-part{p:05d}.jsonl", "texts": len(texts[s:s + part_size])}
+             for p, s in enumerate(range(0, len(texts), part_size))]
+    done_before = {p["file"]: p for p in old.get("parts", []) if p.get("done")}
+    if not resume:
+        existing = [p["file"] for p in parts if os.path.exists(os.path.join(output_dir, p["file"]))]
+        if existing:
+            raise FileExistsError(f"{os.path.join(output_dir, existing[0])} exists; pass --resume to continue a run")
+
+    def save_manifest(complete):
+        write_json_atomic(manifest_path, dict(layout, parts=parts, complete=complete))
+
+    save_manifest(False)
+    stats, before = Counter(), Counter()
+    usage_before = engine.usage.as_dict()
+    bar = progress(len(texts)) if progress else None
+    engine.on_progress = bar.update if bar else None
+    try:
+        for p, part in enumerate(parts):
+            path = os.path.join(output_dir, part["file"])
+            if resume and os.path.exists(path):
+                part.update(done_before.get(part["file"], {}), done=True)
+                stats["skipped_texts"] += part["texts"]
+                before.update(part.get("stats", {}))
+                if bar:
+                    bar.update(part["texts"])
+                continue
+            lo = p * part_size
+            cols, failures = synthesize_rounds(texts[lo:lo + part_size], engine.generate, rounds, max_model_len,
+                                               max_new_tokens, engine.count_tokens, extras[lo:lo + part_size])
+            write_jsonl_atomic(path, cols)
+            part_stats = collection_stats(cols) + Counter(failures=failures)
+            part.update(done=True, stats=dict(part_stats))
+            stats.update(part_stats)
+            stats["texts"] += part["texts"]
+            save_manifest(False)
+    finally:
+        engine.on_progress = None
+        if bar:
+            bar.close()
+    save_manifest(True)
+    usage = {k: v - usage_before[k] for k, v in engine.usage.as_dict().items()}
+    return dict(stats, **info, records_in_shard=records, pieces=len(texts), usage=usage, done_before=dict(before),
+                seconds=time.perf_counter() - start, engine=engine.describe())
+
+
+def format_summary(s):
+    n = max(s.get("texts", 0), 1)
+    u, secs = s["usage"], max(s["seconds"], 1e-9)
+    # Model engines report their tokenizer's counts; the rules engine has none unless --tokenizer is given.
+    estimate = " (words x1.5 estimate)" if s["engine"]["length_guard"] == "words x1.5" and \
+        s["engine"]["engine"] == "rules" else ""
+    lines = [
+        f"texts          {s.get('texts', 0)} synthesized, {s.get('skipped_texts', 0)} skipped as done "
+        f"({s['records_in_shard']} records of {s['records']} in this shard, {s['pieces']} texts after splitting)",
+        f"pairs          {s.get('pairs', 0)} ({s.get('pairs', 0) / n:.2f} per text; "
+        f"{s.get('texts_without_pairs', 0)} texts without pairs)",
+        f"pair types     free-form {s.get('free-form', 0)}, options {s.get('options', 0)}, CoT {s.get('cot', 0)}",
+        f"failures       {s.get('failures', 0)} generations (zero pairs, run went on)",
+        f"tokens{estimate:<9} prompt {u['prompt_tokens']:,} ({u['prompt_tokens'] / secs:,.0f}/s), "
+        f"generated {u['generated_tokens']:,} ({u['generated_tokens'] / secs:,.0f}/s)",
+        f"time           {secs:.1f} s ({s.get('texts', 0) / secs:,.1f} texts/s; {u['seconds']:.1f} s in the engine)",
+    ]
+    if s.get("skipped_texts"):
+        b = s["done_before"]
+        lines.append(f"done before    {s['skipped_texts']} texts: {b.get('pairs', 0)} pairs, {b.get('failures', 0)} "
+                     "failures (from the manifest)")
+    if s["skipped_lines"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["skipped_lines"].items()))
+        lines.append(f"skipped lines  {sum(s['skipped_lines'].values())}: {kinds}")
+        lines += [f"  {e}" for e in s["skipped_examples"]]
+    return "\n".join(lines)
+
+
+class Progress:
+    """A tqdm bar over texts on a terminal; otherwise a log line every ``log_interval`` texts. Thread-safe
+    (the openai engine reports from its worker threads)."""
+
+    def __init__(self, total, log_interval=1000, desc="synthesize"):
+        self.total, self.done, self.log_interval = total, 0, max(1, log_interval)
+        self.start, self.lock, self.bar = time.time(), threading.Lock(), None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="text", desc=desc, dynamic_ncols=True)
+
+    def update(self, n):
+        with self.lock:
+            before, self.done = self.done, self.done + n
+            if self.bar is not None:
+                self.bar.update(n)
+            elif self.done // self.log_interval > before // self.log_interval or self.done == self.total:
+                rate = self.done / max(time.time() - self.start, 1e-9)
+                print(f"synthesized {self.done}/{self.total} texts ({rate:.2f} texts/s)", file=sys.stderr,
+                      flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -70,3 +70,41 @@ def test_split_long_text_fits_and_preserves_words():
     assert len(pieces) > 1 and " ".join(pieces) == text
     assert all(words_x15(cook_context(p)) <= 100 for p in pieces)
     assert split_long_text("short") == ["short"]
+
+
+def test_extras_are_copied_into_entries():
+    cols, _ = synthesize_rounds(["T0", "T1", "T2"], echo_engine([]), rounds=2,
+                                extras=[{"id": 0}, {"id": 1, "source": "s"}, {"id": 2, "context": "not me"}])
+    by_ctx = {e["context"]: e for c in cols for e in c}
+    assert by_ctx["T1"]["source"] == "s" and [by_ctx[t]["id"] for t in ("T0", "T1", "T2")] == [0, 1, 2]
+    assert by_ctx["T2"]["context"] == "T2"  # an extra key never overrides the format's own keys
+
+
+def test_split_long_text_with_a_real_tokenizer(mistral_model):
+    from megatron_ipt.assets import pydoc_topics
+    from megatron_ipt.synthesis.engines.base import load_token_counter
+    from megatron_ipt.synthesis.rounds import split_long_text
+    count = load_token_counter(mistral_model)
+    calls = []
+
+    def counting(text):
+        calls.append(1)
+        return count(text)
+
+    text = max(pydoc_topics(), key=len)  # ~30k characters of real text
+    pieces = split_long_text(text, max_model_len=1024, max_new_tokens=24, count_tokens=counting)
+    assert " ".join(pieces) == text and len(pieces) > 5
+    assert all(count(cook_context(p)) <= 1000 for p in pieces)
+    # each piece is maximal: one more word would not fit
+    words = text.split(" ")
+    first = len(pieces[0].split(" "))
+    assert count(cook_context(" ".join(words[:first + 1]))) > 1000
+    assert len(calls) < 20 * len(pieces)  # binary search, not one count per word
+
+
+def test_split_long_text_cuts_an_unbreakable_word():
+    from megatron_ipt.synthesis.rounds import split_long_text
+    pieces = split_long_text("ab " + "x" * 100 + " cd", max_model_len=40, max_new_tokens=0,
+                             count_tokens=len)  # 1 token per character
+    assert "".join(pieces).replace(" ", "") == "ab" + "x" * 100 + "cd"
+    assert all(len(cook_context(p)) <= 40 for p in pieces)

@@ -1,15 +1,107 @@
-"""The engine interface: a list of prompts in the wire format -> one generation per prompt.
+"""The engine interface: ``generate(prompts) -> list[str | None]``, one generation per wire-format prompt.
 
-A generation is the text produced after the prompt (pairs in the QA_TEMPLATE format, ending with </END>),
-or None/"" when it failed; failures never raise for a single item (rounds.py counts them).
+A generation is the text produced after the prompt (pairs in the QA_TEMPLATE format, ending with </END>), or
+None/"" when that item failed; a failed item never raises (rounds.py counts it and the run goes on).
+Sampling settings (``max_new_tokens``, ``temperature``) are fixed when the engine is built, so every call of a
+run samples the same way. Every engine also offers:
+
+- ``count_tokens(prompt)``: the prompt's length as the model will see it (after ``--prompt-style``), for the
+  length guard and the long-text split. The model's tokenizer when the engine has one (hf, vllm) or one was
+  given (``--tokenizer``); otherwise the paper's whitespace words x 1.5.
+- ``usage``: prompts, failures, prompt and generated tokens, seconds spent in ``generate``; tokens are the
+  model's own counts where it reports them (hf, vllm, openai), else ``count_tokens`` of the texts.
+- ``on_progress``: called with the number of prompts just finished, as they finish.
 """
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional
+
+from ..prompting import PromptStyle
+from ..rounds import words_x15
+
+logger = logging.getLogger("megatron_ipt.synthesis")
+
+
+@dataclass
+class Usage:
+    prompts: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """What an engine's ``_generate`` returns per prompt; token counts None = not reported by the model."""
+    text: Optional[str]
+    prompt_tokens: Optional[int] = None
+    generated_tokens: Optional[int] = None
+
+
+def load_token_counter(path):
+    """A token counter from ``--tokenizer``: a ``tokenizer.json`` or HF directory, else a SentencePiece model.
+
+    Prompts hold a literal ``<s>``, so no special tokens are added (format.py's BOS convention)."""
+    from megatron_ipt.data.tokenizer import build_tokenizer
+
+    hf = os.path.isdir(path) or path.endswith(".json")
+    kind = "HuggingFaceTokenizer" if hf else "SentencePieceTokenizer"
+    tokenizer = build_tokenizer(kind, path, include_special_tokens=False)
+    return lambda text: len(tokenizer.encode(text))
 
 
 class Engine:
     name = "base"
 
-    def generate(self, prompts):  # pragma: no cover - interface
+    def __init__(self, max_new_tokens=400, temperature=0.0, style: PromptStyle = None, token_counter=None):
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.style = style or PromptStyle("wire")
+        self.exact_tokens = token_counter is not None
+        self._count_text = token_counter or words_x15
+        self.usage = Usage()
+        self.on_progress = None
+
+    def describe(self) -> dict:
+        """Settings that shape the output; a resumed run must use the same."""
+        return {"engine": self.name, "model": getattr(self, "model", None), "prompt_style": self.style.name,
+                "temperature": self.temperature, "length_guard": "tokenizer" if self.exact_tokens else "words x1.5"}
+
+    def count_tokens(self, prompt: str) -> float:
+        return self._count_text(self.style.render(prompt))
+
+    def generate(self, prompts) -> List[Optional[str]]:
+        start = time.perf_counter()
+        rendered = [self.style.render(p) for p in prompts]
+        results = self._generate(rendered)
+        if len(results) != len(rendered):
+            raise RuntimeError(f"{self.name} engine returned {len(results)} results for {len(rendered)} prompts")
+        out = []
+        for text, gen in zip(rendered, results):
+            self.usage.prompts += 1
+            if not gen.text:
+                self.usage.failures += 1
+                out.append(None)
+                continue
+            self.usage.prompt_tokens += int(gen.prompt_tokens if gen.prompt_tokens is not None
+                                            else self._count_text(text))
+            self.usage.generated_tokens += int(gen.generated_tokens if gen.generated_tokens is not None
+                                               else self._count_text(gen.text))
+            out.append(self.style.restore(gen.text))
+        self.usage.seconds += time.perf_counter() - start
+        return out
+
+    def _generate(self, texts: List[str]) -> List[Generation]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def progress(self, n: int):
+        if self.on_progress is not None:
+            self.on_progress(n)
 
     def close(self):
         pass

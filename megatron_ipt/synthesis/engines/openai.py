@@ -1,0 +1,128 @@
+"""Client for any OpenAI-compatible ``/v1/completions`` server, e.g. ``vllm serve`` replicas, so many GPUs
+or nodes serve one run (examples/synthesize_vllm_serve.sh).
+
+One prompt per request, at most ``max_concurrency`` requests in flight (threads), spread round-robin over
+the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (``request_timeout``
+seconds without a byte), loses its connection, or gets HTTP 408/429/5xx or a malformed answer is retried up to
+``max_retries`` times with exponential backoff (``backoff`` x 2^attempt seconds, capped at 60 s, +0-25%
+jitter); other HTTP errors (e.g. 400 prompt too long) are not retried. An item that still fails returns None,
+is logged, and the run goes on.
+
+BOS: the request carries ``"add_special_tokens": false`` (a vLLM extension; servers that do not know it ignore
+it), so the literal ``<s>`` of the prompt is the only BOS (format.py's convention). Token counts come from the
+server's ``usage``.
+"""
+import http.client
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from ..format import EOS
+from ..prompting import PromptStyle
+from .base import Engine, Generation, load_token_counter, logger
+
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_BACKOFF = 60.0
+
+
+class RequestFailed(Exception):
+    def __init__(self, message, retry):
+        super().__init__(message)
+        self.retry = retry
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, model=None, base_url=("http://127.0.0.1:8000/v1",), max_new_tokens=400, temperature=0.0,
+                 max_concurrency=16, max_retries=4, request_timeout=600.0, backoff=1.0, api_key=None,
+                 tokenizer=None, prompt_style="wire", seed=None, **_):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        urls = [u.strip().rstrip("/") for part in urls for u in part.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("--openai-base-url: give at least one server URL, e.g. http://host:8000/v1")
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"--openai-base-url {u!r}: expected http://HOST:PORT/v1")
+        if prompt_style == "chat":
+            raise ValueError("--prompt-style chat is not available with --engine openai (the chat template is "
+                             "the server's); use --prompt-style oneshot")
+        self.base_urls, self.max_retries, self.timeout, self.backoff = urls, max_retries, request_timeout, backoff
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self._next_url = itertools.cycle(range(len(urls)))
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai")
+        self.max_concurrency = max_concurrency
+        super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style),
+                         token_counter=load_token_counter(tokenizer) if tokenizer else None)
+        self.model = model or self._served_model()
+        self.body = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature,
+                     "stop": [EOS], "add_special_tokens": False}
+        if seed is not None and temperature > 0:
+            self.body["seed"] = seed
+
+    def _url(self):
+        with self._lock:
+            return self.base_urls[next(self._next_url)]
+
+    def _request(self, url, body=None):
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read()[:300].decode("utf-8", "replace")
+            raise RequestFailed(f"HTTP {e.code} from {url}: {detail}", retry=e.code in RETRY_STATUS) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # refused, reset, timeout
+            raise RequestFailed(f"{url}: {getattr(e, 'reason', None) or e!r}", retry=True) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise RequestFailed(f"{url}: answer is not JSON: {raw[:200]!r}", retry=True) from None
+
+    def _with_retries(self, path, body=None):
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._request(self._url() + path, body)
+            except RequestFailed as e:
+                if not e.retry or attempt == self.max_retries:
+                    raise
+                delay = min(MAX_BACKOFF, self.backoff * 2 ** attempt) * (1 + 0.25 * random.random())
+                logger.info("openai: %s; retry %d/%d in %.1f s", e, attempt + 1, self.max_retries, delay)
+                time.sleep(delay)
+
+    def _served_model(self):
+        try:
+            models = self._with_retries("/models")["data"]
+            return models[0]["id"]
+        except (RequestFailed, KeyError, IndexError, TypeError) as e:
+            raise RuntimeError(f"--engine openai: could not list the served models at {self.base_urls[0]} ({e}); "
+                               "is the server up? pass --model to name the model") from None
+
+    def _one(self, text):
+        try:
+            answer = self._with_retries("/completions", dict(self.body, prompt=text))
+            choice = answer["choices"][0]
+            usage = answer.get("usage") or {}
+            return Generation(choice["text"], usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        except (RequestFailed, KeyError, IndexError, TypeError) as e:
+            logger.warning("openai: no generation for one prompt: %s", e)
+            return Generation(None)
+        finally:
+            self.progress(1)
+
+    def _generate(self, texts):
+        return list(self._pool.map(self._one, texts))
+
+    def close(self):
+        self._pool.shutdown(wait=True)

