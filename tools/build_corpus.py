@@ -11,7 +11,7 @@ from megatron_ipt.corpus.build import BuildConfig, build_corpus, budget_from_sum
 from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.corpus.recipes import RECIPES, SOURCES
 from megatron_ipt.corpus.render import SEED_OFFSET
-from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.tokenizer import TOKENIZER_TYPES
 
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         if not a.skip_bad_lines:
-            print("(nothing was written; pass --skip-bad-lines to skip and count such lines instead)", file=sys.stderr)
+            print(SKIP_BAD_LINES_HINT, file=sys.stderr)
         return 1
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
 from megatron_ipt.data.tokenizer import TOKENIZER_TYPES
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         if not args.skip_bad_lines:
-            print("(nothing was written; pass --skip-bad-lines to skip and count such lines instead)", file=sys.stderr)
+            print(SKIP_BAD_LINES_HINT, file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

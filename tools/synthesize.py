@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
 from megatron_ipt.synthesis.prompting import PROMPT_STYLES
 from megatron_ipt.synthesis.runner import Progress, format_summary, run
@@ -83,7 +83,7 @@ def main(argv=None):
                       args.skip_bad_lines, tuple(k for k in args.carry_keys.split(",") if k),
                       progress=lambda total: Progress(total, args.log_interval))
     except InputError as e:
-        hint = "\n(nothing was written; pass --skip-bad-lines to skip and count such lines instead)" if e.line else ""
+        hint = "\n" + SKIP_BAD_LINES_HINT if e.line else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return 1
     except (FileExistsError, ValueError) as e:  # output of an earlier run; --resume with changed input/settings

@@ -18,6 +18,10 @@ JSONL_SUFFIXES = tuple(s + c for s in (".jsonl", ".json", ".ndjson") for c in ("
 _BUFFER = 1 << 20
 
 
+# What the tools print after a located input error when lines were not being skipped.
+SKIP_BAD_LINES_HINT = "(nothing was written; pass --skip-bad-lines to skip and count such lines instead)"
+
+
 class InputError(Exception):
     """A problem with the user's input, located to a file and line."""
 

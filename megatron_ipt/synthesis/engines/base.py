@@ -99,6 +99,21 @@ class Engine:
     def _generate(self, texts: List[str]) -> List[Generation]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _ids(self, text):
+        """The model tokenizer's ids of a prompt (engines with ``self.tokenizer``); no special tokens: the prompt's
+        literal <s> is its only BOS (format.py)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _tokenize_fitting(self, texts, max_tokens):
+        """Ids of every prompt, and the indices of those with at most ``max_tokens`` tokens; the others get no
+        generation (a failure each), said once in a warning."""
+        ids = [self._ids(t) for t in texts]
+        fits = [i for i in range(len(texts)) if len(ids[i]) <= max_tokens]
+        if len(fits) < len(texts):
+            logger.warning("%s: %d prompt(s) longer than %d tokens (--max-model-len): no generation",
+                           self.name, len(texts) - len(fits), max_tokens)
+        return ids, fits
+
     def progress(self, n: int):
         if self.on_progress is not None:
             self.on_progress(n)

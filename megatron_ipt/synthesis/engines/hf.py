@@ -41,16 +41,10 @@ class HFEngine(Engine):
         super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style, self.tokenizer),
                          token_counter=lambda text: len(self._ids(text)))
 
-    def _ids(self, text):
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def _generate(self, texts):
-        ids = [self._ids(t) for t in texts]
+        ids, fits = self._tokenize_fitting(texts, self.max_model_len)
         results = [Generation(None)] * len(texts)
-        fits = [i for i in range(len(texts)) if len(ids[i]) <= self.max_model_len]
         if len(fits) < len(texts):
-            logger.warning("hf: %d prompt(s) longer than --max-model-len %d tokens: no generation",
-                           len(texts) - len(fits), self.max_model_len)
             self.progress(len(texts) - len(fits))
         order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
         for start in range(0, len(order), self.batch_size):

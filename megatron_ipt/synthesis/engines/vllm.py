@@ -49,16 +49,10 @@ class VLLMEngine(Engine):
         super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style, self.tokenizer),
                          token_counter=lambda text: len(self._ids(text)))
 
-    def _ids(self, text):
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def _generate(self, texts):
-        ids = [self._ids(t) for t in texts]
+        # vLLM needs room for at least one generated token inside max_model_len
+        ids, fits = self._tokenize_fitting(texts, self.max_model_len - 1)
         results = [Generation(None)] * len(texts)
-        fits = [i for i in range(len(texts)) if len(ids[i]) < self.max_model_len]
-        if len(fits) < len(texts):
-            logger.warning("vllm: %d prompt(s) not shorter than --max-model-len %d tokens: no generation",
-                           len(texts) - len(fits), self.max_model_len)
         try:
             outs = self.llm.generate([self._tokens_prompt(prompt_token_ids=ids[i]) for i in fits], self.params,
                                      use_tqdm=False)
