@@ -9,7 +9,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test test-vllm quickstart bench clean
+.PHONY: test test-vllm quickstart bench lint clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP)
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -c "import vllm"  # the tests skip where vLLM is missing; here they must run
 	$(VLLM_PY) -m pytest tests/synthesis/test_vllm.py
+
+# ruff (pinned in the dev extra, so formatting never drifts between machines): formatting and a small rule set.
+lint: $(STAMP)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh

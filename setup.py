@@ -1,4 +1,5 @@
 """Builds megatron-ipt and its native extension (csrc/ -> megatron_ipt._native)."""
+
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -41,6 +42,7 @@ setup(
         "gpu": ["vllm", "transformer-engine[pytorch]"],
         "dev": [
             "pytest",
+            "ruff==0.17.6",  # make lint: formatting and checks (pinned: formatting must not drift)
             # Offline real assets used by tests and the quickstart (see README "Offline assets"):
             "mistral-common",  # the Mistral 32k SentencePiece model (tokenizer.model.v1)
             "apache-tvm-ffi",  # ships Newton's Opticks (Project Gutenberg) as real English text

@@ -11,6 +11,7 @@
 Then the peak memory of ours on a ~1 GB JSONL. Prints tokens/s and the ratios ours/reference, ours/bare.
     python benchmarks/bench_preprocess.py [--size-mb 256] [--rss-size-mb 1024] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,49 +106,98 @@ def main():
     os.makedirs(work, exist_ok=True)
     corpus = os.path.join(work, f"corpus_{args.size_mb}mb.jsonl")
     docs = write_corpus(corpus, args.size_mb)
-    print(f"corpus: {corpus} ({args.size_mb} MiB, {docs:,} documents), Mistral SentencePiece, {args.workers} worker(s), "
-          f"{os.cpu_count()} core(s)")
+    print(
+        f"corpus: {corpus} ({args.size_mb} MiB, {docs:,} documents), Mistral SentencePiece, {args.workers} worker(s), "
+        f"{os.cpu_count()} core(s)"
+    )
 
-    bare = {(native, threads): bare_encode_seconds(corpus, model, threads, native)
-            for native in (False, True) for threads in sorted({1, args.workers})}
+    bare = {
+        (native, threads): bare_encode_seconds(corpus, model, threads, native)
+        for native in (False, True)
+        for threads in sorted({1, args.workers})
+    }
     tokens = bare[(False, 1)][1]
     assert all(t == tokens for _, t in bare.values()), "encoders disagree on the token count"
-    ref = run_measured([sys.executable, "-c",
-                        "import sys; from megatron_ipt.data.megatron_reference import megatron_style_preprocess as m; "
-                        "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
-                        corpus, os.path.join(work, "ref"), model, str(args.workers)])
+    ref = run_measured(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from megatron_ipt.data.megatron_reference import megatron_style_preprocess as m; "
+            "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
+            corpus,
+            os.path.join(work, "ref"),
+            model,
+            str(args.workers),
+        ]
+    )
     runs = {}
     for name, extra in (("ours", []), ("ours_library", ["--no-native-tokenizer"])):
-        runs[name] = run_measured([sys.executable, "tools/preprocess_data.py", "--input", corpus, "--output-prefix",
-                                   os.path.join(work, name), "--tokenizer-type", "SentencePieceTokenizer",
-                                   "--tokenizer-model", model, "--append-eod", "--workers", str(args.workers), *extra])
+        runs[name] = run_measured(
+            [
+                sys.executable,
+                "tools/preprocess_data.py",
+                "--input",
+                corpus,
+                "--output-prefix",
+                os.path.join(work, name),
+                "--tokenizer-type",
+                "SentencePieceTokenizer",
+                "--tokenizer-model",
+                model,
+                "--append-eod",
+                "--workers",
+                str(args.workers),
+                *extra,
+            ]
+        )
     same = all(_read(work, "ref", e) == _read(work, name, e) for name in runs for e in (".bin", ".idx"))
     rate = lambda s: tokens / s  # noqa: E731  (EOD tokens excluded everywhere, so rates compare like for like)
     print(f"\n{'':44}{'tokens/s':>14}{'seconds':>10}{'peak RSS (tree)':>18}")
     for (native, threads), (seconds, _) in sorted(bare.items()):
         label = f"bare {'native encoder' if native else 'sentencepiece library'}, {threads} thread(s)"
         print(f"{label:44}{rate(seconds):>14,.0f}{seconds:>10.1f}{'-':>18}")
-    rows = (("Megatron-style reference", ref), ("ours, sentencepiece library", runs["ours_library"]),
-            ("ours (native encoder)", runs["ours"]))
+    rows = (
+        ("Megatron-style reference", ref),
+        ("ours, sentencepiece library", runs["ours_library"]),
+        ("ours (native encoder)", runs["ours"]),
+    )
     for label, run in rows:
         print(f"{label:44}{rate(run['seconds']):>14,.0f}{run['seconds']:>10.1f}{run['peak_tree'] / 2**20:>15,.0f} MB")
     print(f"\nnative encoder / library, per core       {bare[(False, 1)][0] / bare[(True, 1)][0]:.2f}x")
     print(f"ours / reference (end to end)            {ref['seconds'] / runs['ours']['seconds']:.2f}x  (goal >= 5)")
     print(f"ours with the library / reference        {ref['seconds'] / runs['ours_library']['seconds']:.2f}x")
-    print(f"ours with the library / bare library     {bare[(False, args.workers)][0] / runs['ours_library']['seconds']:.2f}  "
-          f"(goal >= 0.90: packing costs almost nothing next to tokenizing)")
+    print(
+        f"ours with the library / bare library     {bare[(False, args.workers)][0] / runs['ours_library']['seconds']:.2f}  "
+        f"(goal >= 0.90: packing costs almost nothing next to tokenizing)"
+    )
     print(f"outputs byte-identical to the reference: {same}")
 
     if args.rss_size_mb:
         big = os.path.join(work, f"corpus_{args.rss_size_mb}mb.jsonl")
         if not os.path.exists(big):
             write_corpus(big, args.rss_size_mb)
-        run = run_measured([sys.executable, "tools/preprocess_data.py", "--input", big, "--output-prefix",
-                            os.path.join(work, "big"), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
-                            model, "--append-eod", "--workers", str(args.workers)])
-        print(f"\npeak RSS of ours on a {os.path.getsize(big) / 2**30:.2f} GiB JSONL: {run['peak_tree'] / 2**20:,.0f} MB "
-              f"for the whole process tree, {run['peak_one'] / 2**20:,.0f} MB for the largest process "
-              f"({run['seconds']:.0f} s; goal < 1 GB)")
+        run = run_measured(
+            [
+                sys.executable,
+                "tools/preprocess_data.py",
+                "--input",
+                big,
+                "--output-prefix",
+                os.path.join(work, "big"),
+                "--tokenizer-type",
+                "SentencePieceTokenizer",
+                "--tokenizer-model",
+                model,
+                "--append-eod",
+                "--workers",
+                str(args.workers),
+            ]
+        )
+        print(
+            f"\npeak RSS of ours on a {os.path.getsize(big) / 2**30:.2f} GiB JSONL: {run['peak_tree'] / 2**20:,.0f} MB "
+            f"for the whole process tree, {run['peak_one'] / 2**20:,.0f} MB for the largest process "
+            f"({run['seconds']:.0f} s; goal < 1 GB)"
+        )
     print(f"\nwork dir: {work} (delete when done)")
 
 

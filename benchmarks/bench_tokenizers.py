@@ -9,6 +9,7 @@
 as on a large corpus where words recur. Ids are checked equal before anything is timed.
     python benchmarks/bench_tokenizers.py [--repeat 10]
 """
+
 import argparse
 import json
 import os
@@ -39,8 +40,10 @@ def compare(label, native, library_encode, texts, repeat):
     tokens = sum(map(len, ids))
     warm_s, _ = timed(native.encode_batch, texts * repeat)
     lib_warm_s, _ = timed(library_encode, texts * repeat)
-    print(f"{label:38}{tokens / lib_s:>14,.0f}{tokens / cold_s:>14,.0f}{tokens * repeat / warm_s:>14,.0f}"
-          f"{lib_warm_s / warm_s:>10.2f}x")
+    print(
+        f"{label:38}{tokens / lib_s:>14,.0f}{tokens / cold_s:>14,.0f}{tokens * repeat / warm_s:>14,.0f}"
+        f"{lib_warm_s / warm_s:>10.2f}x"
+    )
 
 
 def main():
@@ -55,7 +58,6 @@ def main():
     library = build_tokenizer("SentencePieceTokenizer", assets.mistral_tokenizer_model(), native=False)
     compare("SentencePiece BPE (Mistral 32k)", sp, library.encode_batch, texts, args.repeat)
 
-    from megatron_ipt.data import bytelevel
     import importlib.util
 
     root = list(importlib.util.find_spec("tiktoken_ext").submodule_search_locations)[0]
@@ -63,10 +65,17 @@ def main():
     if os.path.exists(cl100k):
         tt = build_tokenizer("TiktokenFileTokenizer", cl100k)
         lib = build_tokenizer("TiktokenFileTokenizer", cl100k, native=False)
-        compare("byte-level BPE (cl100k_base, tiktoken)", tt, lambda ts: [lib._library_encode(t) for t in ts], texts, args.repeat)
+        compare(
+            "byte-level BPE (cl100k_base, tiktoken)",
+            tt,
+            lambda ts: [lib._library_encode(t) for t in ts],
+            texts,
+            args.repeat,
+        )
+
+    from tokenizers import Tokenizer
 
     from tests.data.test_bytelevel import llama3_style_tokenizer_json
-    from tokenizers import Tokenizer
 
     with tempfile.TemporaryDirectory() as d:
         spec = llama3_style_tokenizer_json(texts, ignore_merges=True)
@@ -74,7 +83,13 @@ def main():
             json.dump(spec, f)
         hf = build_tokenizer("HuggingFaceTokenizer", d)
         lib = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-        compare("byte-level BPE (Llama-3-style, tokenizers)", hf, lambda ts: [e.ids for e in lib.encode_batch(ts)], texts, args.repeat)
+        compare(
+            "byte-level BPE (Llama-3-style, tokenizers)",
+            hf,
+            lambda ts: [e.ids for e in lib.encode_batch(ts)],
+            texts,
+            args.repeat,
+        )
 
 
 if __name__ == "__main__":

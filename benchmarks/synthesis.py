@@ -10,6 +10,7 @@ engine batched vs one prompt at a time. Real text (Newton's Opticks), real model
 Also the rules engine's texts/s through the pipeline on the whole embedded corpus (no model: the pipeline
 itself is what is measured there).
 """
+
 import argparse
 import json
 import os
@@ -56,18 +57,18 @@ def main():
     elif opts.model:
         settings["model"] = opts.model
     engine, load_s = timed(build_engine, opts.engine, **settings)
-    texts = [" ".join(t.split()[:opts.words]) for t in opticks_paragraphs() if len(t.split()) >= opts.words]
-    texts = texts[:opts.texts]
+    texts = [" ".join(t.split()[: opts.words]) for t in opticks_paragraphs() if len(t.split()) >= opts.words]
+    texts = texts[: opts.texts]
     engine.generate([cook_context(texts[0])])  # warm-up: first-call allocations are nobody's overhead
 
     # The machine may be shared: pipeline and raw replay are interleaved --repeats times and the fastest of each
     # is compared; the engine time measured inside the pipeline run gives a second, same-run ratio.
     pipeline_runs, raw_runs, inside_runs = [], [], []
     generate = engine.generate
-    for rep in range(opts.repeats):
+    for _ in range(opts.repeats):
         calls = []
 
-        def recording(prompts):
+        def recording(prompts, calls=calls):
             calls.append(list(prompts))
             return generate(prompts)
 
@@ -76,8 +77,16 @@ def main():
             write_jsonl(src, texts)
             engine.generate = recording
             inside = engine.usage.seconds
-            _, secs = timed(run, src, os.path.join(tmp, "out"), engine, rounds=opts.rounds,
-                            max_model_len=2048, max_new_tokens=opts.max_new_tokens, part_size=len(texts))
+            _, secs = timed(
+                run,
+                src,
+                os.path.join(tmp, "out"),
+                engine,
+                rounds=opts.rounds,
+                max_model_len=2048,
+                max_new_tokens=opts.max_new_tokens,
+                part_size=len(texts),
+            )
             engine.generate = generate
         pipeline_runs.append(secs)
         inside_runs.append(engine.usage.seconds - inside)
@@ -85,14 +94,18 @@ def main():
     pipeline_s, raw_s = min(pipeline_runs), min(raw_runs)
     best = pipeline_runs.index(pipeline_s)
     n_prompts = sum(map(len, calls))
-    print(f"engine {opts.engine}: {engine.model}, loaded in {load_s:.1f} s; {len(texts)} texts x {opts.words} words, "
-          f"--rounds {opts.rounds}, {opts.max_new_tokens} new tokens, {n_prompts} prompts in {len(calls)} calls, "
-          f"best of {opts.repeats}")
+    print(
+        f"engine {opts.engine}: {engine.model}, loaded in {load_s:.1f} s; {len(texts)} texts x {opts.words} words, "
+        f"--rounds {opts.rounds}, {opts.max_new_tokens} new tokens, {n_prompts} prompts in {len(calls)} calls, "
+        f"best of {opts.repeats}"
+    )
     print(f"pipeline (tools/synthesize.py's runner)  {pipeline_s:8.2f} s   runs: {_fmt(pipeline_runs)}")
     print(f"raw engine.generate, same prompts        {raw_s:8.2f} s   runs: {_fmt(raw_runs)}")
     print(f"pipeline / raw                           {pipeline_s / raw_s:8.3f}x   (goal <= 1.05)")
-    print(f"same run: pipeline / its engine time     {pipeline_s / inside_runs[best]:8.3f}x   "
-          f"(overhead {pipeline_s - inside_runs[best]:.2f} s)")
+    print(
+        f"same run: pipeline / its engine time     {pipeline_s / inside_runs[best]:8.3f}x   "
+        f"(overhead {pipeline_s - inside_runs[best]:.2f} s)"
+    )
 
     if opts.engine == "hf":
         prompts = calls[0]
@@ -102,8 +115,10 @@ def main():
         single, single_s = timed(engine.generate, prompts)
         print(f"hf batched (--batch-size {opts.batch_size})               {batched_s:8.2f} s")
         print(f"hf one prompt at a time                  {single_s:8.2f} s")
-        print(f"one-at-a-time / batched                  {single_s / batched_s:8.2f}x   "
-              f"(same outputs: {batched == single})")
+        print(
+            f"one-at-a-time / batched                  {single_s / batched_s:8.2f}x   "
+            f"(same outputs: {batched == single})"
+        )
 
     rules = build_engine("rules")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,9 +127,11 @@ def main():
         with open(src, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         s, secs = timed(run, src, os.path.join(tmp, "out"), rules, rounds=2)
-    print(f"rules engine, embedded corpus ({len(records)} records, {s['pieces']} texts, --rounds 2): "
-          f"{s['pieces'] / secs:,.0f} texts/s through the pipeline, {s['pieces'] / s['usage']['seconds']:,.0f} "
-          f"texts/s in the engine, {s['pairs'] / s['pieces']:.2f} pairs/text")
+    print(
+        f"rules engine, embedded corpus ({len(records)} records, {s['pieces']} texts, --rounds 2): "
+        f"{s['pieces'] / secs:,.0f} texts/s through the pipeline, {s['pieces'] / s['usage']['seconds']:,.0f} "
+        f"texts/s in the engine, {s['pairs'] / s['pieces']:.2f} pairs/text"
+    )
     engine.close()
 
 

@@ -4,6 +4,7 @@ Also checks the FLOP count behind MFU against a hand count. One process, CPU (gl
 the order ours, bare, bare, ours (so drift on a shared machine hits both alike); each figure is the median step.
     PYTHONPATH=. python benchmarks/training.py [--iters 30] [--model tiny]
 """
+
 import argparse
 import os
 import socket
@@ -45,9 +46,15 @@ def _bare(flags, tok, warmup):
         start = time.perf_counter()
         chunks[0].zero_grad_buffer()
         optimizer.zero_grad()
-        forward_backward(forward_step_func=loop._forward_step, data_iterator=iterator, model=chunks,
-                         num_microbatches=args.num_microbatches, seq_length=args.seq_length,
-                         micro_batch_size=args.micro_batch_size, forward_only=False)
+        forward_backward(
+            forward_step_func=loop._forward_step,
+            data_iterator=iterator,
+            model=chunks,
+            num_microbatches=args.num_microbatches,
+            seq_length=args.seq_length,
+            micro_batch_size=args.micro_batch_size,
+            forward_only=False,
+        )
         optimizer.step()
         times.append(time.perf_counter() - start)
     parallel.destroy()
@@ -76,17 +83,32 @@ def main():
     for ids in tok.encode_batch(assets.pydoc_topics()):
         builder.add_document(np.array(ids + [tok.eod], dtype=np.uint16), [len(ids) + 1])
     builder.finalize(prefix + ".idx")
-    flags = ["--model", opts.model, "--micro-batch-size", str(opts.micro_batch_size), "--train-iters",
-             str(opts.iters), "--data-path", prefix, "--split", "100,0,0", "--log-interval", str(10 ** 9),
-             "--lr", "1e-4"]
+    flags = [
+        "--model",
+        opts.model,
+        "--micro-batch-size",
+        str(opts.micro_batch_size),
+        "--train-iters",
+        str(opts.iters),
+        "--data-path",
+        prefix,
+        "--split",
+        "100,0,0",
+        "--log-interval",
+        str(10**9),
+        "--lr",
+        "1e-4",
+    ]
 
     ours, bare = [], []
     for run in (_ours, _bare, _bare, _ours):
         (ours if run is _ours else bare).extend(run(flags, tok, opts.warmup))
     o, b = statistics.median(ours), statistics.median(bare)
     args = config.parse_args(flags)
-    print(f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {args.seq_length}, "
-          f"2 x {opts.iters - opts.warmup} timed steps each after {opts.warmup} warm-up")
+    print(
+        f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {args.seq_length}, "
+        f"2 x {opts.iters - opts.warmup} timed steps each after {opts.warmup} warm-up"
+    )
     print(f"ours: {o * 1000:.2f} ms/step (median)   bare megatron-core: {b * 1000:.2f} ms/step   ratio {o / b:.3f}x")
 
     hand = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"])
@@ -94,8 +116,10 @@ def main():
     per_layer = 64 * (64 + 2 * 32) + 64 * 64 + 64 * 64 + 3 * 64 * 176
     expected = 6 * 4 * 64 * (2 * per_layer + 64 * 32000)
     got = callbacks.flops_per_iteration(hand)
-    print(f"FLOPs/iteration (tiny, GBS 4): formula {got:.6e} vs hand count {expected:.6e} -> "
-          f"{'match' if got == expected else 'MISMATCH'}")
+    print(
+        f"FLOPs/iteration (tiny, GBS 4): formula {got:.6e} vs hand count {expected:.6e} -> "
+        f"{'match' if got == expected else 'MISMATCH'}"
+    )
 
 
 if __name__ == "__main__":

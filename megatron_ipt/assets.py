@@ -2,6 +2,7 @@
 
 Each function returns a path or text, or raises a FileNotFoundError that says which package to install.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -70,8 +71,9 @@ def smollm2_hf_dir(cache_dir: str = None) -> str:
     de-quantized from the GGUF once (transformers, needs `gguf`) and cached; vLLM and our converter read it.
 
     The cache is written to a temporary directory and renamed, so an interrupted export is never reused."""
-    cache_dir = cache_dir or os.path.join(os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")),
-                                          "SmolLM2-135M-Instruct")
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")), "SmolLM2-135M-Instruct"
+    )
     if os.path.exists(os.path.join(cache_dir, "config.json")):
         return cache_dir
     import shutil

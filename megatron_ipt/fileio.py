@@ -1,5 +1,6 @@
 """Small files written atomically: a temporary name next to the target, flushed to disk, then renamed, so a reader
 (or a resumed run) sees either the old file or the complete new one, never a half-written file."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`make quickstart` runs examples/quickstart.sh: it must work end to end on this machine, every stage."""
+
 import json
 import os
 import subprocess
@@ -19,10 +20,14 @@ def _scalars(tb_dir, tag):
 
 
 def test_quickstart_script_runs_end_to_end(tmp_path):
-    env = dict(os.environ, QUICKSTART_DIR=str(tmp_path),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    result = subprocess.run(["bash", os.path.join(REPO, "examples", "quickstart.sh")], capture_output=True, text=True,
-                            env=env, cwd=REPO)
+    env = dict(
+        os.environ,
+        QUICKSTART_DIR=str(tmp_path),
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "examples", "quickstart.sh")], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     # held-out documents never reach synthesis or training
     held_out = [json.loads(line)["id"] for line in open(tmp_path / "held_out.jsonl")]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Tokenize JSONL into Megatron `.bin/.idx` datasets. Megatron-LM's flags and output names; see README."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,42 +18,82 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("input data")
     g.add_argument("--input", required=True, help="a JSONL file, a glob, or a directory; plain, .gz or .zst")
     g.add_argument("--json-keys", nargs="+", default=["text"], help="keys to extract from each line (default: text)")
-    g.add_argument("--skip-bad-lines", action="store_true",
-                   help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
-                        "and count them, instead of stopping with an error")
+    g.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
+        "and count them, instead of stopping with an error",
+    )
     g = p.add_argument_group("tokenizer")
     g.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
-    g.add_argument("--tokenizer-model", required=True,
-                   help="SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file")
-    g.add_argument("--tokenizer-hf-no-include-special-tokens", action="store_true",
-                   help="HF tokenizers: do not add special tokens (e.g. BOS) to each document")
-    g.add_argument("--tiktoken-file-pattern", choices=["cl100k", "llama3"], default="cl100k",
-                   help="TiktokenFileTokenizer: the pre-tokenization regex (cl100k_base's, or Llama-3's)")
-    g.add_argument("--no-native-tokenizer", action="store_true",
-                   help="use the tokenizer's library even where our native encoder applies (same ids, slower)")
-    g.add_argument("--append-eod", action="store_true", help="append the end-of-document token to every non-empty document")
+    g.add_argument(
+        "--tokenizer-model",
+        required=True,
+        help="SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
+    )
+    g.add_argument(
+        "--tokenizer-hf-no-include-special-tokens",
+        action="store_true",
+        help="HF tokenizers: do not add special tokens (e.g. BOS) to each document",
+    )
+    g.add_argument(
+        "--tiktoken-file-pattern",
+        choices=["cl100k", "llama3"],
+        default="cl100k",
+        help="TiktokenFileTokenizer: the pre-tokenization regex (cl100k_base's, or Llama-3's)",
+    )
+    g.add_argument(
+        "--no-native-tokenizer",
+        action="store_true",
+        help="use the tokenizer's library even where our native encoder applies (same ids, slower)",
+    )
+    g.add_argument(
+        "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
+    )
     g = p.add_argument_group("output data")
     g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
     g = p.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
-    g.add_argument("--threads-per-worker", type=int, default=1,
-                   help="tokenizer threads inside each worker process (SentencePiece models; the GIL is released), "
-                        "e.g. --workers 1 --threads-per-worker 8 tokenizes on 8 cores from one process")
-    g.add_argument("--shard-bytes", type=int, default=None,
-                   help="size of the byte-range work units plain files are cut into when --workers > 1 "
-                        "(default: input size / (4 x workers), at least 8 MiB)")
-    g.add_argument("--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal")
-    g.add_argument("--partitions", type=int, default=1,
-                   help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges")
-    g.add_argument("--split-sentences", action="store_true",
-                   help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead")
-    g.add_argument("--keep-sequential-samples", action="store_true",
-                   help="accepted for Megatron-LM compatibility; output order always equals input order")
+    g.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=1,
+        help="tokenizer threads inside each worker process (SentencePiece models; the GIL is released), "
+        "e.g. --workers 1 --threads-per-worker 8 tokenizes on 8 cores from one process",
+    )
+    g.add_argument(
+        "--shard-bytes",
+        type=int,
+        default=None,
+        help="size of the byte-range work units plain files are cut into when --workers > 1 "
+        "(default: input size / (4 x workers), at least 8 MiB)",
+    )
+    g.add_argument(
+        "--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal"
+    )
+    g.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges",
+    )
+    g.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead",
+    )
+    g.add_argument(
+        "--keep-sequential-samples",
+        action="store_true",
+        help="accepted for Megatron-LM compatibility; output order always equals input order",
+    )
     args = p.parse_args(argv)
     if args.split_sentences:
-        p.error("--split-sentences is not supported: it needs NLTK's punkt data downloaded at run time. Give each "
-                "document's value as a list of strings (pre-split sentences): each becomes one sequence, as Megatron "
-                "writes them")
+        p.error(
+            "--split-sentences is not supported: it needs NLTK's punkt data downloaded at run time. Give each "
+            "document's value as a list of strings (pre-split sentences): each becomes one sequence, as Megatron "
+            "writes them"
+        )
     if args.workers < 1 or args.threads_per_worker < 1:
         p.error("--workers and --threads-per-worker must be at least 1")
     return args
@@ -66,19 +107,25 @@ def print_summary(result: PreprocessResult) -> None:
         "preprocess_data summary",
         f"  inputs           {len(result.files)} file(s), {s.bytes / 2**20:,.1f} MiB, {result.shards} shard(s)",
         f"  tokenizer        {result.tokenizer}",
-        f"  documents        {s.documents:,}" + (f"  (+{s.blank_lines:,} blank lines ignored)" if s.blank_lines else ""),
+        f"  documents        {s.documents:,}"
+        + (f"  (+{s.blank_lines:,} blank lines ignored)" if s.blank_lines else ""),
         f"  tokens           {total_tokens:,}",
         f"  time             {seconds:,.1f} s: {s.documents / seconds:,.0f} docs/s, {total_tokens / seconds:,.0f} tokens/s, "
         f"{s.bytes / 2**20 / seconds:,.2f} MB/s",
     ]
     if s.skipped:
-        lines.append(f"  skipped lines    {sum(s.skipped.values()):,}: " + ", ".join(f"{k} {n:,}" for k, n in sorted(s.skipped.items())))
+        lines.append(
+            f"  skipped lines    {sum(s.skipped.values()):,}: "
+            + ", ".join(f"{k} {n:,}" for k, n in sorted(s.skipped.items()))
+        )
         lines += [f"    e.g. {example}" for example in s.skipped_examples]
     for key, prefix in result.outputs.items():
         size = os.path.getsize(prefix + ".bin") + os.path.getsize(prefix + ".idx")
         empty = s.empty_documents.get(key, 0)
-        lines.append(f"  [{key}] {prefix}.{{bin,idx}}  {s.tokens.get(key, 0):,} tokens, {size / 2**20:,.1f} MiB"
-                     + (f", {empty:,} empty document(s) kept as Megatron does" if empty else ""))
+        lines.append(
+            f"  [{key}] {prefix}.{{bin,idx}}  {s.tokens.get(key, 0):,} tokens, {size / 2**20:,.1f} MiB"
+            + (f", {empty:,} empty document(s) kept as Megatron does" if empty else "")
+        )
     lines.append("")
     lines.append("Use in training:")
     for prefix in result.outputs.values():
@@ -90,14 +137,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.partitions != 1:
-        print(f"note: --partitions {args.partitions} ignored: {args.workers} worker(s) split the input by byte ranges "
-              f"and the parts are merged natively", file=sys.stderr)
+        print(
+            f"note: --partitions {args.partitions} ignored: {args.workers} worker(s) split the input by byte ranges "
+            f"and the parts are merged natively",
+            file=sys.stderr,
+        )
     config = PreprocessConfig(
-        input=args.input, output_prefix=args.output_prefix, tokenizer_type=args.tokenizer_type,
-        tokenizer_model=args.tokenizer_model, json_keys=args.json_keys, append_eod=args.append_eod,
-        workers=args.workers, log_interval=args.log_interval, skip_bad_lines=args.skip_bad_lines,
-        include_special_tokens=not args.tokenizer_hf_no_include_special_tokens, shard_bytes=args.shard_bytes,
-        native_tokenizer=not args.no_native_tokenizer, threads_per_worker=args.threads_per_worker,
+        input=args.input,
+        output_prefix=args.output_prefix,
+        tokenizer_type=args.tokenizer_type,
+        tokenizer_model=args.tokenizer_model,
+        json_keys=args.json_keys,
+        append_eod=args.append_eod,
+        workers=args.workers,
+        log_interval=args.log_interval,
+        skip_bad_lines=args.skip_bad_lines,
+        include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
+        shard_bytes=args.shard_bytes,
+        native_tokenizer=not args.no_native_tokenizer,
+        threads_per_worker=args.threads_per_worker,
         tiktoken_pattern=args.tiktoken_file_pattern,
     )
     try:

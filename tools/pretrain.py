@@ -1,4 +1,5 @@
 """Pre-train a GPT model with megatron-core. Launch with torchrun; flags follow Megatron-LM (see --help)."""
+
 import os
 import sys
 

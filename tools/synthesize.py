@@ -3,6 +3,7 @@
     python tools/synthesize.py --input 'data/*.jsonl' --output-dir out/ --engine vllm \\
         --model instruction-pretrain/instruction-synthesizer --rounds 2
 """
+
 import argparse
 import logging
 import sys
@@ -19,10 +20,16 @@ def build_parser():
     io.add_argument("--input", required=True, help="JSONL file (.gz/.zst too), glob or directory")
     io.add_argument("--output-dir", required=True)
     io.add_argument("--text-key", default="text")
-    io.add_argument("--carry-keys", default="id,source",
-                    help="comma-separated input keys copied into every entry when present (default: id,source)")
-    io.add_argument("--skip-bad-lines", action="store_true",
-                    help="skip unusable input lines (counted and reported) instead of stopping")
+    io.add_argument(
+        "--carry-keys",
+        default="id,source",
+        help="comma-separated input keys copied into every entry when present (default: id,source)",
+    )
+    io.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip unusable input lines (counted and reported) instead of stopping",
+    )
     io.add_argument("--num-shards", type=int, default=1, help="record i goes to shard i %% num-shards")
     io.add_argument("--shard-index", type=int, default=0)
     io.add_argument("--part-size", type=int, default=1000, help="texts per output part (all rounds per part)")
@@ -31,29 +38,47 @@ def build_parser():
 
     syn = ap.add_argument_group("synthesis")
     syn.add_argument("--engine", default="rules", choices=ENGINES)
-    syn.add_argument("--model", default=None, help="vllm: HF id or directory; hf: directory or .gguf "
-                     "(default SmolLM2-135M-Instruct); openai: served model name (default: the server's first)")
+    syn.add_argument(
+        "--model",
+        default=None,
+        help="vllm: HF id or directory; hf: directory or .gguf "
+        "(default SmolLM2-135M-Instruct); openai: served model name (default: the server's first)",
+    )
     syn.add_argument("--rounds", type=int, default=1, help="M: 2 for general corpora, 3 for domain corpora")
     syn.add_argument("--max-model-len", type=int, default=4096)
     syn.add_argument("--max-new-tokens", type=int, default=400)
     syn.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--prompt-style", default="wire", choices=PROMPT_STYLES,
-                     help="wire: the synthesizer's format as is; oneshot/chat: with a demonstration, for "
-                          "general instruct models (see megatron_ipt/synthesis/prompting.py)")
-    syn.add_argument("--tokenizer", default=None, help="rules/openai: a tokenizer.json, HF directory or "
-                     "SentencePiece .model for the length guard (default: words x1.5)")
+    syn.add_argument(
+        "--prompt-style",
+        default="wire",
+        choices=PROMPT_STYLES,
+        help="wire: the synthesizer's format as is; oneshot/chat: with a demonstration, for "
+        "general instruct models (see megatron_ipt/synthesis/prompting.py)",
+    )
+    syn.add_argument(
+        "--tokenizer",
+        default=None,
+        help="rules/openai: a tokenizer.json, HF directory or "
+        "SentencePiece .model for the length guard (default: words x1.5)",
+    )
 
     gpu = ap.add_argument_group("vllm engine")
-    gpu.add_argument("--tensor-parallel-size", "--tensor-model-parallel-size", dest="tensor_parallel_size",
-                     type=int, default=1)
+    gpu.add_argument(
+        "--tensor-parallel-size", "--tensor-model-parallel-size", dest="tensor_parallel_size", type=int, default=1
+    )
     gpu.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     gpu.add_argument("--dtype", default=None, help="vllm: auto (default); hf: float32 (default)")
     gpu.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start)")
 
     http = ap.add_argument_group("openai engine")
-    http.add_argument("--openai-base-url", dest="base_url", action="append", default=None,
-                      help="server URL(s), e.g. http://node1:8000/v1; repeat or comma-separate for replicas")
+    http.add_argument(
+        "--openai-base-url",
+        dest="base_url",
+        action="append",
+        default=None,
+        help="server URL(s), e.g. http://node1:8000/v1; repeat or comma-separate for replicas",
+    )
     http.add_argument("--max-concurrency", type=int, default=16, help="requests in flight")
     http.add_argument("--max-retries", type=int, default=4)
     http.add_argument("--request-timeout", type=float, default=600.0, help="seconds without an answer")
@@ -63,9 +88,24 @@ def build_parser():
     return ap
 
 
-ENGINE_SETTINGS = ("model", "max_new_tokens", "temperature", "seed", "prompt_style", "tokenizer", "max_model_len",
-                   "tensor_parallel_size", "gpu_memory_utilization", "dtype", "enforce_eager", "base_url",
-                   "max_concurrency", "max_retries", "request_timeout", "batch_size")
+ENGINE_SETTINGS = (
+    "model",
+    "max_new_tokens",
+    "temperature",
+    "seed",
+    "prompt_style",
+    "tokenizer",
+    "max_model_len",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "dtype",
+    "enforce_eager",
+    "base_url",
+    "max_concurrency",
+    "max_retries",
+    "request_timeout",
+    "batch_size",
+)
 
 
 def main(argv=None):
@@ -78,10 +118,22 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        summary = run(args.input, args.output_dir, engine, args.rounds, args.text_key, args.max_model_len,
-                      args.max_new_tokens, args.num_shards, args.shard_index, args.part_size, args.resume,
-                      args.skip_bad_lines, tuple(k for k in args.carry_keys.split(",") if k),
-                      progress=lambda total: Progress(total, args.log_interval))
+        summary = run(
+            args.input,
+            args.output_dir,
+            engine,
+            args.rounds,
+            args.text_key,
+            args.max_model_len,
+            args.max_new_tokens,
+            args.num_shards,
+            args.shard_index,
+            args.part_size,
+            args.resume,
+            args.skip_bad_lines,
+            tuple(k for k in args.carry_keys.split(",") if k),
+            progress=lambda total: Progress(total, args.log_interval),
+        )
     except InputError as e:
         hint = "\n" + SKIP_BAD_LINES_HINT if e.line else ""
         print(f"error: {e}{hint}", file=sys.stderr)

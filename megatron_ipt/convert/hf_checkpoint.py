@@ -7,6 +7,7 @@ It is saved from a TP=1/PP=1 model; megatron's dist_checkpointing reshards on lo
 (the vocabulary padding may differ too, see llama.py). Export loads any of our checkpoints (converted or trained,
 saved at any TP/PP) into a TP=1/PP=1 model and writes a HF directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,16 +39,27 @@ def _build_model(model_file: str, dtype: torch.dtype, *overrides: str):
     from megatron_ipt.training import config, models, parallel
 
     if int(os.environ.get("WORLD_SIZE", "1")) != 1:
-        raise ConversionError("run the converter as a single process (not under torchrun): its checkpoints load "
-                              "at any TP/PP")
+        raise ConversionError(
+            "run the converter as a single process (not under torchrun): its checkpoints load at any TP/PP"
+        )
     if not torch.distributed.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         if "MASTER_PORT" not in os.environ:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    flags = ["--model", model_file, "--micro-batch-size", "1", "--train-iters", "1", "--transformer-impl", "local",
-             *(["--bf16"] if dtype == torch.bfloat16 else []), *overrides]
+    flags = [
+        "--model",
+        model_file,
+        "--micro-batch-size",
+        "1",
+        "--train-iters",
+        "1",
+        "--transformer-impl",
+        "local",
+        *(["--bf16"] if dtype == torch.bfloat16 else []),
+        *overrides,
+    ]
     args = config.parse_args(flags)
     parallel.initialize(args)
     tconfig = models.transformer_config(args)
@@ -75,8 +87,14 @@ def _check_save_dir(save_dir: str) -> None:
             os.remove(path)
 
 
-def import_hf(hf_dir: str, save_dir: str, tensor_model_parallel_size: int = 1, make_vocab_size_divisible_by: int = 128,
-              dtype: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+def import_hf(
+    hf_dir: str,
+    save_dir: str,
+    tensor_model_parallel_size: int = 1,
+    make_vocab_size_divisible_by: int = 128,
+    dtype: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Convert a HF Llama/Mistral directory into our checkpoint in `save_dir`, its vocabulary padded Megatron's
     way (make_vocab_size_divisible_by x tensor_model_parallel_size; any TP loads it). Returns a summary dict."""
     from megatron_ipt.training import checkpoint, config, models, parallel
@@ -97,16 +115,27 @@ def import_hf(hf_dir: str, save_dir: str, tensor_model_parallel_size: int = 1, m
     if hf_io.has_tokenizer(hf_dir):
         with hf_io.atomic_directory(os.path.join(save_dir, TOKENIZER_DIR)) as tmp:
             tokenizer_files = hf_io.copy_tokenizer_files(hf_dir, tmp)
-    model = _build_model(model_file, torch_dtype, "--make-vocab-size-divisible-by",
-                         str(make_vocab_size_divisible_by * tensor_model_parallel_size))
+    model = _build_model(
+        model_file,
+        torch_dtype,
+        "--make-vocab-size-divisible-by",
+        str(make_vocab_size_divisible_by * tensor_model_parallel_size),
+    )
     try:
         params = dict(model.named_parameters())
-        log(f"converting {len(reader.files)} tensors from {hf_dir} ({hf['architectures'][0]}, "
-            f"{fields['num_layers']} layers, vocab {vocab} -> {padded} rows, {str(torch_dtype)[6:]})")
+        log(
+            f"converting {len(reader.files)} tensors from {hf_dir} ({hf['architectures'][0]}, "
+            f"{fields['num_layers']} layers, vocab {vocab} -> {padded} rows, {str(torch_dtype)[6:]})"
+        )
         filled = set()
         with torch.no_grad():
-            for name, tensor in tqdm(llama.hf_to_megatron(reader.get, fields, padded), total=len(params), unit="tensor",
-                                     desc="hf-to-megatron", disable=None):
+            for name, tensor in tqdm(
+                llama.hf_to_megatron(reader.get, fields, padded),
+                total=len(params),
+                unit="tensor",
+                desc="hf-to-megatron",
+                disable=None,
+            ):
                 if params[name].shape != tensor.shape:  # copy_ would broadcast
                     raise ConversionError(f"internal: {name} is {tuple(params[name].shape)}, got {tuple(tensor.shape)}")
                 params[name].copy_(tensor)
@@ -116,12 +145,23 @@ def import_hf(hf_dir: str, save_dir: str, tensor_model_parallel_size: int = 1, m
         directory = checkpoint.save_weights(save_dir, [model])
     finally:
         parallel.destroy()
-    summary = {"checkpoint": directory, "model_file": model_file, "parameters": sum(p.numel() for p in params.values()),
-               "tokenizer_files": tokenizer_files, "padded_vocab": padded, "seconds": time.time() - start}
-    log(f"wrote {directory} ({summary['parameters'] / 1e6:.1f} M parameters) and {model_file} in "
+    summary = {
+        "checkpoint": directory,
+        "model_file": model_file,
+        "parameters": sum(p.numel() for p in params.values()),
+        "tokenizer_files": tokenizer_files,
+        "padded_vocab": padded,
+        "seconds": time.time() - start,
+    }
+    log(
+        f"wrote {directory} ({summary['parameters'] / 1e6:.1f} M parameters) and {model_file} in "
         f"{summary['seconds']:.1f} s; train from it with: --model {model_file} --load {save_dir}"
-        + (f" --tokenizer-type HuggingFaceTokenizer --tokenizer-model {os.path.join(save_dir, TOKENIZER_DIR)}"
-           if tokenizer_files else ""))
+        + (
+            f" --tokenizer-type HuggingFaceTokenizer --tokenizer-model {os.path.join(save_dir, TOKENIZER_DIR)}"
+            if tokenizer_files
+            else ""
+        )
+    )
     return summary
 
 
@@ -139,18 +179,27 @@ def _check_against_checkpoint(model, directory: str, model_file: str) -> None:
         else:
             continue
         if sharded.key not in saved:
-            raise ConversionError(f"{directory}: has no tensor {sharded.key!r}, which the model of {model_file} needs "
-                                  f"(tied vs untied output layer?)")
+            raise ConversionError(
+                f"{directory}: has no tensor {sharded.key!r}, which the model of {model_file} needs "
+                f"(tied vs untied output layer?)"
+            )
         found = tuple(saved[sharded.key].global_shape)
         # the vocabulary rows may differ (padded for the TP it was saved at; megatron loads the shared rows)
         compared = slice(1, None) if getattr(sharded, "allow_shape_mismatch", False) else slice(None)
         if found[compared] != shape[compared]:
-            raise ConversionError(f"{directory}: tensor {sharded.key!r} has shape {found}, the model of {model_file} "
-                                  f"expects {shape}")
+            raise ConversionError(
+                f"{directory}: tensor {sharded.key!r} has shape {found}, the model of {model_file} expects {shape}"
+            )
 
 
-def export_hf(load_dir: str, hf_dir: str, model_file: Optional[str] = None, tokenizer_dir: Optional[str] = None,
-              dtype: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
+def export_hf(
+    load_dir: str,
+    hf_dir: str,
+    model_file: Optional[str] = None,
+    tokenizer_dir: Optional[str] = None,
+    dtype: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Write the latest checkpoint in `load_dir` (any TP/PP) as a HF directory `hf_dir` (created atomically).
     `model_file`: a preset or model JSON (default: `<load_dir>/model.json`); `tokenizer_dir`: where to copy the
     tokenizer files from (default: the `tokenizer/` beside the model file, when there is one)."""
@@ -162,8 +211,9 @@ def export_hf(load_dir: str, hf_dir: str, model_file: Optional[str] = None, toke
     hf_io.check_new_directory(hf_dir)
     model_file = model_file or os.path.join(load_dir, checkpoint.MODEL_FILE)
     if model_file not in config.PRESETS and not os.path.isfile(model_file):
-        raise ConversionError(f"{model_file} not found: pass --model (the model.json of the converted base model, "
-                              f"or a preset)")
+        raise ConversionError(
+            f"{model_file} not found: pass --model (the model.json of the converted base model, or a preset)"
+        )
     iteration = checkpoint.latest_iteration(load_dir)
     if iteration is None:
         raise ConversionError(f"{load_dir}: no committed checkpoint ({checkpoint.MARKER} is missing)")
@@ -176,8 +226,10 @@ def export_hf(load_dir: str, hf_dir: str, model_file: Optional[str] = None, toke
     vocab = fields["vocab_size"]
     embedding = dist_checkpointing.load_tensors_metadata(directory)["embedding.word_embeddings.weight"]
     if embedding.global_shape[0] < vocab:
-        raise ConversionError(f"{directory}: the embedding has {embedding.global_shape[0]} rows, fewer than the "
-                              f"vocabulary of {model_file} ({vocab})")
+        raise ConversionError(
+            f"{directory}: the embedding has {embedding.global_shape[0]} rows, fewer than the "
+            f"vocabulary of {model_file} ({vocab})"
+        )
     torch_dtype = DTYPES[dtype] if dtype else embedding.dtype
     beside = os.path.join(os.path.dirname(os.path.abspath(model_file)), TOKENIZER_DIR)
     if tokenizer_dir is None and os.path.isfile(model_file) and os.path.isdir(beside):
@@ -194,9 +246,16 @@ def export_hf(load_dir: str, hf_dir: str, model_file: Optional[str] = None, toke
         files = hf_io.write_safetensors(tmp, llama.megatron_to_hf(params, fields), torch_dtype)
         hf_io.write_json(os.path.join(tmp, "config.json"), llama.hf_config_from_fields(fields, base, torch_dtype))
         tokenizer_files = hf_io.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
-    summary = {"hf_dir": hf_dir, "iteration": iteration, "files": files + ["config.json"] + tokenizer_files,
-               "parameters": sum(p.numel() for p in params.values()), "seconds": time.time() - start}
-    log(f"wrote {hf_dir}: {', '.join(summary['files'])} ({summary['parameters'] / 1e6:.1f} M parameters, "
+    summary = {
+        "hf_dir": hf_dir,
+        "iteration": iteration,
+        "files": files + ["config.json"] + tokenizer_files,
+        "parameters": sum(p.numel() for p in params.values()),
+        "seconds": time.time() - start,
+    }
+    log(
+        f"wrote {hf_dir}: {', '.join(summary['files'])} ({summary['parameters'] / 1e6:.1f} M parameters, "
         f"{str(torch_dtype)[6:]}) in {summary['seconds']:.1f} s"
-        + ("" if tokenizer_files else "; no tokenizer files copied (pass --tokenizer-dir)"))
+        + ("" if tokenizer_files else "; no tokenizer files copied (pass --tokenizer-dir)")
+    )
     return summary

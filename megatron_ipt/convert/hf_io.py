@@ -1,5 +1,6 @@
 """Hugging Face model directories: read config + safetensors (one file or sharded with an index), write them back
 atomically (a temporary sibling directory renamed into place once complete)."""
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,19 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 # Files besides the weights that make the directory usable by `from_pretrained` for text generation; a tokenizer
 # is there when one of the first three is.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json", "merges.txt", "chat_template.jinja",
-                   "chat_template.json", "generation_config.json")
-MAX_SHARD_BYTES = 5 * 1024 ** 3  # transformers' customary shard size
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
+MAX_SHARD_BYTES = 5 * 1024**3  # transformers' customary shard size
 # Non-parameter tensors some older exports carry; recomputed by every implementation.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -58,9 +68,11 @@ class SafetensorsReader:
                 self.files = {name: path for name in f.keys()}
         else:
             found = sorted(os.listdir(hf_dir))
-            raise ConversionError(f"{hf_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} (found: {found}); only "
-                                  f"safetensors weights are read (re-save PyTorch .bin weights with "
-                                  f"save_pretrained(..., safe_serialization=True))")
+            raise ConversionError(
+                f"{hf_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} (found: {found}); only "
+                f"safetensors weights are read (re-save PyTorch .bin weights with "
+                f"save_pretrained(..., safe_serialization=True))"
+            )
         for path in sorted(set(self.files.values())):
             if not os.path.isfile(path):
                 raise ConversionError(f"{path}: listed in {INDEX_FILE} but missing")
@@ -78,14 +90,17 @@ class SafetensorsReader:
         missing = sorted(set(expected) - set(self.files))
         unexpected = sorted(n for n in set(self.files) - set(expected) if not n.endswith(IGNORED_SUFFIXES))
         if missing or unexpected:
-            raise ConversionError(f"{self.hf_dir}: tensors missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                                  f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} for the model "
-                                  f"config.json describes")
+            raise ConversionError(
+                f"{self.hf_dir}: tensors missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} for the model "
+                f"config.json describes"
+            )
         for name, shape in expected.items():
             found = tuple(self._handle(name).get_slice(name).get_shape())
             if found != shape:
-                raise ConversionError(f"{self.files[name]}: tensor {name!r} has shape {found}, but config.json "
-                                      f"implies {shape}")
+                raise ConversionError(
+                    f"{self.files[name]}: tensor {name!r} has shape {found}, but config.json implies {shape}"
+                )
 
     def get(self, name: str) -> torch.Tensor:
         return self._handle(name).get_tensor(name)
@@ -128,13 +143,19 @@ def write_safetensors(out_dir: str, tensors: Iterable[Tuple[str, torch.Tensor]],
         shards[-1].append((name, tensor))
         size += nbytes
         total += nbytes
-    names = [SINGLE_FILE] if len(shards) == 1 else [
-        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    names = (
+        [SINGLE_FILE]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map = {}
     for file, shard in zip(names, shards):
         # contiguous copies in the export dtype, one shard at a time
-        save_file({n: t.detach().to(dtype).contiguous() for n, t in shard}, os.path.join(out_dir, file),
-                  metadata={"format": "pt"})
+        save_file(
+            {n: t.detach().to(dtype).contiguous() for n, t in shard},
+            os.path.join(out_dir, file),
+            metadata={"format": "pt"},
+        )
         weight_map.update({n: file for n, _ in shard})
     if len(shards) > 1:
         with open(os.path.join(out_dir, INDEX_FILE), "w", encoding="utf-8") as f:

@@ -28,6 +28,7 @@ Layouts (verified against megatron-core 0.16.1 and checked by the logits tests):
   produces them) and dropped on export. A run at another TP pads differently and still loads the checkpoint:
   megatron-core marks these two tensors `allow_shape_mismatch`, so the shared rows load and the rest are zero.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Iterator, Tuple
@@ -60,8 +61,9 @@ def model_fields_from_hf(hf: dict, source: str) -> dict:
     ConversionError naming `source` for what we cannot represent exactly."""
     architectures = hf.get("architectures") or []
     if len(architectures) != 1 or architectures[0] not in ARCHITECTURES:
-        raise ConversionError(f"{source}: architectures {architectures} is not supported; supported: "
-                              f"{', '.join(ARCHITECTURES)}")
+        raise ConversionError(
+            f"{source}: architectures {architectures} is not supported; supported: {', '.join(ARCHITECTURES)}"
+        )
     missing = [key for key in REQUIRED_KEYS if not isinstance(hf.get(key), int)]
     if missing:
         raise ConversionError(f"{source}: {', '.join(missing)} missing or not an integer")
@@ -77,18 +79,27 @@ def model_fields_from_hf(hf: dict, source: str) -> dict:
     if scaling:
         differs = {k: rope.get(k) for k, v in LLAMA3_ROPE_FIXED.items() if float(rope.get(k, -1)) != v}
         if differs:
-            raise ConversionError(f"{source}: llama3 rope scaling with {differs}; megatron-core implements it only "
-                                  f"with {LLAMA3_ROPE_FIXED}")
+            raise ConversionError(
+                f"{source}: llama3 rope scaling with {differs}; megatron-core implements it only "
+                f"with {LLAMA3_ROPE_FIXED}"
+            )
     heads = hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
     max_positions = hf.get("max_position_embeddings", 2048)
     window = hf.get("sliding_window")  # Mistral v0.1: attention is windowed beyond it; ours is not
     return dict(
-        num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"], ffn_hidden_size=hf["intermediate_size"],
-        num_attention_heads=heads, num_query_groups=hf.get("num_key_value_heads") or heads, kv_channels=head_dim,
-        seq_length=min(max_positions, window or max_positions), max_position_embeddings=max_positions,
-        rotary_base=float(rope["rope_theta"]), use_rope_scaling=scaling,
-        rope_scaling_factor=float(rope.get("factor", 8.0)), norm_epsilon=float(hf.get("rms_norm_eps", 1e-6)),
+        num_layers=hf["num_hidden_layers"],
+        hidden_size=hf["hidden_size"],
+        ffn_hidden_size=hf["intermediate_size"],
+        num_attention_heads=heads,
+        num_query_groups=hf.get("num_key_value_heads") or heads,
+        kv_channels=head_dim,
+        seq_length=min(max_positions, window or max_positions),
+        max_position_embeddings=max_positions,
+        rotary_base=float(rope["rope_theta"]),
+        use_rope_scaling=scaling,
+        rope_scaling_factor=float(rope.get("factor", 8.0)),
+        norm_epsilon=float(hf.get("rms_norm_eps", 1e-6)),
         vocab_size=hf["vocab_size"],
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
     )
@@ -97,18 +108,36 @@ def model_fields_from_hf(hf: dict, source: str) -> dict:
 def hf_config_from_fields(fields: dict, base: dict | None, dtype: torch.dtype) -> dict:
     """The config.json to export: the source model's config (keeps token ids, chat settings, ...) with every
     field our model defines set from our fields, or a plain Llama config for models trained from scratch."""
-    hf = dict(base or {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
-                       "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
-                       "initializer_range": 0.02})
+    hf = dict(
+        base
+        or {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+        }
+    )
     heads = fields["num_attention_heads"]
-    hf.update(hidden_size=fields["hidden_size"], intermediate_size=fields["ffn_hidden_size"],
-              num_hidden_layers=fields["num_layers"], num_attention_heads=heads,
-              num_key_value_heads=fields["num_query_groups"],
-              head_dim=fields["kv_channels"] or fields["hidden_size"] // heads,
-              max_position_embeddings=fields["max_position_embeddings"], rms_norm_eps=fields["norm_epsilon"],
-              vocab_size=fields["vocab_size"], tie_word_embeddings=not fields["untie_embeddings_and_output_weights"])
-    scaling = dict(rope_type="llama3", factor=fields["rope_scaling_factor"], **LLAMA3_ROPE_FIXED) \
-        if fields["use_rope_scaling"] else None
+    hf.update(
+        hidden_size=fields["hidden_size"],
+        intermediate_size=fields["ffn_hidden_size"],
+        num_hidden_layers=fields["num_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=fields["num_query_groups"],
+        head_dim=fields["kv_channels"] or fields["hidden_size"] // heads,
+        max_position_embeddings=fields["max_position_embeddings"],
+        rms_norm_eps=fields["norm_epsilon"],
+        vocab_size=fields["vocab_size"],
+        tie_word_embeddings=not fields["untie_embeddings_and_output_weights"],
+    )
+    scaling = (
+        dict(rope_type="llama3", factor=fields["rope_scaling_factor"], **LLAMA3_ROPE_FIXED)
+        if fields["use_rope_scaling"]
+        else None
+    )
     # transformers 5 reads rope_parameters; 4.x reads rope_theta / rope_scaling: write both spellings.
     hf["rope_parameters"] = {**(scaling or {"rope_type": "default"}), "rope_theta": fields["rotary_base"]}
     hf["rope_theta"] = fields["rotary_base"]
@@ -120,17 +149,25 @@ def hf_config_from_fields(fields: dict, base: dict | None, dtype: torch.dtype) -
 
 def hf_shapes(fields: dict) -> Dict[str, Tuple[int, ...]]:
     """Every tensor a HF checkpoint of this shape holds, with its shape."""
-    h, ffn, heads, groups = (fields[k] for k in ("hidden_size", "ffn_hidden_size", "num_attention_heads",
-                                                 "num_query_groups"))
+    h, ffn, heads, groups = (
+        fields[k] for k in ("hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")
+    )
     d, vocab = fields["kv_channels"] or h // heads, fields["vocab_size"]
     shapes = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
     if fields["untie_embeddings_and_output_weights"]:
         shapes["lm_head.weight"] = (vocab, h)
     for i in range(fields["num_layers"]):
-        layer = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
-                 "self_attn.q_proj.weight": (heads * d, h), "self_attn.k_proj.weight": (groups * d, h),
-                 "self_attn.v_proj.weight": (groups * d, h), "self_attn.o_proj.weight": (h, heads * d),
-                 "mlp.gate_proj.weight": (ffn, h), "mlp.up_proj.weight": (ffn, h), "mlp.down_proj.weight": (h, ffn)}
+        layer = {
+            "input_layernorm.weight": (h,),
+            "post_attention_layernorm.weight": (h,),
+            "self_attn.q_proj.weight": (heads * d, h),
+            "self_attn.k_proj.weight": (groups * d, h),
+            "self_attn.v_proj.weight": (groups * d, h),
+            "self_attn.o_proj.weight": (h, heads * d),
+            "mlp.gate_proj.weight": (ffn, h),
+            "mlp.up_proj.weight": (ffn, h),
+            "mlp.down_proj.weight": (h, ffn),
+        }
         shapes.update({f"model.layers.{i}.{name}": shape for name, shape in layer.items()})
     return shapes
 
@@ -174,10 +211,16 @@ def hf_to_megatron(get: Callable[[str], torch.Tensor], fields: dict, rows: int) 
         for megatron_name, hf_name in LAYER_NAMES.items():
             yield ours + megatron_name, get(theirs + hf_name)
         attn = theirs + "self_attn."
-        yield ours + "self_attention.linear_qkv.weight", fuse_qkv(
-            get(attn + "q_proj.weight"), get(attn + "k_proj.weight"), get(attn + "v_proj.weight"), groups, head_dim)
-        yield ours + "mlp.linear_fc1.weight", torch.cat(
-            [get(theirs + "mlp.gate_proj.weight"), get(theirs + "mlp.up_proj.weight")])
+        yield (
+            ours + "self_attention.linear_qkv.weight",
+            fuse_qkv(
+                get(attn + "q_proj.weight"), get(attn + "k_proj.weight"), get(attn + "v_proj.weight"), groups, head_dim
+            ),
+        )
+        yield (
+            ours + "mlp.linear_fc1.weight",
+            torch.cat([get(theirs + "mlp.gate_proj.weight"), get(theirs + "mlp.up_proj.weight")]),
+        )
     yield "decoder.final_layernorm.weight", get("model.norm.weight")
     if fields["untie_embeddings_and_output_weights"]:
         yield "output_layer.weight", _pad_rows(get("lm_head.weight"), rows)

@@ -9,6 +9,7 @@ carries the final name):
 - ``summary.json`` (figures below; ``--token-budget-from`` reads its ``tokens``) and, with evaluation sets,
   ``decontam-flagged.jsonl`` (one line per dropped or flagged item, with the overlapping words).
 """
+
 from __future__ import annotations
 
 import glob
@@ -110,27 +111,36 @@ def read_inputs(cfg: BuildConfig, bad: BadLines) -> Inputs:
         raw_texts=read_texts(cfg.raw_input, cfg.text_key, bad) if cfg.raw_input else [],
         tuning=read_tuning(cfg.tuning_data, bad) if cfg.tuning_data else [],
         instructions=read_instructions(cfg.general_instructions, cfg.instruction_keys, bad)
-        if cfg.general_instructions else [],
+        if cfg.general_instructions
+        else [],
     )
 
 
 def build_corpus(cfg: BuildConfig) -> BuildResult:
     t0 = time.perf_counter()
-    recipe = RecipeConfig(cfg.recipe, cfg.convert_fraction, cfg.tuning_upsample, cfg.instruction_ratio,
-                          cfg.token_budget, cfg.seed)
+    recipe = RecipeConfig(
+        cfg.recipe, cfg.convert_fraction, cfg.tuning_upsample, cfg.instruction_ratio, cfg.token_budget, cfg.seed
+    )
     recipe.check(bool(cfg.raw_input), bool(cfg.tuning_data), bool(cfg.general_instructions))
     if cfg.recipe in ("general", "domain") and not cfg.collections:
         raise ValueError(f"recipe {cfg.recipe!r} renders synthesized collections: give --collections")
     if not (cfg.collections or cfg.raw_input):
         raise ValueError("give --collections and/or --raw-input")
     if cfg.per_source_outputs and cfg.token_budget:
-        raise ValueError("--token-budget sizes the mixed output; with --per-source-outputs the training run's "
-                         "sample count sets the budget and the printed weights set the shares")
+        raise ValueError(
+            "--token-budget sizes the mixed output; with --per-source-outputs the training run's "
+            "sample count sets the budget and the printed weights set the shares"
+        )
     if cfg.docs_per_shard < 1:
         raise ValueError("--docs-per-shard must be at least 1")
     _check_output_dir(cfg.output_dir, cfg.overwrite)
-    tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model, num_threads=cfg.threads,
-                                include_special_tokens=cfg.include_special_tokens, tiktoken_pattern=cfg.tiktoken_pattern)
+    tokenizer = build_tokenizer(
+        cfg.tokenizer_type,
+        cfg.tokenizer_model,
+        num_threads=cfg.threads,
+        include_special_tokens=cfg.include_special_tokens,
+        tiktoken_pattern=cfg.tiktoken_pattern,
+    )
     notes = [n for n in [_rounds_note(cfg.collections, cfg.recipe)] if n]
 
     bad = BadLines(skip=cfg.skip_bad_lines)
@@ -146,8 +156,10 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     t_pools = time.perf_counter()
     wanted = round(cfg.convert_fraction * stats["texts:total"])
     if cfg.recipe == "general" and stats["texts:converted"] < wanted:
-        notes.append(f"note: {wanted:,} texts should be converted but the collections hold only "
-                     f"{stats['texts:converted']:,}: synthesize more of the raw texts")
+        notes.append(
+            f"note: {wanted:,} texts should be converted but the collections hold only "
+            f"{stats['texts:converted']:,}: synthesize more of the raw texts"
+        )
 
     out = cfg.output_dir.rstrip("/")
     tmp = f"{out}.inprogress-{os.getpid()}"
@@ -156,24 +168,35 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     try:
         outputs, data_path = [], None
         if cfg.per_source_outputs:
-            figures = {s: {"documents": len(p.texts), "tokens": p.total, "pool_documents": len(p.texts),
-                           "pool_tokens": p.total, "target_tokens": p.target} for s, p in pools.items()}
+            figures = {
+                s: {
+                    "documents": len(p.texts),
+                    "tokens": p.total,
+                    "pool_documents": len(p.texts),
+                    "pool_tokens": p.total,
+                    "target_tokens": p.target,
+                }
+                for s, p in pools.items()
+            }
             weights = {s: p.target for s, p in pools.items() if p.texts and p.target > 0}
             total_weight = sum(weights.values())
             for source, f in figures.items():
                 f["share"] = weights.get(source, 0.0) / total_weight if total_weight else 0.0
             for source in weights:
                 name = f"{source}.jsonl"
-                _write_lines(os.path.join(tmp, name), (_json_line({"text": t, "source": source}) for t in pools[source].texts))
+                _write_lines(
+                    os.path.join(tmp, name), (_json_line({"text": t, "source": source}) for t in pools[source].texts)
+                )
                 outputs.append(name)
             data_path = " ".join(f"{figures[s]['share']:.6f} {os.path.join(out, s)}_text_document" for s in weights)
         else:
             order, figures = mix(pools, cfg.seed)
             for shard, start in enumerate(range(0, len(order), cfg.docs_per_shard)):
                 name = f"corpus-{shard:05d}.jsonl"
-                chunk = order[start:start + cfg.docs_per_shard]
-                _write_lines(os.path.join(tmp, name),
-                             (_json_line({"text": pools[s].texts[i], "source": s}) for s, i in chunk))
+                chunk = order[start : start + cfg.docs_per_shard]
+                _write_lines(
+                    os.path.join(tmp, name), (_json_line({"text": pools[s].texts[i], "source": s}) for s, i in chunk)
+                )
                 outputs.append(name)
         if report is not None:
             _write_lines(os.path.join(tmp, FLAGGED), (_json_line(r) for r in report.flagged))
@@ -188,12 +211,23 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
             "outputs": outputs,
             "data_path": data_path,
             "render": dict(sorted(stats.items())),
-            "decontamination": None if report is None else {
-                "eval_files": len(ngrams.files), "eval_texts": ngrams.texts, "ngrams": ngrams.ngrams, "n": ngrams.n,
-                **dict(sorted(report.counts.items()))},
+            "decontamination": None
+            if report is None
+            else {
+                "eval_files": len(ngrams.files),
+                "eval_texts": ngrams.texts,
+                "ngrams": ngrams.ngrams,
+                "n": ngrams.n,
+                **dict(sorted(report.counts.items())),
+            },
             "skipped_lines": dict(bad.counts),
-            "seconds": {"read": t_read - t0, "decontaminate": t_decontam - t_read,
-                        "render_and_count": t_pools - t_decontam, "write": seconds - (t_pools - t0), "total": seconds},
+            "seconds": {
+                "read": t_read - t0,
+                "decontaminate": t_decontam - t_read,
+                "render_and_count": t_pools - t_decontam,
+                "write": seconds - (t_pools - t0),
+                "total": seconds,
+            },
             "notes": notes,
         }
         with open(os.path.join(tmp, SUMMARY), "w", encoding="utf-8") as f:
@@ -225,4 +259,3 @@ def budget_from_summary(path: str) -> int:
     if not isinstance(tokens, int) or tokens <= 0:
         raise ValueError(f"{path}: no positive 'tokens' count")
     return tokens
-

@@ -12,6 +12,7 @@ batch of texts with a few numpy operations, a bit table on the low hash bits rul
 the rest are looked up exactly. A hash collision could flag a clean text (chance about n-grams / 2**64 per
 window); it can never hide a real overlap.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_ipt.data.jsonl import InputError, iter_lines, Shard
+from megatron_ipt.data.jsonl import InputError, Shard, iter_lines
 
 from .reader import expand_corpus_inputs
 from .recipes import Inputs
@@ -50,7 +51,7 @@ def _window_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(windows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k in range(n):
-            out = out * _MULT + hashes[k:k + windows]
+            out = out * _MULT + hashes[k : k + windows]
     return out
 
 
@@ -122,7 +123,7 @@ class EvalNgrams:
         windows = np.zeros(total, dtype=np.uint64)
         with np.errstate(over="ignore"):
             for length in range(1, max(self.sets) + 1):
-                windows = windows[:total - length + 1] * _MULT + hashes[length - 1:]
+                windows = windows[: total - length + 1] * _MULT + hashes[length - 1 :]
                 known = self.sets.get(length)
                 if known is None or not len(windows):
                     continue
@@ -135,13 +136,14 @@ class EvalNgrams:
                     text = int(owner[p])
                     if text not in found:
                         first = p - (ends[p] - lengths[text])
-                        found[text] = " ".join(words[text][first:first + length])
+                        found[text] = " ".join(words[text][first : first + length])
         return found
 
 
 def _record_texts(record, keys: Optional[Sequence[str]]) -> List[str]:
     """The text of one JSONL record: the given keys (strings or lists of strings) joined by spaces, or with no
     keys every string value in it (nested lists/objects included)."""
+
     def strings(value):
         if isinstance(value, str):
             yield value
@@ -160,8 +162,12 @@ def _record_texts(record, keys: Optional[Sequence[str]]) -> List[str]:
     return [" ".join(s for k in keys for s in strings(record[k]))]
 
 
-def load_eval_sets(specs: Sequence[str], keys: Optional[Sequence[str]] = None, n: int = DEFAULT_NGRAM,
-                   min_words: int = DEFAULT_MIN_WORDS) -> EvalNgrams:
+def load_eval_sets(
+    specs: Sequence[str],
+    keys: Optional[Sequence[str]] = None,
+    n: int = DEFAULT_NGRAM,
+    min_words: int = DEFAULT_MIN_WORDS,
+) -> EvalNgrams:
     """Evaluation sets: JSONL files (``.jsonl``/``.json``/``.ndjson``, optionally compressed; one example per
     line, its text = ``keys`` joined, or every string in the record) or plain-text files (one example per
     non-empty line). A spec is a file, a glob or a directory."""

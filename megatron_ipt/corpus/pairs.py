@@ -5,6 +5,7 @@ options are listed after OPTIONS_MARK, one per ``"\\n- "``; a chain of thought i
 COT_QUESTION_MARK and answered as ``{reasoning}`` + COT_ANSWER_MARK + ``{answer}``. Pairs that break these forms
 are dropped, with the reason counted; nothing is repaired by guessing.
 """
+
 from __future__ import annotations
 
 import random
@@ -42,8 +43,9 @@ def is_unanswerable(text: str, lib: TemplateLibrary) -> bool:
     return len(text) <= 2 * lib.longest_unanswerable and normalize_phrase(text) in lib.recognized_unanswerable
 
 
-def validate_pair(qa: dict, seed: int, index: int, unanswerable_option: str, unanswerable_answer: str,
-                  lib: TemplateLibrary) -> Tuple[Optional[Pair], Optional[str]]:
+def validate_pair(
+    qa: dict, seed: int, index: int, unanswerable_option: str, unanswerable_answer: str, lib: TemplateLibrary
+) -> Tuple[Optional[Pair], Optional[str]]:
     """``(Pair, None)`` or ``(None, reason)`` with reason a key of DROP_REASONS.
 
     ``index`` is the pair's position in its entry: options are shuffled with ``random.Random(seed * index)`` as
@@ -58,7 +60,7 @@ def validate_pair(qa: dict, seed: int, index: int, unanswerable_option: str, una
         parts = answer.split(COT_ANSWER_MARK)
         if not question.endswith(COT_QUESTION_MARK) or len(parts) != 2:
             return None, "cot"
-        question = question[:-len(COT_QUESTION_MARK)].strip()
+        question = question[: -len(COT_QUESTION_MARK)].strip()
         cot, answer = parts[0].strip(), parts[1].strip()
         if cot.endswith("."):
             cot = cot[:-1].rstrip()

@@ -10,6 +10,7 @@
 A directory input means its JSONL files (recursively), so a synthesis output directory can be given as is
 (its ``manifest-*.json`` files are not collections).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def expand_corpus_inputs(spec: str, plain_text: bool = False) -> List[str]:
     """A file, a glob, or a directory (its JSONL files; with ``plain_text`` also .txt and .json files)."""
     if os.path.isdir(spec):
         suffixes = JSONL_DIR_SUFFIXES + (TEXT_DIR_SUFFIXES if plain_text else ())
-        found = sorted(os.path.join(root, name) for root, _, names in os.walk(spec) for name in names
-                       if name.endswith(suffixes))
+        found = sorted(
+            os.path.join(root, name) for root, _, names in os.walk(spec) for name in names if name.endswith(suffixes)
+        )
         if not found:
             raise InputError(spec, None, f"directory has no input files (looked for {', '.join(suffixes)})")
         return found
@@ -94,7 +96,8 @@ def _check_unicode(value):
 
 def _type(value) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+        type(value), "a number"
+    )
 
 
 def check_entry(entry, where: str = "") -> dict:
@@ -117,8 +120,11 @@ def check_entry(entry, where: str = "") -> dict:
 
 def check_collection(record) -> list:
     if not isinstance(record, list) or not record:
-        raise LineError("not a collection", f"expected a non-empty JSON list of entries, got {_type(record)}"
-                        + (" (tuning-data rows go to --tuning-data)" if isinstance(record, dict) else ""))
+        raise LineError(
+            "not a collection",
+            f"expected a non-empty JSON list of entries, got {_type(record)}"
+            + (" (tuning-data rows go to --tuning-data)" if isinstance(record, dict) else ""),
+        )
     for i, entry in enumerate(record):
         check_entry(entry, f"entry {i}")
     return record

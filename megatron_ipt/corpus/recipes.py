@@ -18,6 +18,7 @@ are scaled by one factor so the total equals the budget (baselines use the budge
 to). A target is met with whole documents: whole passes over the source, then a seeded random subset whose
 size is closest to the remainder, so each source is off by at most half a document.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,10 +65,14 @@ class RecipeConfig:
             if given:
                 raise ValueError(f"recipe {self.recipe!r} does not use {flag} (see --help for what each recipe mixes)")
         if self.recipe == "mix" and not (has_tuning or has_instructions):
-            raise ValueError("recipe 'mix' adds instruction data to raw text: give --tuning-data and/or --general-instructions")
+            raise ValueError(
+                "recipe 'mix' adds instruction data to raw text: give --tuning-data and/or --general-instructions"
+            )
         if self.recipe == "domain" and not has_instructions and self.instruction_ratio > 0:
-            raise ValueError("recipe 'domain' mixes general instructions 1:1 by tokens: give --general-instructions "
-                             "(or --instruction-ratio 0 for augmented domain text only)")
+            raise ValueError(
+                "recipe 'domain' mixes general instructions 1:1 by tokens: give --general-instructions "
+                "(or --instruction-ratio 0 for augmented domain text only)"
+            )
 
 
 @dataclass
@@ -94,8 +99,9 @@ class Inputs:
 
 
 def count_tokens(tokenizer, texts: List[str]) -> np.ndarray:
-    counts = [tokenizer.encode_batch_flat(texts[i:i + TOKENIZE_BATCH])[1]
-              for i in range(0, len(texts), TOKENIZE_BATCH)]
+    counts = [
+        tokenizer.encode_batch_flat(texts[i : i + TOKENIZE_BATCH])[1] for i in range(0, len(texts), TOKENIZE_BATCH)
+    ]
     return np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, dtype=np.int64)
 
 
@@ -194,8 +200,13 @@ def mix(pools: Dict[str, Pool], seed: int) -> Tuple[List[Tuple[str, int]], Dict[
         pool = pools[source]
         idx = choose(pool.tokens, pool.target, rng)
         tokens = int(pool.tokens[idx].sum()) if len(idx) else 0
-        figures[source] = {"documents": len(idx), "tokens": tokens, "pool_documents": len(pool.texts),
-                           "pool_tokens": pool.total, "target_tokens": pool.target}
+        figures[source] = {
+            "documents": len(idx),
+            "tokens": tokens,
+            "pool_documents": len(pool.texts),
+            "pool_tokens": pool.total,
+            "target_tokens": pool.target,
+        }
         picked += [(source, int(i)) for i in idx]
     order = rng.permutation(len(picked))
     total = sum(f["tokens"] for f in figures.values())

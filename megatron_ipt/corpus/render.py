@@ -15,6 +15,7 @@ Layouts (weights from the paper): a group whose smallest entry has < 2 valid pai
 otherwise Classic 80 / Dialog 5 / Numbered 5 / Inline few-shot 5 / Next-turn dialog 5. Classic and Dialog are
 inverted (pairs before the text) 5% of the time.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .pairs import Pair, validate_pair
-from .templates import PAIR_KINDS, MAX_ITEMS, QAPattern, TemplateLibrary, load_templates
+from .templates import MAX_ITEMS, PAIR_KINDS, QAPattern, TemplateLibrary, load_templates
 
 SEED_OFFSET = 12345
 MODE_WEIGHTS_FEW_PAIRS = (("classic", 95), ("dialog", 5))
@@ -52,9 +53,15 @@ class Style:
 
 def sample_style(rng: random.Random, lib: TemplateLibrary) -> Style:
     patterns = {kind: rng.choice(lib.qa[kind]) for kind in PAIR_KINDS}
-    return Style(patterns, rng.choice(lib.option_starts), rng.choice(lib.option_markers), rng.choice(lib.item_ends),
-                 rng.choice(lib.unanswerable_options), rng.choice(lib.unanswerable_answers),
-                 rng.choice(lib.qa["basic"]).example_separator)
+    return Style(
+        patterns,
+        rng.choice(lib.option_starts),
+        rng.choice(lib.option_markers),
+        rng.choice(lib.item_ends),
+        rng.choice(lib.unanswerable_options),
+        rng.choice(lib.unanswerable_answers),
+        rng.choice(lib.qa["basic"]).example_separator,
+    )
 
 
 def _itemize(items: Sequence[str], markers: Sequence[str], end: Tuple[str, str]) -> str:
@@ -68,7 +75,13 @@ def _itemize(items: Sequence[str], markers: Sequence[str], end: Tuple[str, str])
 
 def pair_fields(pair: Pair, style: Style) -> dict:
     """The values a QA pattern may use: question, answer, cot, options_, option_answer."""
-    fields = {"question": pair.question, "answer": pair.answer, "cot": pair.cot, "options_": "", "option_answer": pair.answer}
+    fields = {
+        "question": pair.question,
+        "answer": pair.answer,
+        "cot": pair.cot,
+        "options_": "",
+        "option_answer": pair.answer,
+    }
     if pair.options:
         fields["options_"] = style.option_start + _itemize(pair.options, style.option_markers, style.item_end)
         if style.markers_name_items:  # "(B)" names the answer; a repeated "- " could not
@@ -83,19 +96,31 @@ def _sample_layout(rng: random.Random, lib: TemplateLibrary, min_pairs: int, max
         mode = "classic"
     layout = {"mode": mode, "inverted": rng.random() < INVERSION_RATE and mode in INVERTIBLE_MODES}
     if layout["inverted"]:
-        layout.update(qa_start=lib.qa_start.sample(rng), qa_end=rng.choice(lib.qa_ends),
-                      text_start=lib.text_start.sample(rng))
+        layout.update(
+            qa_start=lib.qa_start.sample(rng), qa_end=rng.choice(lib.qa_ends), text_start=lib.text_start.sample(rng)
+        )
     if mode == "classic":
-        layout.update(read_start=lib.read_start.sample(rng), compre_start=lib.compre_start.sample(rng),
-                      read_end=rng.choice(lib.read_ends), sep=rng.choice(lib.text_separators))
+        layout.update(
+            read_start=lib.read_start.sample(rng),
+            compre_start=lib.compre_start.sample(rng),
+            read_end=rng.choice(lib.read_ends),
+            sep=rng.choice(lib.text_separators),
+        )
     elif mode in ("dialog", "next_turn"):
-        layout.update(speakers=rng.choice(lib.speakers), delimiter=rng.choice(lib.dialog_delimiters),
-                      turn_sep=rng.choice(lib.turn_separators), sep=rng.choice(lib.dialog_separators),
-                      header=rng.choice(lib.dialog_headers),
-                      next_turn=rng.choice(lib.next_turn + lib.next_turn_inverted))
+        layout.update(
+            speakers=rng.choice(lib.speakers),
+            delimiter=rng.choice(lib.dialog_delimiters),
+            turn_sep=rng.choice(lib.turn_separators),
+            sep=rng.choice(lib.dialog_separators),
+            header=rng.choice(lib.dialog_headers),
+            next_turn=rng.choice(lib.next_turn + lib.next_turn_inverted),
+        )
     elif mode == "numbered":
-        layout.update(markers=rng.choice(lib.numbering_markers), end=rng.choice(lib.item_ends),
-                      template=rng.choice(lib.numbered_templates))
+        layout.update(
+            markers=rng.choice(lib.numbering_markers),
+            end=rng.choice(lib.item_ends),
+            template=rng.choice(lib.numbered_templates),
+        )
     elif mode == "inline":
         layout.update(explained=rng.choice(lib.inline_explained), plain=rng.choice(lib.inline_plain))
     return layout
@@ -124,28 +149,53 @@ def render_entry(text: str, pairs: List[Pair], style: Style, layout: dict) -> st
         else:
             demos = _speaker_turns(pairs, fields, style, layout, last_answer=True)
         if layout["inverted"]:
-            return (layout["qa_start"].format_map({"QA_demos": demos.lstrip("\n")}) + layout["qa_end"]
-                    + layout["text_start"].format_map({"context": text}))
+            return (
+                layout["qa_start"].format_map({"QA_demos": demos.lstrip("\n")})
+                + layout["qa_end"]
+                + layout["text_start"].format_map({"context": text})
+            )
         if mode == "dialog":
             head = layout["sep"] + layout["header"]
             return text + head + (demos.lstrip("\n") if head.endswith("\n") else demos)
         opener = layout["compre_start"]
-        return (layout["read_start"].format_map({"context": text}) + (layout["read_end"] if opener else "")
-                + opener + layout["sep"] + demos)
+        return (
+            layout["read_start"].format_map({"context": text})
+            + (layout["read_end"] if opener else "")
+            + opener
+            + layout["sep"]
+            + demos
+        )
     if mode == "numbered":
         patterns = [style.patterns[p.kind] for p in pairs]
-        questions = _itemize([pt.inputs.format_map(f) for pt, f in zip(patterns, fields)], layout["markers"], layout["end"])
-        answers = _itemize([pt.targets.format_map(f) for pt, f in zip(patterns, fields)], layout["markers"], layout["end"])
-        return layout["template"].format_map({"context": text, "numbered_questions": questions, "numbered_answers": answers})
+        questions = _itemize(
+            [pt.inputs.format_map(f) for pt, f in zip(patterns, fields)], layout["markers"], layout["end"]
+        )
+        answers = _itemize(
+            [pt.targets.format_map(f) for pt, f in zip(patterns, fields)], layout["markers"], layout["end"]
+        )
+        return layout["template"].format_map(
+            {"context": text, "numbered_questions": questions, "numbered_answers": answers}
+        )
     if mode == "inline":
         if all(p.cot for p in pairs):  # worked examples with their reasoning as the explanation
             template = layout["explained"]
-            items = [{"input": f["question"] + ("\n" + f["options_"].lstrip(" ") if p.options else ""),
-                      "output": f["option_answer"], "explanation": f["cot"] + "."} for p, f in zip(pairs, fields)]
+            items = [
+                {
+                    "input": f["question"] + ("\n" + f["options_"].lstrip(" ") if p.options else ""),
+                    "output": f["option_answer"],
+                    "explanation": f["cot"] + ".",
+                }
+                for p, f in zip(pairs, fields)
+            ]
         else:
             template = layout["plain"]
-            items = [{"input": style.patterns[p.kind].inputs.format_map(f),
-                      "output": style.patterns[p.kind].targets.format_map(f)} for p, f in zip(pairs, fields)]
+            items = [
+                {
+                    "input": style.patterns[p.kind].inputs.format_map(f),
+                    "output": style.patterns[p.kind].targets.format_map(f),
+                }
+                for p, f in zip(pairs, fields)
+            ]
         examples = template.separator.join(template.example.format_map(it) for it in items[:-1])
         return template.template.format_map({"context": text, "examples": examples, **items[-1]})
     if mode == "next_turn":
@@ -165,8 +215,9 @@ def groups_of(collection: Sequence[dict]) -> List[List[int]]:
     return groups
 
 
-def render_collection(collection: Sequence[dict], seed: int, lib: Optional[TemplateLibrary] = None,
-                      stats: Optional[Counter] = None) -> List[Tuple[str, str]]:
+def render_collection(
+    collection: Sequence[dict], seed: int, lib: Optional[TemplateLibrary] = None, stats: Optional[Counter] = None
+) -> List[Tuple[str, str]]:
     """``[(source, text), ...]`` with source "augmented" (a rendered group) or "raw" (an entry without valid
     pairs). Per group: its document first, then the raw texts of its entries without pairs; empty texts are
     counted and skipped. ``stats`` (a Counter) receives layouts, pair kinds and drop reasons."""

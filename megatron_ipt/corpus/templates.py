@@ -6,6 +6,7 @@ unanswerable phrasings, reading openers, dialog speakers, numbering schemes, inl
 templates) but none is copied from FLAN or LMOps. This module only loads them and checks that each template
 uses exactly the placeholders its layout fills, so a typo in a data file fails at load time, not mid-corpus.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,9 +49,13 @@ class QAPattern:
     example_separator: str
 
     def render(self, fields: dict, inputs_prefix: str = None, targets_prefix: str = None, delimiter: str = None) -> str:
-        return ((self.inputs_prefix if inputs_prefix is None else inputs_prefix) + self.inputs.format_map(fields)
-                + (self.x_y_delimiter if delimiter is None else delimiter)
-                + (self.targets_prefix if targets_prefix is None else targets_prefix) + self.targets.format_map(fields))
+        return (
+            (self.inputs_prefix if inputs_prefix is None else inputs_prefix)
+            + self.inputs.format_map(fields)
+            + (self.x_y_delimiter if delimiter is None else delimiter)
+            + (self.targets_prefix if targets_prefix is None else targets_prefix)
+            + self.targets.format_map(fields)
+        )
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,21 @@ class TemplateLibrary:
     def sizes(self) -> Dict[str, int]:
         """Pool sizes, for the README and the tests."""
         out = {f"qa/{k}": len(v) for k, v in self.qa.items()}
-        for name in ("option_starts", "option_markers", "item_ends", "unanswerable_options", "unanswerable_answers",
-                     "dialog_headers", "speakers", "next_turn", "next_turn_inverted", "numbering_markers",
-                     "numbered_templates", "inline_explained", "inline_plain"):
+        for name in (
+            "option_starts",
+            "option_markers",
+            "item_ends",
+            "unanswerable_options",
+            "unanswerable_answers",
+            "dialog_headers",
+            "speakers",
+            "next_turn",
+            "next_turn_inverted",
+            "numbering_markers",
+            "numbered_templates",
+            "inline_explained",
+            "inline_plain",
+        ):
             out[name] = len(getattr(self, name))
         for name in ("read_start", "compre_start", "qa_start", "text_start"):
             out[name] = len(getattr(self, name).phrasings)
@@ -157,23 +174,29 @@ def _check(template: str, where: str, required: set, allowed: set = None) -> str
     used = _fields(template, where)
     allowed = required if allowed is None else allowed
     if not required <= used or not used <= allowed:
-        raise ValueError(f"{where}: template {template!r} uses {sorted(used)}; needs {sorted(required)}"
-                         f" and may use {sorted(allowed)}")
+        raise ValueError(
+            f"{where}: template {template!r} uses {sorted(used)}; needs {sorted(required)}"
+            f" and may use {sorted(allowed)}"
+        )
     return template
 
 
 def _qa_pattern(row, kind: str, where: str) -> QAPattern:
     if not (isinstance(row, list) and len(row) == 6 and all(isinstance(x, str) for x in row)):
-        raise ValueError(f"{where}: a QA pattern is 6 strings [inputs_prefix, inputs, x_y_delimiter, "
-                         f"targets_prefix, targets, example_separator]")
+        raise ValueError(
+            f"{where}: a QA pattern is 6 strings [inputs_prefix, inputs, x_y_delimiter, "
+            f"targets_prefix, targets, example_separator]"
+        )
     pattern = QAPattern(*row)
     for prefix in (pattern.inputs_prefix, pattern.targets_prefix, pattern.x_y_delimiter, pattern.example_separator):
         _check(prefix, where, set())
     used = _fields(pattern.inputs, where) | _fields(pattern.targets, where)
     allowed = _QA_FIELDS[kind]
     if not used <= allowed or "question" not in used or not used & {"answer", "option_answer"}:
-        raise ValueError(f"{where}: pattern {row!r} uses {sorted(used)}: it needs {{question}} and an answer "
-                         f"field, and may use only {sorted(allowed)}")
+        raise ValueError(
+            f"{where}: pattern {row!r} uses {sorted(used)}: it needs {{question}} and an answer "
+            f"field, and may use only {sorted(allowed)}"
+        )
     if "cot" in kind and "cot" not in used:
         raise ValueError(f"{where}: chain-of-thought pattern {row!r} does not show {{cot}}")
     if "options_" in used and "option_answer" not in used:
@@ -236,15 +259,21 @@ def load_templates() -> TemplateLibrary:
             raise ValueError(f"options.json:ends[{i}]: [after each item, after the last item]: {end!r}")
         ends.append(tuple(end))
     return TemplateLibrary(
-        qa={kind: tuple(_qa_pattern(row, kind, f"qa.json:{kind}[{i}]") for i, row in enumerate(qa[kind]))
-            for kind in PAIR_KINDS},
+        qa={
+            kind: tuple(_qa_pattern(row, kind, f"qa.json:{kind}[{i}]") for i, row in enumerate(qa[kind]))
+            for kind in PAIR_KINDS
+        },
         option_starts=tuple(_check(s, "options.json:starts", set()) for s in options["starts"]),
         option_markers=_markers(options["markers"], "options.json:markers", distinct=False),
         item_ends=tuple(ends),
         unanswerable_options=tuple(options["unanswerable_options"]),
         unanswerable_answers=tuple(options["unanswerable_answers"]),
-        recognized_unanswerable=frozenset(normalize_phrase(p) for p in options["recognized_unanswerable"]
-                                          + options["unanswerable_options"] + options["unanswerable_answers"]),
+        recognized_unanswerable=frozenset(
+            normalize_phrase(p)
+            for p in options["recognized_unanswerable"]
+            + options["unanswerable_options"]
+            + options["unanswerable_answers"]
+        ),
         read_start=_pool(reading, "read_start", "context"),
         read_ends=tuple(reading["read_ends"]),
         compre_start=_pool(reading, "compre_start", None),
@@ -258,11 +287,14 @@ def load_templates() -> TemplateLibrary:
         dialog_delimiters=tuple(dialog["x_y_delimiters"]),
         turn_separators=tuple(dialog["turn_separators"]),
         next_turn=tuple(_check(t, "dialog.json:next_turn", {"dialog_", "answer"}) for t in dialog["next_turn"]),
-        next_turn_inverted=tuple(_check(t, "dialog.json:next_turn_inverted", {"dialog_", "answer"})
-                                 for t in dialog["next_turn_inverted"]),
+        next_turn_inverted=tuple(
+            _check(t, "dialog.json:next_turn_inverted", {"dialog_", "answer"}) for t in dialog["next_turn_inverted"]
+        ),
         numbering_markers=_markers(numbered["markers"], "numbered.json:markers", distinct=True),
-        numbered_templates=tuple(_check(t, "numbered.json:templates", {"context", "numbered_questions", "numbered_answers"})
-                                 for t in numbered["templates"]),
+        numbered_templates=tuple(
+            _check(t, "numbered.json:templates", {"context", "numbered_questions", "numbered_answers"})
+            for t in numbered["templates"]
+        ),
         inline_explained=_inline(inline["explained"], "inline_fewshot.json:explained", explained=True),
         inline_plain=_inline(inline["plain"], "inline_fewshot.json:plain", explained=False),
     )

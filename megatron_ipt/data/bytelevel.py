@@ -4,6 +4,7 @@
 is what the one log line says when the library is used instead. Only configurations whose every step the
 native encoder reproduces are accepted (csrc/bytelevel_bpe.h lists them).
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,14 +13,23 @@ from typing import Dict, List, Optional, Tuple
 from megatron_ipt import _native
 
 # Pre-tokenization regexes the native encoder implements (csrc/bytelevel_bpe.cpp), by its pattern code.
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-CL100K_POSSESSIVE_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"
-                             r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s")
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+CL100K_POSSESSIVE_PATTERN = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"
+    r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s"
+)
 PATTERNS = {LLAMA3_PATTERN: 1, CL100K_POSSESSIVE_PATTERN: 2}
 # tiktoken's cl100k_base: the regex it ships today and its special tokens (not in the .tiktoken file).
-CL100K_SPECIAL_TOKENS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                         "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+CL100K_SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 
 def read_tiktoken_file(path: str) -> Dict[bytes, int]:
@@ -49,7 +59,9 @@ def native_from_tiktoken(ranks: Dict[bytes, int], pattern: str):
 def bytes_to_unicode() -> Dict[int, str]:
     """GPT-2's byte → printable character map that byte-level tokenizer.json vocabularies are written in:
     printable Latin-1 bytes stand for themselves, the other bytes for U+0100 onwards, in byte order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     mapping, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -115,8 +127,8 @@ def _template_affixes(library) -> Optional[Tuple[List[int], List[int]]]:
     bare = library.encode("a", add_special_tokens=False).ids
     full = library.encode("a", add_special_tokens=True).ids
     for start in range(len(full) - len(bare) + 1):
-        if full[start:start + len(bare)] == bare:
-            prefix, suffix = full[:start], full[start + len(bare):]
+        if full[start : start + len(bare)] == bare:
+            prefix, suffix = full[:start], full[start + len(bare) :]
             if library.encode("", add_special_tokens=True).ids == prefix + suffix:
                 return prefix, suffix
     return None
@@ -132,7 +144,7 @@ def fill_fallbacks(tokens, lengths, texts, encode_with_library, append_id):
     pieces, at = [], 0
     for i, n in enumerate(lengths.tolist()):
         if n >= 0:
-            pieces.append(tokens[at:at + n])
+            pieces.append(tokens[at : at + n])
             at += n
         else:
             ids = encode_with_library(texts[i])

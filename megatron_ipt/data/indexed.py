@@ -4,6 +4,7 @@ Writers are atomic: tokens go to `{prefix}.bin.inprogress`, the index to `{prefi
 renamed only when finalize succeeded, the `.idx` last. A killed or failed build therefore never leaves a
 `.bin/.idx` pair that `megatron.core`'s `IndexedDataset.exists` would take for a finished dataset.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -1,6 +1,7 @@
 """Streaming JSONL input: file/glob/directory expansion, .gz/.zst decompression, byte-range shards, and
 line-exact error reporting. Nothing here holds more than one line (plus I/O buffers) in memory.
 """
+
 from __future__ import annotations
 
 import glob
@@ -37,7 +38,12 @@ class InputError(Exception):
 def expand_inputs(spec: str) -> List[str]:
     """A file, a glob (`data/*.jsonl.gz`, `**` allowed) or a directory (its JSONL files, recursively), sorted."""
     if os.path.isdir(spec):
-        found = [os.path.join(root, name) for root, _, names in os.walk(spec) for name in names if name.endswith(JSONL_SUFFIXES)]
+        found = [
+            os.path.join(root, name)
+            for root, _, names in os.walk(spec)
+            for name in names
+            if name.endswith(JSONL_SUFFIXES)
+        ]
         if not found:
             raise InputError(spec, None, f"directory has no JSONL files (looked for {', '.join(JSONL_SUFFIXES)})")
         return sorted(found)
@@ -177,7 +183,9 @@ def _values(record: dict, raw: bytes, keys: List[str]) -> List[object]:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             values.append(value)  # pre-split sentences, as Megatron accepts
         else:
-            raise LineError("not a string", f"key {key!r} is {_json_type(value)}, expected a string (or a list of strings)")
+            raise LineError(
+                "not a string", f"key {key!r} is {_json_type(value)}, expected a string (or a list of strings)"
+            )
     # JSON escapes can smuggle in lone surrogates ("\ud800"), which are not text and no tokenizer takes.
     # The byte search keeps the check off the common path.
     if b"\\ud" in raw or b"\\uD" in raw:
@@ -186,7 +194,9 @@ def _values(record: dict, raw: bytes, keys: List[str]) -> List[object]:
                 try:
                     s.encode("utf-8")
                 except UnicodeEncodeError as e:
-                    raise LineError("invalid Unicode", f"key {key!r} has a lone surrogate U+{ord(s[e.start]):04X}") from None
+                    raise LineError(
+                        "invalid Unicode", f"key {key!r} has a lone surrogate U+{ord(s[e.start]):04X}"
+                    ) from None
     return values
 
 

@@ -5,6 +5,7 @@ benchmarks/bench_preprocess.py times ours against. It does what Megatron-LM does
 parsing one JSON line and calling the tokenizer once per document (`imap(..., chunksize=32)`), and a single
 writer calling `IndexedDatasetBuilder.add_document` per document, then `finalize`.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ def _init(tokenizer_type: str, tokenizer_model: str, json_keys: List[str], appen
     from megatron_ipt.data.tokenizer import build_tokenizer
 
     # The library, as Megatron-LM uses it (never our native encoder): this is the reference.
-    _state.update(tokenizer=build_tokenizer(tokenizer_type, tokenizer_model, native=False), keys=json_keys,
-                  append_eod=append_eod)
+    _state.update(
+        tokenizer=build_tokenizer(tokenizer_type, tokenizer_model, native=False), keys=json_keys, append_eod=append_eod
+    )
 
 
 def _encode(line: bytes):
@@ -44,8 +46,15 @@ def _encode(line: bytes):
     return out, len(line)
 
 
-def megatron_style_preprocess(input_path: str, output_prefix: str, tokenizer_type: str, tokenizer_model: str,
-                              json_keys: Optional[List[str]] = None, append_eod: bool = False, workers: int = 1) -> dict:
+def megatron_style_preprocess(
+    input_path: str,
+    output_prefix: str,
+    tokenizer_type: str,
+    tokenizer_model: str,
+    json_keys: Optional[List[str]] = None,
+    append_eod: bool = False,
+    workers: int = 1,
+) -> dict:
     """Write `{output_prefix}_{key}_document.{bin,idx}` the way Megatron-LM does. Returns {"documents", "tokens"}."""
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 

@@ -9,6 +9,7 @@ Megatron semantics kept on purpose: a text with no tokens becomes an empty docum
 no sequence, and no EOD even with --append-eod); a list of strings is a pre-split document with one sequence
 per non-empty string; --append-eod adds the tokenizer's EOD to each non-empty document.
 """
+
 from __future__ import annotations
 
 import logging
@@ -131,8 +132,13 @@ class _Packer:
             raise
 
 
-def process_shard(shard: jsonl.Shard, config: PreprocessConfig, tokenizer: Tokenizer,
-                  writers: Dict[str, IndexedDatasetWriter], progress=None) -> ShardStats:
+def process_shard(
+    shard: jsonl.Shard,
+    config: PreprocessConfig,
+    tokenizer: Tokenizer,
+    writers: Dict[str, IndexedDatasetWriter],
+    progress=None,
+) -> ShardStats:
     """Tokenize every line of `shard` into `writers`; raise InputError on bad input unless skipping."""
     stats = ShardStats()
     packer = _Packer(config, tokenizer, writers)
@@ -199,8 +205,7 @@ _worker: dict = {}
 
 def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
     logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
-    _worker.update(config=config, progress=progress, part_dir=part_dir,
-                   tokenizer=_build_tokenizer(config))
+    _worker.update(config=config, progress=progress, part_dir=part_dir, tokenizer=_build_tokenizer(config))
 
 
 def _run_part(task):
@@ -210,8 +215,9 @@ def _run_part(task):
     return index, pack_shards([shard], prefixes, config, _worker["tokenizer"], _worker["progress"])
 
 
-def pack_shards(shards: List[jsonl.Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer,
-                progress) -> ShardStats:
+def pack_shards(
+    shards: List[jsonl.Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer, progress
+) -> ShardStats:
     """Pack `shards`, in order, into one dataset per JSON key: all finalized together, or none left behind."""
     writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in prefixes.items()}
     stats = ShardStats()
@@ -228,9 +234,14 @@ def pack_shards(shards: List[jsonl.Shard], prefixes: Dict[str, str], config: Pre
 
 
 def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
-    return build_tokenizer(config.tokenizer_type, config.tokenizer_model, include_special_tokens=config.include_special_tokens,
-                           native=config.native_tokenizer, num_threads=config.threads_per_worker,
-                           tiktoken_pattern=config.tiktoken_pattern)
+    return build_tokenizer(
+        config.tokenizer_type,
+        config.tokenizer_model,
+        include_special_tokens=config.include_special_tokens,
+        native=config.native_tokenizer,
+        num_threads=config.threads_per_worker,
+        tiktoken_pattern=config.tiktoken_pattern,
+    )
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -258,7 +269,9 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     shards = jsonl.plan_shards(files, target) if workers > 1 else [jsonl.Shard(p) for p in files]
     ctx = mp.get_context("spawn")
     progress = _Progress(ctx)
-    reporter = reporter or _Reporter(config.log_interval, total_bytes if not any(map(jsonl.is_compressed, files)) else None)
+    reporter = reporter or _Reporter(
+        config.log_interval, total_bytes if not any(map(jsonl.is_compressed, files)) else None
+    )
     stats = ShardStats()
     outputs = {key: config.output_prefix_for(key) for key in config.json_keys}
 
@@ -275,8 +288,12 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
         try:
             # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (OOM killer, segfault) breaks the
             # pool with an error instead of leaving its task pending forever.
-            with ProcessPoolExecutor(min(workers, len(shards)), mp_context=ctx, initializer=_init_worker,
-                                     initargs=(config, progress, part_dir)) as pool:
+            with ProcessPoolExecutor(
+                min(workers, len(shards)),
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(config, progress, part_dir),
+            ) as pool:
                 pending = [pool.submit(_run_part, (i, s)) for i, s in enumerate(shards)]
                 try:
                     while True:
@@ -299,8 +316,9 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
             shutil.rmtree(part_dir, ignore_errors=True)
     reporter.update(*progress.snapshot())
     reporter.close()
-    return PreprocessResult(stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size,
-                            describe(tokenizer))
+    return PreprocessResult(
+        stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size, describe(tokenizer)
+    )
 
 
 def describe(tokenizer: Tokenizer) -> str:
@@ -331,7 +349,9 @@ class _Reporter:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="packing", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="packing", dynamic_ncols=True
+            )
 
     def update(self, docs: int, tokens: int, nbytes: int):
         elapsed = max(time.time() - self.start, 1e-9)
@@ -340,8 +360,12 @@ class _Reporter:
             self.last_bytes = nbytes
             self.bar.set_postfix_str(f"{docs / elapsed:,.0f} docs/s, {tokens / elapsed:,.0f} tokens/s", refresh=False)
         elif docs >= self.next_log:
-            print(f"Processed {docs} documents ({docs / elapsed:.2f} docs/s, {tokens / elapsed:,.0f} tokens/s, "
-                  f"{nbytes / elapsed / (1 << 20):.2f} MB/s).", file=sys.stderr, flush=True)
+            print(
+                f"Processed {docs} documents ({docs / elapsed:.2f} docs/s, {tokens / elapsed:,.0f} tokens/s, "
+                f"{nbytes / elapsed / (1 << 20):.2f} MB/s).",
+                file=sys.stderr,
+                flush=True,
+            )
             self.next_log = (docs // self.log_interval + 1) * self.log_interval
 
     def close(self):

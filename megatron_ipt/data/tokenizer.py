@@ -17,6 +17,7 @@ Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, Instruc
 with the libraries and several times faster; models they do not reproduce exactly (unigram, NFKC
 normalization, other regexes, ...) use the library, and one log line says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,9 @@ class Tokenizer:
 class SentencePieceTokenizer(Tokenizer):
     library_name = "sentencepiece"
 
-    def __init__(self, model_path: str, tokenizer_type: str = "SentencePieceTokenizer", num_threads: int = 1,
-                 native: bool = True):
+    def __init__(
+        self, model_path: str, tokenizer_type: str = "SentencePieceTokenizer", num_threads: int = 1, native: bool = True
+    ):
         import sentencepiece
 
         from megatron_ipt import _native
@@ -125,7 +127,9 @@ class _ByteLevelNative(Tokenizer):
     def _use_native(self, encoder, reason: Optional[str]):
         self._native = encoder
         if encoder is None:
-            logger.warning("%s: native encoder not used (%s); using the %s library", self.model_path, reason, self.library_name)
+            logger.warning(
+                "%s: native encoder not used (%s); using the %s library", self.model_path, reason, self.library_name
+            )
 
     @property
     def native(self) -> bool:
@@ -162,15 +166,23 @@ class _ByteLevelNative(Tokenizer):
 class HuggingFaceTokenizer(_ByteLevelNative):
     library_name = "tokenizers"
 
-    def __init__(self, model_path: str, tokenizer_type: str = "HuggingFaceTokenizer", include_special_tokens: bool = True,
-                 num_threads: int = 1, native: bool = True):
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer_type: str = "HuggingFaceTokenizer",
+        include_special_tokens: bool = True,
+        num_threads: int = 1,
+        native: bool = True,
+    ):
         import tokenizers
 
         from megatron_ipt.data.bytelevel import native_from_tokenizer_json
 
         json_path = os.path.join(model_path, "tokenizer.json") if os.path.isdir(model_path) else model_path
         if not os.path.isfile(json_path):
-            raise FileNotFoundError(f"{json_path}: no tokenizer.json (HuggingFaceTokenizer needs a tokenizer.json or a directory holding one)")
+            raise FileNotFoundError(
+                f"{json_path}: no tokenizer.json (HuggingFaceTokenizer needs a tokenizer.json or a directory holding one)"
+            )
         self.tokenizer_type = tokenizer_type
         self.model_path = model_path
         self.include_special_tokens = include_special_tokens
@@ -187,7 +199,7 @@ class HuggingFaceTokenizer(_ByteLevelNative):
     def _token_id(self, configured, fallbacks) -> Optional[int]:
         if isinstance(configured, dict):  # {"content": "</s>", ...} in older tokenizer_config.json files
             configured = configured.get("content")
-        for token in ([configured] if configured else list(fallbacks)):
+        for token in [configured] if configured else list(fallbacks):
             token_id = self._tok.token_to_id(token)
             if token_id is not None:
                 return token_id
@@ -213,8 +225,14 @@ class HuggingFaceTokenizer(_ByteLevelNative):
 class TiktokenFileTokenizer(_ByteLevelNative):
     library_name = "tiktoken"
 
-    def __init__(self, model_path: str, tokenizer_type: str = "TiktokenFileTokenizer", tiktoken_pattern: str = "cl100k",
-                 num_threads: int = 1, native: bool = True):
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer_type: str = "TiktokenFileTokenizer",
+        tiktoken_pattern: str = "cl100k",
+        num_threads: int = 1,
+        native: bool = True,
+    ):
         from megatron_ipt.data import bytelevel
 
         patterns = {"cl100k": bytelevel.CL100K_POSSESSIVE_PATTERN, "llama3": bytelevel.LLAMA3_PATTERN}
@@ -234,8 +252,12 @@ class TiktokenFileTokenizer(_ByteLevelNative):
         if self._library is None:
             import tiktoken
 
-            self._library = tiktoken.Encoding("megatron_ipt_" + os.path.basename(self.model_path), pat_str=self._pattern,
-                                              mergeable_ranks=self._ranks, special_tokens=self._specials)
+            self._library = tiktoken.Encoding(
+                "megatron_ipt_" + os.path.basename(self.model_path),
+                pat_str=self._pattern,
+                mergeable_ranks=self._ranks,
+                special_tokens=self._specials,
+            )
         return self._library
 
     def _library_encode(self, text: str) -> List[int]:
@@ -266,11 +288,17 @@ def build_tokenizer(
     if tokenizer_type in SENTENCEPIECE_TYPES:
         return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads, native=native)
     if tokenizer_type in HUGGINGFACE_TYPES:
-        return HuggingFaceTokenizer(tokenizer_model, tokenizer_type, include_special_tokens=include_special_tokens,
-                                    num_threads=num_threads, native=native)
+        return HuggingFaceTokenizer(
+            tokenizer_model,
+            tokenizer_type,
+            include_special_tokens=include_special_tokens,
+            num_threads=num_threads,
+            native=native,
+        )
     if tokenizer_type in TIKTOKEN_TYPES:
-        return TiktokenFileTokenizer(tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern,
-                                     num_threads=num_threads, native=native)
+        return TiktokenFileTokenizer(
+            tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern, num_threads=num_threads, native=native
+        )
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 

@@ -19,6 +19,7 @@ passage, with one seeded RNG per task:
 Options are shuffled (the gold's position is uniform, so chance accuracy is 1/options). The same input and
 seed always give the same files. Each file starts with a header naming the rule, the source and the seed.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,16 +85,25 @@ def _options(rng: random.Random, gold: str, pool: List[tuple], doc: int, doc_tex
     return options, options.index(gold)
 
 
-def build_tasks(texts: List[str], output_dir: str, seed: int = 1234, num_options: int = 4,
-                max_passage_words: int = 120, max_sentence_words: int = 40, max_items: int = None,
-                source: str = "") -> Dict[str, object]:
+def build_tasks(
+    texts: List[str],
+    output_dir: str,
+    seed: int = 1234,
+    num_options: int = 4,
+    max_passage_words: int = 120,
+    max_sentence_words: int = 40,
+    max_items: int = None,
+    source: str = "",
+) -> Dict[str, object]:
     """Write the three task files into `output_dir`; returns {"items": {task: n}, "skipped_documents": n}."""
     passages = [_passage(t, max_passage_words, max_sentence_words) for t in texts]
     usable = [d for d, p in enumerate(passages) if len(p) >= 2]
     pool = [(d, s) for d in usable for s in passages[d]]
     if len({d for d, _ in pool}) < num_options:
-        raise ValueError(f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
-                         f"{num_options} options need at least {num_options}")
+        raise ValueError(
+            f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
+            f"{num_options} options need at least {num_options}"
+        )
     items = {name: [] for name in TASKS}
     rngs = {name: random.Random(f"{seed}:{name}") for name in TASKS}
     for d in usable[:max_items] if max_items else usable:
@@ -104,23 +114,37 @@ def build_tasks(texts: List[str], output_dir: str, seed: int = 1234, num_options
 
         rng = rngs["rc_sentence_choice"]
         options, gold = _options(rng, passage[rng.randrange(len(passage))], pool, d, doc_text, num_options)
-        items["rc_sentence_choice"].append({
-            "id": f"{doc_id}-appears", "options": options, "gold": gold,
-            "prompt": f"{text}\n\nQuestion: Which of the following sentences appears in the passage above?\nAnswer:"})
+        items["rc_sentence_choice"].append(
+            {
+                "id": f"{doc_id}-appears",
+                "options": options,
+                "gold": gold,
+                "prompt": f"{text}\n\nQuestion: Which of the following sentences appears in the passage above?\nAnswer:",
+            }
+        )
 
         rng = rngs["rc_next_sentence_choice"]
         options, gold = _options(rng, passage[-1], pool, d, doc_text, num_options)
-        items["rc_next_sentence_choice"].append({
-            "id": f"{doc_id}-next", "options": options, "gold": gold,
-            "prompt": f"{' '.join(passage[:-1])}\n\nQuestion: Which sentence comes next in the passage above?\nAnswer:"})
+        items["rc_next_sentence_choice"].append(
+            {
+                "id": f"{doc_id}-next",
+                "options": options,
+                "gold": gold,
+                "prompt": f"{' '.join(passage[:-1])}\n\nQuestion: Which sentence comes next in the passage above?\nAnswer:",
+            }
+        )
 
         rng = rngs["rc_sentence_completion"]
         words = passage[rng.randrange(1, len(passage))].split()
         half = len(words) // 2
-        items["rc_sentence_completion"].append({
-            "id": f"{doc_id}-complete", "answers": [" ".join(words[half:])],
-            "prompt": f"{text}\n\nQuestion: Complete this sentence from the passage above: "
-                      f"\"{' '.join(words[:half])} ...\"\nAnswer: {' '.join(words[:half])}"})
+        items["rc_sentence_completion"].append(
+            {
+                "id": f"{doc_id}-complete",
+                "answers": [" ".join(words[half:])],
+                "prompt": f"{text}\n\nQuestion: Complete this sentence from the passage above: "
+                f'"{" ".join(words[:half])} ..."\nAnswer: {" ".join(words[:half])}',
+            }
+        )
     rules = {
         "rc_sentence_choice": "gold: a sentence of the passage; distractors: sentences of other documents not in this one",
         "rc_next_sentence_choice": "gold: the passage's withheld last sentence; distractors: sentences of other documents not in this one",
@@ -128,9 +152,19 @@ def build_tasks(texts: List[str], output_dir: str, seed: int = 1234, num_options
     }
     for name in TASKS:
         kind_metrics = ["exact_match", "token_f1"] if name == "rc_sentence_completion" else ["accuracy"]
-        header = {"name": name, "metrics": kind_metrics, "rule": rules[name], "source": source, "seed": seed,
-                  "num_options": num_options if name != "rc_sentence_completion" else None,
-                  "max_passage_words": max_passage_words, "max_sentence_words": max_sentence_words}
+        header = {
+            "name": name,
+            "metrics": kind_metrics,
+            "rule": rules[name],
+            "source": source,
+            "seed": seed,
+            "num_options": num_options if name != "rc_sentence_completion" else None,
+            "max_passage_words": max_passage_words,
+            "max_sentence_words": max_sentence_words,
+        }
         write_task(os.path.join(output_dir, f"{name}.jsonl"), items[name], header)
-    return {"items": Counter({k: len(v) for k, v in items.items()}), "skipped_documents": len(texts) - len(usable),
-            "documents": len(texts)}
+    return {
+        "items": Counter({k: len(v) for k, v in items.items()}),
+        "skipped_documents": len(texts) - len(usable),
+        "documents": len(texts),
+    }

@@ -1,5 +1,6 @@
 """A Hugging Face model directory (config.json + weights + tokenizer files) as an evaluation model, via
 transformers, on CPU or one GPU. Generation uses `generate` (KV cache, left padding, greedy)."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class HFModel(LanguageModel):
-    def __init__(self, path: str, batch_size: int, max_length: int = None, start_token: str = "auto",
-                 dtype: str = "auto", device: str = None):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        max_length: int = None,
+        start_token: str = "auto",
+        dtype: str = "auto",
+        device: str = None,
+    ):
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
@@ -60,7 +68,7 @@ class HFModel(LanguageModel):
         results = []
         bar = self.progress_bar(len(prompts), "generate")
         for first in range(0, len(prompts), self.batch_size):
-            batch = [list(p) for p in prompts[first:first + self.batch_size]]
+            batch = [list(p) for p in prompts[first : first + self.batch_size]]
             width = max(len(p) for p in batch)
             budgets = [self.generation_budget(len(p), max_new_tokens) for p in batch]
             ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in batch], device=self.device)
@@ -68,10 +76,19 @@ class HFModel(LanguageModel):
             new = []
             if max(budgets) > 0:
                 with torch.no_grad():
-                    out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(budgets),
-                                              do_sample=False, stop_strings=["\n"], tokenizer=self.tokenizer,
-                                              pad_token_id=self.pad_id, eos_token_id=sorted(self.stop_ids) or None,
-                                              temperature=None, top_p=None, top_k=None)
+                    out = self.model.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=max(budgets),
+                        do_sample=False,
+                        stop_strings=["\n"],
+                        tokenizer=self.tokenizer,
+                        pad_token_id=self.pad_id,
+                        eos_token_id=sorted(self.stop_ids) or None,
+                        temperature=None,
+                        top_p=None,
+                        top_k=None,
+                    )
                 new = out[:, width:].tolist()
             for row, budget in enumerate(budgets):
                 generated = []

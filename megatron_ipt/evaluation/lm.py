@@ -5,6 +5,7 @@ the continuation NLLs are computed here, once, so two backends on the same weigh
 Greedy generation has a reference implementation here (the whole sequence recomputed per new token) that
 backends replace with a KV-cached one and are tested against.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,13 +50,13 @@ class LanguageModel:
         order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
         bar = self.progress_bar(len(requests), "score")
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             sequences = [requests[i][0] + requests[i][1] for i in batch]
             logits = self.logits(_right_pad(sequences))
             for row, i in enumerate(batch):
                 context, continuation = requests[i]
                 # position t predicts token t + 1
-                rows = logits[row, len(context) - 1:len(context) - 1 + len(continuation)].float()
+                rows = logits[row, len(context) - 1 : len(context) - 1 + len(continuation)].float()
                 targets = torch.tensor(continuation, device=rows.device)
                 nll = -torch.log_softmax(rows, dim=-1).gather(1, targets[:, None]).squeeze(1)
                 results[i] = nll.tolist()
@@ -95,8 +96,9 @@ class LanguageModel:
         """A tqdm bar on the writer's terminal; silent elsewhere (each task still logs one line when done)."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="seq", leave=False,
-                    disable=not (self.is_writer and sys.stderr.isatty()))
+        return tqdm(
+            total=total, desc=desc, unit="seq", leave=False, disable=not (self.is_writer and sys.stderr.isatty())
+        )
 
     def generation_budget(self, prompt_length: int, max_new_tokens: int) -> int:
         return max(0, min(max_new_tokens, self.max_length - prompt_length))

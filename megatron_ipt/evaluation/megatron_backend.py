@@ -7,6 +7,7 @@ dealt round-robin to DP ranks and the results gathered). Pipeline parallelism is
 the checkpoint reshards to PP=1 on load; split a large model with TP instead. Launch with torchrun for TP/DP>1
 (gloo on CPU, NCCL on GPU); a single process needs no launcher.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,24 +54,29 @@ class MegatronModel(LanguageModel):
         from megatron_ipt.training import checkpoint, models, parallel
 
         if args.pipeline_model_parallel_size != 1:
-            raise SystemExit("evaluation runs at --pipeline-model-parallel-size 1 (the checkpoint reshards on "
-                             "load from any TP/PP); use --tensor-model-parallel-size to split a large model")
+            raise SystemExit(
+                "evaluation runs at --pipeline-model-parallel-size 1 (the checkpoint reshards on "
+                "load from any TP/PP); use --tensor-model-parallel-size to split a large model"
+            )
         if not args.load:
-            raise SystemExit("--load DIR is required (a checkpoint directory written by tools/pretrain.py or "
-                             "tools/convert_checkpoint.py), or give --hf-model DIR")
+            raise SystemExit(
+                "--load DIR is required (a checkpoint directory written by tools/pretrain.py or "
+                "tools/convert_checkpoint.py), or give --hf-model DIR"
+            )
         try:  # before the model, so a wrong tokenizer flag fails fast
             self.tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model, include_special_tokens=False)
         except (ValueError, OSError) as error:
-            raise SystemExit(str(error))
+            raise SystemExit(str(error)) from None
         if self.tokenizer.vocab_size > args.vocab_size:
-            raise SystemExit(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model "
-                             f"--vocab-size is {args.vocab_size}")
+            raise SystemExit(
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model --vocab-size is {args.vocab_size}"
+            )
         _single_process_rendezvous()
         parallel.initialize(args)
         try:
             tconfig = models.transformer_config(args)
         except ValueError as error:  # e.g. heads not divisible by the TP size
-            raise SystemExit(f"model flags: {error}")
+            raise SystemExit(f"model flags: {error}") from None
         tconfig.perform_initialization = False  # every parameter comes from the checkpoint
         self.model = models.build_model_chunks(args, tconfig)[0]
         self.iteration = checkpoint.load_weights(args.load, [self.model])
@@ -84,12 +90,17 @@ class MegatronModel(LanguageModel):
         self.max_length = max_length or min(2048, args.max_position_embeddings)
         self.start_ids = start_ids_for(args.tokenizer_type, args.tokenizer_model, start_token, self.tokenizer)
         self.stop_ids = frozenset(t for t in (self.tokenizer.eod,) if t is not None)
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        )
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_group = parallel_state.get_data_parallel_group()
         self.is_writer = torch.distributed.get_rank() == 0
-        self.layout = {"tensor_model_parallel_size": args.tensor_model_parallel_size, "data_parallel_size": self.dp_size}
+        self.layout = {
+            "tensor_model_parallel_size": args.tensor_model_parallel_size,
+            "data_parallel_size": self.dp_size,
+        }
 
     def encode_batch(self, texts):
         return self.tokenizer.encode_batch(list(texts))
@@ -105,7 +116,7 @@ class MegatronModel(LanguageModel):
         mask = torch.ones(1, 1, end, end, dtype=torch.bool, device=self.device).triu(1)[:, :, start:end, :end]
         with torch.no_grad():
             out = self.model(tokens, positions, mask, inference_context=context, runtime_gather_output=True)
-        return out[..., :self.vocab_size]  # the model's dtype: only the rows scored are cast to float32
+        return out[..., : self.vocab_size]  # the model's dtype: only the rows scored are cast to float32
 
     def logits(self, tokens):
         return self._forward(tokens)
@@ -119,7 +130,7 @@ class MegatronModel(LanguageModel):
         results = []
         bar = self.progress_bar(len(prompts), "generate")
         for first in range(0, len(prompts), self.batch_size):
-            batch = [list(p) for p in prompts[first:first + self.batch_size]]
+            batch = [list(p) for p in prompts[first : first + self.batch_size]]
             budgets = [self.generation_budget(len(p), max_new_tokens) for p in batch]
             total = max(len(p) + b for p, b in zip(batch, budgets))
             tokens = torch.tensor([p + [0] * (total - len(p)) for p in batch], dtype=torch.long)
@@ -153,14 +164,14 @@ class MegatronModel(LanguageModel):
         torch.distributed.all_gather_object(parts, mine, group=self.dp_group)
         results = [None] * n
         for rank, part in enumerate(parts):
-            results[rank::self.dp_size] = part
+            results[rank :: self.dp_size] = part
         return results
 
     def continuation_nlls(self, requests: Sequence[Request]) -> List[List[float]]:
-        return self._gather(super().continuation_nlls(list(requests)[self.dp_rank::self.dp_size]), len(requests))
+        return self._gather(super().continuation_nlls(list(requests)[self.dp_rank :: self.dp_size]), len(requests))
 
     def greedy(self, prompts, max_new_tokens):
-        return self._gather(self._kv_greedy(list(prompts)[self.dp_rank::self.dp_size], max_new_tokens), len(prompts))
+        return self._gather(self._kv_greedy(list(prompts)[self.dp_rank :: self.dp_size], max_new_tokens), len(prompts))
 
     def close(self) -> None:
         from megatron_ipt.training import parallel

@@ -11,6 +11,7 @@ Generation: SQuAD normalization (lower case, punctuation and English articles re
 then exact match and token F1, each the best over the gold answers; `numeric_em` is ConvFinQA's (the first
 number of the gold within 0.01 of any number in the prediction).
 """
+
 from __future__ import annotations
 
 import math
@@ -100,7 +101,7 @@ def numbers_in(text: str) -> List[float]:
     for token in _NUMBER.findall(text.split("\n")[0].strip()):
         percents = len(token) - len(token.rstrip("%"))
         try:
-            values.append(float(token.rstrip("%").replace(",", "")) / 100 ** percents)
+            values.append(float(token.rstrip("%").replace(",", "")) / 100**percents)
         except ValueError:
             continue
     return values
@@ -115,8 +116,9 @@ def numeric_em(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
     return 100.0 * hits / len(preds)
 
 
-def choice_scores(names: Sequence[str], golds: List[int], preds: List[int],
-                  groups: Optional[List[object]] = None) -> Dict[str, float]:
+def choice_scores(
+    names: Sequence[str], golds: List[int], preds: List[int], groups: Optional[List[object]] = None
+) -> Dict[str, float]:
     functions = {"accuracy": accuracy, "micro_f1": micro_f1, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
     scores = {}
     for name in names:

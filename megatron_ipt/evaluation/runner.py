@@ -1,5 +1,6 @@
 """Score tasks with a LanguageModel, then write the outputs: a console table, a JSON report (atomic), per-item
 predictions (optional) and TensorBoard scalars `eval/<task>/<metric>` at the checkpoint's iteration."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def _fit(start: List[int], prompt: List[int], room: int):
     """start + the last tokens of prompt that fit in `room` tokens (prompts are cut on the left, as the harness
     does); returns (ids, whether the prompt was cut)."""
     keep = min(len(prompt), max(0, room - len(start)))
-    return start + prompt[len(prompt) - keep:], keep < len(prompt)
+    return start + prompt[len(prompt) - keep :], keep < len(prompt)
 
 
 def score_multiple_choice(task: Task, lm: LanguageModel):
@@ -35,14 +36,18 @@ def score_multiple_choice(task: Task, lm: LanguageModel):
         for index in range(len(item.options)):
             full = joined[k]
             k += 1
-            continuation = full[len(prompt):]
+            continuation = full[len(prompt) :]
             if not continuation:
                 raise InputError(task.path, item.line, f"option {index} adds no tokens after the prompt")
             room = lm.max_length - len(continuation)
             if room < len(lm.start_ids) + 1:
-                raise InputError(task.path, item.line, f"option {index} is {len(continuation)} tokens, too long for "
-                                                       f"--max-length {lm.max_length} (the model's context)")
-            context, cut = _fit(lm.start_ids, full[:len(prompt)], room)
+                raise InputError(
+                    task.path,
+                    item.line,
+                    f"option {index} is {len(continuation)} tokens, too long for "
+                    f"--max-length {lm.max_length} (the model's context)",
+                )
+            context, cut = _fit(lm.start_ids, full[: len(prompt)], room)
             if len(context) == 0:
                 raise InputError(task.path, item.line, "empty prompt and no --start-token: nothing to condition on")
             cut_any |= cut
@@ -51,7 +56,7 @@ def score_multiple_choice(task: Task, lm: LanguageModel):
     nlls = lm.continuation_nlls(requests)
     predictions, k = [], 0
     for item in task.items:
-        means = [sum(n) / len(n) for n in nlls[k:k + len(item.options)]]
+        means = [sum(n) / len(n) for n in nlls[k : k + len(item.options)]]
         k += len(item.options)
         pred = min(range(len(means)), key=means.__getitem__)
         predictions.append({"line": item.line, "id": item.id, "gold": item.gold, "pred": pred, "option_nll": means})
@@ -77,8 +82,9 @@ def score_generation(task: Task, lm: LanguageModel, max_new_tokens: int):
     for item, output in zip(task.items, outputs):
         text = lm.decode(output).split("\n")[0].strip()
         predictions.append({"line": item.line, "id": item.id, "answers": item.answers, "pred": text})
-    scores = metrics.generation_scores(task.metrics, [item.answers for item in task.items],
-                                       [p["pred"] for p in predictions])
+    scores = metrics.generation_scores(
+        task.metrics, [item.answers for item in task.items], [p["pred"] for p in predictions]
+    )
     return scores, predictions, truncated
 
 
@@ -93,42 +99,78 @@ def evaluate(tasks: List[Task], lm: LanguageModel, max_new_tokens: int = MAX_NEW
         else:
             scores, preds, truncated = score_generation(task, lm, max_new_tokens)
         seconds = time.perf_counter() - began
-        results[task.name] = {"kind": task.kind, "path": task.path, "items": len(task.items), "metrics": scores,
-                              "truncated_prompts": truncated, "skipped_lines": dict(task.skipped),
-                              "seconds": round(seconds, 3)}
+        results[task.name] = {
+            "kind": task.kind,
+            "path": task.path,
+            "items": len(task.items),
+            "metrics": scores,
+            "truncated_prompts": truncated,
+            "skipped_lines": dict(task.skipped),
+            "seconds": round(seconds, 3),
+        }
         if task.kind == CHOICE:
-            results[task.name]["chance_accuracy"] = 100.0 * sum(1 / len(i.options) for i in task.items) / len(task.items)
+            results[task.name]["chance_accuracy"] = (
+                100.0 * sum(1 / len(i.options) for i in task.items) / len(task.items)
+            )
         predictions[task.name] = preds
         if lm.is_writer:
-            log(f"{task.name}: {len(task.items)} items in {seconds:.1f} s | " +
-                " | ".join(f"{k} {v:.2f}" for k, v in scores.items()))
-    return {"model": lm.name, "backend": lm.backend, "layout": lm.layout, "iteration": lm.iteration,
-            "max_length": lm.max_length, "start_ids": lm.start_ids,
-            "max_new_tokens": max_new_tokens, "tasks": results, "_predictions": predictions}
+            log(
+                f"{task.name}: {len(task.items)} items in {seconds:.1f} s | "
+                + " | ".join(f"{k} {v:.2f}" for k, v in scores.items())
+            )
+    return {
+        "model": lm.name,
+        "backend": lm.backend,
+        "layout": lm.layout,
+        "iteration": lm.iteration,
+        "max_length": lm.max_length,
+        "start_ids": lm.start_ids,
+        "max_new_tokens": max_new_tokens,
+        "tasks": results,
+        "_predictions": predictions,
+    }
 
 
 def format_table(report: dict) -> str:
     rows = [("task", "kind", "items", "metric", "score")]
     for name, result in report["tasks"].items():
         for i, (metric, value) in enumerate(result["metrics"].items()):
-            rows.append((name if i == 0 else "", result["kind"] if i == 0 else "",
-                         str(result["items"]) if i == 0 else "", metric, f"{value:.2f}"))
+            rows.append(
+                (
+                    name if i == 0 else "",
+                    result["kind"] if i == 0 else "",
+                    str(result["items"]) if i == 0 else "",
+                    metric,
+                    f"{value:.2f}",
+                )
+            )
         if "chance_accuracy" in result:
             rows.append(("", "", "", "(chance accuracy)", f"{result['chance_accuracy']:.2f}"))
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
-    lines = ["  ".join(cell.rjust(w) if c >= 2 and c != 3 else cell.ljust(w) for c, (cell, w) in
-                       enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if c >= 2 and c != 3 else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def write_outputs(report: dict, output: Optional[str], predictions_dir: Optional[str],
-                  tensorboard_dir: Optional[str], step: Optional[int]) -> None:
+def write_outputs(
+    report: dict,
+    output: Optional[str],
+    predictions_dir: Optional[str],
+    tensorboard_dir: Optional[str],
+    step: Optional[int],
+) -> None:
     predictions = report.pop("_predictions")
     if predictions_dir:
         for name, rows in predictions.items():
-            write_atomic(os.path.join(predictions_dir, f"{name}.jsonl"),
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            write_atomic(
+                os.path.join(predictions_dir, f"{name}.jsonl"),
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+            )
     if output:
         write_atomic(output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if tensorboard_dir:
@@ -161,8 +203,11 @@ def load_model(opts, model_argv: List[str]) -> LanguageModel:
     model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
     if load and _flag_value(model_argv, "--model") is None and os.path.isfile(model_file):
         implied += ["--model", model_file]
-    if (load and _flag_value(model_argv, "--tokenizer-model") is None
-            and os.path.isfile(os.path.join(load, "tokenizer", "tokenizer.json"))):
+    if (
+        load
+        and _flag_value(model_argv, "--tokenizer-model") is None
+        and os.path.isfile(os.path.join(load, "tokenizer", "tokenizer.json"))
+    ):
         implied += ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", os.path.join(load, "tokenizer")]
     if implied and int(os.environ.get("RANK", 0)) == 0:
         print(f"from {load} (its model.json / tokenizer/): {' '.join(implied)}", flush=True)
@@ -194,12 +239,18 @@ def run(opts, model_argv: List[str]) -> int:
     lm = load_model(opts, model_argv)
     try:
         if lm.is_writer:
-            print(f"model {lm.name} (iteration {lm.iteration}) | {len(tasks)} tasks | max length {lm.max_length} | "
-                  f"start tokens {lm.start_ids}", flush=True)
+            print(
+                f"model {lm.name} (iteration {lm.iteration}) | {len(tasks)} tasks | max length {lm.max_length} | "
+                f"start tokens {lm.start_ids}",
+                flush=True,
+            )
             for task in tasks:
                 if task.skipped:
-                    print(f"{task.path}: skipped {sum(task.skipped.values())} bad lines: {dict(task.skipped)}; "
-                          f"first: {task.skipped_examples[0]}", flush=True)
+                    print(
+                        f"{task.path}: skipped {sum(task.skipped.values())} bad lines: {dict(task.skipped)}; "
+                        f"first: {task.skipped_examples[0]}",
+                        flush=True,
+                    )
         try:
             report = evaluate(tasks, lm, opts.max_new_tokens, log=lambda m: print(m, flush=True))
         except InputError as e:
@@ -210,8 +261,11 @@ def run(opts, model_argv: List[str]) -> int:
             step = opts.step if opts.step is not None else (lm.iteration or 0)
             write_outputs(report, opts.output, opts.predictions_dir, opts.tensorboard_dir, step)
             print(format_table(report), flush=True)
-            for what, where in (("report", opts.output), ("predictions", opts.predictions_dir),
-                                ("TensorBoard scalars eval/<task>/<metric> at step " + str(step), opts.tensorboard_dir)):
+            for what, where in (
+                ("report", opts.output),
+                ("predictions", opts.predictions_dir),
+                ("TensorBoard scalars eval/<task>/<metric> at step " + str(step), opts.tensorboard_dir),
+            ):
                 if where:
                     print(f"{what}: {where}", flush=True)
     finally:

@@ -14,6 +14,7 @@ after an AdaptLLM task (FPB.jsonl, ChemProt.jsonl, ...) gets that task's metric 
 Each option is scored as the continuation " " + option of the prompt (the harness's convention), so a prompt
 ends without the trailing space, e.g. "...\nAnswer:".
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,16 @@ DEFAULT_METRICS = {CHOICE: ["accuracy"], GENERATION: ["exact_match", "token_f1"]
 # The AdaptLLM harness's metric per task (reference §7.2). NER's entity-level F1 (nereval) is not implemented:
 # NER reports exact match and token F1.
 ADAPTLLM_METRICS = {
-    "FPB": ["weighted_f1"], "FiQA_SA": ["weighted_f1"], "Headline": ["grouped_weighted_f1"],
-    "ConvFinQA": ["numeric_em"], "NER": [],
-    "ChemProt": ["micro_f1"], "RCT": ["micro_f1"], "MQP": [], "USMLE": [], "PubMedQA": [],
+    "FPB": ["weighted_f1"],
+    "FiQA_SA": ["weighted_f1"],
+    "Headline": ["grouped_weighted_f1"],
+    "ConvFinQA": ["numeric_em"],
+    "NER": [],
+    "ChemProt": ["micro_f1"],
+    "RCT": ["micro_f1"],
+    "MQP": [],
+    "USMLE": [],
+    "PubMedQA": [],
 }
 
 
@@ -93,8 +101,12 @@ def parse_item(record, line: int) -> Item:
     prompt = record.get(prompt_key)
     if not isinstance(prompt, str):
         raise _BadLine("missing prompt", "needs a string 'prompt' (or AdaptLLM's 'input')")
-    item = Item(line=line, prompt=prompt, group=record.get("class_id"),
-                id=str(record["id"]) if record.get("id") is not None else None)
+    item = Item(
+        line=line,
+        prompt=prompt,
+        group=record.get("class_id"),
+        id=str(record["id"]) if record.get("id") is not None else None,
+    )
     if "options" in record:
         item.options = _string_list(record["options"], "options", 2)
         gold_key = "gold" if "gold" in record else "gold_index"
@@ -138,14 +150,17 @@ def load_task(path: str, skip_bad_lines: bool = False, limit: Optional[int] = No
                     raise _BadLine("malformed JSON", str(e)) from None
                 if isinstance(record, dict) and "task" in record and "prompt" not in record and "input" not in record:
                     if items or header:
-                        raise _BadLine("bad header", "a {\"task\": ...} header must be the first line")
+                        raise _BadLine("bad header", 'a {"task": ...} header must be the first line')
                     header = _check_header(record["task"])
                     continue
                 item = parse_item(record, number)
                 item_kind = CHOICE if item.options is not None else GENERATION
                 if kind is not None and item_kind != kind:
-                    raise _BadLine("mixed task", f"a {item_kind} item in a {kind} task (line {items[0].line} "
-                                                 f"is {kind}); put each kind in its own file")
+                    raise _BadLine(
+                        "mixed task",
+                        f"a {item_kind} item in a {kind} task (line {items[0].line} "
+                        f"is {kind}); put each kind in its own file",
+                    )
                 kind = item_kind
             except _BadLine as e:
                 if not skip_bad_lines:

@@ -10,6 +10,7 @@ so each prompt starts with exactly one BOS, as the tuning examples did. Concrete
 - ``openai``: requests carry ``"add_special_tokens": false`` (vLLM's completions extension);
 - token counts for the length guard (``--tokenizer``) are taken the same way.
 """
+
 BOS = "<s>"
 EOS = "</s>"
 # The leading space before <CON> is part of the released format: do not strip it.
@@ -62,7 +63,7 @@ def parse_pred(pred: str, dedup: bool = True) -> list:
         q, a = q.strip(), a.strip()
         if not q.startswith(QUE) or a == "":
             continue
-        q = q[len(QUE):].strip()
+        q = q[len(QUE) :].strip()
         if dedup:
             key = q.lower()
             if key in seen:

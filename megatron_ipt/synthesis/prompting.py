@@ -11,6 +11,7 @@
 The started ``<QUE>`` is put back in front of the generation before parsing, so the parser (§4.1) sees the
 wire format in every style. What these styles yield with a small general model is measured in the README.
 """
+
 from .format import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK, QUE, cook_example
 
 PROMPT_STYLES = ("wire", "oneshot", "chat")
@@ -20,19 +21,28 @@ DEMO_TEXT = (
     "Tidal power stations turn the rise and fall of the sea into electricity. Water flows through turbines in "
     "a barrage as the tide comes in and again as it goes out, so a station produces power about four times a "
     "day. Because tides follow the moon, the output can be predicted years ahead, which is rare for a "
-    "renewable source.")
+    "renewable source."
+)
 DEMO_PAIRS = [
     {"Q": "How many times a day does a tidal power station produce power?", "A": "About four times a day."},
-    {"Q": "Why can the output of a tidal power station be predicted years ahead?" + OPTIONS_MARK
-          + "\n- ".join(["Because tides follow the moon.", "Because the turbines are large.",
-                         "Because the sea is always calm."]),
-     "A": "Because tides follow the moon."},
-    {"Q": "Is tidal power more predictable than most renewable sources?" + COT_QUESTION_MARK,
-     "A": "The text says the output can be predicted years ahead because tides follow the moon, and that this "
-          "is rare for a renewable source." + COT_ANSWER_MARK + "yes"},
+    {
+        "Q": "Why can the output of a tidal power station be predicted years ahead?"
+        + OPTIONS_MARK
+        + "\n- ".join(
+            ["Because tides follow the moon.", "Because the turbines are large.", "Because the sea is always calm."]
+        ),
+        "A": "Because tides follow the moon.",
+    },
+    {
+        "Q": "Is tidal power more predictable than most renewable sources?" + COT_QUESTION_MARK,
+        "A": "The text says the output can be predicted years ahead because tides follow the moon, and that this "
+        "is rare for a renewable source." + COT_ANSWER_MARK + "yes",
+    },
 ]
-CHAT_INSTRUCTION = ("Write question-answer pairs about the last text, in exactly the format of the example: "
-                    "<QUE> question <ANS> answer </END>, pairs separated by a blank line.")
+CHAT_INSTRUCTION = (
+    "Write question-answer pairs about the last text, in exactly the format of the example: "
+    "<QUE> question <ANS> answer </END>, pairs separated by a blank line."
+)
 
 
 class PromptStyle:
@@ -40,8 +50,10 @@ class PromptStyle:
         if name not in PROMPT_STYLES:
             raise ValueError(f"unknown --prompt-style {name!r}; choose one of {', '.join(PROMPT_STYLES)}")
         if name == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("--prompt-style chat needs a tokenizer with a chat template (engines hf and vllm "
-                             "have one when the model does); use --prompt-style oneshot otherwise")
+            raise ValueError(
+                "--prompt-style chat needs a tokenizer with a chat template (engines hf and vllm "
+                "have one when the model does); use --prompt-style oneshot otherwise"
+            )
         self.name, self.tokenizer = name, tokenizer
         self.prefix = "" if name == "wire" else QUE
 
@@ -53,8 +65,9 @@ class PromptStyle:
         if self.name == "oneshot":
             return demo + prompt + self.prefix
         message = f"{CHAT_INSTRUCTION}\n\n{demo}{prompt}"
-        chat = self.tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                                  add_generation_prompt=True)
+        chat = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
         return chat + self.prefix
 
     def restore(self, generation):

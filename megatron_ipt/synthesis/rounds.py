@@ -6,6 +6,7 @@ which yields zero pairs and no chain link (the reference code crashes there inst
 ``count_tokens(prompt)`` measures a prompt for the length guard: the engine's real tokenizer when it has one,
 otherwise the paper's estimate, whitespace words x 1.5 (``words_x15``).
 """
+
 import math
 
 from .format import cook_context, cook_example, parse_pred
@@ -43,7 +44,7 @@ def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_token
                 prompt = candidate
         items.append({"text": text, "chain": chain, "prompt": prompt, "extra": extra})
     # Leftover chains are kept: prepended (never connected) to the chains of this round's items.
-    for k, chain in enumerate(prev[len(texts):]):
+    for k, chain in enumerate(prev[len(texts) :]):
         chain[-1]["followed_by_next"] = False
         if k < len(items):
             items[k]["chain"] = chain + items[k]["chain"]
@@ -75,17 +76,19 @@ def finish_round(items, preds):
     return out, failures
 
 
-def synthesize_rounds(texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400,
-                      count_tokens=words_x15, extras=None):
+def synthesize_rounds(
+    texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None
+):
     """Run all M rounds over ``texts``; returns (collections, failures). Round r gets texts[r*B:(r+1)*B].
 
     ``extras`` (optional, one dict per text) are extra keys copied into that text's entry."""
     bsz = math.ceil(len(texts) / rounds) if texts else 0
     prev, failures = [], 0
     for r in range(rounds):
-        cur = texts[r * bsz:(r + 1) * bsz]
-        items = build_round(cur, prev, max_model_len, max_new_tokens, count_tokens,
-                            extras[r * bsz:(r + 1) * bsz] if extras else None)
+        cur = texts[r * bsz : (r + 1) * bsz]
+        items = build_round(
+            cur, prev, max_model_len, max_new_tokens, count_tokens, extras[r * bsz : (r + 1) * bsz] if extras else None
+        )
         prompts = [it["prompt"] for it in items if it["prompt"] is not None]
         preds = list(generate(prompts)) if prompts else []
         if len(preds) != len(prompts):
@@ -117,7 +120,7 @@ def split_long_text(text, max_model_len=4096, max_new_tokens=400, count_tokens=w
         lo, hi = 0, len(words) - start  # the longest fitting run has between lo and hi words
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if fits(" ".join(words[start:start + mid])):
+            if fits(" ".join(words[start : start + mid])):
                 lo = mid
             else:
                 hi = mid - 1
@@ -125,7 +128,7 @@ def split_long_text(text, max_model_len=4096, max_new_tokens=400, count_tokens=w
             pieces.extend(_split_chars(words[start], fits))
             start += 1
         else:
-            pieces.append(" ".join(words[start:start + lo]))
+            pieces.append(" ".join(words[start : start + lo]))
             start += lo
     return pieces
 

@@ -9,6 +9,7 @@ Reads the LAST context of a wire-format prompt and emits pairs in the same forma
 - completion: the second half of a sentence, with options built from other sentences of the same text.
 So users without a GPU can still build augmented corpora; pairs come out in the synthesizer's format.
 """
+
 import re
 from itertools import islice
 
@@ -19,8 +20,17 @@ _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _WORD = re.compile(r"\b[a-z][a-z-]{7,}\b")
 _REASONS = (" because ", " since ")
 # ", so that" states a purpose, not a consequence, so it is excluded explicitly.
-_INFERENCES = (", and therefore ", " and therefore ", ", therefore ", "; therefore ", ", thus ", ", hence ",
-               ", consequently ", ", as a result, ", ", so ")
+_INFERENCES = (
+    ", and therefore ",
+    " and therefore ",
+    ", therefore ",
+    "; therefore ",
+    ", thus ",
+    ", hence ",
+    ", consequently ",
+    ", as a result, ",
+    ", so ",
+)
 _NOT_INFERENCE = (", so that ", ", so as ")
 MAX_PER_KIND = 2
 
@@ -41,7 +51,7 @@ def _split_at(sentence, connectives):
     for conn in connectives:
         i = sentence.find(conn)
         if i >= 10 and len(sentence) - i - len(conn) > 10:
-            return sentence[:i].rstrip(" ,;"), conn, sentence[i + len(conn):].rstrip(".")
+            return sentence[:i].rstrip(" ,;"), conn, sentence[i + len(conn) :].rstrip(".")
     return None
 
 
@@ -70,8 +80,9 @@ def inference_pairs(sents):
             a, conn, b = found
             word = conn.strip(" ,;")
             q = f"What does the text conclude from the fact that {_lower_first(a)}?{COT_QUESTION_MARK}"
-            rationale = (f"The text first states that {_lower_first(a)}. "
-                         f"The words \"{word}\" then introduce what follows from it.")
+            rationale = (
+                f'The text first states that {_lower_first(a)}. The words "{word}" then introduce what follows from it.'
+            )
             yield q, rationale + COT_ANSWER_MARK + _upper_first(b)
 
 
@@ -88,7 +99,7 @@ def completion_pairs(sents):
         if len(words) >= 8:
             half = len(words) // 2
             stem, end = " ".join(words[:half]), " ".join(words[half:])
-            others = [" ".join(o.split()[len(o.split()) // 2:]) for o in islice((o for o in sents if o != s), 2)]
+            others = [" ".join(o.split()[len(o.split()) // 2 :]) for o in islice((o for o in sents if o != s), 2)]
             if others:  # options in the reference format; gold first, the renderer shuffles (§4.2)
                 yield f"Complete the sentence: {stem} ...{OPTIONS_MARK}" + "\n- ".join([end] + others), end
             else:
@@ -99,8 +110,9 @@ def mine_pairs(text, max_pairs=6):
     sents = sentences(text)
     if not sents:
         return []
-    kinds = [list(islice(gen(sents), MAX_PER_KIND)) for gen in (reason_pairs, inference_pairs, word_pairs,
-                                                          completion_pairs)]
+    kinds = [
+        list(islice(gen(sents), MAX_PER_KIND)) for gen in (reason_pairs, inference_pairs, word_pairs, completion_pairs)
+    ]
     # One of each kind first, then the second of each, so the cap keeps the mix varied.
     pairs = [("What is the main point of this text, in one sentence?", sents[0])]
     pairs += [k[i] for i in range(MAX_PER_KIND) for k in kinds if i < len(k)]
@@ -122,8 +134,14 @@ class RulesEngine(Engine):
         self.max_pairs = max_pairs
 
     def _generate(self, texts):
-        out = [Generation(DELIMITER.join(QA_TEMPLATE.format(question=q, answer=a)
-                                         for q, a in mine_pairs(last_context(t), self.max_pairs)) or None)
-               for t in texts]
+        out = [
+            Generation(
+                DELIMITER.join(
+                    QA_TEMPLATE.format(question=q, answer=a) for q, a in mine_pairs(last_context(t), self.max_pairs)
+                )
+                or None
+            )
+            for t in texts
+        ]
         self.progress(len(texts))
         return out

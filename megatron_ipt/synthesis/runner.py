@@ -12,6 +12,7 @@ text, ``piece``/``pieces``.
 every part; ``resume`` skips finished parts and refuses a changed input or changed settings, so a killed run
 continues without duplicating or losing texts.
 """
+
 import hashlib
 import json
 import os
@@ -31,8 +32,7 @@ from .rounds import split_long_text, synthesize_rounds
 MAX_EXAMPLES = 10
 
 
-def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0,
-               skip_bad_lines=False):
+def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0, skip_bad_lines=False):
     """(texts, extras, info) of this shard's records; info has the input's sha256 and line counts.
 
     A bad line raises InputError(file, line, problem), or with ``skip_bad_lines`` is counted by kind."""
@@ -62,8 +62,14 @@ def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1,
                     texts.append(text)
                     extras.append(extra)
                 records += 1
-    info = {"files": len(files), "input_sha256": digest.hexdigest(), "records": records, "blank_lines": blank,
-            "skipped_lines": dict(skipped), "skipped_examples": examples}
+    info = {
+        "files": len(files),
+        "input_sha256": digest.hexdigest(),
+        "records": records,
+        "blank_lines": blank,
+        "skipped_lines": dict(skipped),
+        "skipped_examples": examples,
+    }
     return texts, extras, info
 
 
@@ -105,9 +111,22 @@ def collection_stats(cols):
     return stats
 
 
-def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len=4096, max_new_tokens=400,
-        num_shards=1, shard_index=0, part_size=1000, resume=False, skip_bad_lines=False,
-        carry_keys=("id", "source"), progress=None):
+def run(
+    input_spec,
+    output_dir,
+    engine,
+    rounds=1,
+    text_key="text",
+    max_model_len=4096,
+    max_new_tokens=400,
+    num_shards=1,
+    shard_index=0,
+    part_size=1000,
+    resume=False,
+    skip_bad_lines=False,
+    carry_keys=("id", "source"),
+    progress=None,
+):
     """Synthesize this shard; returns the summary dict (see ``format_summary``).
 
     ``progress(total)`` (optional) returns an object with ``update(n)`` and ``close()``; it is told about
@@ -122,10 +141,21 @@ def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len
     texts, extras = split_pieces(texts, extras, max_model_len, max_new_tokens, engine.count_tokens)
     os.makedirs(output_dir, exist_ok=True)
     # Anything that changes which text lands in which part, or how pairs are made, must not change on resume.
-    layout = {"input": input_spec, "input_sha256": info["input_sha256"], "text_key": text_key,
-              "skip_bad_lines": skip_bad_lines, "rounds": rounds, "num_shards": num_shards,
-              "shard_index": shard_index, "part_size": part_size, "max_model_len": max_model_len,
-              "max_new_tokens": max_new_tokens, "records": records, "texts": len(texts), **engine.describe()}
+    layout = {
+        "input": input_spec,
+        "input_sha256": info["input_sha256"],
+        "text_key": text_key,
+        "skip_bad_lines": skip_bad_lines,
+        "rounds": rounds,
+        "num_shards": num_shards,
+        "shard_index": shard_index,
+        "part_size": part_size,
+        "max_model_len": max_model_len,
+        "max_new_tokens": max_new_tokens,
+        "records": records,
+        "texts": len(texts),
+        **engine.describe(),
+    }
     manifest_path = os.path.join(output_dir, f"manifest-shard{shard_index:05d}.json")
     old = {}
     if os.path.exists(manifest_path):
@@ -135,10 +165,13 @@ def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len
             diff = {k: (old.get(k), v) for k, v in layout.items() if old.get(k) != v}
             if diff:
                 hint = " (the input changed)" if "input_sha256" in diff else ""
-                raise ValueError(f"{manifest_path}: --resume with different input or settings{hint}; "
-                                 f"(old, new): {diff}")
-    parts = [{"file": f"shard{shard_index:05d}-part{p:05d}.jsonl", "texts": len(texts[s:s + part_size])}
-             for p, s in enumerate(range(0, len(texts), part_size))]
+                raise ValueError(
+                    f"{manifest_path}: --resume with different input or settings{hint}; (old, new): {diff}"
+                )
+    parts = [
+        {"file": f"shard{shard_index:05d}-part{p:05d}.jsonl", "texts": len(texts[s : s + part_size])}
+        for p, s in enumerate(range(0, len(texts), part_size))
+    ]
     done_before = {p["file"]: p for p in old.get("parts", []) if p.get("done")}
     if not resume:
         existing = [p["file"] for p in parts if os.path.exists(os.path.join(output_dir, p["file"]))]
@@ -164,8 +197,15 @@ def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len
                     bar.update(part["texts"])
                 continue
             lo = p * part_size
-            cols, failures = synthesize_rounds(texts[lo:lo + part_size], engine.generate, rounds, max_model_len,
-                                               max_new_tokens, engine.count_tokens, extras[lo:lo + part_size])
+            cols, failures = synthesize_rounds(
+                texts[lo : lo + part_size],
+                engine.generate,
+                rounds,
+                max_model_len,
+                max_new_tokens,
+                engine.count_tokens,
+                extras[lo : lo + part_size],
+            )
             write_jsonl_atomic(path, cols)
             part_stats = collection_stats(cols) + Counter(failures=failures)
             part.update(done=True, stats=dict(part_stats))
@@ -178,16 +218,27 @@ def run(input_spec, output_dir, engine, rounds=1, text_key="text", max_model_len
             bar.close()
     save_manifest(True)
     usage = {k: v - usage_before[k] for k, v in engine.usage.as_dict().items()}
-    return dict(stats, **info, records_in_shard=records, pieces=len(texts), usage=usage, done_before=dict(before),
-                seconds=time.perf_counter() - start, engine=engine.describe())
+    return dict(
+        stats,
+        **info,
+        records_in_shard=records,
+        pieces=len(texts),
+        usage=usage,
+        done_before=dict(before),
+        seconds=time.perf_counter() - start,
+        engine=engine.describe(),
+    )
 
 
 def format_summary(s):
     n = max(s.get("texts", 0), 1)
     u, secs = s["usage"], max(s["seconds"], 1e-9)
     # Model engines report their tokenizer's counts; the rules engine has none unless --tokenizer is given.
-    estimate = " (words x1.5 estimate)" if s["engine"]["length_guard"] == "words x1.5" and \
-        s["engine"]["engine"] == "rules" else ""
+    estimate = (
+        " (words x1.5 estimate)"
+        if s["engine"]["length_guard"] == "words x1.5" and s["engine"]["engine"] == "rules"
+        else ""
+    )
     lines = [
         f"texts          {s.get('texts', 0)} synthesized, {s.get('skipped_texts', 0)} skipped as done "
         f"({s['records_in_shard']} records of {s['records']} in this shard, {s['pieces']} texts after splitting)",
@@ -201,8 +252,10 @@ def format_summary(s):
     ]
     if s.get("skipped_texts"):
         b = s["done_before"]
-        lines.append(f"done before    {s['skipped_texts']} texts: {b.get('pairs', 0)} pairs, {b.get('failures', 0)} "
-                     "failures (from the manifest)")
+        lines.append(
+            f"done before    {s['skipped_texts']} texts: {b.get('pairs', 0)} pairs, {b.get('failures', 0)} "
+            "failures (from the manifest)"
+        )
     if s["skipped_lines"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["skipped_lines"].items()))
         lines.append(f"skipped lines  {sum(s['skipped_lines'].values())}: {kinds}")
@@ -219,6 +272,7 @@ class Progress:
         self.start, self.lock, self.bar = time.time(), threading.Lock(), None
         if sys.stderr.isatty():
             from tqdm import tqdm
+
             self.bar = tqdm(total=total, unit="text", desc=desc, dynamic_ncols=True)
 
     def update(self, n):
@@ -228,8 +282,7 @@ class Progress:
                 self.bar.update(n)
             elif self.done // self.log_interval > before // self.log_interval or self.done == self.total:
                 rate = self.done / max(time.time() - self.start, 1e-9)
-                print(f"synthesized {self.done}/{self.total} texts ({rate:.2f} texts/s)", file=sys.stderr,
-                      flush=True)
+                print(f"synthesized {self.done}/{self.total} texts ({rate:.2f} texts/s)", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:

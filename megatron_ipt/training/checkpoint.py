@@ -24,6 +24,7 @@ rename): a killed save never becomes "latest", and the next run with `--save` de
 The last `keep_last` checkpoints are kept. Weights-only checkpoints (`save_weights`, e.g. converted from Hugging
 Face) share the layout; `--load` of one starts the optimizer, scheduler and RNG afresh at the marker's iteration.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,9 +71,11 @@ def _load_model_state(modules, loaded) -> None:
 
 
 def _layout() -> dict:
-    return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
-            "pp": parallel_state.get_pipeline_model_parallel_world_size(),
-            "dp": parallel_state.get_data_parallel_world_size()}
+    return {
+        "tp": parallel_state.get_tensor_model_parallel_world_size(),
+        "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+        "dp": parallel_state.get_data_parallel_world_size(),
+    }
 
 
 def _optimizer_kind(optimizer) -> str:
@@ -120,30 +123,38 @@ def _keep_step(inner):
 
 def _unshare_adam_steps(optimizer) -> None:
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        for param_state in (inner.optimizer.state.values() if inner.optimizer is not None else []):
+        for param_state in inner.optimizer.state.values() if inner.optimizer is not None else []:
             if isinstance(param_state.get("step"), torch.Tensor):
                 param_state["step"] = param_state["step"].clone()
 
 
 def _optimizer_metadata(mem_efficient: bool) -> dict:
-    return {"distrib_optim_sharding_type": "fully_reshardable",
-            "distrib_optim_fully_reshardable_mem_efficient": mem_efficient,
-            "chained_optim_avoid_prefix": True}
+    return {
+        "distrib_optim_sharding_type": "fully_reshardable",
+        "distrib_optim_fully_reshardable_mem_efficient": mem_efficient,
+        "chained_optim_avoid_prefix": True,
+    }
 
 
 def _rng_object(data) -> ShardedObject:
     """This rank's RNG state as one shard of a (PP, TP, DP) grid of objects."""
     layout = _layout()
-    offset = (parallel_state.get_pipeline_model_parallel_rank(), parallel_state.get_tensor_model_parallel_rank(),
-              parallel_state.get_data_parallel_rank())
+    offset = (
+        parallel_state.get_pipeline_model_parallel_rank(),
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_data_parallel_rank(),
+    )
     return ShardedObject("rng_state", data, (layout["pp"], layout["tp"], layout["dp"]), offset, replica_id=0)
 
 
 def _rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                     cached],
-             "torch": torch.get_rng_state(), "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -227,8 +238,16 @@ def remove_incomplete(save_dir: str) -> List[str]:
     return removed[0]
 
 
-def save(save_dir: str, iteration: int, chunks, optimizer, scheduler, progress: dict, keep_last: int = 3,
-         mem_efficient: bool = False) -> str:
+def save(
+    save_dir: str,
+    iteration: int,
+    chunks,
+    optimizer,
+    scheduler,
+    progress: dict,
+    keep_last: int = 3,
+    mem_efficient: bool = False,
+) -> str:
     """Everything a run needs to continue, at any layout (see the module doc). `chunks` are the DDP-wrapped models."""
     tmp = _begin(save_dir, iteration)
     model = _model_state([c.module for c in chunks])
@@ -237,8 +256,13 @@ def save(save_dir: str, iteration: int, chunks, optimizer, scheduler, progress: 
         "optimizer": optimizer.sharded_state_dict(model, metadata=_optimizer_metadata(mem_efficient)),
         "scheduler": scheduler.state_dict(),
         "rng_state": _rng_object(_rng_state()),
-        META: {"kind": "training", "iteration": iteration, "consumed_samples": progress["consumed_samples"],
-               "layout": _layout(), "optimizer": _optimizer_kind(optimizer)},
+        META: {
+            "kind": "training",
+            "iteration": iteration,
+            "consumed_samples": progress["consumed_samples"],
+            "layout": _layout(),
+            "optimizer": _optimizer_kind(optimizer),
+        },
     }
     dist_checkpointing.save(state, tmp)
     return _commit(save_dir, iteration, keep_last)
@@ -270,8 +294,9 @@ def _latest(load_dir: str):
         return None, None, None
     directory = iteration_dir(load_dir, iteration)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{os.path.join(load_dir, MARKER)} names iteration {iteration}, but {directory} "
-                                f"does not exist")
+        raise FileNotFoundError(
+            f"{os.path.join(load_dir, MARKER)} names iteration {iteration}, but {directory} does not exist"
+        )
     return iteration, directory, compat.load_common_state(directory).get(META) or {"kind": "weights"}
 
 
@@ -303,17 +328,20 @@ def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, l
         notes.append("--no-load-optim: optimizer and scheduler start fresh")
     else:
         if meta["optimizer"] != _optimizer_kind(optimizer):
-            raise SystemExit(f"{directory} holds the state of the {meta['optimizer']} optimizer, but this run uses the "
-                             f"{_optimizer_kind(optimizer)} one (--use-distributed-optimizer); their states do not "
-                             f"convert: keep the flag as it was, or pass --no-load-optim to start the optimizer fresh")
+            raise SystemExit(
+                f"{directory} holds the state of the {meta['optimizer']} optimizer, but this run uses the "
+                f"{_optimizer_kind(optimizer)} one (--use-distributed-optimizer); their states do not "
+                f"convert: keep the flag as it was, or pass --no-load-optim to start the optimizer fresh"
+            )
         _prepare_torch_adam_for_load(optimizer)
         request["optimizer"] = optimizer.sharded_state_dict(model, is_loading=True, metadata=_optimizer_metadata(False))
     if training and load_rng:
         if meta["layout"] == _layout():
             request["rng_state"] = _rng_object(None)
         else:
-            notes.append(f"saved at {meta['layout']}, now {_layout()}: RNG seeded afresh (per-rank generators do not "
-                         f"reshard)")
+            notes.append(
+                f"saved at {meta['layout']}, now {_layout()}: RNG seeded afresh (per-rank generators do not reshard)"
+            )
     loaded = dist_checkpointing.load(request, directory)
     _load_model_state(modules, loaded["model"])
     if "optimizer" in request:
@@ -322,8 +350,10 @@ def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, l
         try:
             scheduler.load_state_dict(loaded["scheduler"])
         except AssertionError as error:  # megatron's check that the schedule flags match the checkpoint's
-            raise SystemExit(f"{directory}: {error}; pass --override-opt_param-scheduler to follow this run's flags "
-                             f"or --use-checkpoint-opt_param-scheduler to follow the checkpoint") from None
+            raise SystemExit(
+                f"{directory}: {error}; pass --override-opt_param-scheduler to follow this run's flags "
+                f"or --use-checkpoint-opt_param-scheduler to follow the checkpoint"
+            ) from None
     else:
         optimizer.reload_model_params()  # the fp32 main copies (distributed optimizer: its shards) from the weights
     if "rng_state" in request:

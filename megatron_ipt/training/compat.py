@@ -29,6 +29,7 @@ Differences, and what we do about them
   three gaps of its load path with torch's AdamW handled in checkpoint.py; `get_megatron_optimizer` returning a
   ChainedOptimizer; the schedules' and GPTModel's keyword arguments we pass; the CUDA calls cpu.py replaces.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,6 +80,8 @@ def load_common_state(directory: str) -> dict:
     try:
         return dist_checkpointing.load_common_state_dict(directory)
     except (FileNotFoundError, AttributeError):  # 0.16.1: no common.pt, then an AttributeError in its error path
-        raise SystemExit(f"{directory} was written with a newer megatron-core, which keeps the common state inside "
-                         f"its torch_dist files (0.19 does); megatron-core {mcore_version()} reads only common.pt. "
-                         f"Load it with the megatron-core that wrote it (0.17 and newer need Python 3.12)") from None
+        raise SystemExit(
+            f"{directory} was written with a newer megatron-core, which keeps the common state inside "
+            f"its torch_dist files (0.19 does); megatron-core {mcore_version()} reads only common.pt. "
+            f"Load it with the megatron-core that wrote it (0.17 and newer need Python 3.12)"
+        ) from None

@@ -1,4 +1,5 @@
 """Training configuration: model presets as data, and the Megatron-named CLI flags that override them."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,32 +9,94 @@ from typing import Dict, List, Optional
 # (RMSNorm, SwiGLU, RoPE theta 10000, Mistral 32k vocab, untied embeddings). Every preset unties the output layer
 # (Megatron's default is tied; `--untie-embeddings-and-output-weights` as in Megatron-LM).
 PRESETS: Dict[str, dict] = {
-    "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4, num_query_groups=2,
-                 seq_length=64, max_position_embeddings=64, rotary_base=10000, vocab_size=32000,
-                 untie_embeddings_and_output_weights=True),
-    "instructlm-500m": dict(num_layers=24, hidden_size=1280, ffn_hidden_size=3456, num_attention_heads=20,
-                            num_query_groups=20, seq_length=2048, max_position_embeddings=2048,
-                            rotary_base=10000, vocab_size=32000, untie_embeddings_and_output_weights=True),
-    "instructlm-1.3b": dict(num_layers=24, hidden_size=2048, ffn_hidden_size=5632, num_attention_heads=16,
-                            num_query_groups=16, seq_length=2048, max_position_embeddings=2048,
-                            rotary_base=10000, vocab_size=32000, untie_embeddings_and_output_weights=True),
-    "llama3-8b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
-                      num_query_groups=8, seq_length=8192, max_position_embeddings=8192, rotary_base=500000,
-                      vocab_size=128256, untie_embeddings_and_output_weights=True),
-    "mistral-7b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
-                       num_query_groups=8, seq_length=4096, max_position_embeddings=32768, rotary_base=10000,
-                       vocab_size=32000, untie_embeddings_and_output_weights=True),
+    "tiny": dict(
+        num_layers=2,
+        hidden_size=64,
+        ffn_hidden_size=176,
+        num_attention_heads=4,
+        num_query_groups=2,
+        seq_length=64,
+        max_position_embeddings=64,
+        rotary_base=10000,
+        vocab_size=32000,
+        untie_embeddings_and_output_weights=True,
+    ),
+    "instructlm-500m": dict(
+        num_layers=24,
+        hidden_size=1280,
+        ffn_hidden_size=3456,
+        num_attention_heads=20,
+        num_query_groups=20,
+        seq_length=2048,
+        max_position_embeddings=2048,
+        rotary_base=10000,
+        vocab_size=32000,
+        untie_embeddings_and_output_weights=True,
+    ),
+    "instructlm-1.3b": dict(
+        num_layers=24,
+        hidden_size=2048,
+        ffn_hidden_size=5632,
+        num_attention_heads=16,
+        num_query_groups=16,
+        seq_length=2048,
+        max_position_embeddings=2048,
+        rotary_base=10000,
+        vocab_size=32000,
+        untie_embeddings_and_output_weights=True,
+    ),
+    "llama3-8b": dict(
+        num_layers=32,
+        hidden_size=4096,
+        ffn_hidden_size=14336,
+        num_attention_heads=32,
+        num_query_groups=8,
+        seq_length=8192,
+        max_position_embeddings=8192,
+        rotary_base=500000,
+        vocab_size=128256,
+        untie_embeddings_and_output_weights=True,
+    ),
+    "mistral-7b": dict(
+        num_layers=32,
+        hidden_size=4096,
+        ffn_hidden_size=14336,
+        num_attention_heads=32,
+        num_query_groups=8,
+        seq_length=4096,
+        max_position_embeddings=32768,
+        rotary_base=10000,
+        vocab_size=32000,
+        untie_embeddings_and_output_weights=True,
+    ),
 }
 # Every model-shape field, its type, and its value when neither the preset/model file nor a flag sets it (Megatron-LM's
 # defaults; kv_channels None = hidden_size / num_attention_heads). A model file must give the fields without a default.
 MODEL_FIELD_TYPES = {
-    "num_layers": int, "hidden_size": int, "ffn_hidden_size": int, "num_attention_heads": int,
-    "num_query_groups": int, "kv_channels": int, "seq_length": int, "max_position_embeddings": int,
-    "rotary_base": float, "use_rope_scaling": bool, "rope_scaling_factor": float, "norm_epsilon": float,
-    "vocab_size": int, "make_vocab_size_divisible_by": int, "untie_embeddings_and_output_weights": bool,
+    "num_layers": int,
+    "hidden_size": int,
+    "ffn_hidden_size": int,
+    "num_attention_heads": int,
+    "num_query_groups": int,
+    "kv_channels": int,
+    "seq_length": int,
+    "max_position_embeddings": int,
+    "rotary_base": float,
+    "use_rope_scaling": bool,
+    "rope_scaling_factor": float,
+    "norm_epsilon": float,
+    "vocab_size": int,
+    "make_vocab_size_divisible_by": int,
+    "untie_embeddings_and_output_weights": bool,
 }
-MODEL_DEFAULTS = dict(kv_channels=None, use_rope_scaling=False, rope_scaling_factor=8.0, norm_epsilon=1e-5,
-                      make_vocab_size_divisible_by=128, untie_embeddings_and_output_weights=False)
+MODEL_DEFAULTS = dict(
+    kv_channels=None,
+    use_rope_scaling=False,
+    rope_scaling_factor=8.0,
+    norm_epsilon=1e-5,
+    make_vocab_size_divisible_by=128,
+    untie_embeddings_and_output_weights=False,
+)
 MODEL_FIELDS = list(MODEL_FIELD_TYPES)
 REQUIRED_MODEL_FIELDS = [f for f in MODEL_FIELDS if f not in MODEL_DEFAULTS]
 # A model file (`--model path.json`, written by tools/convert_checkpoint.py next to a converted checkpoint) holds
@@ -49,19 +112,25 @@ def load_model_file(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--model {path}: cannot read a JSON model file: {error}")
+        raise SystemExit(f"--model {path}: cannot read a JSON model file: {error}") from None
     if not isinstance(data, dict):
         raise SystemExit(f"--model {path}: expected a JSON object of model fields")
     unknown = sorted(set(data) - set(MODEL_FIELDS) - {HF_CONFIG_KEY})
     missing = [f for f in REQUIRED_MODEL_FIELDS if f not in data]
     if unknown or missing:
-        raise SystemExit(f"--model {path}: unknown fields {unknown}, missing fields {missing} "
-                         f"(model fields: {', '.join(MODEL_FIELDS)})")
+        raise SystemExit(
+            f"--model {path}: unknown fields {unknown}, missing fields {missing} "
+            f"(model fields: {', '.join(MODEL_FIELDS)})"
+        )
     fields = {name: value for name, value in data.items() if name != HF_CONFIG_KEY}
     for name, value in fields.items():
         kind = MODEL_FIELD_TYPES[name]
-        if value is None and name in MODEL_DEFAULTS or isinstance(value, bool) == (kind is bool) and (
-                kind is bool or isinstance(value, (int, float)) and (kind is float or float(value).is_integer())):
+        if (
+            value is None
+            and name in MODEL_DEFAULTS
+            or isinstance(value, bool) == (kind is bool)
+            and (kind is bool or isinstance(value, (int, float)) and (kind is float or float(value).is_integer()))
+        ):
             fields[name] = value if value is None else kind(value)
         else:
             raise SystemExit(f"--model {path}: field {name!r} is {value!r}, expected {kind.__name__}")
@@ -99,8 +168,12 @@ def model_description(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
     a = p.add_argument
-    a("--model", default="tiny", help=f"a preset ({', '.join(sorted(PRESETS))}) or a model JSON file (e.g. the "
-      "model.json that tools/convert_checkpoint.py writes); any field can be overridden below")
+    a(
+        "--model",
+        default="tiny",
+        help=f"a preset ({', '.join(sorted(PRESETS))}) or a model JSON file (e.g. the "
+        "model.json that tools/convert_checkpoint.py writes); any field can be overridden below",
+    )
     for field, kind in MODEL_FIELD_TYPES.items():
         if kind is bool:
             a("--" + field.replace("_", "-"), action="store_true", default=None)
@@ -137,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fp8-format", choices=["e4m3", "hybrid"], default=None)
     a("--fp8-amax-history-len", type=int, default=1024)
     a("--fp8-amax-compute-algo", choices=["most_recent", "max"], default="max")
-    a("--transformer-impl", choices=["transformer_engine", "local"], default=None,
-      help="default: transformer_engine when it imports, else local")
+    a(
+        "--transformer-impl",
+        choices=["transformer_engine", "local"],
+        default=None,
+        help="default: transformer_engine when it imports, else local",
+    )
     a("--recompute-granularity", choices=["full", "selective"], default=None)
     a("--recompute-method", choices=["uniform", "block"], default="uniform")
     a("--recompute-num-layers", type=int, default=1)
@@ -156,20 +233,34 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keep-last", type=int, default=3, help="checkpoints kept in --save (older ones are deleted)")
     a("--no-load-optim", action="store_true")
     a("--no-load-rng", action="store_true")
-    a("--distrib-optim-fully-reshardable-mem-efficient", action="store_true",
-      help="distributed optimizer saves: gather each shard's state on DP rank 0 over gloo, not on every DP rank")
-    a("--override-opt_param-scheduler", action="store_true",
-      help="on --load, take the LR schedule from these flags, not from the checkpoint")
-    a("--use-checkpoint-opt_param-scheduler", action="store_true",
-      help="on --load, take the LR schedule from the checkpoint even where these flags differ")
+    a(
+        "--distrib-optim-fully-reshardable-mem-efficient",
+        action="store_true",
+        help="distributed optimizer saves: gather each shard's state on DP rank 0 over gloo, not on every DP rank",
+    )
+    a(
+        "--override-opt_param-scheduler",
+        action="store_true",
+        help="on --load, take the LR schedule from these flags, not from the checkpoint",
+    )
+    a(
+        "--use-checkpoint-opt_param-scheduler",
+        action="store_true",
+        help="on --load, take the LR schedule from the checkpoint even where these flags differ",
+    )
     # evaluation and logging
     a("--eval-interval", type=int, default=None)
     a("--eval-iters", type=int, default=10)
     a("--log-interval", type=int, default=100)
     a("--tensorboard-dir", default=None)
     a("--peak-tflops", type=float, default=989.0, help="per-GPU peak for MFU (H100 dense BF16: 989)")
-    a("--skip-nonfinite-steps", "--skip-nonfinite-loss", dest="skip_nonfinite_steps", action="store_true",
-      help="skip (count, log) a step whose loss or grad norm is NaN/inf instead of exiting before its update")
+    a(
+        "--skip-nonfinite-steps",
+        "--skip-nonfinite-loss",
+        dest="skip_nonfinite_steps",
+        action="store_true",
+        help="skip (count, log) a step whose loss or grad norm is NaN/inf instead of exiting before its update",
+    )
     return p
 
 
@@ -190,8 +281,10 @@ def finalize_batch(args: argparse.Namespace, data_parallel_size: int) -> None:
     if args.global_batch_size is None:
         args.global_batch_size = args.micro_batch_size * data_parallel_size
     if args.global_batch_size % (args.micro_batch_size * data_parallel_size):
-        raise SystemExit(f"--global-batch-size {args.global_batch_size} is not divisible by micro batch size "
-                         f"{args.micro_batch_size} x data-parallel size {data_parallel_size}")
+        raise SystemExit(
+            f"--global-batch-size {args.global_batch_size} is not divisible by micro batch size "
+            f"{args.micro_batch_size} x data-parallel size {data_parallel_size}"
+        )
     args.num_microbatches = args.global_batch_size // (args.micro_batch_size * data_parallel_size)
     if args.train_iters is None:
         args.train_iters = args.train_samples // args.global_batch_size

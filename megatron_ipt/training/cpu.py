@@ -15,6 +15,7 @@ shared/reference/environment.md "megatron-core on CPU"); this module patches exa
 4. `clip_grad_by_total_norm_fp32` without its `torch.cuda.FloatTensor` type assert.
 5. `Tensor.type()` with no argument reports the `torch.cuda.*Tensor` name, which megatron's optimizers compare.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,9 @@ class _CudaToCpuMode(torch.overrides.TorchFunctionMode):
         kwargs = kwargs or {}
         if "device" in kwargs:
             dev = kwargs["device"]
-            if (isinstance(dev, torch.device) and dev.type == "cuda") or (isinstance(dev, str) and dev.startswith("cuda")):
+            if (isinstance(dev, torch.device) and dev.type == "cuda") or (
+                isinstance(dev, str) and dev.startswith("cuda")
+            ):
                 kwargs["device"] = _CPU
             elif isinstance(dev, int) and not isinstance(dev, bool) and func is not torch.Tensor.to:
                 kwargs["device"] = _CPU  # current_device() integers from CUDA-minded callers

@@ -5,6 +5,7 @@ count sequences per split first and raise naming the prefix; (2) Megatron's inde
 by file contents, so a rebuilt `.bin/.idx` silently reuses stale indices: we stamp each cache directory with the
 sizes and mtimes of the files it was built from and rebuild it when they change.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,11 @@ def check_splits_not_empty(prefixes: List[str], split: str, sizes: List[int]) ->
         for i, name in enumerate(SPLIT_NAMES):
             count = int(round(bounds[i + 1] * n)) - int(round(bounds[i] * n))
             if sizes[i] > 0 and count == 0:
-                raise ValueError(f"{prefix}: the {name} split of --split {split!r} holds 0 of {n} sequences but "
-                                 f"{sizes[i]} {name} samples are requested (Megatron would hang); change --split "
-                                 f"or the eval settings")
+                raise ValueError(
+                    f"{prefix}: the {name} split of --split {split!r} holds 0 of {n} sequences but "
+                    f"{sizes[i]} {name} samples are requested (Megatron would hang); change --split "
+                    f"or the eval settings"
+                )
 
 
 def _stamp(prefixes: List[str]) -> dict:
@@ -89,9 +92,17 @@ def build_datasets(args, tokenizer):
             print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
     torch.distributed.barrier()
     config = GPTDatasetConfig(
-        random_seed=args.seed, sequence_length=args.seq_length, blend=(prefixes, weights), split=args.split,
-        path_to_cache=cache_dir, tokenizer=tokenizer, reset_position_ids=False, reset_attention_mask=False,
-        eod_mask_loss=args.eod_mask_loss, create_attention_mask=True)
+        random_seed=args.seed,
+        sequence_length=args.seq_length,
+        blend=(prefixes, weights),
+        split=args.split,
+        path_to_cache=cache_dir,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=args.eod_mask_loss,
+        create_attention_mask=True,
+    )
     train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
     return train, valid, test, len(prefixes)
 
@@ -118,5 +129,8 @@ def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[d
         start = index + dp_rank * micro_batch_size
         samples = [dataset[(start + j) % len(dataset)] for j in range(micro_batch_size)]
         index += micro_batch_size * dp
-        yield {key: torch.stack([torch.as_tensor(s[key]) for s in samples])
-               for key in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask", "dataset_id") if key in samples[0]}
+        yield {
+            key: torch.stack([torch.as_tensor(s[key]) for s in samples])
+            for key in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask", "dataset_id")
+            if key in samples[0]
+        }

@@ -1,4 +1,5 @@
 """The training loop on megatron.core: DDP, Megatron optimizer + LR schedule, pipeline schedules, eval, checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ def _loss_func(loss_mask, dataset_id, output_tensor):
     if dataset_id is not None:
         for source in dataset_id.unique().tolist():
             sel = dataset_id == source
-            report[f"lm loss/{source}"] = torch.stack([per_sample_sum[sel].sum().detach(), per_sample_tokens[sel].sum()])
+            report[f"lm loss/{source}"] = torch.stack(
+                [per_sample_sum[sel].sum().detach(), per_sample_tokens[sel].sum()]
+            )
     return loss, report
 
 
@@ -68,27 +71,49 @@ def setup(args):
     cfg.finalize_batch(args, parallel_state.get_data_parallel_world_size())
     tconfig = models.transformer_config(args)
     chunks = models.build_model_chunks(args, tconfig)
-    ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=args.overlap_grad_reduce,
-                                               use_distributed_optimizer=args.use_distributed_optimizer,
-                                               overlap_param_gather=args.overlap_param_gather)
-    chunks = [DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=c,
-                                      disable_bucketing=i > 0) for i, c in enumerate(chunks)]
-    opt_config = OptimizerConfig(optimizer="adam", lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-                                 adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
-                                 clip_grad=args.clip_grad, bf16=args.bf16, params_dtype=tconfig.params_dtype,
-                                 use_distributed_optimizer=args.use_distributed_optimizer)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=args.overlap_grad_reduce,
+        use_distributed_optimizer=args.use_distributed_optimizer,
+        overlap_param_gather=args.overlap_param_gather,
+    )
+    chunks = [
+        DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=c, disable_bucketing=i > 0)
+        for i, c in enumerate(chunks)
+    ]
+    opt_config = OptimizerConfig(
+        optimizer="adam",
+        lr=args.lr,
+        min_lr=args.min_lr,
+        weight_decay=args.weight_decay,
+        adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2,
+        adam_eps=args.adam_eps,
+        clip_grad=args.clip_grad,
+        bf16=args.bf16,
+        params_dtype=tconfig.params_dtype,
+        use_distributed_optimizer=args.use_distributed_optimizer,
+    )
     optimizer = get_megatron_optimizer(opt_config, chunks)
     gbs = args.global_batch_size
     decay_iters = args.lr_decay_iters or args.train_iters
     scheduler = OptimizerParamScheduler(
-        optimizer, init_lr=0.0 if args.lr_warmup_iters else args.lr, max_lr=args.lr, min_lr=args.min_lr,
-        lr_warmup_steps=args.lr_warmup_iters * gbs, lr_decay_steps=decay_iters * gbs,
-        lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
-        wd_incr_steps=decay_iters * gbs, wd_incr_style="constant",
+        optimizer,
+        init_lr=0.0 if args.lr_warmup_iters else args.lr,
+        max_lr=args.lr,
+        min_lr=args.min_lr,
+        lr_warmup_steps=args.lr_warmup_iters * gbs,
+        lr_decay_steps=decay_iters * gbs,
+        lr_decay_style=args.lr_decay_style,
+        start_wd=args.weight_decay,
+        end_wd=args.weight_decay,
+        wd_incr_steps=decay_iters * gbs,
+        wd_incr_style="constant",
         wsd_decay_steps=(decay_iters * gbs) // 10 if args.lr_decay_style == "WSD" else None,
         lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None,
         use_checkpoint_opt_param_scheduler=args.use_checkpoint_opt_param_scheduler,
-        override_opt_param_scheduler=args.override_opt_param_scheduler)
+        override_opt_param_scheduler=args.override_opt_param_scheduler,
+    )
     callbacks.guard_grad_norm(optimizer)
     tconfig.finalize_model_grads_func = finalize_model_grads
     tconfig.grad_scale_func = optimizer.scale_loss
@@ -111,9 +136,15 @@ def evaluate(args, chunks, dataset, source_names):
     iterator = _iterators(dataset, 0, args, len(chunks))
     with torch.no_grad():
         for _ in range(args.eval_iters):
-            reports += forward_backward(forward_step_func=_forward_step, data_iterator=iterator, model=chunks,
-                                        num_microbatches=args.num_microbatches, seq_length=args.seq_length,
-                                        micro_batch_size=args.micro_batch_size, forward_only=True)
+            reports += forward_backward(
+                forward_step_func=_forward_step,
+                data_iterator=iterator,
+                model=chunks,
+                num_microbatches=args.num_microbatches,
+                seq_length=args.seq_length,
+                micro_batch_size=args.micro_batch_size,
+                forward_only=True,
+            )
     for c in chunks:
         c.train()
     losses = _reduce_reports(reports)
@@ -131,19 +162,30 @@ def _resume(args, chunks, optimizer, scheduler):
             _print(f"removed {os.path.join(args.save, name)}: left by a save that never committed")
     if not args.load:
         return 0, 0
-    progress = checkpoint.load(args.load, chunks, optimizer, scheduler, load_optim=not args.no_load_optim,
-                               load_rng=not args.no_load_rng)
+    progress = checkpoint.load(
+        args.load, chunks, optimizer, scheduler, load_optim=not args.no_load_optim, load_rng=not args.no_load_rng
+    )
     if progress is None:
         _print(f"no checkpoint in {args.load} ({checkpoint.MARKER} is missing): starting from scratch")
         return 0, 0
-    _print(f"loaded checkpoint from {args.load} at iteration {progress['iteration']}"
-           + "".join(f"; {note}" for note in progress["notes"]))
+    _print(
+        f"loaded checkpoint from {args.load} at iteration {progress['iteration']}"
+        + "".join(f"; {note}" for note in progress["notes"])
+    )
     return progress["iteration"], progress["consumed_samples"]
 
 
 def _save(args, iteration, consumed, chunks, optimizer, scheduler):
-    checkpoint.save(args.save, iteration, chunks, optimizer, scheduler, {"consumed_samples": consumed},
-                    args.keep_last, mem_efficient=args.distrib_optim_fully_reshardable_mem_efficient)
+    checkpoint.save(
+        args.save,
+        iteration,
+        chunks,
+        optimizer,
+        scheduler,
+        {"consumed_samples": consumed},
+        args.keep_last,
+        mem_efficient=args.distrib_optim_fully_reshardable_mem_efficient,
+    )
 
 
 def train(args, tokenizer) -> dict:
@@ -169,9 +211,15 @@ def train(args, tokenizer) -> dict:
                 for c in chunks:
                     c.zero_grad_buffer()
                 optimizer.zero_grad()
-                reports = forward_backward(forward_step_func=_forward_step, data_iterator=train_iter, model=chunks,
-                                           num_microbatches=args.num_microbatches, seq_length=args.seq_length,
-                                           micro_batch_size=args.micro_batch_size, forward_only=False)
+                reports = forward_backward(
+                    forward_step_func=_forward_step,
+                    data_iterator=train_iter,
+                    model=chunks,
+                    num_microbatches=args.num_microbatches,
+                    seq_length=args.seq_length,
+                    micro_batch_size=args.micro_batch_size,
+                    forward_only=False,
+                )
                 loss = _reduce_reports(reports)["lm loss"]
                 grad_norm = None
                 if not math.isfinite(loss):

@@ -1,4 +1,5 @@
 """Config → megatron-core GPTModel chunks with the right layer spec (TE when it imports, else local)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -8,13 +9,17 @@ from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
-TE_MISSING = ("Transformer Engine is not importable here; {what} needs it. Install it on a CUDA machine with "
-              "`pip install megatron-ipt[gpu]` (transformer-engine[pytorch]).")
+TE_MISSING = (
+    "Transformer Engine is not importable here; {what} needs it. Install it on a CUDA machine with "
+    "`pip install megatron-ipt[gpu]` (transformer-engine[pytorch])."
+)
 
 
 def transformer_engine_available() -> bool:
     try:
-        return importlib.util.find_spec("transformer_engine") is not None and __import__("transformer_engine") is not None
+        return (
+            importlib.util.find_spec("transformer_engine") is not None and __import__("transformer_engine") is not None
+        )
     except Exception:
         return False
 
@@ -30,24 +35,39 @@ def transformer_config(args) -> TransformerConfig:
     args.transformer_impl = args.transformer_impl or ("transformer_engine" if te else "local")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     kwargs = dict(
-        num_layers=args.num_layers, hidden_size=args.hidden_size, ffn_hidden_size=args.ffn_hidden_size,
-        num_attention_heads=args.num_attention_heads, num_query_groups=args.num_query_groups,
-        kv_channels=args.kv_channels, layernorm_epsilon=args.norm_epsilon,
-        normalization="RMSNorm", gated_linear_unit=True, activation_func=torch.nn.functional.silu,
-        add_bias_linear=False, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=args.init_method_std,
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        ffn_hidden_size=args.ffn_hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        num_query_groups=args.num_query_groups,
+        kv_channels=args.kv_channels,
+        layernorm_epsilon=args.norm_epsilon,
+        normalization="RMSNorm",
+        gated_linear_unit=True,
+        activation_func=torch.nn.functional.silu,
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=args.init_method_std,
         tensor_model_parallel_size=args.tensor_model_parallel_size,
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=args.virtual_pipeline_model_parallel_size,
         sequence_parallel=args.sequence_parallel and args.tensor_model_parallel_size > 1,
-        params_dtype=dtype, bf16=args.bf16, pipeline_dtype=dtype,
+        params_dtype=dtype,
+        bf16=args.bf16,
+        pipeline_dtype=dtype,
         use_cpu_initialization=not torch.cuda.is_available(),
         recompute_granularity=args.recompute_granularity,
     )
     if args.recompute_granularity == "full":
         kwargs.update(recompute_method=args.recompute_method, recompute_num_layers=args.recompute_num_layers)
     if args.fp8_format:
-        kwargs.update(fp8=args.fp8_format, fp8_recipe="delayed", fp8_amax_history_len=args.fp8_amax_history_len,
-                      fp8_amax_compute_algo=args.fp8_amax_compute_algo)
+        kwargs.update(
+            fp8=args.fp8_format,
+            fp8_recipe="delayed",
+            fp8_amax_history_len=args.fp8_amax_history_len,
+            fp8_amax_compute_algo=args.fp8_amax_compute_algo,
+        )
     return TransformerConfig(**kwargs)
 
 
@@ -71,13 +91,22 @@ def build_model_chunks(args, config: TransformerConfig):
         pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
         post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
         extra = {"vp_stage": vp_stage} if vp > 1 else {}
-        chunks.append(GPTModel(config=config, transformer_layer_spec=spec, vocab_size=args.padded_vocab_size,
-                               max_sequence_length=args.max_position_embeddings, pre_process=pre,
-                               post_process=post,
-                               share_embeddings_and_output_weights=not args.untie_embeddings_and_output_weights,
-                               position_embedding_type="rope", rotary_base=_rotary_base(args.rotary_base),
-                               rope_scaling=args.use_rope_scaling, rope_scaling_factor=args.rope_scaling_factor,
-                               **extra))
+        chunks.append(
+            GPTModel(
+                config=config,
+                transformer_layer_spec=spec,
+                vocab_size=args.padded_vocab_size,
+                max_sequence_length=args.max_position_embeddings,
+                pre_process=pre,
+                post_process=post,
+                share_embeddings_and_output_weights=not args.untie_embeddings_and_output_weights,
+                position_embedding_type="rope",
+                rotary_base=_rotary_base(args.rotary_base),
+                rope_scaling=args.use_rope_scaling,
+                rope_scaling_factor=args.rope_scaling_factor,
+                **extra,
+            )
+        )
     return chunks
 
 

@@ -1,4 +1,5 @@
 """Process groups and seeds, set up in one place."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,6 @@ import random
 
 import numpy as np
 import torch
-
 from megatron.core import parallel_state, tensor_parallel
 
 
@@ -23,8 +23,9 @@ def initialize(args) -> None:
         cpu.apply()
     backend = args.distributed_backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend, world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                                             rank=int(os.environ.get("RANK", 0)))
+        torch.distributed.init_process_group(
+            backend=backend, world_size=int(os.environ.get("WORLD_SIZE", 1)), rank=int(os.environ.get("RANK", 0))
+        )
     vp = None
     if args.num_layers_per_virtual_pipeline_stage:
         layers_per_stage = args.num_layers // args.pipeline_model_parallel_size
@@ -33,7 +34,8 @@ def initialize(args) -> None:
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=args.tensor_model_parallel_size,
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
-        virtual_pipeline_model_parallel_size=vp)
+        virtual_pipeline_model_parallel_size=vp,
+    )
     set_seed(args.seed)
 
 

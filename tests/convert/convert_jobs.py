@@ -1,6 +1,7 @@
 """Run many conversions in one process (one interpreter start-up for a test): argv[1] is a JSON list of
 ["import", HF_DIR, SAVE_DIR, TP, MAKE_VOCAB_SIZE_DIVISIBLE_BY] or
 ["export", LOAD_DIR, HF_DIR, MODEL_FILE or null, TOKENIZER_DIR or null]."""
+
 import json
 import sys
 

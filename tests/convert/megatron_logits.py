@@ -5,6 +5,7 @@ CKPT/resaved_tp{TP}_pp{PP}/.
 
 usage: torchrun --nproc-per-node N megatron_logits.py TOKENS.pt LAYOUTS CKPT_DIR...
 """
+
 import os
 import sys
 
@@ -30,9 +31,20 @@ if __name__ == "__main__":
     for layout in layouts.split(","):
         tp, pp = layout.split("x")
         for directory in directories:
-            args = config.parse_args(["--model", os.path.join(directory, "model.json"), "--micro-batch-size", "1",
-                                      "--train-iters", "1", "--tensor-model-parallel-size", tp,
-                                      "--pipeline-model-parallel-size", pp])
+            args = config.parse_args(
+                [
+                    "--model",
+                    os.path.join(directory, "model.json"),
+                    "--micro-batch-size",
+                    "1",
+                    "--train-iters",
+                    "1",
+                    "--tensor-model-parallel-size",
+                    tp,
+                    "--pipeline-model-parallel-size",
+                    pp,
+                ]
+            )
             if not parallel_state.model_parallel_is_initialized():
                 parallel.initialize(args)
             args.virtual_pipeline_model_parallel_size = None

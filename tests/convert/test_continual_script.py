@@ -1,19 +1,24 @@
 """examples/continual_llama3_8b_fp8.sh picks its base: a HF directory is converted once (into BASE-megatron), and a
 converted checkpoint's model.json gives the model shape (DRY_RUN prints the flags instead of running)."""
+
 import json
 import os
 import subprocess
 
 from megatron_ipt.training import config
-
 from tests.convert.conftest import REPO
 
 SCRIPT = os.path.join(REPO, "examples", "continual_llama3_8b_fp8.sh")
 
 
 def flags(base):
-    out = subprocess.run(["bash", SCRIPT, "/ck", "/tb", "/tok", str(base), "/d/fin_text_document"], check=True,
-                         env=dict(os.environ, DRY_RUN="1"), capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["bash", SCRIPT, "/ck", "/tb", "/tok", str(base), "/d/fin_text_document"],
+        check=True,
+        env=dict(os.environ, DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+    ).stdout
     return config.parse_args(out.splitlines())
 
 

@@ -1,5 +1,6 @@
 """HF <-> megatron conversion on tiny random Llama/Mistral models: logits at TP=1 and TP=2 match transformers, and
 every round trip is weight-identical (HF -> ours -> HF, ours -> HF -> ours, ours saved at TP=2 / PP=2 -> HF)."""
+
 import json
 import os
 
@@ -20,20 +21,56 @@ INIT = 0.1
 COMMON = dict(hidden_size=64, num_hidden_layers=2, max_position_embeddings=128, initializer_range=INIT)
 VARIANTS = {
     # GQA (2 query heads per group), untied, sharded safetensors input
-    "llama-gqa-untied": (transformers.LlamaConfig, dict(
-        vocab_size=1000, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, rope_theta=5000.0,
-        rms_norm_eps=1e-5, tie_word_embeddings=False), (1, 128)),
+    "llama-gqa-untied": (
+        transformers.LlamaConfig,
+        dict(
+            vocab_size=1000,
+            intermediate_size=96,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=5000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        (1, 128),
+    ),
     # tied embeddings, head_dim != hidden/heads, Llama-3.1 rope scaling
-    "llama-tied-scaled-rope": (transformers.LlamaConfig, dict(
-        vocab_size=1000, intermediate_size=96, num_attention_heads=4, num_key_value_heads=4, head_dim=32,
-        rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
-                             high_freq_factor=4.0, original_max_position_embeddings=8192),
-        rms_norm_eps=1e-6, tie_word_embeddings=True), (2, 128)),
+    "llama-tied-scaled-rope": (
+        transformers.LlamaConfig,
+        dict(
+            vocab_size=1000,
+            intermediate_size=96,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            head_dim=32,
+            rope_parameters=dict(
+                rope_type="llama3",
+                rope_theta=500000.0,
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=8192,
+            ),
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+        ),
+        (2, 128),
+    ),
     # 4 query heads per group; an odd vocabulary saved unpadded (1003 rows): at TP=2 the model pads to 1004 rows
     # and megatron-core loads the 1003 shared rows (the embedding and output layer allow a shape mismatch)
-    "mistral-gqa": (transformers.MistralConfig, dict(
-        vocab_size=1003, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2, rope_theta=10000.0,
-        sliding_window=None, tie_word_embeddings=False), (1, 1)),
+    "mistral-gqa": (
+        transformers.MistralConfig,
+        dict(
+            vocab_size=1003,
+            intermediate_size=128,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            rope_theta=10000.0,
+            sliding_window=None,
+            tie_word_embeddings=False,
+        ),
+        (1, 1),
+    ),
 }
 # the converter's --tensor-model-parallel-size and --make-vocab-size-divisible-by per variant (Megatron's padding rule)
 LOGITS_TOLERANCE = dict(atol=1e-4, rtol=1e-4)  # float32; measured max |diff| ~1e-6 at logits of magnitude ~5
@@ -53,25 +90,41 @@ def work(tmp_path_factory):
         with torch.no_grad():
             torch.save(model(tokens).logits, root / name / "reference_logits.pt")
         d = root / name
-        jobs += [["import", str(d / "hf"), str(d / "ck"), tp, divisible_by],
-                 ["export", str(d / "ck"), str(d / "hf_back"), None, None],
-                 ["import", str(d / "hf_back"), str(d / "ck_again"), tp, divisible_by]]
+        jobs += [
+            ["import", str(d / "hf"), str(d / "ck"), tp, divisible_by],
+            ["export", str(d / "ck"), str(d / "hf_back"), None, None],
+            ["import", str(d / "hf_back"), str(d / "ck_again"), tp, divisible_by],
+        ]
     run("tests/convert/convert_jobs.py", json.dumps(jobs))
     checkpoints = [root / name / "ck" for name in VARIANTS]
-    run("tests/convert/megatron_logits.py", root / "tokens.pt", "1x1,2x1,1x2", *checkpoints, nproc=2,
-        env={"RESAVE": "1"})
+    run(
+        "tests/convert/megatron_logits.py",
+        root / "tokens.pt",
+        "1x1,2x1,1x2",
+        *checkpoints,
+        nproc=2,
+        env={"RESAVE": "1"},
+    )
     exports = []
     for name in VARIANTS:
         for layout in ("tp2_pp1", "tp1_pp2"):
             d = root / name
-            exports.append(["export", str(d / "ck" / f"resaved_{layout}"), str(d / f"hf_from_{layout}"),
-                            str(d / "ck" / "model.json"), None])
+            exports.append(
+                [
+                    "export",
+                    str(d / "ck" / f"resaved_{layout}"),
+                    str(d / f"hf_from_{layout}"),
+                    str(d / "ck" / "model.json"),
+                    None,
+                ]
+            )
     # a model file without the source HF config (like a preset): a plain Llama config.json
     fields = json.load(open(root / "llama-gqa-untied" / "ck" / "model.json"))
     del fields["hf_config"]
     (root / "plain.json").write_text(json.dumps(fields))
-    exports.append(["export", str(root / "llama-gqa-untied" / "ck"), str(root / "plain_hf"), str(root / "plain.json"),
-                    None])
+    exports.append(
+        ["export", str(root / "llama-gqa-untied" / "ck"), str(root / "plain_hf"), str(root / "plain.json"), None]
+    )
     run("tests/convert/convert_jobs.py", json.dumps(exports))
     return root
 

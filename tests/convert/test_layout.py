@@ -1,4 +1,5 @@
 """Fast checks of the conversion's layouts, config mapping and input errors (no model is built here)."""
+
 import json
 
 import pytest
@@ -9,9 +10,20 @@ from megatron_ipt.convert.llama import ConversionError
 from megatron_ipt.training import config
 from tests.convert.conftest import run
 
-LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000, "hidden_size": 64,
-         "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "rms_norm_eps": 1e-5, "rope_theta": 5000.0, "max_position_embeddings": 128, "tie_word_embeddings": False}
+LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 5000.0,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": False,
+}
 
 
 def labelled(prefix, heads, head_dim=1):
@@ -49,15 +61,28 @@ def test_config_mapping_round_trip():
     assert back == expected
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"architectures": ["Qwen2ForCausalLM"]}, "Qwen2ForCausalLM.*is not supported; supported: LlamaForCausalLM"),
-    ({"attention_bias": True}, "attention_bias=true is not supported"),
-    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn' is not supported"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 4.0,
-                       "original_max_position_embeddings": 8192}}, "low_freq_factor.*megatron-core implements"),
-    ({"vocab_size": None}, "vocab_size missing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"architectures": ["Qwen2ForCausalLM"]}, "Qwen2ForCausalLM.*is not supported; supported: LlamaForCausalLM"),
+        ({"attention_bias": True}, "attention_bias=true is not supported"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn' is not supported"),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 2.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                }
+            },
+            "low_freq_factor.*megatron-core implements",
+        ),
+        ({"vocab_size": None}, "vocab_size missing"),
+    ],
+)
 def test_unsupported_configs_are_named(change, message):
     with pytest.raises(ConversionError, match=message):
         llama.model_fields_from_hf({**LLAMA, **change}, "some/config.json")
@@ -79,13 +104,19 @@ def test_input_errors_name_the_file_and_tensor(hf_dir, tmp_path):
 
     directory, tensors = hf_dir
     save_file({**tensors, "model.layers.1.mlp.up_proj.weight": torch.zeros(95, 64)}, directory / "model.safetensors")
-    with pytest.raises(ConversionError, match=r"model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' has "
-                                              r"shape \(95, 64\), but config.json implies \(96, 64\)"):
+    with pytest.raises(
+        ConversionError,
+        match=r"model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' has "
+        r"shape \(95, 64\), but config.json implies \(96, 64\)",
+    ):
         hf_checkpoint.import_hf(str(directory), str(tmp_path / "out"))
     del tensors["lm_head.weight"]
     save_file({**tensors, "model.layers.0.self_attn.q_norm.weight": torch.zeros(16)}, directory / "model.safetensors")
-    with pytest.raises(ConversionError, match=r"missing \['lm_head.weight'\], unexpected "
-                                              r"\['model.layers.0.self_attn.q_norm.weight'\]"):
+    with pytest.raises(
+        ConversionError,
+        match=r"missing \['lm_head.weight'\], unexpected "
+        r"\['model.layers.0.self_attn.q_norm.weight'\]",
+    ):
         hf_checkpoint.import_hf(str(directory), str(tmp_path / "out"))
     (directory / "model.safetensors").unlink()
     with pytest.raises(ConversionError, match="neither model.safetensors nor model.safetensors.index.json"):
@@ -117,8 +148,9 @@ def test_model_file_errors(tmp_path):
     with pytest.raises(SystemExit, match="field 'num_layers' is 2.5, expected int"):
         config.parse_args(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1"])
     path.write_text(json.dumps({**good, "kv_channels": 32, "hf_config": {"any": "thing"}}))
-    args = config.parse_args(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1",
-                              "--num-layers", "3"])
+    args = config.parse_args(
+        ["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1", "--num-layers", "3"]
+    )
     assert (args.kv_channels, args.num_layers, args.untie_embeddings_and_output_weights) == (32, 3, True)
     with pytest.raises(SystemExit, match="neither a preset"):
         config.parse_args(["--model", "llama9", "--micro-batch-size", "1", "--train-iters", "1"])
@@ -126,11 +158,13 @@ def test_model_file_errors(tmp_path):
 
 def test_cli_reports_errors_and_exits_1(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**LLAMA, "architectures": ["GPT2LMHeadModel"]}))
-    out = run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", tmp_path, "--save", tmp_path / "out",
-              expect_rc=1)
+    out = run(
+        "tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", tmp_path, "--save", tmp_path / "out", expect_rc=1
+    )
     assert "error: " in out and "['GPT2LMHeadModel'] is not supported" in out
-    out = run("tools/convert_checkpoint.py", "megatron-to-hf", "--load", tmp_path, "--hf-dir", tmp_path / "hf",
-              expect_rc=1)
+    out = run(
+        "tools/convert_checkpoint.py", "megatron-to-hf", "--load", tmp_path, "--hf-dir", tmp_path / "hf", expect_rc=1
+    )
     assert f"{tmp_path}/model.json not found: pass --model" in out
 
 

@@ -1,5 +1,6 @@
 """A real model: SmolLM2-135M-Instruct (Llama architecture, GQA 9/3 heads, tied embeddings, vocab 49152, rope theta
 1e5) converted from its HF weights gives the same logits in our megatron-core model as in transformers, on real text."""
+
 import pytest
 import torch
 

@@ -8,17 +8,22 @@ from megatron_ipt.synthesis.rounds import synthesize_rounds
 from tests.conftest import write_jsonl
 
 # A pair of each kind in the synthesizer's wire format, about a real sentence of Newton's Opticks.
-OPTICKS = ("The Light which passes through a drop of Rain after two Refractions, and three or more Reflexions, is scarce "
-           "strong enough to cause a sensible Bow; but in those Cylinders of Ice by which Hugenius explains the "
-           "Parhelia, it may perhaps be sensible.")
+OPTICKS = (
+    "The Light which passes through a drop of Rain after two Refractions, and three or more Reflexions, is scarce "
+    "strong enough to cause a sensible Bow; but in those Cylinders of Ice by which Hugenius explains the "
+    "Parhelia, it may perhaps be sensible."
+)
 PAIRS = {
     "basic": {"Q": "What may make the Bow sensible?", "A": "Cylinders of Ice."},
     "options": {"Q": "How many Refractions does the Light pass through?\nOptions:\n- two\n- three\n- none", "A": "two"},
-    "cot": {"Q": "Why is the Bow scarce sensible?\nLet's think step by step.",
-            "A": "The Light is reflected three or more times. Each Reflexion weakens it.\nTherefore, the answer is it is too weak"},
-    "options_cot": {"Q": "What explains the Parhelia?\nOptions:\n- Cylinders of Ice\n- drops of Rain\n"
-                         "Let's think step by step.",
-                    "A": "The text names Hugenius's explanation. It uses Cylinders of Ice.\nTherefore, the answer is Cylinders of Ice"},
+    "cot": {
+        "Q": "Why is the Bow scarce sensible?\nLet's think step by step.",
+        "A": "The Light is reflected three or more times. Each Reflexion weakens it.\nTherefore, the answer is it is too weak",
+    },
+    "options_cot": {
+        "Q": "What explains the Parhelia?\nOptions:\n- Cylinders of Ice\n- drops of Rain\nLet's think step by step.",
+        "A": "The text names Hugenius's explanation. It uses Cylinders of Ice.\nTherefore, the answer is Cylinders of Ice",
+    },
 }
 
 

@@ -1,4 +1,5 @@
 """tools/build_corpus.py end to end on real synthesized collections, counted with the real Mistral tokenizer."""
+
 import json
 import os
 
@@ -33,10 +34,19 @@ def recount(tokenizer, docs, source=None):
     return int(sum(len(t) for t in tokenizer.encode_batch(texts))) if texts else 0
 
 
-def test_general_recipe_converts_a_fifth_of_texts(tmp_path, collections_file, real_collections, tokenizer_flags,
-                                                  tokenizer, capsys):
-    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
-                          "--docs-per-shard", "100")
+def test_general_recipe_converts_a_fifth_of_texts(
+    tmp_path, collections_file, real_collections, tokenizer_flags, tokenizer, capsys
+):
+    summary, docs = build(
+        tmp_path / "out",
+        tokenizer_flags,
+        "--recipe",
+        "general",
+        "--collections",
+        collections_file,
+        "--docs-per-shard",
+        "100",
+    )
     r = summary["render"]
     total = sum(len(c) for c in real_collections)
     assert r["texts:total"] == total and abs(r["texts:converted"] - 0.2 * total) < 2  # whole chains of M=2
@@ -57,13 +67,43 @@ def test_general_recipe_converts_a_fifth_of_texts(tmp_path, collections_file, re
 
 
 def test_baselines_match_the_token_budget(tmp_path, collections_file, tuning_file, tokenizer_flags, tokenizer):
-    general, gdocs = build(tmp_path / "general", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
-                       "--tuning-data", tuning_file, "--tuning-upsample", "2")
+    general, gdocs = build(
+        tmp_path / "general",
+        tokenizer_flags,
+        "--recipe",
+        "general",
+        "--collections",
+        collections_file,
+        "--tuning-data",
+        tuning_file,
+        "--tuning-upsample",
+        "2",
+    )
     budget = general["tokens"]
-    vanilla, vdocs = build(tmp_path / "vanilla", tokenizer_flags, "--recipe", "vanilla", "--collections",
-                           collections_file, "--token-budget-from", str(tmp_path / "general"))
-    mixed, mdocs = build(tmp_path / "mix", tokenizer_flags, "--recipe", "mix", "--collections", collections_file,
-                         "--tuning-data", tuning_file, "--tuning-upsample", "2", "--token-budget", str(budget))
+    vanilla, vdocs = build(
+        tmp_path / "vanilla",
+        tokenizer_flags,
+        "--recipe",
+        "vanilla",
+        "--collections",
+        collections_file,
+        "--token-budget-from",
+        str(tmp_path / "general"),
+    )
+    mixed, mdocs = build(
+        tmp_path / "mix",
+        tokenizer_flags,
+        "--recipe",
+        "mix",
+        "--collections",
+        collections_file,
+        "--tuning-data",
+        tuning_file,
+        "--tuning-upsample",
+        "2",
+        "--token-budget",
+        str(budget),
+    )
     assert {d["source"] for d in vdocs} == {"raw"} and {d["source"] for d in mdocs} == {"raw", "tuning"}
     for summary, docs in ((vanilla, vdocs), (mixed, mdocs)):
         longest = max(len(t) for t in tokenizer.encode_batch([d["text"] for d in docs]))
@@ -83,17 +123,29 @@ def test_baselines_match_the_token_budget(tmp_path, collections_file, tuning_fil
     assert len(tuning_docs) > 1.5 * len(rows)  # the two copies of a row are rendered with different templates
 
 
-def test_domain_recipe_mixes_general_instructions_one_to_one_by_tokens(tmp_path, collections_file, tokenizer_flags,
-                                                                       tokenizer):
+def test_domain_recipe_mixes_general_instructions_one_to_one_by_tokens(
+    tmp_path, collections_file, tokenizer_flags, tokenizer
+):
     for ratio in ("1", "0.5"):
-        summary, docs = build(tmp_path / f"d{ratio}", tokenizer_flags, "--recipe", "domain", "--collections",
-                              collections_file, "--general-instructions", SAMPLE_GENERAL_INSTRUCTIONS,
-                              "--instruction-ratio", ratio)
+        summary, docs = build(
+            tmp_path / f"d{ratio}",
+            tokenizer_flags,
+            "--recipe",
+            "domain",
+            "--collections",
+            collections_file,
+            "--general-instructions",
+            SAMPLE_GENERAL_INSTRUCTIONS,
+            "--instruction-ratio",
+            ratio,
+        )
         s = summary["sources"]
         domain = s["augmented"]["tokens"] + s["raw"]["tokens"]
         general = recount(tokenizer, docs, "general_instruction")
         assert general == s["general_instruction"]["tokens"]
-        longest = max(len(t) for t in tokenizer.encode_batch([d["text"] for d in docs if d["source"] == "general_instruction"]))
+        longest = max(
+            len(t) for t in tokenizer.encode_batch([d["text"] for d in docs if d["source"] == "general_instruction"])
+        )
         assert abs(general - float(ratio) * domain) <= longest / 2
         assert s["general_instruction"]["documents"] > s["general_instruction"]["pool_documents"]  # 40 rows, repeated
         assert summary["render"]["texts:converted"] == summary["render"]["texts:total"]
@@ -104,8 +156,17 @@ def test_domain_recipe_mixes_general_instructions_one_to_one_by_tokens(tmp_path,
 
 def test_per_source_outputs_print_blend_weights(tmp_path, collections_file, tokenizer_flags, capsys):
     out = tmp_path / "per"
-    summary, docs = build(out, tokenizer_flags, "--recipe", "domain", "--collections", collections_file,
-                          "--general-instructions", SAMPLE_GENERAL_INSTRUCTIONS, "--per-source-outputs")
+    summary, docs = build(
+        out,
+        tokenizer_flags,
+        "--recipe",
+        "domain",
+        "--collections",
+        collections_file,
+        "--general-instructions",
+        SAMPLE_GENERAL_INSTRUCTIONS,
+        "--per-source-outputs",
+    )
     expected = {f"{k}.jsonl" for k, v in summary["sources"].items() if v["pool_documents"]}
     assert sorted(summary["outputs"]) == sorted(expected) and "augmented.jsonl" in expected
     rows = [l for l in open(out / "general_instruction.jsonl")]
@@ -125,14 +186,20 @@ def test_per_source_outputs_print_blend_weights(tmp_path, collections_file, toke
 def test_deterministic_and_seed_dependent(tmp_path, collections_file, tokenizer_flags):
     a = build(tmp_path / "a", tokenizer_flags, "--recipe", "general", "--collections", collections_file)[1]
     b = build(tmp_path / "b", tokenizer_flags, "--recipe", "general", "--collections", collections_file)[1]
-    c = build(tmp_path / "c", tokenizer_flags, "--recipe", "general", "--collections", collections_file, "--seed", "1")[1]
+    c = build(tmp_path / "c", tokenizer_flags, "--recipe", "general", "--collections", collections_file, "--seed", "1")[
+        1
+    ]
     assert a == b and a != c
 
 
 def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_collections, tokenizer_flags, capsys):
     good = [json.dumps(c) for c in real_collections[:20]]
-    bad = ['{"context": "a tuning row, not a collection", "QA_list": []}', "[not json",
-           json.dumps([{"context": "x", "QA_list": [{"Q": "q"}]}]), json.dumps([{"QA_list": []}])]
+    bad = [
+        '{"context": "a tuning row, not a collection", "QA_list": []}',
+        "[not json",
+        json.dumps([{"context": "x", "QA_list": [{"Q": "q"}]}]),
+        json.dumps([{"QA_list": []}]),
+    ]
     path = tmp_path / "cols.jsonl"
     path.write_text("\n".join(good[:5] + bad[:2] + good[5:] + bad[2:]) + "\n")
     out = tmp_path / "out"
@@ -150,10 +217,22 @@ def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_co
 
 def test_decontamination_through_the_cli(tmp_path, real_collections, collections_file, tokenizer_flags):
     leaked = real_collections[3][0]["context"]
-    evals = write_jsonl(tmp_path / "eval.jsonl", [{"passage": leaked, "label": 1},
-                                                  {"passage": "Nothing in this sentence appears anywhere in the corpus."}])
-    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "vanilla", "--collections", collections_file,
-                          "--eval-sets", evals, "--eval-keys", "passage")
+    evals = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [{"passage": leaked, "label": 1}, {"passage": "Nothing in this sentence appears anywhere in the corpus."}],
+    )
+    summary, docs = build(
+        tmp_path / "out",
+        tokenizer_flags,
+        "--recipe",
+        "vanilla",
+        "--collections",
+        collections_file,
+        "--eval-sets",
+        evals,
+        "--eval-keys",
+        "passage",
+    )
     assert summary["decontamination"]["eval_texts"] == 2
     assert summary["decontamination"]["collections: texts dropped"] >= 1
     assert all(leaked not in d["text"] for d in docs)
@@ -169,11 +248,37 @@ def test_output_dir_is_replaced_only_when_asked(tmp_path, collections_file, toke
     assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
     assert sorted(os.listdir(out)) == ["corpus-00000.jsonl", "summary.json"]
-    assert main(["--recipe", "domain", "--collections", collections_file, *tokenizer_flags, "--output-dir",
-                 str(tmp_path / "d")]) == 1
+    assert (
+        main(
+            [
+                "--recipe",
+                "domain",
+                "--collections",
+                collections_file,
+                *tokenizer_flags,
+                "--output-dir",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 1
+    )
     assert "--general-instructions" in capsys.readouterr().err
-    assert main(["--recipe", "vanilla", "--collections", collections_file, "--tuning-data", collections_file,
-                 *tokenizer_flags, "--output-dir", str(tmp_path / "v")]) == 1
+    assert (
+        main(
+            [
+                "--recipe",
+                "vanilla",
+                "--collections",
+                collections_file,
+                "--tuning-data",
+                collections_file,
+                *tokenizer_flags,
+                "--output-dir",
+                str(tmp_path / "v"),
+            ]
+        )
+        == 1
+    )
     assert "does not use --tuning-data" in capsys.readouterr().err
 
 
@@ -184,16 +289,29 @@ def test_output_packs_with_preprocess_data(tmp_path, collections_file, tokenizer
 
     summary, docs = build(tmp_path / "c", tokenizer_flags, "--recipe", "general", "--collections", collections_file)
     prefix = str(tmp_path / "c" / "corpus")
-    assert preprocess(["--input", str(tmp_path / "c" / "corpus-*.jsonl"), "--output-prefix", prefix,
-                       "--workers", "1", *tokenizer_flags]) == 0
+    assert (
+        preprocess(
+            [
+                "--input",
+                str(tmp_path / "c" / "corpus-*.jsonl"),
+                "--output-prefix",
+                prefix,
+                "--workers",
+                "1",
+                *tokenizer_flags,
+            ]
+        )
+        == 0
+    )
     ds = IndexedDataset(prefix + "_text_document")
     assert len(ds.document_indices) - 1 == len(docs) and int(ds.sequence_lengths.sum()) == summary["tokens"]
     del ds
     assert np.isclose(sum(s["share"] for s in summary["sources"].values()), 1.0)
 
 
-def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(tmp_path, collections_file, tokenizer_flags,
-                                                                         monkeypatch):
+def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(
+    tmp_path, collections_file, tokenizer_flags, monkeypatch
+):
     from megatron_ipt.corpus import build as build_module
 
     out = tmp_path / "out"
@@ -209,20 +327,45 @@ def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(tmp_pat
 
     monkeypatch.setattr(build_module, "_write_lines", dying_write)
     with pytest.raises(OSError, match="disk full"):
-        main(["--recipe", "general", "--collections", collections_file, *tokenizer_flags, "--output-dir", str(out),
-              "--docs-per-shard", "50", "--overwrite"])
+        main(
+            [
+                "--recipe",
+                "general",
+                "--collections",
+                collections_file,
+                *tokenizer_flags,
+                "--output-dir",
+                str(out),
+                "--docs-per-shard",
+                "50",
+                "--overwrite",
+            ]
+        )
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_general_counts_unsynthesized_raw_input_in_the_fraction(tmp_path, collections_file, real_collections,
-                                                                 tokenizer_flags):
+def test_general_counts_unsynthesized_raw_input_in_the_fraction(
+    tmp_path, collections_file, real_collections, tokenizer_flags
+):
     from megatron_ipt.assets import opticks_paragraphs
 
     extra = opticks_paragraphs()[300:500]
     raw = write_jsonl(tmp_path / "raw.jsonl", [{"body": t} for t in extra])
-    summary, docs = build(tmp_path / "out", tokenizer_flags, "--recipe", "general", "--collections", collections_file,
-                          "--raw-input", raw, "--text-key", "body", "--convert-fraction", "0.5")
+    summary, docs = build(
+        tmp_path / "out",
+        tokenizer_flags,
+        "--recipe",
+        "general",
+        "--collections",
+        collections_file,
+        "--raw-input",
+        raw,
+        "--text-key",
+        "body",
+        "--convert-fraction",
+        "0.5",
+    )
     r = summary["render"]
     synthesized = sum(len(c) for c in real_collections)
     assert r["texts:total"] == synthesized + len(extra)

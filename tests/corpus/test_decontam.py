@@ -8,8 +8,10 @@ from megatron_ipt.corpus.recipes import Inputs
 from megatron_ipt.data.jsonl import InputError
 from tests.corpus.conftest import OPTICKS
 
-EVAL_ITEM = ("Which phenomenon did Hugenius explain with cylinders of ice, according to the passage about the "
-             "rainbow and the refractions of light?")
+EVAL_ITEM = (
+    "Which phenomenon did Hugenius explain with cylinders of ice, according to the passage about the "
+    "rainbow and the refractions of light?"
+)
 
 
 def ngrams(*texts, n=13):
@@ -56,12 +58,17 @@ def test_decontaminate_drops_pairs_and_texts_and_breaks_chains():
     clean_text = "Prisms separate white light into colours by refracting each colour by a different amount."
     leaked_q = {"Q": EVAL_ITEM, "A": "Parhelia"}
     good_q = {"Q": "What do prisms separate?", "A": "White light."}
-    chain = [{"context": clean_text, "QA_list": [leaked_q, good_q], "inherit_from_prev": False},
-             {"context": "Background. " + EVAL_ITEM, "QA_list": [good_q], "inherit_from_prev": True},
-             {"context": clean_text, "QA_list": [good_q], "inherit_from_prev": True}]
-    inputs = Inputs(collections=[("c.jsonl:1", chain)], raw_texts=[("r:1", EVAL_ITEM), ("r:2", clean_text)],
-                    tuning=[("t:1", {"context": clean_text, "QA_list": [leaked_q]})],
-                    instructions=[("i:1", EVAL_ITEM + " Parhelia"), ("i:2", "Say hi. Hi!")])
+    chain = [
+        {"context": clean_text, "QA_list": [leaked_q, good_q], "inherit_from_prev": False},
+        {"context": "Background. " + EVAL_ITEM, "QA_list": [good_q], "inherit_from_prev": True},
+        {"context": clean_text, "QA_list": [good_q], "inherit_from_prev": True},
+    ]
+    inputs = Inputs(
+        collections=[("c.jsonl:1", chain)],
+        raw_texts=[("r:1", EVAL_ITEM), ("r:2", clean_text)],
+        tuning=[("t:1", {"context": clean_text, "QA_list": [leaked_q]})],
+        instructions=[("i:1", EVAL_ITEM + " Parhelia"), ("i:2", "Say hi. Hi!")],
+    )
     before = copy.deepcopy(inputs)
     g = ngrams(EVAL_ITEM)
     out, report = decontaminate(inputs, g)
@@ -71,11 +78,19 @@ def test_decontaminate_drops_pairs_and_texts_and_breaks_chains():
     assert entries[1]["inherit_from_prev"] is False  # the entry it inherited from was dropped
     assert [t for _, t in out.raw_texts] == [clean_text]
     assert out.tuning[0][1]["QA_list"] == [] and [t for _, t in out.instructions] == ["Say hi. Hi!"]
-    assert report.counts == {"collections: pairs dropped": 1, "collections: texts dropped": 1,
-                             "raw texts: texts dropped": 1, "tuning data: pairs dropped": 1,
-                             "general instructions: instructions dropped": 1}
-    assert {"input": "collections", "where": "c.jsonl:1 entry 0 pair 0", "what": "pair", "dropped": True} \
-        .items() <= report.flagged[0].items()
+    assert report.counts == {
+        "collections: pairs dropped": 1,
+        "collections: texts dropped": 1,
+        "raw texts: texts dropped": 1,
+        "tuning data: pairs dropped": 1,
+        "general instructions: instructions dropped": 1,
+    }
+    assert {
+        "input": "collections",
+        "where": "c.jsonl:1 entry 0 pair 0",
+        "what": "pair",
+        "dropped": True,
+    }.items() <= report.flagged[0].items()
     kept, report = decontaminate(inputs, g, drop_texts=False)
     assert len(kept.collections[0][1]) == 3 and len(kept.raw_texts) == 2
     assert report.counts["collections: texts flagged (kept)"] == 1 and report.counts["collections: pairs dropped"] == 1
@@ -84,11 +99,24 @@ def test_decontaminate_drops_pairs_and_texts_and_breaks_chains():
 def test_batched_matching_ignores_windows_across_texts_and_equals_one_by_one():
     g = ngrams(EVAL_ITEM, "What colour is the sky at noon on a clear day?")
     words = normalized_words(EVAL_ITEM)
-    texts = [" ".join(words[:6]), " ".join(words[6:13]),  # an n-gram split across two texts: no match
-             "x " + " ".join(words[2:15]), OPTICKS, "", "so what colour is the sky at noon on a clear day then",
-             " ".join(words[:13])]
-    expected = [None, None, " ".join(words[2:15]), None, None, "what colour is the sky at noon on a clear day",
-                " ".join(words[:13])]
+    texts = [
+        " ".join(words[:6]),
+        " ".join(words[6:13]),  # an n-gram split across two texts: no match
+        "x " + " ".join(words[2:15]),
+        OPTICKS,
+        "",
+        "so what colour is the sky at noon on a clear day then",
+        " ".join(words[:13]),
+    ]
+    expected = [
+        None,
+        None,
+        " ".join(words[2:15]),
+        None,
+        None,
+        "what colour is the sky at noon on a clear day",
+        " ".join(words[:13]),
+    ]
     for batch in (1, 5, 1 << 20):
         assert g.match_many(texts, batch_words=batch) == expected
     assert [g.match(t) for t in texts] == expected

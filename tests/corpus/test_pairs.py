@@ -14,7 +14,11 @@ def check(qa, seed=7, index=3):
 
 def test_each_kind_is_typed_and_parsed():
     basic, _ = check(PAIRS["basic"])
-    assert (basic.kind, basic.question, basic.answer) == ("basic", "What may make the Bow sensible?", "Cylinders of Ice.")
+    assert (basic.kind, basic.question, basic.answer) == (
+        "basic",
+        "What may make the Bow sensible?",
+        "Cylinders of Ice.",
+    )
     opt, _ = check(PAIRS["options"])
     assert opt.kind == "options" and opt.question == "How many Refractions does the Light pass through?"
     assert sorted(opt.options) == ["none", "three", "two"] and opt.options[opt.answer_index] == "two" == opt.answer
@@ -44,7 +48,9 @@ def test_unanswerable_answers_map_to_the_collection_phrasing():
     pair, _ = check({"Q": "Which colour?\nOptions:\n- red\n- blue", "A": "None of the above"})
     assert pair.options[-1] == UNANS_OPT == pair.answer and pair.answer_index == 2
     # an unanswerable option is rewritten to the collection's phrasing, kept last, and can be the answer
-    pair, _ = check({"Q": "Which colour?\nOptions:\n- Not enough information\n- red\n- blue", "A": "Not enough information"})
+    pair, _ = check(
+        {"Q": "Which colour?\nOptions:\n- Not enough information\n- red\n- blue", "A": "Not enough information"}
+    )
     assert pair.options[-1] == UNANS_OPT == pair.answer and sorted(pair.options[:2]) == ["blue", "red"]
     pair, _ = check({"Q": "Which colour?\nOptions:\n- cannot be determined\n- red\n- blue", "A": "red"})
     assert pair.options[-1] == UNANS_OPT and pair.answer == "red"
@@ -58,7 +64,10 @@ def test_bad_pairs_are_dropped_with_a_reason():
     cases_more = [
         ({"Q": "Why?", "A": "r\nTherefore, the answer is x"}, "cot"),  # answer in CoT form, question not
         ({"Q": "Why?\nLet's think step by step.", "A": "no marker"}, "cot"),
-        ({"Q": "Why?\nLet's think step by step.", "A": "a\nTherefore, the answer is b\nTherefore, the answer is c"}, "cot"),
+        (
+            {"Q": "Why?\nLet's think step by step.", "A": "a\nTherefore, the answer is b\nTherefore, the answer is c"},
+            "cot",
+        ),
         ({"Q": "Why?\nLet's think step by step.", "A": ".\nTherefore, the answer is b"}, "cot"),  # empty reasoning
         ({"Q": "Pick\nOptions:\n- a", "A": "a"}, "options"),  # one option
         ({"Q": "Pick\nOptions:\n- a\n- a", "A": "a"}, "options"),  # duplicate

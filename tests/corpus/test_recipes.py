@@ -26,14 +26,17 @@ def test_pick_converted_takes_whole_collections_up_to_the_fraction():
     assert pick_converted(cols, 22, seed=3) == chosen != pick_converted(cols, 22, seed=4)
 
 
-@pytest.mark.parametrize("kwargs, given, message", [
-    (dict(recipe="other"), (0, 0, 0), "unknown recipe"),
-    (dict(recipe="general", convert_fraction=1.5), (0, 0, 0), "convert-fraction"),
-    (dict(recipe="general"), (0, 0, 1), "does not use --general-instructions"),
-    (dict(recipe="domain"), (1, 0, 1), "does not use --raw-input"),
-    (dict(recipe="mix"), (1, 0, 0), "give --tuning-data and/or --general-instructions"),
-    (dict(recipe="vanilla", token_budget=-5), (0, 0, 0), "must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, given, message",
+    [
+        (dict(recipe="other"), (0, 0, 0), "unknown recipe"),
+        (dict(recipe="general", convert_fraction=1.5), (0, 0, 0), "convert-fraction"),
+        (dict(recipe="general"), (0, 0, 1), "does not use --general-instructions"),
+        (dict(recipe="domain"), (1, 0, 1), "does not use --raw-input"),
+        (dict(recipe="mix"), (1, 0, 0), "give --tuning-data and/or --general-instructions"),
+        (dict(recipe="vanilla", token_budget=-5), (0, 0, 0), "must be positive"),
+    ],
+)
 def test_recipe_refuses_inputs_it_would_not_use(kwargs, given, message):
     with pytest.raises(ValueError, match=message):
         RecipeConfig(**kwargs).check(*map(bool, given))

@@ -7,8 +7,14 @@ from collections import Counter
 import pytest
 
 from megatron_ipt.corpus.pairs import validate_pair
-from megatron_ipt.corpus.render import (INVERSION_RATE, MODE_WEIGHTS, MODE_WEIGHTS_FEW_PAIRS, Style, pair_fields,
-                                        render_collection)
+from megatron_ipt.corpus.render import (
+    INVERSION_RATE,
+    MODE_WEIGHTS,
+    MODE_WEIGHTS_FEW_PAIRS,
+    Style,
+    pair_fields,
+    render_collection,
+)
 from megatron_ipt.corpus.templates import expand_marker, load_templates
 from tests.corpus.conftest import OPTICKS, PAIRS, collection
 
@@ -46,14 +52,20 @@ def test_each_layout_renders_every_pair_kind(mode):
     assert len(docs) == 1 and docs[0][0] == "augmented"
     doc = docs[0][1]
     assert doc.count(OPTICKS) == 1
-    stems = ["What may make the Bow sensible?", "How many Refractions does the Light pass through?",
-             "Why is the Bow scarce sensible?", "What explains the Parhelia?"]
+    stems = [
+        "What may make the Bow sensible?",
+        "How many Refractions does the Light pass through?",
+        "Why is the Bow scarce sensible?",
+        "What explains the Parhelia?",
+    ]
     for stem in stems:
         assert doc.count(stem) >= 1, stem
     # answers and reasoning are all there; the wire-format markers are not
     for part in ["Cylinders of Ice.", "it is too weak", "Each Reflexion weakens it", "It uses Cylinders of Ice"]:
         assert part in doc, part
-    assert "Let's think step by step." not in doc and "Therefore, the answer is" not in doc and "\nOptions:\n- " not in doc
+    assert (
+        "Let's think step by step." not in doc and "Therefore, the answer is" not in doc and "\nOptions:\n- " not in doc
+    )
     text_at, first_question = doc.index(OPTICKS), min(doc.index(s) for s in stems)
     if mode.endswith("+inverted"):
         assert text_at > max(doc.index(s) for s in stems)
@@ -103,12 +115,19 @@ def test_layout_weights_over_many_seeds():
 
 
 def test_a_chain_is_one_document_and_entries_without_pairs_stay_raw():
-    t1, t2, t3, t4 = ("First text about prisms and light.", "Second text, chained to the first.",
-                      "Third text starts a new chain.", "Fourth text has only broken pairs.")
-    chain = [collection("basic", text=t1), collection("options", text=t2, inherit=True),
-             collection("cot", text=t3),
-             {"context": t4, "QA_list": [{"Q": "Pick\nOptions:\n- a\n- b", "A": "c"}], "inherit_from_prev": True},
-             {"context": "  ", "QA_list": [], "inherit_from_prev": False}]
+    t1, t2, t3, t4 = (
+        "First text about prisms and light.",
+        "Second text, chained to the first.",
+        "Third text starts a new chain.",
+        "Fourth text has only broken pairs.",
+    )
+    chain = [
+        collection("basic", text=t1),
+        collection("options", text=t2, inherit=True),
+        collection("cot", text=t3),
+        {"context": t4, "QA_list": [{"Q": "Pick\nOptions:\n- a\n- b", "A": "c"}], "inherit_from_prev": True},
+        {"context": "  ", "QA_list": [], "inherit_from_prev": False},
+    ]
     stats = Counter()
     docs = render_collection(chain, 5, stats=stats)
     assert [s for s, _ in docs] == ["augmented", "augmented", "raw"]

@@ -2,18 +2,41 @@ import re
 
 import pytest
 
-from megatron_ipt.corpus.templates import (MAX_ITEMS, PAIR_KINDS, _check, _qa_pattern, expand_marker, load_templates,
-                                           markers_are_distinct)
+from megatron_ipt.corpus.templates import (
+    MAX_ITEMS,
+    PAIR_KINDS,
+    _check,
+    _qa_pattern,
+    expand_marker,
+    load_templates,
+    markers_are_distinct,
+)
 
 
 def test_library_loads_with_dozens_of_templates_per_kind():
     sizes = load_templates().sizes()
     for kind in PAIR_KINDS:
         assert sizes[f"qa/{kind}"] >= 30, kind
-    for name in ("read_start", "compre_start", "qa_start", "text_start", "option_markers", "speakers",
-                 "unanswerable_options", "unanswerable_answers", "numbering_markers"):
+    for name in (
+        "read_start",
+        "compre_start",
+        "qa_start",
+        "text_start",
+        "option_markers",
+        "speakers",
+        "unanswerable_options",
+        "unanswerable_answers",
+        "numbering_markers",
+    ):
         assert sizes[name] >= 30, name
-    for name in ("numbered_templates", "next_turn", "inline_explained", "inline_plain", "dialog_headers", "option_starts"):
+    for name in (
+        "numbered_templates",
+        "next_turn",
+        "inline_explained",
+        "inline_plain",
+        "dialog_headers",
+        "option_starts",
+    ):
         assert sizes[name] >= 12, name
 
 
@@ -48,5 +71,9 @@ def test_bad_templates_are_refused_at_load_time():
         _qa_pattern(["", "{question}", "\n", "", "{answer}", "\n\n"], "cot", "x")
     with pytest.raises(ValueError, match="6 strings"):
         _qa_pattern(["{question}", "{answer}"], "basic", "x")
-    assert _qa_pattern(["Q: ", "{question}", "\n", "A: ", "{answer}", "\n\n"], "basic", "x").render(
-        {"question": "q?", "answer": "a"}) == "Q: q?\nA: a"
+    assert (
+        _qa_pattern(["Q: ", "{question}", "\n", "A: ", "{answer}", "\n\n"], "basic", "x").render(
+            {"question": "q?", "answer": "a"}
+        )
+        == "Q: q?\nA: a"
+    )

@@ -1,4 +1,5 @@
 """Our native byte-level BPE encoder against tiktoken (cl100k_base) and HF tokenizers (a Llama-3-style tokenizer.json)."""
+
 import json
 import logging
 import os
@@ -28,9 +29,23 @@ def cl100k_path() -> str:
 
 def assigned_unicode(rng: random.Random, n: int) -> str:
     """Random text of code points assigned in this Python's Unicode (others go to the library by design)."""
-    ranges = [(0x20, 0x7E), (0x00, 0x1F), (0x80, 0x24F), (0x370, 0x52F), (0x590, 0x6FF), (0x900, 0x97F),
-              (0x1680, 0x1680), (0x2000, 0x206F), (0x2100, 0x2BFF), (0x3000, 0x30FF), (0x4E00, 0x9FFF),
-              (0xAC00, 0xD7A3), (0xFB00, 0xFFFD), (0x1F300, 0x1FAFF), (0x20000, 0x2A6DF)]
+    ranges = [
+        (0x20, 0x7E),
+        (0x00, 0x1F),
+        (0x80, 0x24F),
+        (0x370, 0x52F),
+        (0x590, 0x6FF),
+        (0x900, 0x97F),
+        (0x1680, 0x1680),
+        (0x2000, 0x206F),
+        (0x2100, 0x2BFF),
+        (0x3000, 0x30FF),
+        (0x4E00, 0x9FFF),
+        (0xAC00, 0xD7A3),
+        (0xFB00, 0xFFFD),
+        (0x1F300, 0x1FAFF),
+        (0x20000, 0x2A6DF),
+    ]
     out = []
     while len(out) < n:
         r = rng.random()
@@ -49,16 +64,30 @@ def fuzz_texts(seed: int, count: int):
     return [assigned_unicode(rng, rng.randint(0, 120)) for _ in range(count)]
 
 
-CONTRACTIONS = ["I'll we've SHE'S they'RE 'ſ 'LL 'Ll 'd 'D x'M don't", "'s's's '''' ' s", "\n\n  \n  ", "a  \n\n b  ",
-                "   ", "x   ", "  x", "1234567 12 1", "...!!!\n\n\r\r", " ?!.\n"]
+CONTRACTIONS = [
+    "I'll we've SHE'S they'RE 'ſ 'LL 'Ll 'd 'D x'M don't",
+    "'s's's '''' ' s",
+    "\n\n  \n  ",
+    "a  \n\n b  ",
+    "   ",
+    "x   ",
+    "  x",
+    "1234567 12 1",
+    "...!!!\n\n\r\r",
+    " ?!.\n",
+]
 
 
 @pytest.fixture(scope="module")
 def cl100k():
     path = cl100k_path()
     ranks = bytelevel.read_tiktoken_file(path)
-    encoding = tiktoken.Encoding("cl100k_test", pat_str=bytelevel.CL100K_POSSESSIVE_PATTERN, mergeable_ranks=ranks,
-                                 special_tokens=bytelevel.CL100K_SPECIAL_TOKENS)
+    encoding = tiktoken.Encoding(
+        "cl100k_test",
+        pat_str=bytelevel.CL100K_POSSESSIVE_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens=bytelevel.CL100K_SPECIAL_TOKENS,
+    )
     return path, ranks, encoding
 
 
@@ -86,8 +115,11 @@ def test_the_two_patterns_differ_where_expected(cl100k):
 def test_unassigned_code_points_go_to_the_library(cl100k):
     path, _, encoding = cl100k
     tokenizer = build_tokenizer("TiktokenFileTokenizer", path)
-    text = "new in a later Unicode? \U000323b0 \U0001FAE9 end"  # unassigned in this Python's tables
-    assert tokenizer.encode_batch([text, "plain"]) == [encoding.encode_ordinary(text), encoding.encode_ordinary("plain")]
+    text = "new in a later Unicode? \U000323b0 \U0001fae9 end"  # unassigned in this Python's tables
+    assert tokenizer.encode_batch([text, "plain"]) == [
+        encoding.encode_ordinary(text),
+        encoding.encode_ordinary("plain"),
+    ]
     tokens, lengths = tokenizer.encode_batch_flat([text, "", "plain"], append_id=100257)
     assert lengths.tolist() == [len(encoding.encode_ordinary(text)) + 1, 0, 2]
     assert tokens[-1] == 100257
@@ -97,14 +129,22 @@ def llama3_style_tokenizer_json(texts, ignore_merges: bool) -> dict:
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(bytelevel.LLAMA3_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(bytelevel.LLAMA3_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=3000,
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
     spec = json.loads(tok.to_str())
     spec["model"]["ignore_merges"] = ignore_merges
     return spec
@@ -149,12 +189,26 @@ def test_preprocess_with_native_byte_level_equals_the_library(tmp_path, real_tex
     (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps(spec))
     (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|end_of_text|>"}))
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in real_texts + ["", "x <|end_of_text|> y"]])
-    for name, kind, model in (("hf", "HuggingFaceTokenizer", str(tmp_path / "hf")), ("tt", "TiktokenFileTokenizer", cl100k[0])):
+    for name, kind, model in (
+        ("hf", "HuggingFaceTokenizer", str(tmp_path / "hf")),
+        ("tt", "TiktokenFileTokenizer", cl100k[0]),
+    ):
         for native in (True, False):
-            preprocess(PreprocessConfig(input=corpus, output_prefix=str(tmp_path / f"{name}{native}"), tokenizer_type=kind,
-                                        tokenizer_model=model, append_eod=True, workers=2, shard_bytes=200_000,
-                                        native_tokenizer=native))
-        assert same_dataset(str(tmp_path / f"{name}True_text_document"), str(tmp_path / f"{name}False_text_document")), name
+            preprocess(
+                PreprocessConfig(
+                    input=corpus,
+                    output_prefix=str(tmp_path / f"{name}{native}"),
+                    tokenizer_type=kind,
+                    tokenizer_model=model,
+                    append_eod=True,
+                    workers=2,
+                    shard_bytes=200_000,
+                    native_tokenizer=native,
+                )
+            )
+        assert same_dataset(
+            str(tmp_path / f"{name}True_text_document"), str(tmp_path / f"{name}False_text_document")
+        ), name
 
 
 def test_lone_surrogates_are_handled_as_the_library_handles_them(cl100k):

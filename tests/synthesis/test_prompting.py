@@ -6,8 +6,10 @@ from megatron_ipt.synthesis.prompting import DEMO_PAIRS, DEMO_TEXT, PromptStyle
 
 def test_wire_is_the_prompt_unchanged():
     style = PromptStyle("wire")
-    assert style.render(cook_context("T")) == cook_context("T") and style.restore("<QUE> q <ANS> a </END>") == \
-        "<QUE> q <ANS> a </END>"
+    assert (
+        style.render(cook_context("T")) == cook_context("T")
+        and style.restore("<QUE> q <ANS> a </END>") == "<QUE> q <ANS> a </END>"
+    )
 
 
 def test_oneshot_demo_is_valid_wire_format_with_every_kind():
@@ -15,7 +17,7 @@ def test_oneshot_demo_is_valid_wire_format_with_every_kind():
     text = style.render(cook_context("T"))
     assert text.startswith("<s> <CON> " + DEMO_TEXT + " </CON>\n\n<QUE> ")
     assert text.endswith(cook_context("T") + QUE)
-    demo_out = text[len("<s> <CON> " + DEMO_TEXT + " </CON>\n\n"):].split("</s>")[0]
+    demo_out = text[len("<s> <CON> " + DEMO_TEXT + " </CON>\n\n") :].split("</s>")[0]
     assert parse_pred(demo_out) == DEMO_PAIRS
     assert {pair_type(p) for p in DEMO_PAIRS} == {"free-form", "options", "cot"}
     # the started <QUE> is given back to the parser; an empty generation stays a failure

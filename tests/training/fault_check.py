@@ -6,6 +6,7 @@ Afterwards, on every rank: no parameter is NaN and Adam's step count shows no po
 stopped (the default), the driver then lets megatron-core's own `optimizer.step()` run unguarded on the same
 gradients, to show it would have applied the update and turned the parameters to NaN: the premise of the guard.
 """
+
 import os
 import sys
 

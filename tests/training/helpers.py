@@ -1,5 +1,6 @@
 """Shared by the training tests: launch tools/pretrain.py (or a test driver) under torchrun with gloo on CPU, on the
 tiny preset and real Mistral-tokenized text, and read TensorBoard event files with TensorBoard's own loader."""
+
 import os
 import socket
 import subprocess
@@ -18,10 +19,33 @@ def free_port() -> int:
 
 def command(corpus, nproc, *flags, script="tools/pretrain.py"):
     data_path = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-            str(free_port()), script, "--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "4",
-            "--lr", "1e-3", "--data-path", *data_path, "--split", "90,10,0",
-            "--tokenizer-model", assets.mistral_tokenizer_model(), "--log-interval", "1", *flags]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-port",
+        str(free_port()),
+        script,
+        "--model",
+        "tiny",
+        "--micro-batch-size",
+        "2",
+        "--global-batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--data-path",
+        *data_path,
+        "--split",
+        "90,10,0",
+        "--tokenizer-model",
+        assets.mistral_tokenizer_model(),
+        "--log-interval",
+        "1",
+        *flags,
+    ]
 
 
 def environment(**extra):
@@ -29,8 +53,14 @@ def environment(**extra):
 
 
 def run(corpus, nproc, *flags, script="tools/pretrain.py", expect_rc=0, env=None):
-    proc = subprocess.run(command(corpus, nproc, *flags, script=script), cwd=REPO, env=environment(**(env or {})),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        command(corpus, nproc, *flags, script=script),
+        cwd=REPO,
+        env=environment(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 

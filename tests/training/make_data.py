@@ -1,4 +1,5 @@
 """Build a real-token Megatron dataset for tests (Mistral tokenizer over the offline assets' text)."""
+
 import os
 import sys
 

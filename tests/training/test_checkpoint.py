@@ -1,5 +1,6 @@
 """Checkpoints: exact resume, resume at another parallel layout with the optimizer state intact, atomic commit
 under SIGKILL, weights-only checkpoints."""
+
 import math
 import os
 import re
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 from megatron_ipt.training import checkpoint
-
 from tests.training.helpers import REPO, command, environment, run, scalars
 
 
@@ -35,24 +35,60 @@ def test_resume_is_exact_and_reshards_the_optimizer(corpus, tmp_path):
     common = ["--use-distributed-optimizer", "--train-iters", "6", "--lr-warmup-iters", "2"]
     run(corpus, 2, *common, "--tensorboard-dir", str(tmp_path / "straight"))
     ck = str(tmp_path / "ck")
-    run(corpus, 2, *common, "--save", ck, "--save-interval", "3", "--tensorboard-dir", str(tmp_path / "a"),
-        "--train-iters", "3", "--lr-decay-iters", "6", "--distrib-optim-fully-reshardable-mem-efficient")
+    run(
+        corpus,
+        2,
+        *common,
+        "--save",
+        ck,
+        "--save-interval",
+        "3",
+        "--tensorboard-dir",
+        str(tmp_path / "a"),
+        "--train-iters",
+        "3",
+        "--lr-decay-iters",
+        "6",
+        "--distrib-optim-fully-reshardable-mem-efficient",
+    )
     out = run(corpus, 2, *common, "--load", ck, "--tensorboard-dir", str(tmp_path / "b"))
     assert "loaded checkpoint" in out and "at iteration 3" in out and "RNG seeded afresh" not in out
     straight = scalars(str(tmp_path / "straight"), "lm loss")
     resumed = {**scalars(str(tmp_path / "a"), "lm loss"), **scalars(str(tmp_path / "b"), "lm loss")}
     assert resumed == straight  # bit-identical (float32 event values)
 
-    out = run(corpus, 2, *common, "--tensor-model-parallel-size", "2", "--load", ck,
-              "--tensorboard-dir", str(tmp_path / "tp2"))
+    out = run(
+        corpus,
+        2,
+        *common,
+        "--tensor-model-parallel-size",
+        "2",
+        "--load",
+        ck,
+        "--tensorboard-dir",
+        str(tmp_path / "tp2"),
+    )
     assert "saved at {'tp': 1, 'pp': 1, 'dp': 2}, now {'tp': 2, 'pp': 1, 'dp': 1}: RNG seeded afresh" in out
     tp2 = scalars(str(tmp_path / "tp2"), "lm loss")
     for step in (4, 5, 6):
         assert abs(tp2[step] - straight[step]) < 1e-4, (step, tp2, straight)
 
     ck2 = str(tmp_path / "ck2")  # at iteration 3 of 3: no step, only the final save
-    run(corpus, 2, *common, "--tensor-model-parallel-size", "2", "--load", ck, "--train-iters", "3",
-        "--lr-decay-iters", "6", "--save", ck2)
+    run(
+        corpus,
+        2,
+        *common,
+        "--tensor-model-parallel-size",
+        "2",
+        "--load",
+        ck,
+        "--train-iters",
+        "3",
+        "--lr-decay-iters",
+        "6",
+        "--save",
+        ck2,
+    )
     saved, resaved = (tensors(checkpoint.iteration_dir(d, 3), tmp_path) for d in (ck, ck2))
     optimizer_keys = sorted(k for k in saved if k.startswith("optimizer.state."))
     assert {k.split(".")[2] for k in optimizer_keys} == {"param", "exp_avg", "exp_avg_sq"}
@@ -98,8 +134,14 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
     ck, log = str(tmp_path / "ck"), tmp_path / "killed.log"
     flags = ["--train-iters", "6", "--save", ck, "--save-interval", "2", "--use-distributed-optimizer"]
     with open(log, "w") as out:
-        job = subprocess.Popen(command(corpus, 2, *flags), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                               env=environment(**{checkpoint.STALL_ENV: "4"}), start_new_session=True)
+        job = subprocess.Popen(
+            command(corpus, 2, *flags),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment(**{checkpoint.STALL_ENV: "4"}),
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while len(re.findall(r"stalling, pid (\d+)", log.read_text())) < 2:
@@ -116,8 +158,13 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
     assert f"removed {os.path.join(ck, 'iter_0000004.tmp')}: left by a save that never committed" in out
     assert "loaded checkpoint from" in out and "at iteration 2" in out
     assert "iteration        3/       6" in out and "iteration        2/       6" not in out
-    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004", "iter_0000006", checkpoint.MARKER,
-                                  checkpoint.MODEL_FILE]
+    assert sorted(os.listdir(ck)) == [
+        "iter_0000002",
+        "iter_0000004",
+        "iter_0000006",
+        checkpoint.MARKER,
+        checkpoint.MODEL_FILE,
+    ]
     assert checkpoint.latest_iteration(ck) == 6
 
 
@@ -125,14 +172,23 @@ def test_weights_only_checkpoint_starts_the_optimizer_fresh(corpus, tmp_path):
     """The converter's format (checkpoint.save_weights): `--load` at another layout takes the weights and the
     marker's iteration; optimizer, scheduler and RNG start fresh."""
     weights = str(tmp_path / "weights")
-    run(corpus, 1, "--train-iters", "3", script="tests/training/dist_check.py",
-        env={"SAVE_WEIGHTS_DIR": weights, "SAVE_WEIGHTS_ITERATION": "7"})
+    run(
+        corpus,
+        1,
+        "--train-iters",
+        "3",
+        script="tests/training/dist_check.py",
+        env={"SAVE_WEIGHTS_DIR": weights, "SAVE_WEIGHTS_ITERATION": "7"},
+    )
     assert checkpoint.latest_iteration(weights) == 7
     tb = str(tmp_path / "tb")
-    out = run(corpus, 2, "--tensor-model-parallel-size", "2", "--load", weights, "--train-iters", "9",
-              "--tensorboard-dir", tb)
-    assert "loaded checkpoint from" in out and "at iteration 7; weights-only checkpoint: optimizer, scheduler " \
-                                                "and RNG start fresh" in out
+    out = run(
+        corpus, 2, "--tensor-model-parallel-size", "2", "--load", weights, "--train-iters", "9", "--tensorboard-dir", tb
+    )
+    assert (
+        "loaded checkpoint from" in out
+        and "at iteration 7; weights-only checkpoint: optimizer, scheduler and RNG start fresh" in out
+    )
     loss = scalars(tb, "lm loss")
     assert sorted(loss) == [8, 9]
     assert loss[8] < math.log(32000) - 0.01  # the trained weights, not a fresh init

@@ -1,4 +1,5 @@
 """Data guards for what hangs or misleads in Megatron: an empty split, and an index cache built from other files."""
+
 import os
 
 import pytest

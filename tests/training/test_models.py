@@ -1,4 +1,5 @@
 """GPU-only paths fail with a clear message on a machine without Transformer Engine."""
+
 import pytest
 
 from megatron_ipt.training import config, models
@@ -13,11 +14,14 @@ def _args(*extra):
 
 
 @pytest.mark.skipif(models.transformer_engine_available(), reason="Transformer Engine is installed")
-@pytest.mark.parametrize("flags, what", [
-    (["--bf16", "--fp8-format", "hybrid"], "--fp8-format"),
-    (["--tensor-model-parallel-size", "2", "--sequence-parallel"], "--sequence-parallel"),
-    (["--transformer-impl", "transformer_engine"], "--transformer-impl"),
-])
+@pytest.mark.parametrize(
+    "flags, what",
+    [
+        (["--bf16", "--fp8-format", "hybrid"], "--fp8-format"),
+        (["--tensor-model-parallel-size", "2", "--sequence-parallel"], "--sequence-parallel"),
+        (["--transformer-impl", "transformer_engine"], "--transformer-impl"),
+    ],
+)
 def test_te_only_features_name_what_is_missing(flags, what):
     with pytest.raises(RuntimeError, match=f"Transformer Engine is not importable here; {what}.*pip install"):
         models.transformer_config(_args(*flags))

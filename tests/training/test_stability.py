@@ -1,14 +1,15 @@
 """A step whose loss or gradient norm is NaN/inf never reaches the optimizer update: the run stops (exit 2) or,
 with --skip-nonfinite-steps, skips and counts the step. Faults are injected by tests/training/fault_check.py."""
-from megatron_ipt.training import checkpoint
 
+from megatron_ipt.training import checkpoint
 from tests.training.helpers import run
 
 
 def test_an_exploding_init_stops_before_any_update_with_exit_2(corpus, tmp_path):
     # weights ~1e30: RMSNorm keeps the loss finite, the gradients are not
-    out = run(corpus, 1, "--train-iters", "2", "--init-method-std", "1e30", "--save", str(tmp_path / "ck"),
-              expect_rc=1)  # torchrun's own code; the worker's is below
+    out = run(
+        corpus, 1, "--train-iters", "2", "--init-method-std", "1e30", "--save", str(tmp_path / "ck"), expect_rc=1
+    )  # torchrun's own code; the worker's is below
     assert "exitcode: 2" in out
     assert "non-finite grad norm nan at iteration 1: optimizer step not taken" in out
     assert "error: grad norm is nan at iteration 1; exiting (pass --skip-nonfinite-loss to skip such steps)" in out
@@ -33,8 +34,16 @@ def test_nan_loss_stops_before_the_update(corpus):
 
 
 def test_non_finite_steps_are_skipped_with_the_distributed_optimizer(corpus):
-    out = run(corpus, 2, "--train-iters", "4", "--use-distributed-optimizer", "--skip-nonfinite-steps",
-              script="tests/training/fault_check.py", env={"FAULT_NAN_LOSS_AT": "2", "FAULT_NAN_GRAD_AT": "3"})
+    out = run(
+        corpus,
+        2,
+        "--train-iters",
+        "4",
+        "--use-distributed-optimizer",
+        "--skip-nonfinite-steps",
+        script="tests/training/fault_check.py",
+        env={"FAULT_NAN_LOSS_AT": "2", "FAULT_NAN_GRAD_AT": "3"},
+    )
     assert "lm loss: NAN | grad norm: n/a | number of skipped iterations:   1 | number of nan iterations:   1 |" in out
     assert "grad norm: nan | number of skipped iterations:   2 | number of nan iterations:   2 |" in out
     assert "STOPPED" not in out

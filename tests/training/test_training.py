@@ -1,11 +1,11 @@
 """End-to-end training on CPU through torchrun (gloo): parallel layouts, logging, golden values, FLOP count."""
+
 import math
 import os
 
 import pytest
 
 from megatron_ipt.training import callbacks, checkpoint, config, models
-
 from tests.training.helpers import run, scalars, tags
 
 GOLDEN_TP2_LOSS = {1: 10.387558, 6: 10.182419, 12: 10.073982}
@@ -13,28 +13,65 @@ GOLDEN_TP2_LOSS = {1: 10.387558, 6: 10.182419, 12: 10.073982}
 
 def test_tp2_trains_logs_tensorboard_and_saves_atomically(corpus, tmp_path):
     tb, ck = str(tmp_path / "tb"), str(tmp_path / "ck")
-    out = run(corpus, 2, "--tensor-model-parallel-size", "2", "--train-samples", "48", "--eval-interval", "6",
-              "--eval-iters", "1", "--save", ck, "--save-interval", "4", "--keep-last", "2", "--tensorboard-dir", tb)
+    out = run(
+        corpus,
+        2,
+        "--tensor-model-parallel-size",
+        "2",
+        "--train-samples",
+        "48",
+        "--eval-interval",
+        "6",
+        "--eval-iters",
+        "1",
+        "--save",
+        ck,
+        "--save-interval",
+        "4",
+        "--keep-last",
+        "2",
+        "--tensorboard-dir",
+        tb,
+    )
     # --train-samples 48 at global batch 4 is 12 iterations; Megatron-style console lines
     assert "iteration       12/      12 | consumed samples:           48 | elapsed time per iteration (ms):" in out
-    for field in ("throughput per GPU (TFLOP/s/GPU):", "learning rate:", "global batch size:     4 | lm loss:",
-                  "grad norm:", "number of skipped iterations:   0 | number of nan iterations:   0 |",
-                  "validation loss at iteration 6 | lm loss value:", "(after 1 iterations) memory (MB) | host-rss:"):
+    for field in (
+        "throughput per GPU (TFLOP/s/GPU):",
+        "learning rate:",
+        "global batch size:     4 | lm loss:",
+        "grad norm:",
+        "number of skipped iterations:   0 | number of nan iterations:   0 |",
+        "validation loss at iteration 6 | lm loss value:",
+        "(after 1 iterations) memory (MB) | host-rss:",
+    ):
         assert field in out, field
     loss = scalars(tb, "lm loss")
     assert sorted(loss) == list(range(1, 13))
     assert loss[12] < loss[1] - 0.05, loss
     assert abs(loss[1] - math.log(32000)) < 0.3  # a random 32k-vocab model starts near ln(32000)
     names = tags(tb)
-    for tag in ("learning-rate", "grad-norm", "batch-size", "lm loss validation", "lm loss validation ppl",
-                "throughput", "tokens-per-sec-per-gpu", "mfu", "iteration-time", "lm loss vs samples",
-                "learning-rate vs samples", "host-rss-bytes", "host-max-rss-bytes"):
+    for tag in (
+        "learning-rate",
+        "grad-norm",
+        "batch-size",
+        "lm loss validation",
+        "lm loss validation ppl",
+        "throughput",
+        "tokens-per-sec-per-gpu",
+        "mfu",
+        "iteration-time",
+        "lm loss vs samples",
+        "learning-rate vs samples",
+        "host-rss-bytes",
+        "host-max-rss-bytes",
+    ):
         assert tag in names, tag
     assert not any(name.startswith("mem-") for name in names)  # Megatron's GPU allocator names only on GPU
     assert set(scalars(tb, "lm loss validation")) == {6, 12}
     # TFLOP/s per GPU is the FLOP count over the step time; MFU is that over --peak-tflops (default 989)
-    args = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "4",
-                              "--train-iters", "1"])
+    args = config.parse_args(
+        ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "1"]
+    )
     args.padded_vocab_size = 32000
     step_time, throughput, mfu = scalars(tb, "iteration-time")[5], scalars(tb, "throughput")[5], scalars(tb, "mfu")[5]
     assert throughput == pytest.approx(callbacks.flops_per_iteration(args) / step_time / 1e12 / 2, rel=1e-4)
@@ -55,9 +92,11 @@ def test_tp1_starts_at_the_tp2_loss_and_recompute_changes_nothing(corpus, tmp_pa
     the initial loss matches TP=2's golden value to 1e-4 (another seed moves it by ~1e-2). Activation recomputation
     trades memory for compute and must not change a single loss."""
     losses = {}
-    for name, flags in {"plain": [], "full": ["--recompute-granularity", "full", "--recompute-method", "uniform",
-                                               "--recompute-num-layers", "1"],
-                        "selective": ["--recompute-granularity", "selective"]}.items():
+    for name, flags in {
+        "plain": [],
+        "full": ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"],
+        "selective": ["--recompute-granularity", "selective"],
+    }.items():
         run(corpus, 1, "--train-iters", "2", *flags, "--tensorboard-dir", str(tmp_path / name))
         losses[name] = scalars(str(tmp_path / name), "lm loss")
     assert abs(losses["plain"][1] - GOLDEN_TP2_LOSS[1]) < 1e-4, losses["plain"]
@@ -65,8 +104,20 @@ def test_tp1_starts_at_the_tp2_loss_and_recompute_changes_nothing(corpus, tmp_pa
 
 
 def test_recompute_flags_reach_the_transformer_config():
-    args = config.parse_args(["--micro-batch-size", "1", "--train-iters", "1", "--recompute-granularity", "full",
-                              "--recompute-method", "block", "--recompute-num-layers", "2"])
+    args = config.parse_args(
+        [
+            "--micro-batch-size",
+            "1",
+            "--train-iters",
+            "1",
+            "--recompute-granularity",
+            "full",
+            "--recompute-method",
+            "block",
+            "--recompute-num-layers",
+            "2",
+        ]
+    )
     args.virtual_pipeline_model_parallel_size = None
     cfg = models.transformer_config(args)
     assert (cfg.recompute_granularity, cfg.recompute_method, cfg.recompute_num_layers) == ("full", "block", 2)
@@ -74,8 +125,20 @@ def test_recompute_flags_reach_the_transformer_config():
 
 def test_pipeline_parallel_with_a_blend_validates_each_source(corpus, pydoc, tmp_path):
     tb = str(tmp_path / "pp")
-    run(["0.5", corpus, "0.5", pydoc], 2, "--pipeline-model-parallel-size", "2", "--train-iters", "8",
-        "--eval-interval", "4", "--eval-iters", "2", "--tensorboard-dir", tb)
+    run(
+        ["0.5", corpus, "0.5", pydoc],
+        2,
+        "--pipeline-model-parallel-size",
+        "2",
+        "--train-iters",
+        "8",
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "2",
+        "--tensorboard-dir",
+        tb,
+    )
     loss = scalars(tb, "lm loss")
     assert loss[8] < loss[1] - 0.05
     overall = scalars(tb, "lm loss validation")
@@ -89,8 +152,16 @@ def test_pipeline_parallel_with_a_blend_validates_each_source(corpus, pydoc, tmp
 
 def test_dp2_distributed_optimizer_keeps_replicas_identical(corpus, tmp_path):
     tb = str(tmp_path / "dp")
-    out = run(corpus, 2, "--use-distributed-optimizer", "--train-iters", "6", "--tensorboard-dir", tb,
-              script="tests/training/dist_check.py")
+    out = run(
+        corpus,
+        2,
+        "--use-distributed-optimizer",
+        "--train-iters",
+        "6",
+        "--tensorboard-dir",
+        tb,
+        script="tests/training/dist_check.py",
+    )
     assert "DP_PARAMS_IDENTICAL dp=2" in out
     loss = scalars(tb, "lm loss")
     assert loss[6] < loss[1] - 0.05
@@ -98,13 +169,37 @@ def test_dp2_distributed_optimizer_keeps_replicas_identical(corpus, tmp_path):
 
 def test_tp2_pp2_on_four_processes_and_virtual_pipeline(corpus, tmp_path):
     tb = str(tmp_path / "tp2pp2")
-    run(corpus, 4, "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--train-iters", "8",
-        "--tensorboard-dir", tb)
+    run(
+        corpus,
+        4,
+        "--tensor-model-parallel-size",
+        "2",
+        "--pipeline-model-parallel-size",
+        "2",
+        "--train-iters",
+        "8",
+        "--tensorboard-dir",
+        tb,
+    )
     loss = scalars(tb, "lm loss")
     assert loss[8] < loss[1] - 0.05
     vp = str(tmp_path / "vp")  # interleaved 1F1B: 4 layers, 2 stages, 1 layer per virtual stage
-    run(corpus, 2, "--num-layers", "4", "--micro-batch-size", "1", "--pipeline-model-parallel-size", "2",
-        "--num-layers-per-virtual-pipeline-stage", "1", "--train-iters", "8", "--tensorboard-dir", vp)
+    run(
+        corpus,
+        2,
+        "--num-layers",
+        "4",
+        "--micro-batch-size",
+        "1",
+        "--pipeline-model-parallel-size",
+        "2",
+        "--num-layers-per-virtual-pipeline-stage",
+        "1",
+        "--train-iters",
+        "8",
+        "--tensorboard-dir",
+        vp,
+    )
     loss = scalars(vp, "lm loss")
     assert loss[8] < loss[1] - 0.05
 
@@ -113,8 +208,20 @@ def test_every_preset_parses_and_overrides():
     for name in config.PRESETS:
         args = config.parse_args(["--model", name, "--micro-batch-size", "1", "--train-iters", "1"])
         assert args.vocab_size in (32000, 128256)
-    args = config.parse_args(["--model", "mistral-7b", "--micro-batch-size", "1", "--train-iters", "1",
-                              "--num-layers", "4", "--seq-length", "128"])
+    args = config.parse_args(
+        [
+            "--model",
+            "mistral-7b",
+            "--micro-batch-size",
+            "1",
+            "--train-iters",
+            "1",
+            "--num-layers",
+            "4",
+            "--seq-length",
+            "128",
+        ]
+    )
     assert (args.num_layers, args.seq_length, args.hidden_size) == (4, 128, 4096)
 
 

@@ -12,6 +12,7 @@ run samples the same way. Every engine also offers:
   model's own counts where it reports them (hf, vllm, openai), else ``count_tokens`` of the texts.
 - ``on_progress``: called with the number of prompts just finished, as they finish.
 """
+
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ class Usage:
 @dataclass
 class Generation:
     """What an engine's ``_generate`` returns per prompt; token counts None = not reported by the model."""
+
     text: Optional[str]
     prompt_tokens: Optional[int] = None
     generated_tokens: Optional[int] = None
@@ -69,8 +71,13 @@ class Engine:
 
     def describe(self) -> dict:
         """Settings that shape the output; a resumed run must use the same."""
-        return {"engine": self.name, "model": getattr(self, "model", None), "prompt_style": self.style.name,
-                "temperature": self.temperature, "length_guard": "tokenizer" if self.exact_tokens else "words x1.5"}
+        return {
+            "engine": self.name,
+            "model": getattr(self, "model", None),
+            "prompt_style": self.style.name,
+            "temperature": self.temperature,
+            "length_guard": "tokenizer" if self.exact_tokens else "words x1.5",
+        }
 
     def count_tokens(self, prompt: str) -> float:
         return self._count_text(self.style.render(prompt))
@@ -88,10 +95,12 @@ class Engine:
                 self.usage.failures += 1
                 out.append(None)
                 continue
-            self.usage.prompt_tokens += int(gen.prompt_tokens if gen.prompt_tokens is not None
-                                            else self._count_text(text))
-            self.usage.generated_tokens += int(gen.generated_tokens if gen.generated_tokens is not None
-                                               else self._count_text(gen.text))
+            self.usage.prompt_tokens += int(
+                gen.prompt_tokens if gen.prompt_tokens is not None else self._count_text(text)
+            )
+            self.usage.generated_tokens += int(
+                gen.generated_tokens if gen.generated_tokens is not None else self._count_text(gen.text)
+            )
             out.append(self.style.restore(gen.text))
         self.usage.seconds += time.perf_counter() - start
         return out
@@ -110,8 +119,12 @@ class Engine:
         ids = [self._ids(t) for t in texts]
         fits = [i for i in range(len(texts)) if len(ids[i]) <= max_tokens]
         if len(fits) < len(texts):
-            logger.warning("%s: %d prompt(s) longer than %d tokens (--max-model-len): no generation",
-                           self.name, len(texts) - len(fits), max_tokens)
+            logger.warning(
+                "%s: %d prompt(s) longer than %d tokens (--max-model-len): no generation",
+                self.name,
+                len(texts) - len(fits),
+                max_tokens,
+            )
         return ids, fits
 
     def progress(self, n: int):

@@ -7,6 +7,7 @@ Without ``--model`` the engine loads SmolLM2-135M-Instruct from the ``llm-smollm
 directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``: the same weights vLLM serves).
 ``--model`` may be an HF directory or a ``.gguf`` file.
 """
+
 import os
 
 from ..format import EOS
@@ -17,8 +18,18 @@ from .base import Engine, Generation, logger
 class HFEngine(Engine):
     name = "hf"
 
-    def __init__(self, model=None, max_new_tokens=400, temperature=0.0, batch_size=8, prompt_style="wire",
-                 max_model_len=4096, seed=0, dtype="float32", **_):
+    def __init__(
+        self,
+        model=None,
+        max_new_tokens=400,
+        temperature=0.0,
+        batch_size=8,
+        prompt_style="wire",
+        max_model_len=4096,
+        seed=0,
+        dtype="float32",
+        **_,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,13 +44,18 @@ class HFEngine(Engine):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-                                                       **kwargs).eval()
+        self.lm = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
+        ).eval()
         self.batch_size, self.max_model_len = batch_size, max_model_len
         self._torch = torch
         torch.manual_seed(seed)
-        super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style, self.tokenizer),
-                         token_counter=lambda text: len(self._ids(text)))
+        super().__init__(
+            max_new_tokens,
+            temperature,
+            PromptStyle(prompt_style, self.tokenizer),
+            token_counter=lambda text: len(self._ids(text)),
+        )
 
     def _generate(self, texts):
         ids, fits = self._tokenize_fitting(texts, self.max_model_len)
@@ -48,7 +64,7 @@ class HFEngine(Engine):
             self.progress(len(texts) - len(fits))
         order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             try:
                 outs = self._generate_batch([ids[i] for i in batch])
             except Exception as e:  # one bad batch must not end the run: its items count as failures
@@ -62,18 +78,27 @@ class HFEngine(Engine):
     def _generate_batch(self, batch_ids):
         torch, tok = self._torch, self.tokenizer
         enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt")
-        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else \
-            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature}
+            if self.temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
         with torch.inference_mode():
-            out = self.lm.generate(**enc, max_new_tokens=self.max_new_tokens, stop_strings=[EOS], tokenizer=tok,
-                                   pad_token_id=tok.pad_token_id, **sampling)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+            out = self.lm.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                stop_strings=[EOS],
+                tokenizer=tok,
+                pad_token_id=tok.pad_token_id,
+                **sampling,
+            )
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
         ends = {tok.pad_token_id, tok.eos_token_id}
         gens = []
         for prompt, row in zip(batch_ids, new):
             n = next((k for k, t in enumerate(row) if t in ends), len(row))
             text = tok.decode(row[:n], skip_special_tokens=True)
             if text.endswith(EOS):
-                text = text[:-len(EOS)]
+                text = text[: -len(EOS)]
             gens.append(Generation(text, len(prompt), n))
         return gens

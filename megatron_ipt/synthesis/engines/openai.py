@@ -12,6 +12,7 @@ BOS: the request carries ``"add_special_tokens": false`` (a vLLM extension; serv
 it), so the literal ``<s>`` of the prompt is the only BOS (format.py's convention). Token counts come from the
 server's ``usage``.
 """
+
 import http.client
 import itertools
 import json
@@ -40,9 +41,22 @@ class RequestFailed(Exception):
 class OpenAIEngine(Engine):
     name = "openai"
 
-    def __init__(self, model=None, base_url=("http://127.0.0.1:8000/v1",), max_new_tokens=400, temperature=0.0,
-                 max_concurrency=16, max_retries=4, request_timeout=600.0, backoff=1.0, api_key=None,
-                 tokenizer=None, prompt_style="wire", seed=None, **_):
+    def __init__(
+        self,
+        model=None,
+        base_url=("http://127.0.0.1:8000/v1",),
+        max_new_tokens=400,
+        temperature=0.0,
+        max_concurrency=16,
+        max_retries=4,
+        request_timeout=600.0,
+        backoff=1.0,
+        api_key=None,
+        tokenizer=None,
+        prompt_style="wire",
+        seed=None,
+        **_,
+    ):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         urls = [u.strip().rstrip("/") for part in urls for u in part.split(",") if u.strip()]
         if not urls:
@@ -51,19 +65,30 @@ class OpenAIEngine(Engine):
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"--openai-base-url {u!r}: expected http://HOST:PORT/v1")
         if prompt_style == "chat":
-            raise ValueError("--prompt-style chat is not available with --engine openai (the chat template is "
-                             "the server's); use --prompt-style oneshot")
+            raise ValueError(
+                "--prompt-style chat is not available with --engine openai (the chat template is "
+                "the server's); use --prompt-style oneshot"
+            )
         self.base_urls, self.max_retries, self.timeout, self.backoff = urls, max_retries, request_timeout, backoff
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._next_url = itertools.cycle(range(len(urls)))
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai")
         self.max_concurrency = max_concurrency
-        super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style),
-                         token_counter=load_token_counter(tokenizer) if tokenizer else None)
+        super().__init__(
+            max_new_tokens,
+            temperature,
+            PromptStyle(prompt_style),
+            token_counter=load_token_counter(tokenizer) if tokenizer else None,
+        )
         self.model = model or self._served_model()
-        self.body = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature,
-                     "stop": [EOS], "add_special_tokens": False}
+        self.body = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stop": [EOS],
+            "add_special_tokens": False,
+        }
         if seed is not None and temperature > 0:
             self.body["seed"] = seed
 
@@ -97,7 +122,7 @@ class OpenAIEngine(Engine):
             except RequestFailed as e:
                 if not e.retry or attempt == self.max_retries:
                     raise
-                delay = min(MAX_BACKOFF, self.backoff * 2 ** attempt) * (1 + 0.25 * random.random())
+                delay = min(MAX_BACKOFF, self.backoff * 2**attempt) * (1 + 0.25 * random.random())
                 logger.info("openai: %s; retry %d/%d in %.1f s", e, attempt + 1, self.max_retries, delay)
                 time.sleep(delay)
 
@@ -106,8 +131,10 @@ class OpenAIEngine(Engine):
             models = self._with_retries("/models")["data"]
             return models[0]["id"]
         except (RequestFailed, KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(f"--engine openai: could not list the served models at {self.base_urls[0]} ({e}); "
-                               "is the server up? pass --model to name the model") from None
+            raise RuntimeError(
+                f"--engine openai: could not list the served models at {self.base_urls[0]} ({e}); "
+                "is the server up? pass --model to name the model"
+            ) from None
 
     def _one(self, text):
         try:

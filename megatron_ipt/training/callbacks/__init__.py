@@ -1,9 +1,18 @@
 """Cross-cutting parts of the training loop, one file each: throughput (FLOP count, MFU, timing, memory),
 tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), and logger (Megatron-style
 console lines and TensorBoard scalars, on the last rank)."""
+
 from megatron_ipt.training.callbacks.logger import Logger
 from megatron_ipt.training.callbacks.stability import NonFiniteGradNorm, NonFiniteLoss, StabilityGuard, guard_grad_norm
 from megatron_ipt.training.callbacks.throughput import Timer, flops_per_iteration, memory_stats
 
-__all__ = ["Logger", "NonFiniteGradNorm", "NonFiniteLoss", "StabilityGuard", "Timer", "flops_per_iteration",
-           "guard_grad_norm", "memory_stats"]
+__all__ = [
+    "Logger",
+    "NonFiniteGradNorm",
+    "NonFiniteLoss",
+    "StabilityGuard",
+    "Timer",
+    "flops_per_iteration",
+    "guard_grad_norm",
+    "memory_stats",
+]

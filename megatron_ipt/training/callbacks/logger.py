@@ -1,5 +1,6 @@
 """The loop's logging, on the last rank as in Megatron-LM: its console lines and TensorBoard scalars, plus per-GPU
 tokens/s, TFLOP/s, MFU and memory."""
+
 from __future__ import annotations
 
 import math
@@ -48,9 +49,15 @@ class Logger:
             self._console_line(iteration, consumed, lr, grad_norm)
             if not self.memory_reported:
                 self.memory_reported = True
-                print(f"[Rank {_rank()}] (after {iteration} iterations) memory (MB) | "
-                      + " | ".join(f"{name.replace('-bytes', '')}: {value / 2 ** 20:.1f}"
-                                   for name, value in memory.items() if name.endswith("-bytes")), flush=True)
+                print(
+                    f"[Rank {_rank()}] (after {iteration} iterations) memory (MB) | "
+                    + " | ".join(
+                        f"{name.replace('-bytes', '')}: {value / 2**20:.1f}"
+                        for name, value in memory.items()
+                        if name.endswith("-bytes")
+                    ),
+                    flush=True,
+                )
 
     def _console_line(self, iteration, consumed, lr, grad_norm):
         a = self.args
@@ -58,14 +65,17 @@ class Logger:
         step_time = self.interval_time / n
         interval = rates(a, self.flops, step_time, self.world_size)
         gn = f"{grad_norm:.3f}" if grad_norm is not None else "n/a"
-        print(f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{a.train_iters:8d} | "
-              f"consumed samples: {consumed:12d} | elapsed time per iteration (ms): {step_time * 1000:.1f} | "
-              f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
-              f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
-              f"learning rate: {lr:.6E} | global batch size: {a.global_batch_size:5d} | "
-              f"lm loss: {sum(self.interval_losses) / n:.6E} | grad norm: {gn} | "
-              f"number of skipped iterations: {self.guard.skipped:3d} | "
-              f"number of nan iterations: {self.guard.nan_iterations:3d} |", flush=True)
+        print(
+            f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{a.train_iters:8d} | "
+            f"consumed samples: {consumed:12d} | elapsed time per iteration (ms): {step_time * 1000:.1f} | "
+            f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
+            f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
+            f"learning rate: {lr:.6E} | global batch size: {a.global_batch_size:5d} | "
+            f"lm loss: {sum(self.interval_losses) / n:.6E} | grad norm: {gn} | "
+            f"number of skipped iterations: {self.guard.skipped:3d} | "
+            f"number of nan iterations: {self.guard.nan_iterations:3d} |",
+            flush=True,
+        )
         self.interval_losses, self.interval_time = [], 0.0
 
     def validation(self, iteration, consumed, losses: dict):

@@ -8,6 +8,7 @@ and updating (0.16.1 to 0.19: see compat.py): a non-finite norm raises out of th
 the norm is computed once as before. The norm is reduced over the model-parallel ranks (and the gradients over
 data-parallel ranks first), so every rank takes the same decision.
 """
+
 from __future__ import annotations
 
 import math

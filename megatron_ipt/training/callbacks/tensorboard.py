@@ -1,4 +1,5 @@
 """TensorBoard scalars under Megatron-LM's names, each with its `<name> vs samples` twin when Megatron writes one."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Throughput: the FLOP count behind TFLOP/s and MFU, step timing, and memory use."""
+
 from __future__ import annotations
 
 import resource
@@ -25,23 +26,30 @@ def flops_per_iteration(args) -> float:
 def rates(args, flops: float, step_time: float, world_size: int) -> dict:
     """Per-GPU tokens/s and TFLOP/s of one step, and MFU against --peak-tflops."""
     tflops = flops / step_time / 1e12 / world_size
-    return {"tokens_per_sec_per_gpu": args.global_batch_size * args.seq_length / step_time / world_size,
-            "tflops_per_gpu": tflops, "mfu": tflops / args.peak_tflops}
+    return {
+        "tokens_per_sec_per_gpu": args.global_batch_size * args.seq_length / step_time / world_size,
+        "tflops_per_gpu": tflops,
+        "mfu": tflops / args.peak_tflops,
+    }
 
 
 def memory_stats() -> dict:
     """Bytes in use. On GPU the allocator's figures under Megatron-LM's TensorBoard names; without a GPU the
     process's resident set under names of its own (host memory is not what Megatron's mem-* scalars measure)."""
     if torch.cuda.is_available():
-        return {"mem-reserved-bytes": torch.cuda.memory_reserved(),
-                "mem-allocated-bytes": torch.cuda.memory_allocated(),
-                "mem-max-allocated-bytes": torch.cuda.max_memory_allocated(),
-                "mem-allocated-count": torch.cuda.memory_stats().get("allocation.all.current", 0)}
+        return {
+            "mem-reserved-bytes": torch.cuda.memory_reserved(),
+            "mem-allocated-bytes": torch.cuda.memory_allocated(),
+            "mem-max-allocated-bytes": torch.cuda.max_memory_allocated(),
+            "mem-allocated-count": torch.cuda.memory_stats().get("allocation.all.current", 0),
+        }
     import psutil
 
     rss = psutil.Process().memory_info().rss
-    return {"host-rss-bytes": rss,  # ru_maxrss is in KiB on Linux and may lag the current figure by a few pages
-            "host-max-rss-bytes": max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+    return {
+        "host-rss-bytes": rss,  # ru_maxrss is in KiB on Linux and may lag the current figure by a few pages
+        "host-max-rss-bytes": max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+    }
 
 
 class Timer:
