@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -300,6 +301,97 @@ def build_tokenizer(
             tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern, num_threads=num_threads, native=native
         )
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
+
+
+TIKTOKEN_PATTERNS = ("cl100k", "llama3")
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer a tool uses, as Megatron's flags name it (`add_tokenizer_args`); `build()` makes it.
+
+    The one description every tool shares: preprocess_data, build_corpus, pretrain, synthesize and evaluate all
+    declare their tokenizer flags through `add_tokenizer_args` and read them back with `from_args`."""
+
+    type: str
+    model: str
+    include_special_tokens: bool = True  # --tokenizer-hf-no-include-special-tokens turns it off
+    tiktoken_pattern: str = "cl100k"  # --tiktoken-file-pattern
+    native: bool = True  # --no-native-tokenizer turns it off
+
+    @staticmethod
+    def infer_type(model: str) -> str:
+        """The type a bare tokenizer path implies: a tokenizer.json or an HF directory, a .tiktoken file, else a
+        SentencePiece model (for flags that name only a path, e.g. synthesize's `--tokenizer`)."""
+        if os.path.isdir(model) or model.endswith(".json"):
+            return "HuggingFaceTokenizer"
+        if model.endswith(".tiktoken"):
+            return "TiktokenFileTokenizer"
+        return "SentencePieceTokenizer"
+
+    @classmethod
+    def from_args(cls, args) -> Optional["TokenizerSpec"]:
+        """The spec the parsed flags of `add_tokenizer_args` describe; None when no model was given (tools where the
+        tokenizer is optional). A missing type is inferred from the model path."""
+        if not args.tokenizer_model:
+            return None
+        return cls(
+            type=args.tokenizer_type or cls.infer_type(args.tokenizer_model),
+            model=args.tokenizer_model,
+            include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
+            tiktoken_pattern=args.tiktoken_file_pattern,
+            native=not args.no_native_tokenizer,
+        )
+
+    def build(self, num_threads: int = 1) -> Tokenizer:
+        return build_tokenizer(
+            self.type,
+            self.model,
+            num_threads=num_threads,
+            include_special_tokens=self.include_special_tokens,
+            native=self.native,
+            tiktoken_pattern=self.tiktoken_pattern,
+        )
+
+
+def add_tokenizer_args(
+    parser,
+    *,
+    required: bool = True,
+    default_type: Optional[str] = None,
+    title: str = "tokenizer",
+    model_help: str = "SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
+):
+    """Declare the tokenizer flags (Megatron-LM's names) on `parser`, in a group of their own; returns the group.
+    `required`: --tokenizer-model must be given (else the tokenizer is optional and `from_args` may return None).
+    `default_type`: --tokenizer-type when not given (None: required with the model, or inferred from its path when
+    the tokenizer is optional)."""
+    g = parser.add_argument_group(title)
+    g.add_argument(
+        "--tokenizer-type",
+        choices=TOKENIZER_TYPES,
+        default=default_type,
+        required=required and default_type is None,
+        help="Megatron-LM's tokenizer type" + (f" (default: {default_type})" if default_type else ""),
+    )
+    g.add_argument("--tokenizer-model", required=required, default=None, help=model_help)
+    g.add_argument(
+        "--tokenizer-hf-no-include-special-tokens",
+        action="store_true",
+        help="HF tokenizers: do not add special tokens (e.g. BOS) to each document",
+    )
+    g.add_argument(
+        "--tiktoken-file-pattern",
+        choices=TIKTOKEN_PATTERNS,
+        default="cl100k",
+        help="TiktokenFileTokenizer: the pre-tokenization regex (cl100k_base's, or Llama-3's)",
+    )
+    g.add_argument(
+        "--no-native-tokenizer",
+        action="store_true",
+        help="use the tokenizer's library even where our native encoder applies (same ids, slower)",
+    )
+    return g
 
 
 def _is_utf8_encodable(text: str) -> bool:
