@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -34,6 +35,7 @@ SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "L
 HUGGINGFACE_TYPES = ("HuggingFaceTokenizer", "Llama3Tokenizer")
 TIKTOKEN_TYPES = ("TiktokenFileTokenizer",)
 TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES
+TIKTOKEN_PATTERNS = ("cl100k", "llama3")  # TiktokenFileTokenizer's pre-tokenization regexes
 
 # Tried in order when a tokenizer.json comes without a tokenizer_config.json naming its eos_token.
 _COMMON_EOS_TOKENS = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>")
@@ -303,9 +305,6 @@ def build_tokenizer(
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 
-TIKTOKEN_PATTERNS = ("cl100k", "llama3")
-
-
 @dataclass(frozen=True)
 class TokenizerSpec:
     """Which tokenizer a tool uses, as Megatron's flags name it (`add_tokenizer_args`); `build()` makes it.
@@ -343,6 +342,18 @@ class TokenizerSpec:
             native=not args.no_native_tokenizer,
         )
 
+    def to_flags(self) -> str:
+        """The flags that give this spec back (`from_args`), for commands a tool prints for the user to run next.
+        Flags at their default are left out; the pattern is named only for the type that reads it."""
+        flags = f"--tokenizer-type {self.type} --tokenizer-model {shlex.quote(self.model)}"
+        if not self.include_special_tokens:
+            flags += " --tokenizer-hf-no-include-special-tokens"
+        if self.type in TIKTOKEN_TYPES:
+            flags += f" --tiktoken-file-pattern {self.tiktoken_pattern}"
+        if not self.native:
+            flags += " --no-native-tokenizer"
+        return flags
+
     def build(self, num_threads: int = 1) -> Tokenizer:
         return build_tokenizer(
             self.type,
@@ -361,20 +372,33 @@ def add_tokenizer_args(
     default_type: Optional[str] = None,
     title: str = "tokenizer",
     model_help: str = "SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
+    model_aliases: Sequence[str] = (),
 ):
     """Declare the tokenizer flags (Megatron-LM's names) on `parser`, in a group of their own; returns the group.
     `required`: --tokenizer-model must be given (else the tokenizer is optional and `from_args` may return None).
     `default_type`: --tokenizer-type when not given (None: required with the model, or inferred from its path when
-    the tokenizer is optional)."""
+    the tokenizer is optional). `model_aliases`: other option strings for --tokenizer-model that a tool documented
+    before (synthesize's `--tokenizer`)."""
     g = parser.add_argument_group(title)
+    if default_type:
+        type_default = f" (default: {default_type})"
+    elif not required:
+        type_default = (
+            " (default: inferred from the model path: a .json file or a directory is HuggingFaceTokenizer, "
+            "a .tiktoken file TiktokenFileTokenizer, anything else SentencePieceTokenizer)"
+        )
+    else:
+        type_default = ""
     g.add_argument(
         "--tokenizer-type",
         choices=TOKENIZER_TYPES,
         default=default_type,
         required=required and default_type is None,
-        help="Megatron-LM's tokenizer type" + (f" (default: {default_type})" if default_type else ""),
+        help="Megatron-LM's tokenizer type" + type_default,
     )
-    g.add_argument("--tokenizer-model", required=required, default=None, help=model_help)
+    g.add_argument(
+        "--tokenizer-model", *model_aliases, dest="tokenizer_model", required=required, default=None, help=model_help
+    )
     g.add_argument(
         "--tokenizer-hf-no-include-special-tokens",
         action="store_true",
