@@ -13,7 +13,7 @@ from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.corpus.recipes import RECIPES, SOURCES
 from megatron_ipt.corpus.render import SEED_OFFSET
 from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
-from megatron_ipt.data.tokenizer import TOKENIZER_TYPES
+from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,11 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="keep texts that overlap an evaluation set (only report them); overlapping pairs are always dropped",
     )
-    g = p.add_argument_group("tokenizer (token counts, as tools/preprocess_data.py will count them)")
-    g.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
-    g.add_argument("--tokenizer-model", required=True)
-    g.add_argument("--tokenizer-hf-no-include-special-tokens", action="store_true")
-    g.add_argument("--tiktoken-file-pattern", choices=["cl100k", "llama3"], default="cl100k")
+    g = add_tokenizer_args(p, title="tokenizer (token counts, as tools/preprocess_data.py will count them)")
     g.add_argument("--threads", type=int, default=1, help="tokenizer threads")
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", required=True)
@@ -192,13 +188,13 @@ def format_summary(s: dict, out: str, tokenizer_flags: str) -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    tokenizer = TokenizerSpec.from_args(a)
     try:
         budget = budget_from_summary(a.token_budget_from) if a.token_budget_from else a.token_budget
         cfg = BuildConfig(
             recipe=a.recipe,
             output_dir=a.output_dir,
-            tokenizer_type=a.tokenizer_type,
-            tokenizer_model=a.tokenizer_model,
+            tokenizer=tokenizer,
             collections=a.collections,
             raw_input=a.raw_input,
             text_key=a.text_key,
@@ -218,8 +214,6 @@ def main(argv=None) -> int:
             eval_keys=a.eval_keys,
             ngram=a.ngram_size,
             keep_flagged_texts=a.keep_flagged_texts,
-            include_special_tokens=not a.tokenizer_hf_no_include_special_tokens,
-            tiktoken_pattern=a.tiktoken_file_pattern,
             threads=a.threads,
         )
         result = build_corpus(cfg)
@@ -231,12 +225,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    flags = f"--tokenizer-type {a.tokenizer_type} --tokenizer-model {a.tokenizer_model}"
-    if a.tokenizer_hf_no_include_special_tokens:
-        flags += " --tokenizer-hf-no-include-special-tokens"
-    if a.tokenizer_type == "TiktokenFileTokenizer":
-        flags += f" --tiktoken-file-pattern {a.tiktoken_file_pattern}"
-    print(format_summary(result.summary, a.output_dir.rstrip("/"), flags))
+    print(format_summary(result.summary, a.output_dir.rstrip("/"), tokenizer.to_flags()))
     for example in result.skipped.examples:
         print(f"    e.g. {example}")
     return 0

@@ -10,7 +10,7 @@ import sys
 
 from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
-from megatron_ipt.data.tokenizer import TOKENIZER_TYPES
+from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,29 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
         "and count them, instead of stopping with an error",
     )
-    g = p.add_argument_group("tokenizer")
-    g.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
-    g.add_argument(
-        "--tokenizer-model",
-        required=True,
-        help="SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
-    )
-    g.add_argument(
-        "--tokenizer-hf-no-include-special-tokens",
-        action="store_true",
-        help="HF tokenizers: do not add special tokens (e.g. BOS) to each document",
-    )
-    g.add_argument(
-        "--tiktoken-file-pattern",
-        choices=["cl100k", "llama3"],
-        default="cl100k",
-        help="TiktokenFileTokenizer: the pre-tokenization regex (cl100k_base's, or Llama-3's)",
-    )
-    g.add_argument(
-        "--no-native-tokenizer",
-        action="store_true",
-        help="use the tokenizer's library even where our native encoder applies (same ids, slower)",
-    )
+    g = add_tokenizer_args(p)
     g.add_argument(
         "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
     )
@@ -145,18 +123,14 @@ def main(argv=None) -> int:
     config = PreprocessConfig(
         input=args.input,
         output_prefix=args.output_prefix,
-        tokenizer_type=args.tokenizer_type,
-        tokenizer_model=args.tokenizer_model,
+        tokenizer=TokenizerSpec.from_args(args),
         json_keys=args.json_keys,
         append_eod=args.append_eod,
         workers=args.workers,
         log_interval=args.log_interval,
         skip_bad_lines=args.skip_bad_lines,
-        include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
         shard_bytes=args.shard_bytes,
-        native_tokenizer=not args.no_native_tokenizer,
         threads_per_worker=args.threads_per_worker,
-        tiktoken_pattern=args.tiktoken_file_pattern,
     )
     try:
         result = preprocess(config)

@@ -9,6 +9,7 @@ import logging
 import sys
 
 from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
+from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
 from megatron_ipt.synthesis.prompting import PROMPT_STYLES
 from megatron_ipt.synthesis.runner import Progress, format_summary, run
@@ -56,11 +57,14 @@ def build_parser():
         help="wire: the synthesizer's format as is; oneshot/chat: with a demonstration, for "
         "general instruct models (see megatron_ipt/synthesis/prompting.py)",
     )
-    syn.add_argument(
-        "--tokenizer",
-        default=None,
-        help="rules/openai: a tokenizer.json, HF directory or "
-        "SentencePiece .model for the length guard (default: words x1.5)",
+    add_tokenizer_args(
+        ap,
+        required=False,
+        title="length-guard tokenizer (rules/openai engines; hf and vllm use the model's own)",
+        model_help="a tokenizer.json, HF directory, SentencePiece .model or .tiktoken file to count prompt tokens "
+        "for the length guard (default: words x1.5), counted without special tokens: a prompt carries its own <s>; "
+        "--tokenizer is the same flag",
+        model_aliases=("--tokenizer",),
     )
 
     gpu = ap.add_argument_group("vllm engine")
@@ -94,7 +98,6 @@ ENGINE_SETTINGS = (
     "temperature",
     "seed",
     "prompt_style",
-    "tokenizer",
     "max_model_len",
     "tensor_parallel_size",
     "gpu_memory_utilization",
@@ -112,6 +115,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     settings = {k: getattr(args, k) for k in ENGINE_SETTINGS if getattr(args, k) is not None}
+    settings["tokenizer"] = TokenizerSpec.from_args(args)
     try:
         engine = build_engine(args.engine, **settings)
     except (RuntimeError, ValueError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence
 
 import orjson
 
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.data.tokenizer import TokenizerSpec
 
 from . import decontam
 from .reader import BadLines, read_collections, read_instructions, read_texts, read_tuning
@@ -39,8 +39,7 @@ PAPER_ROUNDS = {"general": 2, "domain": 3}
 class BuildConfig:
     recipe: str
     output_dir: str
-    tokenizer_type: str
-    tokenizer_model: str
+    tokenizer: TokenizerSpec
     collections: Optional[str] = None
     raw_input: Optional[str] = None
     text_key: str = "text"
@@ -60,8 +59,6 @@ class BuildConfig:
     eval_keys: Optional[Sequence[str]] = None
     ngram: int = decontam.DEFAULT_NGRAM
     keep_flagged_texts: bool = False
-    include_special_tokens: bool = True
-    tiktoken_pattern: str = "cl100k"
     threads: int = 1
 
 
@@ -93,6 +90,23 @@ def _rounds_note(spec: str, recipe: str) -> Optional[str]:
     if rounds and rounds != {want}:
         return f"note: collections were synthesized with --rounds {sorted(rounds)}; the paper uses {want} for the {recipe} recipe"
     return None
+
+
+def _summary_config(cfg: BuildConfig) -> dict:
+    """The settings summary.json records; the tokenizer's under the flat keys summary.json has always used."""
+    config = {}
+    for key, value in asdict(cfg).items():
+        if key == "tokenizer":
+            t = cfg.tokenizer
+            config.update(
+                tokenizer_type=t.type,
+                tokenizer_model=t.model,
+                include_special_tokens=t.include_special_tokens,
+                tiktoken_pattern=t.tiktoken_pattern,
+            )
+        elif key not in ("output_dir", "overwrite"):
+            config[key] = value
+    return config
 
 
 def _write_lines(path: str, lines):
@@ -134,13 +148,7 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     if cfg.docs_per_shard < 1:
         raise ValueError("--docs-per-shard must be at least 1")
     _check_output_dir(cfg.output_dir, cfg.overwrite)
-    tokenizer = build_tokenizer(
-        cfg.tokenizer_type,
-        cfg.tokenizer_model,
-        num_threads=cfg.threads,
-        include_special_tokens=cfg.include_special_tokens,
-        tiktoken_pattern=cfg.tiktoken_pattern,
-    )
+    tokenizer = cfg.tokenizer.build(cfg.threads)
     notes = [n for n in [_rounds_note(cfg.collections, cfg.recipe)] if n]
 
     bad = BadLines(skip=cfg.skip_bad_lines)
@@ -203,8 +211,8 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
         seconds = time.perf_counter() - t0
         summary = {
             "recipe": cfg.recipe,
-            "config": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite")},
-            "tokenizer": f"{cfg.tokenizer_type} {cfg.tokenizer_model}",
+            "config": _summary_config(cfg),
+            "tokenizer": f"{cfg.tokenizer.type} {cfg.tokenizer.model}",
             "sources": figures,
             "documents": sum(f["documents"] for f in figures.values()),
             "tokens": sum(f["tokens"] for f in figures.values()),

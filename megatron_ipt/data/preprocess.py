@@ -27,7 +27,7 @@ import numpy as np
 
 from megatron_ipt.data import jsonl
 from megatron_ipt.data.indexed import IndexedDatasetWriter, flatten, merge_datasets
-from megatron_ipt.data.tokenizer import Tokenizer, build_tokenizer
+from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
@@ -38,17 +38,13 @@ MAX_REPORTED_BAD_LINES = 10
 class PreprocessConfig:
     input: str
     output_prefix: str
-    tokenizer_type: str
-    tokenizer_model: str
+    tokenizer: TokenizerSpec
     json_keys: List[str] = field(default_factory=lambda: ["text"])
     append_eod: bool = False
     workers: int = 1
     log_interval: int = 1000
     skip_bad_lines: bool = False
-    include_special_tokens: bool = True  # HF only; Megatron's --tokenizer-hf-no-include-special-tokens clears it
-    native_tokenizer: bool = True  # our C++ encoders where they are exact; else the tokenizer's library
     threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
-    tiktoken_pattern: str = "cl100k"  # TiktokenFileTokenizer only
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
 
     def output_prefix_for(self, key: str) -> str:
@@ -205,7 +201,9 @@ _worker: dict = {}
 
 def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
     logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
-    _worker.update(config=config, progress=progress, part_dir=part_dir, tokenizer=_build_tokenizer(config))
+    _worker.update(
+        config=config, progress=progress, part_dir=part_dir, tokenizer=config.tokenizer.build(config.threads_per_worker)
+    )
 
 
 def _run_part(task):
@@ -231,17 +229,6 @@ def pack_shards(
             writer.abort()
         raise
     return stats
-
-
-def _build_tokenizer(config: PreprocessConfig) -> Tokenizer:
-    return build_tokenizer(
-        config.tokenizer_type,
-        config.tokenizer_model,
-        include_special_tokens=config.include_special_tokens,
-        native=config.native_tokenizer,
-        num_threads=config.threads_per_worker,
-        tiktoken_pattern=config.tiktoken_pattern,
-    )
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -277,7 +264,7 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
 
     # Built here first even when workers build their own: a bad tokenizer must fail now, with its message, not
     # inside a Pool initializer (where multiprocessing respawns failing workers forever).
-    tokenizer = _build_tokenizer(config)
+    tokenizer = config.tokenizer.build(config.threads_per_worker)
     if config.append_eod and tokenizer.eod is None:
         raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
     if workers == 1:

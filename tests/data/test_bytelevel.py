@@ -10,7 +10,7 @@ import pytest
 
 from megatron_ipt import _native
 from megatron_ipt.data import bytelevel
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.data.tokenizer import TokenizerSpec, build_tokenizer
 from tests.data.test_native_tokenizer import ADVERSARIAL
 
 tiktoken = pytest.importorskip("tiktoken")
@@ -198,12 +198,10 @@ def test_preprocess_with_native_byte_level_equals_the_library(tmp_path, real_tex
                 PreprocessConfig(
                     input=corpus,
                     output_prefix=str(tmp_path / f"{name}{native}"),
-                    tokenizer_type=kind,
-                    tokenizer_model=model,
+                    tokenizer=TokenizerSpec(kind, model, native=native),
                     append_eod=True,
                     workers=2,
                     shard_bytes=200_000,
-                    native_tokenizer=native,
                 )
             )
         assert same_dataset(

@@ -13,7 +13,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_ipt.data.megatron_reference import megatron_style_preprocess
 from megatron_ipt.data.preprocess import PreprocessConfig, preprocess
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.data.tokenizer import TokenizerSpec, build_tokenizer
 from tests.conftest import REPO, write_jsonl
 
 TOOL = os.path.join(REPO, "tools", "preprocess_data.py")
@@ -81,13 +81,11 @@ def test_matches_megatron_style_loop_and_any_worker_count(tmp_path, corpus, mist
             PreprocessConfig(
                 input=corpus,
                 output_prefix=prefix,
-                tokenizer_type="MistralTokenizer",
-                tokenizer_model=mistral_model,
+                tokenizer=TokenizerSpec("MistralTokenizer", mistral_model, native=native),
                 append_eod=True,
                 workers=workers,
                 shard_bytes=shard_bytes,
                 threads_per_worker=threads,
-                native_tokenizer=native,
             )
         )
         assert same_dataset(str(tmp_path / "ref_text_document"), prefix + "_text_document"), prefix
@@ -209,8 +207,7 @@ def test_empty_documents_and_eod_like_megatron(tmp_path, mistral_model):
         PreprocessConfig(
             input=path,
             output_prefix=str(tmp_path / "ours"),
-            tokenizer_type="SentencePieceTokenizer",
-            tokenizer_model=mistral_model,
+            tokenizer=TokenizerSpec("SentencePieceTokenizer", mistral_model),
             append_eod=True,
         )
     )

@@ -1,5 +1,6 @@
 """Engines by name. Each takes the settings it uses as keyword arguments and ignores the rest, so one
-settings dict (the CLI's flags) builds any of them; heavy engines are imported only when selected."""
+settings dict (the CLI's flags) builds any of them; heavy engines are imported only when selected. ``tokenizer``
+is a TokenizerSpec (or None) for the length guard of the engines without a model tokenizer (rules, openai)."""
 
 ENGINES = ("rules", "hf", "vllm", "openai")
 

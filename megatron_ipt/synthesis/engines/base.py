@@ -14,10 +14,11 @@ run samples the same way. Every engine also offers:
 """
 
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import List, Optional
+
+from megatron_ipt.data.tokenizer import TokenizerSpec
 
 from ..prompting import PromptStyle
 from ..rounds import words_x15
@@ -46,15 +47,12 @@ class Generation:
     generated_tokens: Optional[int] = None
 
 
-def load_token_counter(path):
-    """A token counter from ``--tokenizer``: a ``tokenizer.json`` or HF directory, else a SentencePiece model.
+def load_token_counter(spec: TokenizerSpec):
+    """A token counter from the ``--tokenizer`` flags (``TokenizerSpec.from_args``).
 
-    Prompts hold a literal ``<s>``, so no special tokens are added (format.py's BOS convention)."""
-    from megatron_ipt.data.tokenizer import build_tokenizer
-
-    hf = os.path.isdir(path) or path.endswith(".json")
-    kind = "HuggingFaceTokenizer" if hf else "SentencePieceTokenizer"
-    tokenizer = build_tokenizer(kind, path, include_special_tokens=False)
+    Prompts hold a literal ``<s>``, so no special tokens are added (format.py's BOS convention), whatever the spec
+    says."""
+    tokenizer = replace(spec, include_special_tokens=False).build()
     return lambda text: len(tokenizer.encode(text))
 
 

@@ -52,7 +52,7 @@ class OpenAIEngine(Engine):
         request_timeout=600.0,
         backoff=1.0,
         api_key=None,
-        tokenizer=None,
+        tokenizer=None,  # a TokenizerSpec for the length guard; None: words x1.5
         prompt_style="wire",
         seed=None,
         **_,
