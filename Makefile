@@ -3,13 +3,13 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# vLLM's CPU build in an environment of its own: it pins its own torch/transformers builds (README "Synthesis on
-# CPU with vLLM"). Only the vLLM engine tests and benchmark use it.
+# vLLM's CPU build in an environment of its own: it pins its own torch/transformers builds (docs/synthesis.md
+# "Synthesis on CPU with vLLM"). Only the vLLM engine tests and benchmark use it.
 VLLM_VENV  := .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test test-vllm quickstart bench lint clean
+.PHONY: test test-vllm quickstart bench lint docs clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test-vllm: $(VLLM_STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+
+# The flag references in docs/*.md are the tools' --help output (tests/test_docs.py fails when they are stale).
+docs: $(STAMP)
+	$(PY) tools/dev/gen_docs.py
 
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh
