@@ -49,7 +49,7 @@ class Generation:
 def load_token_counter(path):
     """A token counter from ``--tokenizer``: a ``tokenizer.json`` or HF directory, else a SentencePiece model.
 
-    Prompts hold a literal ``<s>``, so no special tokens are added (format.py's BOS convention)."""
+    Prompts hold a literal ``<s>``, so no special tokens are added (the BOS convention of formats/wire.py)."""
     from megatron_ipt.data.tokenizer import build_tokenizer
 
     hf = os.path.isdir(path) or path.endswith(".json")
@@ -110,7 +110,7 @@ class Engine:
 
     def _ids(self, text):
         """The model tokenizer's ids of a prompt (engines with ``self.tokenizer``); no special tokens: the prompt's
-        literal <s> is its only BOS (format.py)."""
+        literal <s> is its only BOS (megatron_ipt/formats/wire.py)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _tokenize_fitting(self, texts, max_tokens):
