@@ -18,8 +18,8 @@ import tempfile
 import time
 
 from megatron_ipt.assets import default_corpus, opticks_paragraphs, smollm2_hf_dir
+from megatron_ipt.formats.wire import cook_context
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.format import cook_context
 from megatron_ipt.synthesis.runner import run
 
 

@@ -127,7 +127,7 @@ def _main(argv=None) -> int:
         print(smollm2_hf_dir())
     else:
         records = default_corpus()
-        from megatron_ipt.fileio import write_jsonl_atomic
+        from megatron_ipt.io.atomic import write_jsonl_atomic
 
         write_jsonl_atomic(args.output, records)
         print(f"wrote {len(records)} documents to {args.output}")

@@ -12,8 +12,9 @@ from megatron_ipt.corpus.build import BuildConfig, budget_from_summary, build_co
 from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.corpus.recipes import RECIPES, SOURCES
 from megatron_ipt.corpus.render import SEED_OFFSET
-from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.io.cli import report_error
+from megatron_ipt.io.inputs import InputError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -217,14 +218,8 @@ def main(argv=None) -> int:
             threads=a.threads,
         )
         result = build_corpus(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if not a.skip_bad_lines:
-            print(SKIP_BAD_LINES_HINT, file=sys.stderr)
-        return 1
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (InputError, FileNotFoundError, FileExistsError, ValueError) as e:
+        return report_error(e)
     print(format_summary(result.summary, a.output_dir.rstrip("/"), tokenizer.to_flags()))
     for example in result.skipped.examples:
         print(f"    e.g. {example}")

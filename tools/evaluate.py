@@ -11,8 +11,9 @@ import sys
 
 
 def build_tasks_main(argv) -> int:
-    from megatron_ipt.data.jsonl import InputError
     from megatron_ipt.evaluation.build import build_tasks, read_documents
+    from megatron_ipt.io.cli import report_error
+    from megatron_ipt.io.inputs import InputError
 
     p = argparse.ArgumentParser(
         prog="tools/evaluate.py build-tasks",
@@ -33,8 +34,7 @@ def build_tasks_main(argv) -> int:
             texts, a.output_dir, a.seed, a.num_options, a.max_passage_words, a.max_sentence_words, a.max_items, a.input
         )
     except (InputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error(e, has_skip_flag=False)
     print(
         f"{summary['documents']} documents ({summary['skipped_documents']} without two consecutive short sentences skipped) -> "
         + ", ".join(f"{name} {n} items" for name, n in summary["items"].items())

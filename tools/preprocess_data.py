@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 
-from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.io.cli import report_error
+from megatron_ipt.io.inputs import InputError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,12 +92,12 @@ def print_summary(result: PreprocessResult) -> None:
         f"  time             {seconds:,.1f} s: {s.documents / seconds:,.0f} docs/s, {total_tokens / seconds:,.0f} tokens/s, "
         f"{s.bytes / 2**20 / seconds:,.2f} MB/s",
     ]
-    if s.skipped:
+    if s.bad_lines.total:
         lines.append(
-            f"  skipped lines    {sum(s.skipped.values()):,}: "
-            + ", ".join(f"{k} {n:,}" for k, n in sorted(s.skipped.items()))
+            f"  skipped lines    {s.bad_lines.total:,}: "
+            + ", ".join(f"{k} {n:,}" for k, n in sorted(s.bad_lines.counts.items()))
         )
-        lines += [f"    e.g. {example}" for example in s.skipped_examples]
+        lines += [f"    e.g. {example}" for example in s.bad_lines.examples]
     for key, prefix in result.outputs.items():
         size = os.path.getsize(prefix + ".bin") + os.path.getsize(prefix + ".idx")
         empty = s.empty_documents.get(key, 0)
@@ -134,14 +135,8 @@ def main(argv=None) -> int:
     )
     try:
         result = preprocess(config)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if not args.skip_bad_lines:
-            print(SKIP_BAD_LINES_HINT, file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (InputError, FileNotFoundError, ValueError) as e:
+        return report_error(e)
     print_summary(result)
     return 0
 

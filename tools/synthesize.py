@@ -1,4 +1,4 @@
-"""Raw texts (JSONL) -> instruction-response collections (reference §3, §9). See megatron_ipt/synthesis.
+"""Raw texts (JSONL) -> instruction-response collections (megatron_ipt/formats/records.py). See megatron_ipt/synthesis.
 
     python tools/synthesize.py --input 'data/*.jsonl' --output-dir out/ --engine vllm \\
         --model instruction-pretrain/instruction-synthesizer --rounds 2
@@ -8,8 +8,9 @@ import argparse
 import logging
 import sys
 
-from megatron_ipt.data.jsonl import SKIP_BAD_LINES_HINT, InputError
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.io.cli import report_error
+from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
 from megatron_ipt.synthesis.prompting import PROMPT_STYLES
 from megatron_ipt.synthesis.runner import Progress, format_summary, run
@@ -119,8 +120,7 @@ def main(argv=None):
     try:
         engine = build_engine(args.engine, **settings)
     except (RuntimeError, ValueError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error(e)
     try:
         summary = run(
             args.input,
@@ -138,13 +138,9 @@ def main(argv=None):
             tuple(k for k in args.carry_keys.split(",") if k),
             progress=lambda total: Progress(total, args.log_interval),
         )
-    except InputError as e:
-        hint = "\n" + SKIP_BAD_LINES_HINT if e.line else ""
-        print(f"error: {e}{hint}", file=sys.stderr)
-        return 1
-    except (FileExistsError, ValueError) as e:  # output of an earlier run; --resume with changed input/settings
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings
+    except (InputError, FileExistsError, ValueError) as e:
+        return report_error(e)
     finally:
         engine.close()
     print(format_summary(summary))

@@ -1,5 +1,6 @@
 """Corpus building: render synthesized collections with the template library, mix them by recipe,
-decontaminate against evaluation sets (reference §5, §6). Entry point: tools/build_corpus.py."""
+decontaminate against evaluation sets (Cheng et al. 2024, arXiv 2406.14491; details in each module).
+Entry point: tools/build_corpus.py."""
 
 import os as _os
 

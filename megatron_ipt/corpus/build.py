@@ -24,9 +24,11 @@ from typing import List, Optional, Sequence
 import orjson
 
 from megatron_ipt.data.tokenizer import TokenizerSpec
+from megatron_ipt.formats.records import Document
+from megatron_ipt.io.jsonl import BadLines
 
 from . import decontam
-from .reader import BadLines, read_collections, read_instructions, read_texts, read_tuning
+from .reader import read_collections, read_instructions, read_texts, read_tuning
 from .recipes import Inputs, RecipeConfig, build_pools, mix
 from .render import SEED_OFFSET
 
@@ -193,7 +195,7 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
             for source in weights:
                 name = f"{source}.jsonl"
                 _write_lines(
-                    os.path.join(tmp, name), (_json_line({"text": t, "source": source}) for t in pools[source].texts)
+                    os.path.join(tmp, name), (_json_line(Document(t, source).to_json()) for t in pools[source].texts)
                 )
                 outputs.append(name)
             data_path = " ".join(f"{figures[s]['share']:.6f} {os.path.join(out, s)}_text_document" for s in weights)
@@ -203,7 +205,8 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
                 name = f"corpus-{shard:05d}.jsonl"
                 chunk = order[start : start + cfg.docs_per_shard]
                 _write_lines(
-                    os.path.join(tmp, name), (_json_line({"text": pools[s].texts[i], "source": s}) for s, i in chunk)
+                    os.path.join(tmp, name),
+                    (_json_line(Document(pools[s].texts[i], s).to_json()) for s, i in chunk),
                 )
                 outputs.append(name)
         if report is not None:

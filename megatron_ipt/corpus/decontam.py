@@ -1,4 +1,5 @@
-"""N-gram decontamination against evaluation sets (reference §4.3: not in the paper's code; we add it).
+"""N-gram decontamination against evaluation sets (the released code,
+github.com/microsoft/LMOps instruction_pretrain/, has no such step; we add it).
 
 Texts are compared as normalized word sequences: lower case, words = runs of letters/digits (``\\w+``), so
 punctuation and spacing never hide an overlap. An evaluation text contributes all its n-grams (13 by default,
@@ -15,15 +16,16 @@ window); it can never hide a real overlap.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_ipt.data.jsonl import InputError, Shard, iter_lines
+from megatron_ipt.formats.records import Collection
+from megatron_ipt.io.inputs import InputError, Shard, iter_lines
+from megatron_ipt.io.jsonl import LineError, parse_line
 
 from .reader import expand_corpus_inputs
 from .recipes import Inputs
@@ -154,11 +156,13 @@ def _record_texts(record, keys: Optional[Sequence[str]]) -> List[str]:
             for v in value.values():
                 yield from strings(v)
 
+    if not isinstance(record, dict):
+        raise LineError("not a JSON object")
     if keys is None:
         return [" ".join(strings(record))]
     missing = [k for k in keys if k not in record]
     if missing:
-        raise ValueError(f"missing key(s) {missing}")
+        raise LineError("missing key", ", ".join(map(repr, missing)))
     return [" ".join(s for k in keys for s in strings(record[k]))]
 
 
@@ -178,18 +182,14 @@ def load_eval_sets(
             is_jsonl = ".jsonl" in path or ".json" in path or ".ndjson" in path
             texts = []
             for _, number, raw in iter_lines(Shard(path)):
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line:
+                if not raw.strip():
                     continue
                 if not is_jsonl:
-                    texts.append(line)
+                    texts.append(raw.decode("utf-8", errors="replace").strip())
                     continue
                 try:
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ValueError("not a JSON object")
-                    texts.extend(_record_texts(record, keys))
-                except ValueError as e:  # JSONDecodeError is a ValueError
+                    texts.extend(_record_texts(parse_line(raw), keys))
+                except LineError as e:  # --skip-bad-lines does not apply: a partly read evaluation set leaks
                     raise InputError(path, number, f"evaluation set: {e}") from None
             ngrams.add_texts(texts)
     return ngrams
@@ -213,24 +213,21 @@ def _clean_entries(kind, where, entries, match, report, drop_texts) -> list:
     out, broken = [], False
     for i, entry in enumerate(entries):
         at = f"{where} entry {i}"
-        hit = match[entry["context"]]
+        hit = match[entry.context]
         if hit:
             report.flag(kind, at, "text", hit, drop_texts)
             if drop_texts:
                 broken = True
                 continue
         pairs = []
-        for j, qa in enumerate(entry["QA_list"]):
+        for j, qa in enumerate(entry.qa_list):
             pair_match = match[qa["Q"] + " " + qa["A"]]
             if pair_match:
                 report.flag(kind, f"{at} pair {j}", "pair", pair_match, True)
             else:
                 pairs.append(qa)
-        clean = dict(entry, QA_list=pairs)
-        if broken:
-            clean["inherit_from_prev"] = False
-            broken = False
-        out.append(clean)
+        out.append(replace(entry, qa_list=pairs, inherit_from_prev=entry.inherit_from_prev and not broken))
+        broken = False
     return out
 
 
@@ -240,8 +237,8 @@ def decontaminate(inputs: Inputs, ngrams: EvalNgrams, drop_texts: bool = True) -
     ``drop_texts=False`` kept and only reported. The given inputs are not modified."""
     texts = {t for _, t in inputs.raw_texts} | {t for _, t in inputs.instructions}
     for entry in [e for _, chain in inputs.collections for e in chain] + [row for _, row in inputs.tuning]:
-        texts.add(entry["context"])
-        texts.update(qa["Q"] + " " + qa["A"] for qa in entry["QA_list"])
+        texts.add(entry.context)
+        texts.update(qa["Q"] + " " + qa["A"] for qa in entry.qa_list)
     texts = sorted(texts)
     match = dict(zip(texts, ngrams.match_many(texts)))
     report = DecontamReport()
@@ -249,7 +246,7 @@ def decontaminate(inputs: Inputs, ngrams: EvalNgrams, drop_texts: bool = True) -
     for where, chain in inputs.collections:
         entries = _clean_entries("collections", where, chain, match, report, drop_texts)
         if entries:
-            out.collections.append((where, entries))
+            out.collections.append((where, Collection(entries)))
     for where, row in inputs.tuning:
         entries = _clean_entries("tuning data", where, [row], match, report, drop_texts)
         out.tuning += [(where, e) for e in entries]

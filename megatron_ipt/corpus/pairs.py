@@ -1,6 +1,7 @@
-"""Per-pair validation and typing at templating time (reference §4.2).
+"""Per-pair validation and typing at templating time, the checks of the released code (github.com/microsoft/LMOps
+instruction_pretrain/).
 
-A synthesized pair is ``{"Q": str, "A": str}`` in the synthesizer's wire format (megatron_ipt.synthesis.format):
+A synthesized pair is ``{"Q": str, "A": str}`` in the synthesizer's wire format (megatron_ipt.formats.wire):
 options are listed after OPTIONS_MARK, one per ``"\\n- "``; a chain of thought is asked for with
 COT_QUESTION_MARK and answered as ``{reasoning}`` + COT_ANSWER_MARK + ``{answer}``. Pairs that break these forms
 are dropped, with the reason counted; nothing is repaired by guessing.
@@ -12,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from megatron_ipt.synthesis.format import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK
+from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK
 
 from .templates import MAX_ITEMS, TemplateLibrary, normalize_phrase
 
@@ -49,7 +50,7 @@ def validate_pair(
     """``(Pair, None)`` or ``(None, reason)`` with reason a key of DROP_REASONS.
 
     ``index`` is the pair's position in its entry: options are shuffled with ``random.Random(seed * index)`` as
-    the reference code does (the synthesizer tends to put the gold option first). Answers that say "no answer"
+    the released code does (the synthesizer tends to put the gold option first). Answers that say "no answer"
     are rewritten to this collection's unanswerable phrasing.
     """
     question, answer = qa["Q"].strip(), qa["A"].strip()

@@ -1,4 +1,5 @@
-"""Mixing recipes (reference §6): which documents each source contributes and how many tokens of each.
+"""Mixing recipes (Cheng et al. 2024, arXiv 2406.14491, and the released models' cards): which documents each
+source contributes and how many tokens of each.
 
 Sources: ``augmented`` (rendered collections), ``raw`` (raw texts, and entries left without a valid pair),
 ``tuning`` (the synthesizer's tuning data, rendered like one-entry collections) and ``general_instruction``
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from megatron_ipt.formats.records import Collection, Entry
 
 from .render import SEED_OFFSET, render_collection
 
@@ -92,9 +95,9 @@ class Pool:
 class Inputs:
     """What the recipe mixes, each item with its "file:line" (after decontamination)."""
 
-    collections: List[Tuple[str, list]] = field(default_factory=list)
+    collections: List[Tuple[str, Collection]] = field(default_factory=list)
     raw_texts: List[Tuple[str, str]] = field(default_factory=list)
-    tuning: List[Tuple[str, dict]] = field(default_factory=list)
+    tuning: List[Tuple[str, Entry]] = field(default_factory=list)
     instructions: List[Tuple[str, str]] = field(default_factory=list)
 
 
@@ -105,7 +108,7 @@ def count_tokens(tokenizer, texts: List[str]) -> np.ndarray:
     return np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, dtype=np.int64)
 
 
-def pick_converted(collections: List[Tuple[str, list]], want_texts: int, seed: int) -> List[int]:
+def pick_converted(collections: List[Tuple[str, Collection]], want_texts: int, seed: int) -> List[int]:
     """Indices of whole collections, in a seeded random order, until they hold ``want_texts`` texts."""
     order = list(range(len(collections)))
     random.Random(seed).shuffle(order)
@@ -129,7 +132,7 @@ def _render_tuning(rows, copies: int, seed: int, stats: Counter) -> List[str]:
     texts = []
     for r in range(copies):
         for i, (_, row) in enumerate(rows):
-            entry = {"context": row["context"], "QA_list": row["QA_list"], "inherit_from_prev": False}
+            entry = Entry(row.context, row.qa_list)
             texts.extend(text for _, text in render_collection([entry], seed + r * len(rows) + i, stats=stats))
     return texts
 
@@ -145,12 +148,12 @@ def build_pools(cfg: RecipeConfig, inputs: Inputs, tokenizer, stats: Counter) ->
         chosen = set(converted)
         stats["texts:total"] = total_texts
         stats["texts:converted"] = sum(len(cols[i][1]) for i in converted)
-        pools["raw"].texts += [e["context"] for i, (_, c) in enumerate(cols) if i not in chosen for e in c]
+        pools["raw"].texts += [e.context for i, (_, c) in enumerate(cols) if i not in chosen for e in c]
     elif cfg.recipe == "domain":
         _render(cols, range(len(cols)), cfg.seed, stats, pools)
         stats["texts:total"] = stats["texts:converted"] = sum(len(c) for _, c in cols)
     else:  # vanilla, mix: no synthesized pairs
-        pools["raw"].texts += [e["context"] for _, c in cols for e in c]
+        pools["raw"].texts += [e.context for _, c in cols for e in c]
     pools["raw"].texts += [t for _, t in inputs.raw_texts]
     pools["raw"].texts = [t for t in pools["raw"].texts if t.strip()]
     copies = math.ceil(cfg.tuning_upsample)

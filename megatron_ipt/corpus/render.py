@@ -1,15 +1,16 @@
-"""Collections -> instruction-augmented pre-training documents (reference §5.1, §5.2).
+"""Collections -> instruction-augmented pre-training documents, as the released code renders them
+(``cook_pt_entries`` in github.com/microsoft/LMOps instruction_pretrain/).
 
 A collection is one synthesis chain: ``[{"context", "QA_list": [{"Q","A"}], "inherit_from_prev"}, ...]``.
 Entries linked by ``inherit_from_prev`` form a group and become ONE document (their rendered texts joined by
 the collection's ``rc_sep``); an entry left without a valid pair is emitted as its raw text instead.
 
 Per collection, one ``random.Random(seed)`` stream (seed = ``SEED_OFFSET + collection index`` by default, as
-the reference README does) draws, in order: the QA pattern of each pair kind, the option start/markers/ends,
-the unanswerable phrasings and rc_sep; then per group the layout and its parts. The reference code reseeds a
+the released code's README does) draws, in order: the QA pattern of each pair kind, the option start/markers/ends,
+the unanswerable phrasings and rc_sep; then per group the layout and its parts. The released code reseeds a
 fresh RNG for every choice, which ties choices from lists of equal length together; one stream keeps them
 independent and is just as deterministic. Options are shuffled with ``Random(seed * pair index)`` (pairs.py),
-exactly as the reference does. The input is never modified.
+exactly as the released code does. The input is never modified.
 
 Layouts (weights from the paper): a group whose smallest entry has < 2 valid pairs is Classic 95 / Dialog 5;
 otherwise Classic 80 / Dialog 5 / Numbered 5 / Inline few-shot 5 / Next-turn dialog 5. Classic and Dialog are
@@ -22,6 +23,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from megatron_ipt.formats.records import Entry
 
 from .pairs import Pair, validate_pair
 from .templates import MAX_ITEMS, PAIR_KINDS, QAPattern, TemplateLibrary, load_templates
@@ -205,18 +208,18 @@ def render_entry(text: str, pairs: List[Pair], style: Style, layout: dict) -> st
     raise ValueError(f"unknown layout mode {mode!r}")
 
 
-def groups_of(collection: Sequence[dict]) -> List[List[int]]:
+def groups_of(collection: Sequence[Entry]) -> List[List[int]]:
     """Entry indices per group: a group starts at every entry not inheriting from the previous one."""
     groups = []
     for i, entry in enumerate(collection):
-        if not groups or not entry.get("inherit_from_prev", False):
+        if not groups or not entry.inherit_from_prev:
             groups.append([])
         groups[-1].append(i)
     return groups
 
 
 def render_collection(
-    collection: Sequence[dict], seed: int, lib: Optional[TemplateLibrary] = None, stats: Optional[Counter] = None
+    collection: Sequence[Entry], seed: int, lib: Optional[TemplateLibrary] = None, stats: Optional[Counter] = None
 ) -> List[Tuple[str, str]]:
     """``[(source, text), ...]`` with source "augmented" (a rendered group) or "raw" (an entry without valid
     pairs). Per group: its document first, then the raw texts of its entries without pairs; empty texts are
@@ -232,14 +235,14 @@ def render_collection(
         for i in group:
             entry = collection[i]
             pairs = []
-            for index, qa in enumerate(entry["QA_list"]):
+            for index, qa in enumerate(entry.qa_list):
                 pair, reason = validate_pair(qa, seed, index, style.unanswerable_option, style.unanswerable_answer, lib)
                 if pair is None:
                     stats[f"dropped:{reason}"] += 1
                 else:
                     pairs.append(pair)
                     stats[f"pairs:{pair.kind}"] += 1
-            (rendered if pairs else raw).append((entry["context"], pairs))
+            (rendered if pairs else raw).append((entry.context, pairs))
         stats["entries"] += len(group)
         if rendered:
             layout = _sample_layout(rng, lib, min(len(p) for _, p in rendered), max(len(p) for _, p in rendered))

@@ -1,4 +1,5 @@
-"""The template library (reference §5.3): loads the pools in ``templates/*.json``, expands and checks them.
+"""The template library (FLAN v2 few-shot patterns and AdaptLLM reading templates, as modified by the released code,
+github.com/microsoft/LMOps instruction_pretrain/): loads the pools in ``templates/*.json``, expands and checks them.
 
 Templates are data. Every phrasing lives in the JSON files next to this module. We wrote them for this
 project: they follow the structure of the paper's library (QA patterns for four pair kinds, option markers,

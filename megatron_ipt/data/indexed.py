@@ -7,7 +7,6 @@ renamed only when finalize succeeded, the `.idx` last. A killed or failed build 
 
 from __future__ import annotations
 
-import itertools
 import os
 from typing import Iterable, List, Optional, Sequence
 
@@ -104,13 +103,6 @@ class IndexedDatasetWriter:
             self.finalize()
         else:
             self.abort()
-
-
-def flatten(documents: Sequence[Sequence[int]]):
-    """Token lists → (flat int32 tokens, int64 lengths) without building an intermediate Python list."""
-    lengths = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
-    tokens = np.fromiter(itertools.chain.from_iterable(documents), dtype=np.int64, count=int(lengths.sum()))
-    return tokens, lengths
 
 
 def merge_datasets(prefixes: Iterable[str], output_prefix: str) -> str:

@@ -25,13 +25,21 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from megatron_ipt.data import jsonl
-from megatron_ipt.data.indexed import IndexedDatasetWriter, flatten, merge_datasets
-from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
+from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
+from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
+from megatron_ipt.io.inputs import (
+    InputError,
+    Shard,
+    expand_inputs,
+    is_compressed,
+    iter_lines,
+    line_number_at,
+    plan_shards,
+)
+from megatron_ipt.io.jsonl import BadLines, LineError, parse_keys
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
-MAX_REPORTED_BAD_LINES = 10
 
 
 @dataclass
@@ -58,8 +66,7 @@ class ShardStats:
     documents: int = 0
     bytes: int = 0
     blank_lines: int = 0
-    skipped: Counter = field(default_factory=Counter)  # problem kind → lines skipped
-    skipped_examples: List[str] = field(default_factory=list)
+    bad_lines: BadLines = field(default_factory=BadLines)
     tokens: Counter = field(default_factory=Counter)  # json key → tokens
     empty_documents: Counter = field(default_factory=Counter)  # json key → documents without tokens
 
@@ -67,9 +74,7 @@ class ShardStats:
         self.documents += other.documents
         self.bytes += other.bytes
         self.blank_lines += other.blank_lines
-        self.skipped.update(other.skipped)
-        room = MAX_REPORTED_BAD_LINES - len(self.skipped_examples)
-        self.skipped_examples.extend(other.skipped_examples[: max(room, 0)])
+        self.bad_lines.add(other.bad_lines)
         self.tokens.update(other.tokens)
         self.empty_documents.update(other.empty_documents)
 
@@ -123,20 +128,20 @@ class _Packer:
                 try:
                     self.tokenizer.encode(text)
                 except Exception as e:
-                    line = line if line is not None else jsonl.line_number_at(path, offset)
-                    raise jsonl.InputError(path, line, f"cannot tokenize: {type(e).__name__}: {e}") from None
+                    line = line if line is not None else line_number_at(path, offset)
+                    raise InputError(path, line, f"cannot tokenize: {type(e).__name__}: {e}") from None
             raise
 
 
 def process_shard(
-    shard: jsonl.Shard,
+    shard: Shard,
     config: PreprocessConfig,
     tokenizer: Tokenizer,
     writers: Dict[str, IndexedDatasetWriter],
     progress=None,
 ) -> ShardStats:
     """Tokenize every line of `shard` into `writers`; raise InputError on bad input unless skipping."""
-    stats = ShardStats()
+    stats = ShardStats(bad_lines=BadLines(skip=config.skip_bad_lines))
     packer = _Packer(config, tokenizer, writers)
     batch, where, batch_bytes = [], [], 0
     reported = (0, 0, 0)  # documents, tokens, bytes already passed to `progress`
@@ -151,20 +156,15 @@ def process_shard(
                 reported = now
         batch, where, batch_bytes = [], [], 0
 
-    for offset, number, raw in jsonl.iter_lines(shard):
+    for offset, number, raw in iter_lines(shard):
         stats.bytes += len(raw)
         if not raw.strip():
             stats.blank_lines += 1
             continue
         try:
-            values = jsonl.parse_line(raw, config.json_keys)
-        except jsonl.LineError as e:
-            line = number if number is not None else jsonl.line_number_at(shard.path, offset)
-            if not config.skip_bad_lines:
-                raise jsonl.InputError(shard.path, line, str(e)) from None
-            stats.skipped[e.kind] += 1
-            if len(stats.skipped_examples) < MAX_REPORTED_BAD_LINES:
-                stats.skipped_examples.append(f"{shard.path}:{line}: {e}")
+            values = parse_keys(raw, config.json_keys)
+        except LineError as e:
+            stats.bad_lines.handle(shard.path, number if number is not None else line_number_at(shard.path, offset), e)
             continue
         batch.append(values)
         where.append((shard.path, number, offset))
@@ -214,7 +214,7 @@ def _run_part(task):
 
 
 def pack_shards(
-    shards: List[jsonl.Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer, progress
+    shards: List[Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer, progress
 ) -> ShardStats:
     """Pack `shards`, in order, into one dataset per JSON key: all finalized together, or none left behind."""
     writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in prefixes.items()}
@@ -246,19 +246,17 @@ class PreprocessResult:
 
 
 def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
-    """Run the packing stage. Raises jsonl.InputError for bad input (nothing finished-looking is left)."""
+    """Run the packing stage. Raises InputError for bad input (nothing finished-looking is left)."""
     start = time.time()
-    files = jsonl.expand_inputs(config.input)
+    files = expand_inputs(config.input)
     total_bytes = sum(os.path.getsize(p) for p in files)
     workers = max(1, config.workers)
     # A few shards per worker balance uneven files; shards are never smaller than 8 MiB.
     target = config.shard_bytes or max(8 << 20, total_bytes // (4 * workers) + 1)
-    shards = jsonl.plan_shards(files, target) if workers > 1 else [jsonl.Shard(p) for p in files]
+    shards = plan_shards(files, target) if workers > 1 else [Shard(p) for p in files]
     ctx = mp.get_context("spawn")
     progress = _Progress(ctx)
-    reporter = reporter or _Reporter(
-        config.log_interval, total_bytes if not any(map(jsonl.is_compressed, files)) else None
-    )
+    reporter = reporter or _Reporter(config.log_interval, total_bytes if not any(map(is_compressed, files)) else None)
     stats = ShardStats()
     outputs = {key: config.output_prefix_for(key) for key in config.json_keys}
 

@@ -20,6 +20,7 @@ normalization, other regexes, ...) use the library, and one log line says so.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,13 @@ TIKTOKEN_PATTERNS = ("cl100k", "llama3")  # TiktokenFileTokenizer's pre-tokeniza
 
 # Tried in order when a tokenizer.json comes without a tokenizer_config.json naming its eos_token.
 _COMMON_EOS_TOKENS = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>")
+
+
+def flatten(ids: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Token lists -> (tokens back to back as int64, one int64 length per list), without an intermediate list."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return tokens, lengths
 
 
 class Tokenizer:
@@ -64,8 +72,6 @@ class Tokenizer:
     def encode_batch_flat(self, texts: Sequence[str], append_id: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """(tokens back to back, one length per text); `append_id` ends every non-empty text. What the packer
         feeds the native builder: native encoders produce it without any Python list."""
-        from megatron_ipt.data.indexed import flatten
-
         ids = self.encode_batch(texts)
         if append_id is not None:
             for sequence in ids:

@@ -1,6 +1,6 @@
 """Evaluation sets built from held-out text by fixed rules (no benchmark can be downloaded here).
 
-Every document is split into sentences (megatron_ipt.synthesis.rules.sentences: at . ! ? before a capital,
+Every document is split into sentences (megatron_ipt.text.sentences: at . ! ? before a capital,
 sentences of 5+ words). Its passage is the first run of consecutive sentences of at most `max_sentence_words`
 words each (sentences become options and answers, which must fit a model's context), extended up to
 `max_passage_words` words; a document without two such sentences in a row is skipped and counted. From each
@@ -27,24 +27,20 @@ import random
 from collections import Counter
 from typing import Dict, List
 
-from megatron_ipt.data import jsonl
 from megatron_ipt.evaluation.tasks import write_task
-from megatron_ipt.synthesis.rules import sentences
+from megatron_ipt.formats.records import TaskItem
+from megatron_ipt.io.inputs import expand_inputs
+from megatron_ipt.io.jsonl import BadLines, key_values, read_jsonl
+from megatron_ipt.text import sentences
 
 TASKS = ("rc_sentence_choice", "rc_next_sentence_choice", "rc_sentence_completion")
 
 
 def read_documents(spec: str, text_key: str = "text") -> List[str]:
     """Texts of a JSONL file/glob/directory; a bad line stops with its file and line."""
-    texts = []
-    for path in jsonl.expand_inputs(spec):
-        for _, number, raw in jsonl.iter_lines(jsonl.Shard(path)):
-            if not raw.strip():
-                continue
-            try:
-                (value,) = jsonl.parse_line(raw, [text_key])
-            except jsonl.LineError as e:
-                raise jsonl.InputError(path, number, str(e)) from None
+    texts, bad = [], BadLines()
+    for path in expand_inputs(spec):
+        for _, (value,) in read_jsonl(path, bad, lambda record: key_values(record, [text_key])):
             texts.append(" ".join(value) if isinstance(value, list) else value)
     return texts
 
@@ -104,7 +100,7 @@ def build_tasks(
             f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
             f"{num_options} options need at least {num_options}"
         )
-    items = {name: [] for name in TASKS}
+    items: Dict[str, List[TaskItem]] = {name: [] for name in TASKS}
     rngs = {name: random.Random(f"{seed}:{name}") for name in TASKS}
     for d in usable[:max_items] if max_items else usable:
         doc_id = f"doc{d}"
@@ -115,35 +111,35 @@ def build_tasks(
         rng = rngs["rc_sentence_choice"]
         options, gold = _options(rng, passage[rng.randrange(len(passage))], pool, d, doc_text, num_options)
         items["rc_sentence_choice"].append(
-            {
-                "id": f"{doc_id}-appears",
-                "options": options,
-                "gold": gold,
-                "prompt": f"{text}\n\nQuestion: Which of the following sentences appears in the passage above?\nAnswer:",
-            }
+            TaskItem(
+                f"{text}\n\nQuestion: Which of the following sentences appears in the passage above?\nAnswer:",
+                options=options,
+                gold=gold,
+                id=f"{doc_id}-appears",
+            )
         )
 
         rng = rngs["rc_next_sentence_choice"]
         options, gold = _options(rng, passage[-1], pool, d, doc_text, num_options)
         items["rc_next_sentence_choice"].append(
-            {
-                "id": f"{doc_id}-next",
-                "options": options,
-                "gold": gold,
-                "prompt": f"{' '.join(passage[:-1])}\n\nQuestion: Which sentence comes next in the passage above?\nAnswer:",
-            }
+            TaskItem(
+                f"{' '.join(passage[:-1])}\n\nQuestion: Which sentence comes next in the passage above?\nAnswer:",
+                options=options,
+                gold=gold,
+                id=f"{doc_id}-next",
+            )
         )
 
         rng = rngs["rc_sentence_completion"]
         words = passage[rng.randrange(1, len(passage))].split()
         half = len(words) // 2
         items["rc_sentence_completion"].append(
-            {
-                "id": f"{doc_id}-complete",
-                "answers": [" ".join(words[half:])],
-                "prompt": f"{text}\n\nQuestion: Complete this sentence from the passage above: "
+            TaskItem(
+                f"{text}\n\nQuestion: Complete this sentence from the passage above: "
                 f'"{" ".join(words[:half])} ..."\nAnswer: {" ".join(words[:half])}',
-            }
+                answers=[" ".join(words[half:])],
+                id=f"{doc_id}-complete",
+            )
         )
     rules = {
         "rc_sentence_choice": "gold: a sentence of the passage; distractors: sentences of other documents not in this one",

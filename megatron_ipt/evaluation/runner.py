@@ -9,11 +9,11 @@ import sys
 import time
 from typing import List, Optional
 
-from megatron_ipt.data.jsonl import InputError
 from megatron_ipt.evaluation import metrics
 from megatron_ipt.evaluation.lm import LanguageModel
 from megatron_ipt.evaluation.tasks import CHOICE, Task
-from megatron_ipt.fileio import write_atomic
+from megatron_ipt.io.atomic import write_atomic
+from megatron_ipt.io.inputs import InputError
 
 MAX_NEW_TOKENS = 100  # the AdaptLLM harness's generation limit
 

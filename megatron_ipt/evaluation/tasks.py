@@ -17,21 +17,22 @@ ends without the trailing space, e.g. "...\nAnswer:".
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from megatron_ipt.data.jsonl import InputError, expand_inputs, open_binary
 from megatron_ipt.evaluation.metrics import CHOICE_METRICS, GENERATION_METRICS
-from megatron_ipt.fileio import write_jsonl_atomic
+from megatron_ipt.formats.records import TaskItem
+from megatron_ipt.io.atomic import write_jsonl_atomic
+from megatron_ipt.io.inputs import InputError, expand_inputs
+from megatron_ipt.io.jsonl import BadLines, LineError, read_jsonl
 
 TASK_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 CHOICE, GENERATION = "multiple_choice", "generation"
 DEFAULT_METRICS = {CHOICE: ["accuracy"], GENERATION: ["exact_match", "token_f1"]}
-# The AdaptLLM harness's metric per task (reference §7.2). NER's entity-level F1 (nereval) is not implemented:
-# NER reports exact match and token F1.
+# The AdaptLLM harness's metric per task (github.com/microsoft/LMOps, adaptllm/). NER's entity-level F1 (nereval)
+# is not implemented: NER reports exact match and token F1.
 ADAPTLLM_METRICS = {
     "FPB": ["weighted_f1"],
     "FiQA_SA": ["weighted_f1"],
@@ -47,32 +48,15 @@ ADAPTLLM_METRICS = {
 
 
 @dataclass
-class Item:
-    line: int
-    prompt: str
-    options: Optional[List[str]] = None  # multiple choice
-    gold: Optional[int] = None
-    answers: Optional[List[str]] = None  # generation
-    group: object = None  # AdaptLLM class_id
-    id: Optional[str] = None
-
-
-@dataclass
 class Task:
     name: str
     path: str
     kind: str
     metrics: List[str]
-    items: List[Item]
+    items: List[TaskItem]
     skipped: Counter = field(default_factory=Counter)  # problem kind -> lines skipped (--skip-bad-lines)
     skipped_examples: List[str] = field(default_factory=list)
     header: dict = field(default_factory=dict)
-
-
-class _BadLine(ValueError):
-    def __init__(self, kind: str, detail: str = ""):
-        self.kind = kind
-        super().__init__(f"{kind}: {detail}" if detail else kind)
 
 
 def task_name(path: str) -> str:
@@ -82,98 +66,53 @@ def task_name(path: str) -> str:
     return name
 
 
-def _string_list(value, key: str, min_len: int) -> List[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _BadLine("bad field", f"{key!r} must be a string or a list of strings")
-    if len(value) < min_len:
-        raise _BadLine("bad field", f"{key!r} needs at least {min_len} entries, has {len(value)}")
-    if any(not v.strip() for v in value):
-        raise _BadLine("bad field", f"{key!r} has an empty string")
-    return value
-
-
-def parse_item(record, line: int) -> Item:
-    if not isinstance(record, dict):
-        raise _BadLine("not a JSON object")
-    prompt_key = "prompt" if "prompt" in record else "input"
-    prompt = record.get(prompt_key)
-    if not isinstance(prompt, str):
-        raise _BadLine("missing prompt", "needs a string 'prompt' (or AdaptLLM's 'input')")
-    item = Item(
-        line=line,
-        prompt=prompt,
-        group=record.get("class_id"),
-        id=str(record["id"]) if record.get("id") is not None else None,
-    )
-    if "options" in record:
-        item.options = _string_list(record["options"], "options", 2)
-        gold_key = "gold" if "gold" in record else "gold_index"
-        gold = record.get(gold_key)
-        if isinstance(gold, bool) or not isinstance(gold, int):
-            raise _BadLine("bad gold", "a multiple-choice item needs an integer 'gold' (or 'gold_index')")
-        if not 0 <= gold < len(item.options):
-            raise _BadLine("bad gold", f"{gold_key} {gold} is out of range for {len(item.options)} options")
-        item.gold = gold
-        return item
-    for key in ("answers", "label", "gold"):
-        if key in record:
-            item.answers = _string_list(record[key], key, 1)
-            return item
-    raise _BadLine("no gold", "needs 'options' + 'gold' (multiple choice) or 'answers' (generation)")
-
-
 def _check_header(header) -> dict:
     if not isinstance(header, dict):
-        raise _BadLine("bad header", "'task' must be an object")
+        raise LineError("bad header", "'task' must be an object")
     metrics = header.get("metrics", [])
     allowed = CHOICE_METRICS + GENERATION_METRICS
     if not isinstance(metrics, list) or any(m not in allowed for m in metrics):
-        raise _BadLine("bad header", f"'metrics' must be a list of: {', '.join(allowed)}")
+        raise LineError("bad header", f"'metrics' must be a list of: {', '.join(allowed)}")
     return header
+
+
+def _is_header(record) -> bool:
+    return isinstance(record, dict) and "task" in record and "prompt" not in record and "input" not in record
 
 
 def load_task(path: str, skip_bad_lines: bool = False, limit: Optional[int] = None) -> Task:
     """Read one task file. A bad line raises InputError(path, line, problem), or with `skip_bad_lines` is
     counted in `Task.skipped` (kind -> count) with the first examples kept."""
-    header, items, kind = {}, [], None
-    skipped, examples = Counter(), []
-    with open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                try:
-                    record = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise _BadLine("malformed JSON", str(e)) from None
-                if isinstance(record, dict) and "task" in record and "prompt" not in record and "input" not in record:
-                    if items or header:
-                        raise _BadLine("bad header", 'a {"task": ...} header must be the first line')
-                    header = _check_header(record["task"])
-                    continue
-                item = parse_item(record, number)
-                item_kind = CHOICE if item.options is not None else GENERATION
-                if kind is not None and item_kind != kind:
-                    raise _BadLine(
-                        "mixed task",
-                        f"a {item_kind} item in a {kind} task (line {items[0].line} "
-                        f"is {kind}); put each kind in its own file",
-                    )
-                kind = item_kind
-            except _BadLine as e:
-                if not skip_bad_lines:
-                    raise InputError(path, number, str(e)) from None
-                skipped[e.kind] += 1
-                if len(examples) < 10:
-                    examples.append(f"{path}:{number}: {e}")
-                continue
-            items.append(item)
-            if limit is not None and len(items) >= limit:
-                break
+    header, items = {}, []
+    bad = BadLines(skip=skip_bad_lines)
+
+    def check(record) -> Optional[TaskItem]:
+        """A header (returns None: nothing to score) or an item of the same kind as the items before it."""
+        nonlocal header
+        if _is_header(record):
+            if items or header:
+                raise LineError("bad header", 'a {"task": ...} header must be the first line')
+            header = _check_header(record["task"])
+            return None
+        item = TaskItem.from_json(record)
+        if items and item.is_choice != items[0].is_choice:
+            kind, first = _kind(item), _kind(items[0])
+            raise LineError(
+                "mixed task",
+                f"a {kind} item in a {first} task (line {items[0].line} is {first}); put each kind in its own file",
+            )
+        return item
+
+    for number, item in read_jsonl(path, bad, check):
+        if item is None:
+            continue
+        item.line = number
+        items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
-        raise InputError(path, None, "no items" + (f" ({sum(skipped.values())} bad lines skipped)" if skipped else ""))
+        raise InputError(path, None, "no items" + (f" ({bad.total} bad lines skipped)" if bad.total else ""))
+    kind = _kind(items[0])
     name = header.get("name") or task_name(path)
     metrics = list(DEFAULT_METRICS[kind])
     for metric in header.get("metrics") or ADAPTLLM_METRICS.get(name, []):
@@ -186,7 +125,11 @@ def load_task(path: str, skip_bad_lines: bool = False, limit: Optional[int] = No
     if "grouped_weighted_f1" in metrics and any(i.group is None for i in items):
         line = next(i.line for i in items if i.group is None)
         raise InputError(path, line, "grouped_weighted_f1 needs a 'class_id' on every item")
-    return Task(name, path, kind, metrics, items, skipped, examples, header)
+    return Task(name, path, kind, metrics, items, bad.counts, bad.examples, header)
+
+
+def _kind(item: TaskItem) -> str:
+    return CHOICE if item.is_choice else GENERATION
 
 
 def load_tasks(specs: List[str], skip_bad_lines: bool = False, limit: Optional[int] = None) -> List[Task]:
@@ -209,6 +152,6 @@ def load_tasks(specs: List[str], skip_bad_lines: bool = False, limit: Optional[i
     return list(tasks.values())
 
 
-def write_task(path: str, items: List[dict], header: Optional[dict] = None) -> None:
+def write_task(path: str, items: List[TaskItem], header: Optional[dict] = None) -> None:
     """Write a task file atomically (temporary name, renamed when complete)."""
-    write_jsonl_atomic(path, ([{"task": header}] if header else []) + list(items))
+    write_jsonl_atomic(path, ([{"task": header}] if header else []) + [item.to_json() for item in items])

@@ -1,18 +1,18 @@
 """How a wire-format prompt is shown to a model (``--prompt-style``).
 
 - ``wire`` (default): the prompt exactly as the released ``instruction-pretrain/instruction-synthesizer`` was
-  tuned on (reference §2.2). Use it with that model or any model tuned on the format.
+  tuned on (megatron_ipt/formats/wire.py). Use it with that model or any model tuned on the format.
 - ``oneshot``: a general model does not know the format, so a fixed demonstration in the wire format (a short
   text and three pairs: free-form, options, chain-of-thought) is put in front of the prompt, and the answer
   is started with ``<QUE>``. A raw continuation prompt: no chat template.
 - ``chat``: the same demonstration and the prompt inside the model's chat template (a user turn with a one-line
   instruction), with the assistant turn started with ``<QUE>``. Needs a tokenizer that has a chat template.
 
-The started ``<QUE>`` is put back in front of the generation before parsing, so the parser (§4.1) sees the
-wire format in every style. What these styles yield with a small general model is measured in the README.
+The started ``<QUE>`` is put back in front of the generation before parsing, so the parser (``parse_pred``)
+sees the wire format in every style. What these styles yield with a small general model is measured in the README.
 """
 
-from .format import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK, QUE, cook_example
+from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK, QUE, cook_example
 
 PROMPT_STYLES = ("wire", "oneshot", "chat")
 

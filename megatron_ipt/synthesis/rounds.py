@@ -1,7 +1,8 @@
-"""Multi-round (M-shot) synthesis (reference §3).
+"""Multi-round (M-shot) synthesis, as the released code does it (github.com/microsoft/LMOps instruction_pretrain/;
+Cheng et al. 2024, arXiv 2406.14491): round r's texts get the chains of round r-1 as demonstrations.
 
 ``generate(prompts) -> list[str | None]`` is any engine call; ``None`` or "" marks a failed generation,
-which yields zero pairs and no chain link (the reference code crashes there instead).
+which yields zero pairs and no chain link (the released code crashes there instead).
 
 ``count_tokens(prompt)`` measures a prompt for the length guard: the engine's real tokenizer when it has one,
 otherwise the paper's estimate, whitespace words x 1.5 (``words_x15``).
@@ -9,7 +10,8 @@ otherwise the paper's estimate, whitespace words x 1.5 (``words_x15``).
 
 import math
 
-from .format import cook_context, cook_example, parse_pred
+from megatron_ipt.formats.records import ENTRY_KEYS, Collection, Entry
+from megatron_ipt.formats.wire import cook_context, cook_example, parse_pred
 
 
 def words_x15(text: str) -> float:
@@ -20,9 +22,9 @@ def words_x15(text: str) -> float:
 def demonstration(chain) -> str:
     """Last entry of a chain, extended backwards while entries have inherit_from_prev=True, in order."""
     start = len(chain) - 1
-    while start > 0 and chain[start]["inherit_from_prev"]:
+    while start > 0 and chain[start].inherit_from_prev:
         start -= 1
-    return "".join(cook_example(e["context"], e["QA_list"]) for e in chain[start:])
+    return "".join(cook_example(e.context, e.qa_list) for e in chain[start:])
 
 
 def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None):
@@ -36,16 +38,16 @@ def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_token
             continue
         chain = prev[i]
         prompt = cook_context(text)
-        chain[-1]["followed_by_next"] = False
-        if chain[-1]["QA_list"]:
+        chain[-1].followed_by_next = False
+        if chain[-1].qa_list:
             candidate = demonstration(chain) + cook_context(text)
             if count_tokens(candidate) <= budget:
-                chain[-1]["followed_by_next"] = True
+                chain[-1].followed_by_next = True
                 prompt = candidate
         items.append({"text": text, "chain": chain, "prompt": prompt, "extra": extra})
     # Leftover chains are kept: prepended (never connected) to the chains of this round's items.
     for k, chain in enumerate(prev[len(texts) :]):
-        chain[-1]["followed_by_next"] = False
+        chain[-1].followed_by_next = False
         if k < len(items):
             items[k]["chain"] = chain + items[k]["chain"]
         else:  # fewer texts than leftovers (only when a round slice is empty): keep as its own item
@@ -54,10 +56,8 @@ def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_token
 
 
 def finish_round(items, preds):
-    """Parse generations and extend chains; returns (collections, failures).
-
-    An entry is ``{"context", "QA_list", "inherit_from_prev"}`` (+ ``followed_by_next`` once a later round
-    decides it) followed by the item's extra keys (e.g. the input record's ``id``/``source``)."""
+    """Parse generations and extend chains; returns (chains, failures). Each new entry carries the item's extra
+    keys (e.g. the input record's ``id``/``source``); ``followed_by_next`` is left for a later round to decide."""
     out, failures = [], 0
     pi = 0
     for it in items:
@@ -69,17 +69,20 @@ def finish_round(items, preds):
         if not pred:
             failures += 1
         pairs = parse_pred(pred or "", dedup=True)
-        linked = bool(it["chain"]) and it["chain"][-1].get("followed_by_next", False) and len(pairs) > 0
-        entry = {"context": it["text"], "QA_list": pairs, "inherit_from_prev": linked}
-        entry.update((k, v) for k, v in it["extra"].items() if k not in entry)
-        out.append(it["chain"] + [entry])
+        linked = bool(it["chain"]) and bool(it["chain"][-1].followed_by_next) and len(pairs) > 0
+        out.append(it["chain"] + [Entry(it["text"], pairs, linked, carried=carried_keys(it["extra"]))])
     return out, failures
+
+
+def carried_keys(extra):
+    """The input record's keys an entry carries; they never replace the entry's own keys."""
+    return {k: v for k, v in extra.items() if k not in ENTRY_KEYS}
 
 
 def synthesize_rounds(
     texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None
 ):
-    """Run all M rounds over ``texts``; returns (collections, failures). Round r gets texts[r*B:(r+1)*B].
+    """Run all M rounds over ``texts``; returns (list of Collection, failures). Round r gets texts[r*B:(r+1)*B].
 
     ``extras`` (optional, one dict per text) are extra keys copied into that text's entry."""
     bsz = math.ceil(len(texts) / rounds) if texts else 0
@@ -95,7 +98,7 @@ def synthesize_rounds(
             raise RuntimeError(f"engine returned {len(preds)} generations for {len(prompts)} prompts")
         prev, f = finish_round(items, preds)
         failures += f
-    return prev, failures
+    return [Collection(chain) for chain in prev], failures
 
 
 def split_long_text(text, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15):

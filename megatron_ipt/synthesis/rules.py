@@ -4,7 +4,8 @@ Reads the LAST context of a wire-format prompt and emits pairs in the same forma
 - summary: the lead sentence as the main point (free-form);
 - reason: "X because/since Y" -> "Why X?" / "Y." (free-form);
 - inference: "X, so / and therefore / thus / hence ... Y" -> a chain-of-thought pair that ends with the
-  exact markers ``"\\nLet's think step by step."`` / ``"\\nTherefore, the answer is "`` (reference §2.2);
+  exact markers ``"\\nLet's think step by step."`` / ``"\\nTherefore, the answer is "`` of the synthesizer's
+  chain-of-thought pairs (megatron_ipt/formats/wire.py);
 - word-to-text: a sentence that uses a long word;
 - completion: the second half of a sentence, with options built from other sentences of the same text.
 So users without a GPU can still build augmented corpora; pairs come out in the synthesizer's format.
@@ -13,10 +14,11 @@ So users without a GPU can still build augmented corpora; pairs come out in the 
 import re
 from itertools import islice
 
-from .engines.base import Engine, Generation
-from .format import COT_ANSWER_MARK, COT_QUESTION_MARK, DELIMITER, OPTIONS_MARK, QA_TEMPLATE
+from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, DELIMITER, OPTIONS_MARK, QA_TEMPLATE
+from megatron_ipt.text import sentences
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+from .engines.base import Engine, Generation
+
 _WORD = re.compile(r"\b[a-z][a-z-]{7,}\b")
 _REASONS = (" because ", " since ")
 # ", so that" states a purpose, not a consequence, so it is excluded explicitly.
@@ -40,10 +42,6 @@ def last_context(prompt):
         return prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]
     except IndexError:
         return ""
-
-
-def sentences(text):
-    return [s.strip() for s in _SENT.split(" ".join(text.split())) if len(s.split()) >= 5]
 
 
 def _split_at(sentence, connectives):
@@ -100,7 +98,7 @@ def completion_pairs(sents):
             half = len(words) // 2
             stem, end = " ".join(words[:half]), " ".join(words[half:])
             others = [" ".join(o.split()[len(o.split()) // 2 :]) for o in islice((o for o in sents if o != s), 2)]
-            if others:  # options in the reference format; gold first, the renderer shuffles (§4.2)
+            if others:  # options in the wire format; gold first, the renderer shuffles them (corpus/pairs.py)
                 yield f"Complete the sentence: {stem} ...{OPTIONS_MARK}" + "\n- ".join([end] + others), end
             else:
                 yield f"Complete the sentence: {stem} ...", end

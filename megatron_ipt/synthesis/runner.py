@@ -4,7 +4,8 @@ Input records (JSONL, in input order; blank lines ignored) are dealt to ``num_sh
 i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once and keeps only its
 own records. Each record's text is split into pieces that fit one prompt (``rounds.split_long_text``); the
 shard's pieces are processed in parts of ``part_size``, each part going through all M rounds and written as
-``{out}/shard{S:05d}-part{P:05d}.jsonl`` (one collection per line, reference §9) via temp file + rename.
+``{out}/shard{S:05d}-part{P:05d}.jsonl`` (one ``Collection`` per line, megatron_ipt/formats/records.py) via temp
+file + rename.
 Every entry also carries the input record's ``carry_keys`` (default ``id``, ``source``) and, for a split
 text, ``piece``/``pieces``.
 
@@ -21,15 +22,12 @@ import threading
 import time
 from collections import Counter
 
-import orjson
+from megatron_ipt.formats.wire import pair_type
+from megatron_ipt.io.atomic import write_json_atomic, write_jsonl_atomic
+from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines
+from megatron_ipt.io.jsonl import BadLines, LineError, json_type, parse_line, string_field
 
-from megatron_ipt.data.jsonl import InputError, LineError, expand_inputs, open_binary
-from megatron_ipt.fileio import write_json_atomic, write_jsonl_atomic
-
-from .format import pair_type
 from .rounds import split_long_text, synthesize_rounds
-
-MAX_EXAMPLES = 10
 
 
 def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0, skip_bad_lines=False):
@@ -39,52 +37,39 @@ def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1,
     files = expand_inputs(spec)
     digest = hashlib.sha256()
     texts, extras = [], []
-    skipped, examples = Counter(), []
+    bad = BadLines(skip=skip_bad_lines)
     records = blank = 0
     for path in files:
         digest.update(b"\0file\0")
-        with open_binary(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                digest.update(raw)
-                if not raw.strip():
-                    blank += 1
-                    continue
-                try:
-                    text, extra = _parse(raw, text_key, carry_keys)
-                except LineError as e:
-                    if not skip_bad_lines:
-                        raise InputError(path, lineno, str(e)) from None
-                    skipped[e.kind] += 1
-                    if len(examples) < MAX_EXAMPLES:
-                        examples.append(f"{path}:{lineno}: {e}")
-                    continue
-                if records % num_shards == shard_index:
-                    texts.append(text)
-                    extras.append(extra)
-                records += 1
+        for _, number, raw in iter_lines(Shard(path)):
+            digest.update(raw)
+            if not raw.strip():
+                blank += 1
+                continue
+            try:
+                text, extra = _text_and_carried(parse_line(raw), text_key, carry_keys)
+            except LineError as e:
+                bad.handle(path, number, e)
+                continue
+            if records % num_shards == shard_index:
+                texts.append(text)
+                extras.append(extra)
+            records += 1
     info = {
         "files": len(files),
         "input_sha256": digest.hexdigest(),
         "records": records,
         "blank_lines": blank,
-        "skipped_lines": dict(skipped),
-        "skipped_examples": examples,
+        "skipped_lines": dict(bad.counts),
+        "skipped_examples": bad.examples,
     }
     return texts, extras, info
 
 
-def _parse(raw, text_key, carry_keys):
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise LineError("malformed JSON", str(e)) from None
+def _text_and_carried(record, text_key, carry_keys):
     if not isinstance(record, dict):
-        raise LineError("not a JSON object", type(record).__name__)
-    if text_key not in record:
-        raise LineError("missing key", repr(text_key))
-    text = record[text_key]
-    if not isinstance(text, str):
-        raise LineError("not a string", f"key {text_key!r} is {type(text).__name__}")
+        raise LineError("not a JSON object", f"got {json_type(record)}")
+    text = string_field(record, text_key)
     if not text.strip():
         raise LineError("empty text", f"key {text_key!r} is blank")
     return text, {k: record[k] for k in carry_keys if k in record}
@@ -104,9 +89,9 @@ def collection_stats(cols):
     stats = Counter()
     for c in cols:
         for e in c:
-            stats["pairs"] += len(e["QA_list"])
-            stats["texts_without_pairs"] += not e["QA_list"]
-            for q in e["QA_list"]:
+            stats["pairs"] += len(e.qa_list)
+            stats["texts_without_pairs"] += not e.qa_list
+            for q in e.qa_list:
                 stats[pair_type(q)] += 1
     return stats
 
@@ -206,7 +191,7 @@ def run(
                 engine.count_tokens,
                 extras[lo : lo + part_size],
             )
-            write_jsonl_atomic(path, cols)
+            write_jsonl_atomic(path, (c.to_json() for c in cols))
             part_stats = collection_stats(cols) + Counter(failures=failures)
             part.update(done=True, stats=dict(part_stats))
             stats.update(part_stats)

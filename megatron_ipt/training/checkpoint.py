@@ -38,7 +38,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from megatron_ipt.fileio import write_atomic, write_json_atomic
+from megatron_ipt.io.atomic import write_atomic, write_json_atomic
 from megatron_ipt.training import compat
 
 MARKER = "latest_checkpointed_iteration.txt"

@@ -21,7 +21,7 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
 
-from megatron_ipt.fileio import write_json_atomic
+from megatron_ipt.io.atomic import write_json_atomic
 
 SPLIT_NAMES = ("train", "valid", "test")
 

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from megatron_ipt.assets import opticks_paragraphs, pydoc_topics
+from megatron_ipt.formats.records import Entry
 from megatron_ipt.synthesis.engines import build_engine
 from megatron_ipt.synthesis.rounds import synthesize_rounds
 from tests.conftest import write_jsonl
@@ -28,7 +29,7 @@ PAIRS = {
 
 
 def collection(*kinds, text=OPTICKS, inherit=False):
-    return {"context": text, "QA_list": [dict(PAIRS[k]) for k in kinds], "inherit_from_prev": inherit}
+    return Entry.from_json({"context": text, "QA_list": [dict(PAIRS[k]) for k in kinds], "inherit_from_prev": inherit})
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,7 @@ def real_collections():
 @pytest.fixture(scope="session")
 def collections_file(real_collections, tmp_path_factory):
     path = tmp_path_factory.mktemp("synth") / "collections.jsonl"
-    path.write_text("".join(json.dumps(c) + "\n" for c in real_collections))
+    path.write_text("".join(json.dumps(c.to_json()) + "\n" for c in real_collections))
     return str(path)
 
 

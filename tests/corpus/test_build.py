@@ -54,7 +54,7 @@ def test_general_recipe_converts_a_fifth_of_texts(
     sources = {d["source"] for d in docs}
     assert sources == {"augmented", "raw"}
     # every text is in the corpus exactly once: raw as is, or inside its augmented document
-    contexts = [e["context"] for c in real_collections for e in c]
+    contexts = [e.context for c in real_collections for e in c]
     body = "\n".join(d["text"] for d in docs)
     assert all(body.count(t) >= 1 for t in contexts)
     assert sum(d["source"] == "raw" for d in docs) == total - r["entries:augmented"]
@@ -193,7 +193,7 @@ def test_deterministic_and_seed_dependent(tmp_path, collections_file, tokenizer_
 
 
 def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_collections, tokenizer_flags, capsys):
-    good = [json.dumps(c) for c in real_collections[:20]]
+    good = [json.dumps(c.to_json()) for c in real_collections[:20]]
     bad = [
         '{"context": "a tuning row, not a collection", "QA_list": []}',
         "[not json",
@@ -216,7 +216,7 @@ def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_co
 
 
 def test_decontamination_through_the_cli(tmp_path, real_collections, collections_file, tokenizer_flags):
-    leaked = real_collections[3][0]["context"]
+    leaked = real_collections[3][0].context
     evals = write_jsonl(
         tmp_path / "eval.jsonl",
         [{"passage": leaked, "label": 1}, {"passage": "Nothing in this sentence appears anywhere in the corpus."}],

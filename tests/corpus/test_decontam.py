@@ -5,7 +5,8 @@ import pytest
 
 from megatron_ipt.corpus.decontam import EvalNgrams, decontaminate, load_eval_sets, normalized_words
 from megatron_ipt.corpus.recipes import Inputs
-from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.formats.records import Collection, Entry
+from megatron_ipt.io.inputs import InputError
 from tests.corpus.conftest import OPTICKS
 
 EVAL_ITEM = (
@@ -58,15 +59,17 @@ def test_decontaminate_drops_pairs_and_texts_and_breaks_chains():
     clean_text = "Prisms separate white light into colours by refracting each colour by a different amount."
     leaked_q = {"Q": EVAL_ITEM, "A": "Parhelia"}
     good_q = {"Q": "What do prisms separate?", "A": "White light."}
-    chain = [
-        {"context": clean_text, "QA_list": [leaked_q, good_q], "inherit_from_prev": False},
-        {"context": "Background. " + EVAL_ITEM, "QA_list": [good_q], "inherit_from_prev": True},
-        {"context": clean_text, "QA_list": [good_q], "inherit_from_prev": True},
-    ]
+    chain = Collection(
+        [
+            Entry(clean_text, [leaked_q, good_q], inherit_from_prev=False),
+            Entry("Background. " + EVAL_ITEM, [good_q], inherit_from_prev=True),
+            Entry(clean_text, [good_q], inherit_from_prev=True),
+        ]
+    )
     inputs = Inputs(
         collections=[("c.jsonl:1", chain)],
         raw_texts=[("r:1", EVAL_ITEM), ("r:2", clean_text)],
-        tuning=[("t:1", {"context": clean_text, "QA_list": [leaked_q]})],
+        tuning=[("t:1", Entry.from_json({"context": clean_text, "QA_list": [leaked_q]}))],
         instructions=[("i:1", EVAL_ITEM + " Parhelia"), ("i:2", "Say hi. Hi!")],
     )
     before = copy.deepcopy(inputs)
@@ -74,10 +77,10 @@ def test_decontaminate_drops_pairs_and_texts_and_breaks_chains():
     out, report = decontaminate(inputs, g)
     assert inputs == before
     entries = out.collections[0][1]
-    assert [e["QA_list"] for e in entries] == [[good_q], [good_q]]
-    assert entries[1]["inherit_from_prev"] is False  # the entry it inherited from was dropped
+    assert [e.qa_list for e in entries] == [[good_q], [good_q]]
+    assert entries[1].inherit_from_prev is False  # the entry it inherited from was dropped
     assert [t for _, t in out.raw_texts] == [clean_text]
-    assert out.tuning[0][1]["QA_list"] == [] and [t for _, t in out.instructions] == ["Say hi. Hi!"]
+    assert out.tuning[0][1].qa_list == [] and [t for _, t in out.instructions] == ["Say hi. Hi!"]
     assert report.counts == {
         "collections: pairs dropped": 1,
         "collections: texts dropped": 1,

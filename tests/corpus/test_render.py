@@ -16,6 +16,7 @@ from megatron_ipt.corpus.render import (
     render_collection,
 )
 from megatron_ipt.corpus.templates import expand_marker, load_templates
+from megatron_ipt.formats.records import Entry
 from tests.corpus.conftest import OPTICKS, PAIRS, collection
 
 LIB = load_templates()
@@ -125,8 +126,8 @@ def test_a_chain_is_one_document_and_entries_without_pairs_stay_raw():
         collection("basic", text=t1),
         collection("options", text=t2, inherit=True),
         collection("cot", text=t3),
-        {"context": t4, "QA_list": [{"Q": "Pick\nOptions:\n- a\n- b", "A": "c"}], "inherit_from_prev": True},
-        {"context": "  ", "QA_list": [], "inherit_from_prev": False},
+        Entry(t4, [{"Q": "Pick\nOptions:\n- a\n- b", "A": "c"}], inherit_from_prev=True),
+        Entry("  ", [], inherit_from_prev=False),
     ]
     stats = Counter()
     docs = render_collection(chain, 5, stats=stats)

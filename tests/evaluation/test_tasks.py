@@ -7,9 +7,9 @@ import os
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.data.jsonl import InputError
 from megatron_ipt.evaluation import build, tasks
-from megatron_ipt.synthesis.rules import sentences
+from megatron_ipt.io.inputs import InputError
+from megatron_ipt.text import sentences
 from tests.conftest import REPO, write_jsonl
 
 

@@ -1,4 +1,4 @@
-from megatron_ipt.synthesis.format import cook_context, cook_example, cook_pairs, pair_type, parse_pred
+from megatron_ipt.formats.wire import cook_context, cook_example, cook_pairs, pair_type, parse_pred
 
 
 def test_cook_context_keeps_leading_space_and_bos():

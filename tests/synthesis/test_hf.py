@@ -5,8 +5,8 @@ import json
 import pytest
 
 from megatron_ipt.assets import opticks_paragraphs
+from megatron_ipt.formats.wire import cook_context, parse_pred
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.format import cook_context, parse_pred
 from tools.synthesize import main
 
 NEW_TOKENS = 16

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from megatron_ipt.formats.wire import cook_context, parse_pred
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.format import cook_context, parse_pred
 from tools.synthesize import main
 
 

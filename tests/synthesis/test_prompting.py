@@ -1,6 +1,6 @@
 import pytest
 
-from megatron_ipt.synthesis.format import QUE, cook_context, pair_type, parse_pred
+from megatron_ipt.formats.wire import QUE, cook_context, pair_type, parse_pred
 from megatron_ipt.synthesis.prompting import DEMO_PAIRS, DEMO_TEXT, PromptStyle
 
 

@@ -1,4 +1,4 @@
-from megatron_ipt.synthesis.format import cook_context
+from megatron_ipt.formats.wire import cook_context
 from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 
@@ -23,10 +23,10 @@ def test_two_rounds_chain_and_prompt_layout():
     assert log[0] == [cook_context("T0"), cook_context("T1")]
     assert log[1][0] == ("<s> <CON> T0 </CON>\n\n<QUE> about T0? <ANS> T0 </END></s><s> <CON> T2 </CON>\n\n")
     assert len(cols) == 2
-    assert [e["context"] for e in cols[0]] == ["T0", "T2"]
-    assert cols[0][0]["followed_by_next"] is True and cols[0][1]["inherit_from_prev"] is True
+    assert [e.context for e in cols[0]] == ["T0", "T2"]
+    assert cols[0][0].followed_by_next is True and cols[0][1].inherit_from_prev is True
     # every text appears exactly once
-    assert sorted(e["context"] for c in cols for e in c) == ["T0", "T1", "T2", "T3"]
+    assert sorted(e.context for c in cols for e in c) == ["T0", "T1", "T2", "T3"]
 
 
 def test_three_rounds_demo_extends_back_along_chain():
@@ -39,28 +39,28 @@ def test_length_guard_breaks_chain():
     log = []
     cols, _ = synthesize_rounds(["x " * 50, "y"], echo_engine(log), rounds=2, max_model_len=60, max_new_tokens=10)
     assert log[1] == [cook_context("y")]
-    assert cols[0][0]["followed_by_next"] is False and cols[0][1]["inherit_from_prev"] is False
+    assert cols[0][0].followed_by_next is False and cols[0][1].inherit_from_prev is False
 
 
 def test_failure_gives_zero_pairs_and_no_link():
     log = []
     cols, failures = synthesize_rounds(["T0", "FAIL1"], echo_engine(log), rounds=2)
     assert failures == 1
-    assert cols[0][1]["QA_list"] == [] and cols[0][1]["inherit_from_prev"] is False
+    assert cols[0][1].qa_list == [] and cols[0][1].inherit_from_prev is False
     # the next round after a zero-pair entry gets no demonstration
     cols, _ = synthesize_rounds(["FAIL0", "T1"], echo_engine(log := []), rounds=2)
-    assert log[1] == [cook_context("T1")] and cols[0][0]["followed_by_next"] is False
+    assert log[1] == [cook_context("T1")] and cols[0][0].followed_by_next is False
 
 
 def test_leftover_chains_are_kept():
     log = []
     cols, _ = synthesize_rounds(["a", "b", "c", "d", "e"], echo_engine(log), rounds=2)
     # round 0 has 3 texts, round 1 has 2: the third chain is prepended to item 0's chain, unconnected
-    assert sorted(e["context"] for c in cols for e in c) == ["a", "b", "c", "d", "e"]
+    assert sorted(e.context for c in cols for e in c) == ["a", "b", "c", "d", "e"]
     first = cols[0]
-    assert [e["context"] for e in first] == ["c", "a", "d"]
-    assert first[0]["followed_by_next"] is False
-    assert first[2]["inherit_from_prev"] is True
+    assert [e.context for e in first] == ["c", "a", "d"]
+    assert first[0].followed_by_next is False
+    assert first[2].inherit_from_prev is True
 
 
 def test_split_long_text_fits_and_preserves_words():
@@ -80,9 +80,9 @@ def test_extras_are_copied_into_entries():
         rounds=2,
         extras=[{"id": 0}, {"id": 1, "source": "s"}, {"id": 2, "context": "not me"}],
     )
-    by_ctx = {e["context"]: e for c in cols for e in c}
-    assert by_ctx["T1"]["source"] == "s" and [by_ctx[t]["id"] for t in ("T0", "T1", "T2")] == [0, 1, 2]
-    assert by_ctx["T2"]["context"] == "T2"  # an extra key never overrides the format's own keys
+    by_ctx = {e.context: e for c in cols for e in c}
+    assert by_ctx["T1"].carried["source"] == "s" and [by_ctx[t].carried["id"] for t in ("T0", "T1", "T2")] == [0, 1, 2]
+    assert by_ctx["T2"].context == "T2"  # an extra key never overrides the format's own keys
 
 
 def test_split_long_text_with_a_real_tokenizer(mistral_model):

@@ -2,8 +2,8 @@ import time
 from collections import Counter
 
 from megatron_ipt.assets import opticks_paragraphs
+from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, cook_context, pair_type, parse_pred
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.format import COT_ANSWER_MARK, COT_QUESTION_MARK, cook_context, pair_type, parse_pred
 from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 
@@ -34,13 +34,14 @@ def test_rules_over_real_text_multi_round():
     dt = time.perf_counter() - t
     entries = [e for c in cols for e in c]
     assert len(entries) == len(texts)
-    per_text = sum(len(e["QA_list"]) for e in entries) / len(texts)
+    per_text = sum(len(e.qa_list) for e in entries) / len(texts)
     assert per_text >= 2, per_text
     print(f"rules: {len(texts) / dt:.0f} texts/s, {per_text:.2f} pairs/text, failures={failures}")
 
 
 def valid_cot(pair):
-    """The reference's CoT validation (§4.2): Q ends with the marker, A splits into exactly 2 non-empty parts."""
+    """The released code's CoT validation (corpus/pairs.py): Q ends with the marker, A splits into exactly 2
+    non-empty parts."""
     q, a = pair["Q"], pair["A"]
     parts = a.split(COT_ANSWER_MARK)
     return q.endswith(COT_QUESTION_MARK) and len(parts) == 2 and all(x.strip() for x in parts)

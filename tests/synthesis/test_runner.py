@@ -5,7 +5,7 @@ import os
 import pytest
 
 from megatron_ipt.assets import opticks_paragraphs
-from megatron_ipt.data.jsonl import InputError
+from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.engines import build_engine
 from megatron_ipt.synthesis.rules import RulesEngine
 from megatron_ipt.synthesis.runner import format_summary, run

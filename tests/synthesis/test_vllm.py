@@ -20,8 +20,8 @@ import urllib.request
 import pytest
 
 from megatron_ipt.assets import opticks_paragraphs, smollm2_hf_dir
+from megatron_ipt.formats.wire import cook_context, parse_pred
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.format import cook_context, parse_pred
 from megatron_ipt.synthesis.rounds import synthesize_rounds
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -157,10 +157,10 @@ def test_offline_engine_in_multi_round_synthesis(offline):
         count_tokens=offline.count_tokens,
     )
     assert failures == 0 and len(seen) == 4
-    entries = {e["context"]: e for c in cols for e in c}
+    entries = {e.context: e for c in cols for e in c}
     assert sorted(entries) == sorted(texts)
     for prompt, gen in seen.items():
-        assert entries[prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]]["QA_list"] == parse_pred(gen)
+        assert entries[prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]].qa_list == parse_pred(gen)
 
 
 def free_port():

@@ -50,7 +50,7 @@ class Generation:
 def load_token_counter(spec: TokenizerSpec):
     """A token counter from the ``--tokenizer`` flags (``TokenizerSpec.from_args``).
 
-    Prompts hold a literal ``<s>``, so no special tokens are added (format.py's BOS convention), whatever the spec
+    Prompts hold a literal ``<s>``, so no special tokens are added (the BOS convention of formats/wire.py), whatever the spec
     says."""
     tokenizer = replace(spec, include_special_tokens=False).build()
     return lambda text: len(tokenizer.encode(text))
@@ -108,7 +108,7 @@ class Engine:
 
     def _ids(self, text):
         """The model tokenizer's ids of a prompt (engines with ``self.tokenizer``); no special tokens: the prompt's
-        literal <s> is its only BOS (format.py)."""
+        literal <s> is its only BOS (megatron_ipt/formats/wire.py)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _tokenize_fitting(self, texts, max_tokens):

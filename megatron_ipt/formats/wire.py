@@ -1,4 +1,6 @@
-"""Wire format of the instruction synthesizer (reference §2.2) and the parser of its output (§4.1).
+"""Wire format of the released instruction synthesizer (model card instruction-pretrain/instruction-synthesizer;
+Cheng et al. 2024, arXiv 2406.14491) and the parser of its output, as the released code parses it
+(github.com/microsoft/LMOps instruction_pretrain/).
 
 BOS convention (one rule, used by every engine): the literal strings ``<s>``/``</s>`` are part of the prompt
 text, exactly as in tuning, and the model's tokenizer never adds special tokens of its own
@@ -27,7 +29,7 @@ COT_ANSWER_MARK = "\nTherefore, the answer is "
 
 
 def cook_context(text: str) -> str:
-    """``<s> <CON> {text} </CON>\\n\\n``; just ``<s>`` for an empty text (as the reference code does)."""
+    """``<s> <CON> {text} </CON>\\n\\n``; just ``<s>`` for an empty text (as the released code does)."""
     if not text:
         return BOS
     return BOS + CONTEXT_TEMPLATE.format(context=text) + DELIMITER
@@ -44,7 +46,7 @@ def cook_example(text: str, pairs) -> str:
 
 
 def parse_pred(pred: str, dedup: bool = True) -> list:
-    """Raw generation -> ``[{"Q": q, "A": a}, ...]`` following §4.1 exactly.
+    """Raw generation -> ``[{"Q": q, "A": a}, ...]`` exactly as the released code parses it.
 
     Split on </END>; the tail after the last </END> is dropped (truncated by max_tokens or junk); a part
     needs exactly one <ANS>, a question starting with <QUE> and a non-empty answer. With ``dedup`` the first
@@ -74,7 +76,8 @@ def parse_pred(pred: str, dedup: bool = True) -> list:
 
 
 def pair_type(pair) -> str:
-    """Coarse kind for statistics: 'cot' (with or without options), 'options' or 'free-form' (§2.2 table)."""
+    """Coarse kind for statistics: 'cot' (with or without options), 'options' or 'free-form' (the kinds of pairs
+    in the synthesizer's tuning data)."""
     if COT_QUESTION_MARK in pair["Q"] or COT_ANSWER_MARK in pair["A"]:
         return "cot"
     if OPTIONS_MARK in pair["Q"]:

@@ -1,0 +1,129 @@
+"""Streaming input: file/glob/directory expansion, .gz/.zst decompression and byte-range shards. Nothing here
+holds more than one line (plus I/O buffers) in memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+JSONL_SUFFIXES = tuple(s + c for s in (".jsonl", ".json", ".ndjson") for c in ("",) + COMPRESSED_SUFFIXES)
+_BUFFER = 1 << 20
+
+
+class InputError(Exception):
+    """A problem with the user's input, located to a file and line. `skippable`: --skip-bad-lines would have
+    skipped and counted this line instead (the tools then say so)."""
+
+    def __init__(self, path: str, line: Optional[int], problem: str, skippable: bool = False):
+        self.path, self.line, self.problem, self.skippable = path, line, problem, skippable
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # keep the fields across process boundaries
+        return InputError, (self.path, self.line, self.problem, self.skippable)
+
+
+def expand_inputs(spec: str, dir_suffixes: Sequence[str] = JSONL_SUFFIXES, what: str = "JSONL files") -> List[str]:
+    """A file, a glob (`data/*.jsonl.gz`, `**` allowed) or a directory (its files ending in `dir_suffixes`,
+    recursively), sorted."""
+    if os.path.isdir(spec):
+        suffixes = tuple(dir_suffixes)
+        found = [
+            os.path.join(root, name) for root, _, names in os.walk(spec) for name in names if name.endswith(suffixes)
+        ]
+        if not found:
+            raise InputError(spec, None, f"directory has no {what} (looked for {', '.join(suffixes)})")
+        return sorted(found)
+    if glob.has_magic(spec):
+        found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise InputError(spec, None, "glob matches no files")
+        return found
+    if not os.path.isfile(spec):
+        raise InputError(spec, None, "no such file or directory")
+    return [spec]
+
+
+def is_compressed(path: str) -> bool:
+    return path.endswith(COMPRESSED_SUFFIXES)
+
+
+def open_binary(path: str) -> io.BufferedIOBase:
+    """Open for reading bytes, decompressing .gz/.zst(d) on the fly."""
+    if path.endswith(".gz"):
+        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=_BUFFER)
+    if path.endswith((".zst", ".zstd")):
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), buffer_size=_BUFFER)
+    return open(path, "rb", buffering=_BUFFER)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The lines of `path` that start in bytes [start, end); end None = to the end (compressed files are whole)."""
+
+    path: str
+    start: int = 0
+    end: Optional[int] = None
+
+    @property
+    def label(self) -> str:
+        return self.path if self.start == 0 and self.end is None else f"{self.path}[{self.start}:{self.end}]"
+
+
+def plan_shards(paths: List[str], target_bytes: int) -> List[Shard]:
+    """Split plain files into byte ranges of about `target_bytes`; compressed files stay whole (no seeking)."""
+    shards = []
+    for path in paths:
+        size = os.path.getsize(path)
+        if is_compressed(path) or size <= target_bytes:
+            shards.append(Shard(path))
+            continue
+        starts = list(range(0, size, target_bytes))
+        for i, start in enumerate(starts):
+            shards.append(Shard(path, start, starts[i + 1] if i + 1 < len(starts) else None))
+    return shards
+
+
+def iter_lines(shard: Shard) -> Iterator[Tuple[int, Optional[int], bytes]]:
+    """Yield (byte offset or -1 when compressed, line number if known, raw line) for each line of the shard.
+
+    A line belongs to the shard its first byte falls in, so adjacent shards never share or drop a line.
+    Line numbers are known when the shard starts at the top of its file; otherwise `line_number_at`
+    computes one on demand (only needed to report an error).
+    """
+    with open_binary(shard.path) as f:
+        offset, number = 0, 1
+        if shard.start > 0:
+            f.seek(shard.start - 1)
+            offset = shard.start - 1 + len(f.readline())  # skip the line that began in the previous shard
+            number = None
+        compressed = is_compressed(shard.path)
+        for raw in f:
+            if shard.end is not None and offset >= shard.end:
+                return
+            yield (-1 if compressed else offset), number, raw
+            offset += len(raw)
+            if number is not None:
+                number += 1
+
+
+def line_number_at(path: str, offset: int) -> int:
+    """1-based number of the line starting at byte `offset` of a plain file (counts newlines before it)."""
+    count, done = 0, 0
+    with open(path, "rb", buffering=0) as f:
+        while done < offset:
+            chunk = f.read(min(_BUFFER, offset - done))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            done += len(chunk)
+    return count + 1
