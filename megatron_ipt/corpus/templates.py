@@ -111,7 +111,7 @@ class TemplateLibrary:
         return max(len(p) for p in self.recognized_unanswerable)
 
     def sizes(self) -> Dict[str, int]:
-        """Pool sizes, for the README and the tests."""
+        """Pool sizes, for docs/corpus.md and the tests."""
         out = {f"qa/{k}": len(v) for k, v in self.qa.items()}
         for name in (
             "option_starts",

@@ -9,7 +9,7 @@
   instruction), with the assistant turn started with ``<QUE>``. Needs a tokenizer that has a chat template.
 
 The started ``<QUE>`` is put back in front of the generation before parsing, so the parser (``parse_pred``)
-sees the wire format in every style. What these styles yield with a small general model is measured in the README.
+sees the wire format in every style. What these styles yield with a small general model is measured in docs/synthesis.md.
 """
 
 from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK, QUE, cook_example

