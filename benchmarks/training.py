@@ -70,10 +70,11 @@ def _bare(flags, tok, warmup):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5, help="untimed first steps of each run (at most half of --iters)")
     p.add_argument("--model", default="tiny")
     p.add_argument("--micro-batch-size", type=int, default=4)
     opts = p.parse_args()
+    warmup = min(opts.warmup, opts.iters // 2)  # a short run (--iters 5) still times some steps
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port())
 
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
@@ -108,11 +109,11 @@ def main():
 
     ours, bare = [], []
     for run in (_ours, _bare, _bare, _ours):
-        (ours if run is _ours else bare).extend(run(flags, tok, opts.warmup))
+        (ours if run is _ours else bare).extend(run(flags, tok, warmup))
     o, b = statistics.median(ours), statistics.median(bare)
     print(
         f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {_config(flags).model.seq_length}, "
-        f"2 x {opts.iters - opts.warmup} timed steps each after {opts.warmup} warm-up"
+        f"2 x {opts.iters - warmup} timed steps each after {warmup} warm-up"
     )
     print(f"ours: {o * 1000:.2f} ms/step (median)   bare megatron-core: {b * 1000:.2f} ms/step   ratio {o / b:.3f}x")
 
