@@ -38,7 +38,7 @@ def _single_process_rendezvous() -> None:
 class CheckpointSpec:
     """Our checkpoint to evaluate: its directory, and the model, layout and tokenizer to load it into."""
 
-    load: str
+    load: Optional[str]  # required: MegatronModel says so
     model: ModelConfig
     parallel: ParallelConfig
     precision: PrecisionConfig
@@ -51,11 +51,10 @@ class CheckpointSpec:
         tools/convert_checkpoint.py) stands for --model, and its tokenizer/ (converted models) for the tokenizer."""
         from megatron_ipt.training import checkpoint
 
-        load, implied = args.load, []
-        model = args.model or DEFAULT_MODEL
+        load, implied, default_model = args.load, [], DEFAULT_MODEL
         model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
         if load and args.model is None and os.path.isfile(model_file):
-            model = model_file
+            default_model = model_file
             implied += ["--model", model_file]
         tokenizer = TokenizerSpec.from_args(args)
         tokenizer_dir = os.path.join(load or "", "tokenizer")
@@ -66,7 +65,7 @@ class CheckpointSpec:
             print(f"from {load} (its model.json / tokenizer/): {' '.join(implied)}", flush=True)
         return cls(
             load=load,
-            model=ModelConfig.from_args(args, default_model=model),
+            model=ModelConfig.from_args(args, default_model),
             parallel=ParallelConfig.from_args(args),
             precision=PrecisionConfig.from_args(args),
             tokenizer=tokenizer,
