@@ -21,10 +21,16 @@ def _free_port():
         return str(s.getsockname()[1])
 
 
-def _ours(flags, tok, warmup):
-    from megatron_ipt.training import config, loop, parallel
+def _config(flags):
+    from megatron_ipt.training import config
 
-    times = loop.train(config.parse_args(flags), tok)["step_times"][warmup:]
+    return config.TrainingConfig.from_args(config.build_parser().parse_args(flags))
+
+
+def _ours(flags, tok, warmup):
+    from megatron_ipt.training import loop, parallel
+
+    times = loop.train(_config(flags), tok)["step_times"][warmup:]
     parallel.destroy()
     return times
 
@@ -33,16 +39,16 @@ def _bare(flags, tok, warmup):
     """The same setup, then only zero-grad, forward-backward and megatron's optimizer.step() per iteration."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_ipt.training import config, data, loop, parallel
+    from megatron_ipt.training import data, loop, parallel
 
-    args = config.parse_args(flags)
-    chunks, optimizer, _ = loop.setup(args)
+    run, chunks, optimizer, _ = loop.setup(_config(flags))
+    micro_batch_size, seq_length = run.config.optimizer.micro_batch_size, run.config.model.seq_length
     del optimizer.get_grad_norm  # megatron's own step, without our non-finite grad-norm guard
-    train_ds = data.build_datasets(args, data.MegatronTokenizerAdapter(tok))[0]
-    iterator = data.batches(train_ds, 0, args.micro_batch_size)
+    train_ds = data.build_datasets(run, data.MegatronTokenizerAdapter(tok))[0]
+    iterator = data.batches(train_ds, 0, micro_batch_size)
     forward_backward = get_forward_backward_func()
     times = []
-    for _ in range(args.train_iters):
+    for _ in range(run.train_iters):
         start = time.perf_counter()
         chunks[0].zero_grad_buffer()
         optimizer.zero_grad()
@@ -50,9 +56,9 @@ def _bare(flags, tok, warmup):
             forward_step_func=loop._forward_step,
             data_iterator=iterator,
             model=chunks,
-            num_microbatches=args.num_microbatches,
-            seq_length=args.seq_length,
-            micro_batch_size=args.micro_batch_size,
+            num_microbatches=run.num_microbatches,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
             forward_only=False,
         )
         optimizer.step()
@@ -64,17 +70,18 @@ def _bare(flags, tok, warmup):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5, help="untimed first steps of each run (at most half of --iters)")
     p.add_argument("--model", default="tiny")
     p.add_argument("--micro-batch-size", type=int, default=4)
     opts = p.parse_args()
+    warmup = min(opts.warmup, opts.iters // 2)  # a short run (--iters 5) still times some steps
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port())
 
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     from megatron_ipt import assets
     from megatron_ipt.data.tokenizer import build_tokenizer
-    from megatron_ipt.training import callbacks, config
+    from megatron_ipt.training import callbacks
 
     tok = build_tokenizer("SentencePieceTokenizer", assets.mistral_tokenizer_model())
     workdir = tempfile.mkdtemp(prefix="bench-training-")
@@ -102,20 +109,18 @@ def main():
 
     ours, bare = [], []
     for run in (_ours, _bare, _bare, _ours):
-        (ours if run is _ours else bare).extend(run(flags, tok, opts.warmup))
+        (ours if run is _ours else bare).extend(run(flags, tok, warmup))
     o, b = statistics.median(ours), statistics.median(bare)
-    args = config.parse_args(flags)
     print(
-        f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {args.seq_length}, "
-        f"2 x {opts.iters - opts.warmup} timed steps each after {opts.warmup} warm-up"
+        f"model {opts.model}, micro batch {opts.micro_batch_size}, seq {_config(flags).model.seq_length}, "
+        f"2 x {opts.iters - warmup} timed steps each after {warmup} warm-up"
     )
     print(f"ours: {o * 1000:.2f} ms/step (median)   bare megatron-core: {b * 1000:.2f} ms/step   ratio {o / b:.3f}x")
 
-    hand = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"])
-    hand.global_batch_size, hand.padded_vocab_size = 4, 32000
+    tiny = _config(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"]).model
     per_layer = 64 * (64 + 2 * 32) + 64 * 64 + 64 * 64 + 3 * 64 * 176
     expected = 6 * 4 * 64 * (2 * per_layer + 64 * 32000)
-    got = callbacks.flops_per_iteration(hand)
+    got = callbacks.flops_per_iteration(tiny, global_batch_size=4, padded_vocab_size=32000)
     print(
         f"FLOPs/iteration (tiny, GBS 4): formula {got:.6e} vs hand count {expected:.6e} -> "
         f"{'match' if got == expected else 'MISMATCH'}"

@@ -44,46 +44,88 @@ def build_tasks_main(argv) -> int:
 
 
 def run_main(argv) -> int:
+    from megatron_ipt.data.tokenizer import add_tokenizer_args
     from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS, run
+    from megatron_ipt.training import config
 
-    p = argparse.ArgumentParser(
-        prog="tools/evaluate.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    p.add_argument("--tasks", nargs="+", required=True, help="task files, globs or directories of *.jsonl")
-    p.add_argument("--hf-model", default=None, help="a Hugging Face model directory (else --load DIR + model flags)")
-    p.add_argument(
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    own.add_argument("--tasks", nargs="+", required=True, help="task files, globs or directories of *.jsonl")
+    own.add_argument("--hf-model", default=None, help="a Hugging Face model directory (else --load DIR + model flags)")
+    own.add_argument(
         "--hf-dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
         help="auto: bfloat16 on GPU, float32 on CPU",
     )
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument(
+    own.add_argument("--micro-batch-size", type=int, default=8, help="sequences per forward pass")
+    own.add_argument(
         "--max-length",
         type=int,
         default=None,
         help="longest sequence scored (default: min(2048, the model's max positions)); prompts are cut on the left",
     )
-    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
-    p.add_argument(
+    own.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    own.add_argument(
         "--start-token",
         default="auto",
         choices=["auto", "bos", "eod", "none"],
         help="token put before every prompt; auto: what the tokenizer/packer puts at a document's start",
     )
-    p.add_argument("--limit", type=int, default=None, help="first N items of each task")
-    p.add_argument("--skip-bad-lines", action="store_true", help="skip (and count) bad task lines instead of stopping")
-    p.add_argument("--output", default=None, help="JSON report path")
-    p.add_argument("--predictions-dir", default=None, help="write per-item predictions as <task>.jsonl here")
-    p.add_argument("--tensorboard-dir", default=None, help="add eval/<task>/<metric> scalars to this run's TensorBoard")
-    p.add_argument(
+    own.add_argument("--limit", type=int, default=None, help="first N items of each task")
+    own.add_argument(
+        "--skip-bad-lines", action="store_true", help="skip (and count) bad task lines instead of stopping"
+    )
+    own.add_argument("--output", default=None, help="JSON report path")
+    own.add_argument("--predictions-dir", default=None, help="write per-item predictions as <task>.jsonl here")
+    own.add_argument(
+        "--tensorboard-dir", default=None, help="add eval/<task>/<metric> scalars to this run's TensorBoard"
+    )
+    own.add_argument(
         "--step", type=int, default=None, help="TensorBoard step (default: the checkpoint's iteration, or 0)"
     )
-    opts, model_argv = p.parse_known_args(argv)
-    return run(opts, model_argv)
+    # our checkpoint: --load and tools/pretrain.py's flags for the model it holds
+    checkpoint = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    checkpoint.add_argument(
+        "--load", default=None, help="checkpoint directory (its model.json and tokenizer/ are used when present)"
+    )
+    config.add_model_args(checkpoint)
+    config.add_parallel_args(checkpoint)
+    config.add_precision_args(checkpoint)
+    add_tokenizer_args(checkpoint, required=False, default_type="SentencePieceTokenizer")
+    p = argparse.ArgumentParser(
+        prog="tools/evaluate.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        parents=[own, checkpoint],
+    )
+    opts = p.parse_args(argv)
+    if opts.hf_model:
+        _, checkpoint_flags = own.parse_known_args(argv)
+        if checkpoint_flags:
+            raise SystemExit(f"unrecognized arguments with --hf-model: {' '.join(checkpoint_flags)}")
+
+    def open_model():
+        if opts.hf_model:
+            from megatron_ipt.evaluation.hf_backend import HFModel
+
+            return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
+        from megatron_ipt.evaluation.megatron_backend import CheckpointSpec, MegatronModel
+
+        spec = CheckpointSpec.from_args(opts)
+        return MegatronModel(spec, opts.micro_batch_size, opts.max_length, opts.start_token)
+
+    return run(
+        open_model,
+        opts.tasks,
+        skip_bad_lines=opts.skip_bad_lines,
+        limit=opts.limit,
+        max_new_tokens=opts.max_new_tokens,
+        output=opts.output,
+        predictions_dir=opts.predictions_dir,
+        tensorboard_dir=opts.tensorboard_dir,
+        step=opts.step,
+    )
 
 
 def main(argv=None) -> int:

@@ -7,12 +7,13 @@ from megatron_ipt.training import config, loop
 
 
 def main(argv=None) -> int:
-    args = config.parse_args(argv)
-    from megatron_ipt.data.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model)
+    args = config.build_parser().parse_args(argv)
+    training = config.TrainingConfig.from_args(args)
+    if training.data.tokenizer is None:
+        raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
+    tokenizer = training.data.tokenizer.build()
     try:
-        result = loop.train(args, tokenizer)
+        result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
         print(f"error: {error}; exiting (pass --skip-nonfinite-loss to skip such steps)", file=sys.stderr, flush=True)
         return 2

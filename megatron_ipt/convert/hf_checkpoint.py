@@ -10,7 +10,6 @@ saved at any TP/PP) into a TP=1/PP=1 model and writes a HF directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -22,6 +21,14 @@ from tqdm import tqdm
 
 from megatron_ipt.convert import hf_io, llama
 from megatron_ipt.convert.llama import ConversionError
+from megatron_ipt.training.config import (
+    HF_CONFIG_KEY,
+    PRESETS,
+    ModelConfig,
+    ParallelConfig,
+    PrecisionConfig,
+    pad_vocab,
+)
 
 TOKENIZER_DIR = "tokenizer"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -32,11 +39,11 @@ def _hf_dtype(hf: dict) -> torch.dtype:
     return torch.bfloat16 if (hf.get("dtype") or hf.get("torch_dtype")) == "bfloat16" else torch.float32
 
 
-def _build_model(model_file: str, dtype: torch.dtype, *overrides: str):
+def _build_model(model: ModelConfig, dtype: torch.dtype):
     """A TP=1/PP=1 GPTModel (no random init) in this process, with process groups set up the way training sets
     them up (gloo + the CPU backend without CUDA). The local layer spec, so no Transformer Engine is needed: its
     sharded state dict uses the TE names, so the checkpoint loads into TE models all the same."""
-    from megatron_ipt.training import config, models, parallel
+    from megatron_ipt.training import models
 
     if int(os.environ.get("WORLD_SIZE", "1")) != 1:
         raise ConversionError(
@@ -48,23 +55,9 @@ def _build_model(model_file: str, dtype: torch.dtype, *overrides: str):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    flags = [
-        "--model",
-        model_file,
-        "--micro-batch-size",
-        "1",
-        "--train-iters",
-        "1",
-        "--transformer-impl",
-        "local",
-        *(["--bf16"] if dtype == torch.bfloat16 else []),
-        *overrides,
-    ]
-    args = config.parse_args(flags)
-    parallel.initialize(args)
-    tconfig = models.transformer_config(args)
-    tconfig.perform_initialization = False  # every parameter is overwritten
-    return models.build_model_chunks(args, tconfig)[0]
+    precision = PrecisionConfig(bf16=dtype == torch.bfloat16, transformer_impl="local")
+    chunks, _ = models.build(model, ParallelConfig(), precision, initialize_weights=False)  # all weights are loaded
+    return chunks[0]
 
 
 def _check_save_dir(save_dir: str) -> None:
@@ -97,30 +90,27 @@ def import_hf(
 ) -> dict:
     """Convert a HF Llama/Mistral directory into our checkpoint in `save_dir`, its vocabulary padded Megatron's
     way (make_vocab_size_divisible_by x tensor_model_parallel_size; any TP loads it). Returns a summary dict."""
-    from megatron_ipt.training import checkpoint, config, models, parallel
+    from megatron_ipt.training import checkpoint, parallel
 
     start = time.time()
     hf = hf_io.read_config(hf_dir)
     fields = llama.model_fields_from_hf(hf, os.path.join(hf_dir, "config.json"))
     fields["make_vocab_size_divisible_by"] = make_vocab_size_divisible_by
     vocab = fields["vocab_size"]
-    padded = models.pad_vocab(vocab, tensor_model_parallel_size, make_vocab_size_divisible_by)
+    padded = pad_vocab(vocab, tensor_model_parallel_size, make_vocab_size_divisible_by)
     torch_dtype = DTYPES[dtype] if dtype else _hf_dtype(hf)
     reader = hf_io.SafetensorsReader(hf_dir)
     reader.check(llama.hf_shapes(fields))  # every input problem is reported before any work
     _check_save_dir(save_dir)
     os.makedirs(save_dir, exist_ok=True)
-    model_file = checkpoint.write_model_file(save_dir, {**fields, config.HF_CONFIG_KEY: hf})
+    model_file = checkpoint.write_model_file(save_dir, {**fields, HF_CONFIG_KEY: hf})
     tokenizer_files = []
     if hf_io.has_tokenizer(hf_dir):
         with hf_io.atomic_directory(os.path.join(save_dir, TOKENIZER_DIR)) as tmp:
             tokenizer_files = hf_io.copy_tokenizer_files(hf_dir, tmp)
-    model = _build_model(
-        model_file,
-        torch_dtype,
-        "--make-vocab-size-divisible-by",
-        str(make_vocab_size_divisible_by * tensor_model_parallel_size),
-    )
+    # saved from TP=1 with the rows a model at tensor_model_parallel_size pads to
+    divisible_by = make_vocab_size_divisible_by * tensor_model_parallel_size
+    model = _build_model(ModelConfig(**{**fields, "make_vocab_size_divisible_by": divisible_by}), torch_dtype)
     try:
         params = dict(model.named_parameters())
         log(
@@ -205,12 +195,12 @@ def export_hf(
     tokenizer files from (default: the `tokenizer/` beside the model file, when there is one)."""
     from megatron.core import dist_checkpointing
 
-    from megatron_ipt.training import checkpoint, config, parallel
+    from megatron_ipt.training import checkpoint, parallel
 
     start = time.time()
     hf_io.check_new_directory(hf_dir)
     model_file = model_file or os.path.join(load_dir, checkpoint.MODEL_FILE)
-    if model_file not in config.PRESETS and not os.path.isfile(model_file):
+    if model_file not in PRESETS and not os.path.isfile(model_file):
         raise ConversionError(
             f"{model_file} not found: pass --model (the model.json of the converted base model, or a preset)"
         )
@@ -218,11 +208,8 @@ def export_hf(
     if iteration is None:
         raise ConversionError(f"{load_dir}: no committed checkpoint ({checkpoint.MARKER} is missing)")
     directory = os.path.join(load_dir, f"iter_{iteration:07d}")
-    base = None
-    if os.path.isfile(model_file):
-        with open(model_file, encoding="utf-8") as f:
-            base = json.load(f).get(config.HF_CONFIG_KEY)
-    fields = config.model_fields(model_file)
+    model = ModelConfig.load(model_file)
+    fields = model.model_fields()
     vocab = fields["vocab_size"]
     embedding = dist_checkpointing.load_tensors_metadata(directory)["embedding.word_embeddings.weight"]
     if embedding.global_shape[0] < vocab:
@@ -234,17 +221,19 @@ def export_hf(
     beside = os.path.join(os.path.dirname(os.path.abspath(model_file)), TOKENIZER_DIR)
     if tokenizer_dir is None and os.path.isfile(model_file) and os.path.isdir(beside):
         tokenizer_dir = beside
-    model = _build_model(model_file, torch_dtype)
+    module = _build_model(model, torch_dtype)
     try:
-        _check_against_checkpoint(model, directory, model_file)
+        _check_against_checkpoint(module, directory, model_file)
         log(f"loading {directory} (iteration {iteration})")
-        checkpoint.load_weights(load_dir, [model])
-        params = {name: p.detach().cpu() for name, p in model.named_parameters()}  # safetensors writes host memory
+        checkpoint.load_weights(load_dir, [module])
+        params = {name: p.detach().cpu() for name, p in module.named_parameters()}  # safetensors writes host memory
     finally:
         parallel.destroy()
     with hf_io.atomic_directory(hf_dir) as tmp:
         files = hf_io.write_safetensors(tmp, llama.megatron_to_hf(params, fields), torch_dtype)
-        hf_io.write_json(os.path.join(tmp, "config.json"), llama.hf_config_from_fields(fields, base, torch_dtype))
+        hf_io.write_json(
+            os.path.join(tmp, "config.json"), llama.hf_config_from_fields(fields, model.hf_config, torch_dtype)
+        )
         tokenizer_files = hf_io.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
     summary = {
         "hf_dir": hf_dir,

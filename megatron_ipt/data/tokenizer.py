@@ -226,6 +226,11 @@ class HuggingFaceTokenizer(_ByteLevelNative):
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
+    def special_ids_of_empty_text(self) -> List[int]:
+        """What the tokenizer's special tokens make of an empty text (e.g. Llama-3's BOS), whatever
+        include_special_tokens says: what encoding with them puts around every document."""
+        return self._tok.encode("", add_special_tokens=True).ids
+
     @property
     def unique_identifiers(self) -> dict:
         return {**super().unique_identifiers, "include_special_tokens": self.include_special_tokens}

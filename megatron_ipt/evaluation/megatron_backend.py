@@ -1,5 +1,6 @@
-"""Our megatron-core checkpoint as an evaluation model: built by megatron_ipt.training.models from the same flags
-as tools/pretrain.py, weights loaded (any saved TP/PP layout) by checkpoint.load_weights.
+"""Our megatron-core checkpoint as an evaluation model: built by megatron_ipt.training.models.build from a model config
+(tools/pretrain.py's model flags, or the checkpoint's model.json), weights loaded (any saved TP/PP layout) by
+checkpoint.load_weights.
 
 Parallelism: tensor parallel across the ranks of a TP group (the vocab-parallel logits are gathered, so every
 TP rank sees the full vocabulary and makes the same choices), data parallel across TP groups (requests are
@@ -10,13 +11,17 @@ the checkpoint reshards to PP=1 on load; split a large model with TP instead. La
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
-from typing import List, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import torch
 
+from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, Tokenizer, TokenizerSpec
 from megatron_ipt.evaluation.lm import LanguageModel, Request
+from megatron_ipt.training.config import DEFAULT_MODEL, ModelConfig, ParallelConfig, PrecisionConfig
 
 
 def _single_process_rendezvous() -> None:
@@ -29,66 +34,101 @@ def _single_process_rendezvous() -> None:
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
-def start_ids_for(tokenizer_type: str, tokenizer_model: str, start_token: str, tokenizer) -> List[int]:
-    """`auto`: what pre-training put at a document's start with this tokenizer (our packer: nothing for
-    SentencePiece types, the tokenizer's own special tokens, e.g. Llama-3's BOS, for Hugging Face types)."""
-    from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, build_tokenizer
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Our checkpoint to evaluate: its directory, and the model, layout and tokenizer to load it into."""
 
+    load: Optional[str]  # required: MegatronModel says so
+    model: ModelConfig
+    parallel: ParallelConfig
+    precision: PrecisionConfig
+    tokenizer: Optional[TokenizerSpec]
+
+    @classmethod
+    def from_args(cls, args) -> "CheckpointSpec":
+        """tools/evaluate.py's flags: --load plus tools/pretrain.py's model, parallelism, precision and tokenizer
+        flags. A checkpoint directory describes itself: its model.json (tools/pretrain.py --save,
+        tools/convert_checkpoint.py) stands for --model, and its tokenizer/ (converted models) for the tokenizer."""
+        from megatron_ipt.training import checkpoint
+
+        load, implied, default_model = args.load, [], DEFAULT_MODEL
+        model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
+        if load and args.model is None and os.path.isfile(model_file):
+            default_model = model_file
+            implied += ["--model", model_file]
+        tokenizer = TokenizerSpec.from_args(args)
+        tokenizer_dir = os.path.join(load or "", "tokenizer")
+        if load and tokenizer is None and os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
+            tokenizer = TokenizerSpec("HuggingFaceTokenizer", tokenizer_dir, native=not args.no_native_tokenizer)
+            implied += ["--tokenizer-type", tokenizer.type, "--tokenizer-model", tokenizer_dir]
+        if implied and int(os.environ.get("RANK", 0)) == 0:
+            print(f"from {load} (its model.json / tokenizer/): {' '.join(implied)}", flush=True)
+        return cls(
+            load=load,
+            model=ModelConfig.from_args(args, default_model),
+            parallel=ParallelConfig.from_args(args),
+            precision=PrecisionConfig.from_args(args),
+            tokenizer=tokenizer,
+        )
+
+
+def start_ids_for(tokenizer_type: str, start_token: str, tokenizer: Tokenizer) -> List[int]:
+    """The ids put before every prompt. `auto`: what pre-training put at a document's start with this tokenizer (our
+    packer: nothing for SentencePiece and tiktoken types, the tokenizer's own special tokens, e.g. Llama-3's BOS, for
+    Hugging Face types)."""
     if start_token == "auto":
-        if tokenizer_type not in HUGGINGFACE_TYPES:
-            return []
-        return build_tokenizer(tokenizer_type, tokenizer_model, include_special_tokens=True, native=False).encode("")
+        return tokenizer.special_ids_of_empty_text() if tokenizer_type in HUGGINGFACE_TYPES else []
     if start_token == "none":
         return []
     token = tokenizer.bos if start_token == "bos" else tokenizer.eod
     if token is None:
-        raise SystemExit(f"--start-token {start_token}: the tokenizer {tokenizer_model} has no such token")
+        raise SystemExit(f"--start-token {start_token}: the tokenizer {tokenizer.model_path} has no such token")
     return [token]
 
 
 class MegatronModel(LanguageModel):
-    def __init__(self, args, batch_size: int, max_length: int = None, start_token: str = "auto"):
+    def __init__(self, spec: CheckpointSpec, batch_size: int, max_length: int = None, start_token: str = "auto"):
         from megatron.core import parallel_state
 
-        from megatron_ipt.data.tokenizer import build_tokenizer
-        from megatron_ipt.training import checkpoint, models, parallel
+        from megatron_ipt.training import checkpoint, models
 
-        if args.pipeline_model_parallel_size != 1:
+        if spec.parallel.pipeline_model_parallel_size != 1:
             raise SystemExit(
                 "evaluation runs at --pipeline-model-parallel-size 1 (the checkpoint reshards on "
                 "load from any TP/PP); use --tensor-model-parallel-size to split a large model"
             )
-        if not args.load:
+        if not spec.load:
             raise SystemExit(
                 "--load DIR is required (a checkpoint directory written by tools/pretrain.py or "
                 "tools/convert_checkpoint.py), or give --hf-model DIR"
             )
-        try:  # before the model, so a wrong tokenizer flag fails fast
-            self.tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model, include_special_tokens=False)
+        if spec.tokenizer is None:
+            raise SystemExit("--tokenizer-model is required (or a --load directory holding tokenizer/)")
+        try:  # before the model, so a wrong tokenizer flag fails fast; prompts are encoded without special tokens
+            self.tokenizer = dataclasses.replace(spec.tokenizer, include_special_tokens=False).build()
         except (ValueError, OSError) as error:
             raise SystemExit(str(error)) from None
-        if self.tokenizer.vocab_size > args.vocab_size:
+        model = spec.model
+        if self.tokenizer.vocab_size > model.vocab_size:
             raise SystemExit(
-                f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model --vocab-size is {args.vocab_size}"
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model --vocab-size is {model.vocab_size}"
             )
         _single_process_rendezvous()
-        parallel.initialize(args)
-        try:
-            tconfig = models.transformer_config(args)
+        try:  # every parameter comes from the checkpoint
+            chunks, _ = models.build(model, spec.parallel, spec.precision, initialize_weights=False)
         except ValueError as error:  # e.g. heads not divisible by the TP size
             raise SystemExit(f"model flags: {error}") from None
-        tconfig.perform_initialization = False  # every parameter comes from the checkpoint
-        self.model = models.build_model_chunks(args, tconfig)[0]
-        self.iteration = checkpoint.load_weights(args.load, [self.model])
+        self.model = chunks[0]
+        self.iteration = checkpoint.load_weights(spec.load, [self.model])
         if self.iteration is None:
-            raise SystemExit(f"--load {args.load}: no checkpoint there (no {checkpoint.MARKER})")
+            raise SystemExit(f"--load {spec.load}: no checkpoint there (no {checkpoint.MARKER})")
         self.model.eval()
-        self.name = os.path.abspath(args.load)
+        self.name = os.path.abspath(spec.load)
         self.backend = "megatron"
-        self.vocab_size = args.vocab_size
+        self.vocab_size = model.vocab_size
         self.batch_size = batch_size
-        self.max_length = max_length or min(2048, args.max_position_embeddings)
-        self.start_ids = start_ids_for(args.tokenizer_type, args.tokenizer_model, start_token, self.tokenizer)
+        self.max_length = max_length or min(2048, model.max_position_embeddings)
+        self.start_ids = start_ids_for(spec.tokenizer.type, start_token, self.tokenizer)
         self.stop_ids = frozenset(t for t in (self.tokenizer.eod,) if t is not None)
         self.device = (
             torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -98,7 +138,7 @@ class MegatronModel(LanguageModel):
         self.dp_group = parallel_state.get_data_parallel_group()
         self.is_writer = torch.distributed.get_rank() == 0
         self.layout = {
-            "tensor_model_parallel_size": args.tensor_model_parallel_size,
+            "tensor_model_parallel_size": spec.parallel.tensor_model_parallel_size,
             "data_parallel_size": self.dp_size,
         }
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from megatron_ipt.evaluation import metrics
 from megatron_ipt.evaluation.lm import LanguageModel
@@ -184,59 +184,29 @@ def write_outputs(
         writer.close()
 
 
-def load_model(opts, model_argv: List[str]) -> LanguageModel:
-    """The HF backend for --hf-model, else our checkpoint from tools/pretrain.py's model flags (`model_argv`)."""
-    if opts.hf_model:
-        if model_argv:
-            raise SystemExit(f"unrecognized arguments with --hf-model: {' '.join(model_argv)}")
-        from megatron_ipt.evaluation.hf_backend import HFModel
-
-        return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
-    from megatron_ipt.evaluation.megatron_backend import MegatronModel
-    from megatron_ipt.training import checkpoint, config
-
-    model_argv = list(model_argv)
-    load = _flag_value(model_argv, "--load")
-    # A checkpoint directory describes itself: model.json (tools/pretrain.py --save, tools/convert_checkpoint.py)
-    # for --model, and tokenizer/ (converted models).
-    implied = []
-    model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
-    if load and _flag_value(model_argv, "--model") is None and os.path.isfile(model_file):
-        implied += ["--model", model_file]
-    if (
-        load
-        and _flag_value(model_argv, "--tokenizer-model") is None
-        and os.path.isfile(os.path.join(load, "tokenizer", "tokenizer.json"))
-    ):
-        implied += ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", os.path.join(load, "tokenizer")]
-    if implied and int(os.environ.get("RANK", 0)) == 0:
-        print(f"from {load} (its model.json / tokenizer/): {' '.join(implied)}", flush=True)
-    # The model part of a tools/pretrain.py command line; the schedule flags it insists on mean nothing here.
-    schedule = [] if _flag_value(model_argv, "--train-iters") else ["--train-iters", "1"]
-    args = config.parse_args(model_argv + implied + ["--micro-batch-size", str(opts.micro_batch_size)] + schedule)
-    return MegatronModel(args, opts.micro_batch_size, opts.max_length, opts.start_token)
-
-
-def _flag_value(argv: List[str], flag: str) -> Optional[str]:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def run(opts, model_argv: List[str]) -> int:
-    """tools/evaluate.py: load the tasks (so a bad file fails before a model loads), score, write outputs."""
+def run(
+    open_model: Callable[[], LanguageModel],
+    task_paths: List[str],
+    *,
+    skip_bad_lines: bool = False,
+    limit: Optional[int] = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    output: Optional[str] = None,
+    predictions_dir: Optional[str] = None,
+    tensorboard_dir: Optional[str] = None,
+    step: Optional[int] = None,
+) -> int:
+    """tools/evaluate.py: load the tasks (so a bad file fails before a model loads), open the model, score, write
+    the outputs. `step`: the TensorBoard step (default: the checkpoint's iteration, or 0)."""
     from megatron_ipt.evaluation.tasks import load_tasks
 
     try:
-        tasks = load_tasks(opts.tasks, opts.skip_bad_lines, opts.limit)
+        tasks = load_tasks(task_paths, skip_bad_lines, limit)
     except InputError as e:
         if int(os.environ.get("RANK", 0)) == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    lm = load_model(opts, model_argv)
+    lm = open_model()
     try:
         if lm.is_writer:
             print(
@@ -252,19 +222,19 @@ def run(opts, model_argv: List[str]) -> int:
                         flush=True,
                     )
         try:
-            report = evaluate(tasks, lm, opts.max_new_tokens, log=lambda m: print(m, flush=True))
+            report = evaluate(tasks, lm, max_new_tokens, log=lambda m: print(m, flush=True))
         except InputError as e:
             if lm.is_writer:
                 print(f"error: {e}", file=sys.stderr, flush=True)
             return 1
         if lm.is_writer:
-            step = opts.step if opts.step is not None else (lm.iteration or 0)
-            write_outputs(report, opts.output, opts.predictions_dir, opts.tensorboard_dir, step)
+            step = step if step is not None else (lm.iteration or 0)
+            write_outputs(report, output, predictions_dir, tensorboard_dir, step)
             print(format_table(report), flush=True)
             for what, where in (
-                ("report", opts.output),
-                ("predictions", opts.predictions_dir),
-                ("TensorBoard scalars eval/<task>/<metric> at step " + str(step), opts.tensorboard_dir),
+                ("report", output),
+                ("predictions", predictions_dir),
+                ("TensorBoard scalars eval/<task>/<metric> at step " + str(step), tensorboard_dir),
             ):
                 if where:
                     print(f"{what}: {where}", flush=True)

@@ -1,9 +1,25 @@
-"""Training configuration: model presets as data, and the Megatron-named CLI flags that override them."""
+"""The training configuration: frozen dataclasses, one per concern, composed into `TrainingConfig`.
+
+Every field is named after the argparse dest of its Megatron-LM flag (`--tensor-model-parallel-size` ->
+`tensor_model_parallel_size`), so `from_args` reads a parsed command line field by field, and adding a flag is one
+field in its dataclass (whose default is the flag's default) plus one `add_argument` line in that group's
+`add_*_args`; a model field needs only the field, its override flag is declared from the dataclass. Values that depend
+on the data-parallel size are computed once, by `TrainingConfig.resolve`, into a `ResolvedConfig`; nothing writes into
+a config after it is built.
+Model presets are data (`PRESETS`); `--model` also takes a model JSON file (e.g. the model.json that
+tools/convert_checkpoint.py and tools/pretrain.py --save write), and the shape flags override either.
+"""
 
 from __future__ import annotations
 
-import argparse
-from typing import Dict, List, Optional
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 
 # Model presets. InstructLM shapes are our choice (the paper gives only parameter counts): Mistral-style blocks
 # (RMSNorm, SwiGLU, RoPE theta 10000, Mistral 32k vocab, untied embeddings). Every preset unties the output layer
@@ -70,44 +86,95 @@ PRESETS: Dict[str, dict] = {
         untie_embeddings_and_output_weights=True,
     ),
 }
-# Every model-shape field, its type, and its value when neither the preset/model file nor a flag sets it (Megatron-LM's
-# defaults; kv_channels None = hidden_size / num_attention_heads). A model file must give the fields without a default.
-MODEL_FIELD_TYPES = {
-    "num_layers": int,
-    "hidden_size": int,
-    "ffn_hidden_size": int,
-    "num_attention_heads": int,
-    "num_query_groups": int,
-    "kv_channels": int,
-    "seq_length": int,
-    "max_position_embeddings": int,
-    "rotary_base": float,
-    "use_rope_scaling": bool,
-    "rope_scaling_factor": float,
-    "norm_epsilon": float,
-    "vocab_size": int,
-    "make_vocab_size_divisible_by": int,
-    "untie_embeddings_and_output_weights": bool,
-}
-MODEL_DEFAULTS = dict(
-    kv_channels=None,
-    use_rope_scaling=False,
-    rope_scaling_factor=8.0,
-    norm_epsilon=1e-5,
-    make_vocab_size_divisible_by=128,
-    untie_embeddings_and_output_weights=False,
-)
-MODEL_FIELDS = list(MODEL_FIELD_TYPES)
-REQUIRED_MODEL_FIELDS = [f for f in MODEL_FIELDS if f not in MODEL_DEFAULTS]
-# A model file (`--model path.json`, written by tools/convert_checkpoint.py next to a converted checkpoint) holds
-# model fields plus this key: the source Hugging Face config.json, which the export back to HF starts from.
+DEFAULT_MODEL = "tiny"
+# A model file holds the model fields plus this key: the source Hugging Face config.json of a converted model, which
+# the export back to HF starts from (so it keeps token ids, chat settings, ...).
 HF_CONFIG_KEY = "hf_config"
 
 
-def load_model_file(path: str) -> dict:
-    """A model JSON file -> its model fields (checked: known names, required fields present, right types)."""
-    import json
+def pad_vocab(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
+    """Megatron's rule: the embedding has vocab_size rows rounded up to a multiple of divisible_by x TP (the tokenizer
+    never produces the extra rows). A checkpoint padded for another TP still loads: megatron-core lets the embedding
+    and output layer differ in rows (the rows both have are loaded, the model's others are zero)."""
+    multiple = divisible_by * tp
+    return ((vocab_size + multiple - 1) // multiple) * multiple
 
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The model's shape: the fields of a model file, each also a flag that overrides the preset or file. Defaults are
+    Megatron-LM's; a preset or model file must give the fields without one. The order of the fields is the order of
+    a model file's keys."""
+
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    kv_channels: Optional[int] = None  # None: hidden_size / num_attention_heads
+    seq_length: int
+    max_position_embeddings: int
+    rotary_base: float
+    use_rope_scaling: bool = False
+    rope_scaling_factor: float = 8.0
+    norm_epsilon: float = 1e-5
+    vocab_size: int
+    make_vocab_size_divisible_by: int = 128
+    untie_embeddings_and_output_weights: bool = False
+    # Not model fields: the `--model` this came from (a preset name or a model file), and the source Hugging Face
+    # config.json a model file carries (converted models).
+    source: str = field(default="", compare=False)
+    hf_config: Optional[dict] = None
+
+    @classmethod
+    def load(cls, model: str, **overrides) -> "ModelConfig":
+        """A preset name or a model JSON file, with `overrides` (model fields; None keeps the loaded value)."""
+        if model in PRESETS:
+            values = dict(PRESETS[model])
+        elif model.endswith(".json") or os.path.isfile(model):
+            values = _read_model_file(model)
+        else:
+            raise SystemExit(
+                f"--model {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model JSON file"
+            )
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(source=model, **values)
+
+    @classmethod
+    def from_args(cls, args, default_model: str = DEFAULT_MODEL) -> "ModelConfig":
+        """The flags of `add_model_args`: `--model` (else `default_model`) overridden by the shape flags given."""
+        return cls.load(args.model or default_model, **{name: getattr(args, name) for name in MODEL_FIELDS})
+
+    def model_fields(self) -> dict:
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
+
+    def to_json(self) -> dict:
+        """The model as a model file's contents (what `--model file.json` reads back)."""
+        fields = self.model_fields()
+        return fields if self.hf_config is None else {**fields, HF_CONFIG_KEY: self.hf_config}
+
+    def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:
+        return pad_vocab(self.vocab_size, tensor_model_parallel_size, self.make_vocab_size_divisible_by)
+
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("source", HF_CONFIG_KEY))
+REQUIRED_MODEL_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if f.name in MODEL_FIELDS and f.default is dataclasses.MISSING
+)
+OPTIONAL_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.default is None)
+
+
+def _plain_type(hint) -> type:
+    """int for int and Optional[int]."""
+    return next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+
+
+MODEL_FIELD_TYPES = {name: _plain_type(hint) for name, hint in typing.get_type_hints(ModelConfig).items()}
+
+
+def _read_model_file(path: str) -> dict:
+    """A model JSON file -> its model fields and source HF config (checked: known names, required fields present,
+    right types; integral floats are accepted for int fields and ints for float fields)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -122,169 +189,347 @@ def load_model_file(path: str) -> dict:
             f"--model {path}: unknown fields {unknown}, missing fields {missing} "
             f"(model fields: {', '.join(MODEL_FIELDS)})"
         )
-    fields = {name: value for name, value in data.items() if name != HF_CONFIG_KEY}
-    for name, value in fields.items():
+    values = dict(data)
+    for name, value in data.items():
+        if name == HF_CONFIG_KEY:
+            continue
         kind = MODEL_FIELD_TYPES[name]
-        if (
-            value is None
-            and name in MODEL_DEFAULTS
-            or isinstance(value, bool) == (kind is bool)
-            and (kind is bool or isinstance(value, (int, float)) and (kind is float or float(value).is_integer()))
+        if value is None and name in OPTIONAL_MODEL_FIELDS:
+            continue
+        if isinstance(value, bool) == (kind is bool) and (
+            kind is bool or isinstance(value, (int, float)) and (kind is float or float(value).is_integer())
         ):
-            fields[name] = value if value is None else kind(value)
+            values[name] = kind(value)
         else:
             raise SystemExit(f"--model {path}: field {name!r} is {value!r}, expected {kind.__name__}")
-    return fields
+    return values
 
 
-def model_fields(model: str) -> dict:
-    """Every model field of a preset name or a model JSON file, defaults filled in."""
-    import os
+class _FromArgs:
+    """A config group whose every field is the argparse dest of its flag."""
 
-    if model in PRESETS:
-        preset = PRESETS[model]
-    elif model.endswith(".json") or os.path.isfile(model):
-        preset = load_model_file(model)
-    else:
-        raise SystemExit(f"--model {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model JSON file")
-    return {**MODEL_DEFAULTS, **preset}
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-def model_description(args) -> dict:
-    """The model this run trains, as a model file's contents: every field as resolved from --model and the flags, plus
-    the source Hugging Face config when --model is a file that carries one (so an export keeps its token ids etc.)."""
-    import json
-    import os
+@dataclass(frozen=True, kw_only=True)
+class ParallelConfig(_FromArgs):
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    num_layers_per_virtual_pipeline_stage: Optional[int] = None
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    distributed_backend: Optional[str] = None  # None: nccl with CUDA, else gloo
 
-    description = {field: getattr(args, field) for field in MODEL_FIELDS}
-    if args.model not in PRESETS and os.path.isfile(args.model):
-        with open(args.model, encoding="utf-8") as f:
-            hf_config = json.load(f).get(HF_CONFIG_KEY)
-        if hf_config is not None:
-            description[HF_CONFIG_KEY] = hf_config
-    return description
+    def virtual_pipeline_model_parallel_size(self, num_layers: int) -> Optional[int]:
+        """Model chunks per pipeline stage (interleaved schedule), as Megatron-LM derives it; None without
+        --num-layers-per-virtual-pipeline-stage."""
+        if not self.num_layers_per_virtual_pipeline_stage:
+            return None
+        return num_layers // self.pipeline_model_parallel_size // self.num_layers_per_virtual_pipeline_stage
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
-    a = p.add_argument
-    a(
+@dataclass(frozen=True, kw_only=True)
+class PrecisionConfig(_FromArgs):
+    """Number formats, the transformer implementation, and activation recomputation."""
+
+    bf16: bool = False
+    fp8_format: Optional[str] = None
+    fp8_amax_history_len: int = 1024
+    fp8_amax_compute_algo: str = "max"
+    transformer_impl: Optional[str] = None  # None: transformer_engine when it imports, else local
+    recompute_granularity: Optional[str] = None
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
+
+    def __post_init__(self):
+        if self.fp8_format and not self.bf16:
+            raise SystemExit("--fp8-format needs --bf16 (FP8 runs inside a BF16 model)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitConfig(_FromArgs):
+    seed: int = 1234
+    init_method_std: float = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerConfig(_FromArgs):
+    """Batch, training length, AdamW and the learning-rate schedule."""
+
+    micro_batch_size: int
+    global_batch_size: Optional[int] = None  # None: micro batch x data-parallel size
+    train_iters: Optional[int] = None  # exactly one of train_iters and train_samples
+    train_samples: Optional[int] = None
+    lr: float = 3e-4
+    min_lr: float = 0.0
+    lr_warmup_iters: int = 0
+    lr_decay_iters: Optional[int] = None  # None: train_iters
+    lr_decay_style: str = "cosine"
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    override_opt_param_scheduler: bool = False
+    use_checkpoint_opt_param_scheduler: bool = False
+
+    def __post_init__(self):
+        if (self.train_iters is None) == (self.train_samples is None):
+            raise SystemExit("give exactly one of --train-iters or --train-samples")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    data_path: Optional[Tuple[str, ...]] = None  # a prefix, or a weighted blend: weight1 prefix1 weight2 prefix2 ...
+    split: str = "969,30,1"
+    data_cache_path: Optional[str] = None
+    eod_mask_loss: bool = False
+    tokenizer: Optional[TokenizerSpec] = None
+
+    @classmethod
+    def from_args(cls, args) -> "DataConfig":
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != "tokenizer"}
+        if values["data_path"] is not None:
+            values["data_path"] = tuple(values["data_path"])
+        return cls(tokenizer=TokenizerSpec.from_args(args), **values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointConfig(_FromArgs):
+    save: Optional[str] = None
+    load: Optional[str] = None
+    save_interval: Optional[int] = None
+    keep_last: int = 3
+    no_load_optim: bool = False
+    no_load_rng: bool = False
+    distrib_optim_fully_reshardable_mem_efficient: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig(_FromArgs):
+    """Validation, console and TensorBoard logging, and what the loop does on a non-finite step."""
+
+    eval_interval: Optional[int] = None
+    eval_iters: int = 10
+    log_interval: int = 100
+    tensorboard_dir: Optional[str] = None
+    peak_tflops: float = 989.0
+    skip_nonfinite_steps: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """Everything tools/pretrain.py's flags say, one group per concern."""
+
+    model: ModelConfig
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optimizer: OptimizerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @classmethod
+    def from_args(cls, args) -> "TrainingConfig":
+        """The config `build_parser()`'s parsed flags describe."""
+        return cls(
+            model=ModelConfig.from_args(args),
+            parallel=ParallelConfig.from_args(args),
+            precision=PrecisionConfig.from_args(args),
+            init=InitConfig.from_args(args),
+            optimizer=OptimizerConfig.from_args(args),
+            data=DataConfig.from_args(args),
+            checkpoint=CheckpointConfig.from_args(args),
+            logging=LoggingConfig.from_args(args),
+        )
+
+    def resolve(self, data_parallel_size: int) -> "ResolvedConfig":
+        """The values Megatron-LM derives once the data-parallel size is known; checks that the global batch splits
+        into micro batches evenly across the data-parallel ranks."""
+        o = self.optimizer
+        per_step = o.micro_batch_size * data_parallel_size
+        global_batch_size = per_step if o.global_batch_size is None else o.global_batch_size
+        if global_batch_size % per_step:
+            raise SystemExit(
+                f"--global-batch-size {global_batch_size} is not divisible by micro batch size "
+                f"{o.micro_batch_size} x data-parallel size {data_parallel_size}"
+            )
+        return ResolvedConfig(
+            config=self,
+            data_parallel_size=data_parallel_size,
+            global_batch_size=global_batch_size,
+            num_microbatches=global_batch_size // per_step,
+            # Megatron-LM: floor(samples / global batch)
+            train_iters=o.train_iters if o.train_iters is not None else o.train_samples // global_batch_size,
+            padded_vocab_size=self.model.padded_vocab_size(self.parallel.tensor_model_parallel_size),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedConfig:
+    """A TrainingConfig and the values derived from it at run time (`TrainingConfig.resolve`)."""
+
+    config: TrainingConfig
+    data_parallel_size: int
+    global_batch_size: int
+    num_microbatches: int  # per iteration, on each data-parallel rank
+    train_iters: int
+    padded_vocab_size: int
+
+
+# -- the command line: Megatron-LM's flag names, one `add_*_args` per config group ------------------------------------
+
+
+def add_model_args(parser) -> None:
+    """`--model` and one override flag per model field (`--num-layers`, ...)."""
+    g = parser.add_argument_group("model")
+    g.add_argument(
         "--model",
-        default="tiny",
-        help=f"a preset ({', '.join(sorted(PRESETS))}) or a model JSON file (e.g. the "
+        default=None,
+        help=f"a preset ({', '.join(sorted(PRESETS))}; default: {DEFAULT_MODEL}) or a model JSON file (e.g. the "
         "model.json that tools/convert_checkpoint.py writes); any field can be overridden below",
     )
-    for field, kind in MODEL_FIELD_TYPES.items():
+    for name in MODEL_FIELDS:
+        kind = MODEL_FIELD_TYPES[name]
         if kind is bool:
-            a("--" + field.replace("_", "-"), action="store_true", default=None)
+            g.add_argument("--" + name.replace("_", "-"), action="store_true", default=None)
         else:
-            a("--" + field.replace("_", "-"), type=kind, default=None)
-    # parallelism
-    a("--tensor-model-parallel-size", type=int, default=1)
-    a("--pipeline-model-parallel-size", type=int, default=1)
-    a("--num-layers-per-virtual-pipeline-stage", type=int, default=None)
-    a("--sequence-parallel", action="store_true")
-    a("--use-distributed-optimizer", action="store_true")
-    a("--overlap-grad-reduce", action="store_true")
-    a("--overlap-param-gather", action="store_true")
-    a("--distributed-backend", choices=["nccl", "gloo"], default=None)
-    # batch and schedule
-    a("--micro-batch-size", type=int, required=True)
-    a("--global-batch-size", type=int, default=None)
-    a("--train-iters", type=int, default=None)
-    a("--train-samples", type=int, default=None)
-    a("--lr", type=float, default=3e-4)
-    a("--min-lr", type=float, default=0.0)
-    a("--lr-warmup-iters", type=int, default=0)
-    a("--lr-decay-iters", type=int, default=None)
-    a("--lr-decay-style", choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"], default="cosine")
-    a("--weight-decay", type=float, default=0.01)
-    a("--adam-beta1", type=float, default=0.9)
-    a("--adam-beta2", type=float, default=0.999)
-    a("--adam-eps", type=float, default=1e-8)
-    a("--clip-grad", type=float, default=1.0)
-    a("--init-method-std", type=float, default=0.02)
-    a("--seed", type=int, default=1234)
-    # precision
-    a("--bf16", action="store_true")
-    a("--fp8-format", choices=["e4m3", "hybrid"], default=None)
-    a("--fp8-amax-history-len", type=int, default=1024)
-    a("--fp8-amax-compute-algo", choices=["most_recent", "max"], default="max")
-    a(
+            g.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+
+
+def _defaults(group) -> dict:
+    """The dataclass's defaults as the parser's: a flag's default is written once, on its field."""
+    return {f.name: f.default for f in dataclasses.fields(group) if f.default is not dataclasses.MISSING}
+
+
+def add_parallel_args(parser) -> None:
+    g = parser.add_argument_group("parallelism")
+    g.add_argument("--tensor-model-parallel-size", type=int)
+    g.add_argument("--pipeline-model-parallel-size", type=int)
+    g.add_argument("--num-layers-per-virtual-pipeline-stage", type=int)
+    g.add_argument("--sequence-parallel", action="store_true")
+    g.add_argument("--use-distributed-optimizer", action="store_true")
+    g.add_argument("--overlap-grad-reduce", action="store_true")
+    g.add_argument("--overlap-param-gather", action="store_true")
+    g.add_argument("--distributed-backend", choices=["nccl", "gloo"], help="default: nccl with CUDA, else gloo")
+    parser.set_defaults(**_defaults(ParallelConfig))
+
+
+def add_precision_args(parser) -> None:
+    g = parser.add_argument_group("precision and recomputation")
+    g.add_argument("--bf16", action="store_true")
+    g.add_argument("--fp8-format", choices=["e4m3", "hybrid"])
+    g.add_argument("--fp8-amax-history-len", type=int)
+    g.add_argument("--fp8-amax-compute-algo", choices=["most_recent", "max"])
+    g.add_argument(
         "--transformer-impl",
         choices=["transformer_engine", "local"],
-        default=None,
         help="default: transformer_engine when it imports, else local",
     )
-    a("--recompute-granularity", choices=["full", "selective"], default=None)
-    a("--recompute-method", choices=["uniform", "block"], default="uniform")
-    a("--recompute-num-layers", type=int, default=1)
-    # data
-    a("--data-path", nargs="+", default=None, help="prefix, or weighted blend 'w1 prefix1 w2 prefix2'")
-    a("--split", default="969,30,1")
-    a("--data-cache-path", default=None)
-    a("--tokenizer-type", default="SentencePieceTokenizer")
-    a("--tokenizer-model", default=None)
-    a("--eod-mask-loss", action="store_true")
-    # checkpoints
-    a("--save", default=None)
-    a("--load", default=None)
-    a("--save-interval", type=int, default=None)
-    a("--keep-last", type=int, default=3, help="checkpoints kept in --save (older ones are deleted)")
-    a("--no-load-optim", action="store_true")
-    a("--no-load-rng", action="store_true")
-    a(
-        "--distrib-optim-fully-reshardable-mem-efficient",
-        action="store_true",
-        help="distributed optimizer saves: gather each shard's state on DP rank 0 over gloo, not on every DP rank",
-    )
-    a(
+    g.add_argument("--recompute-granularity", choices=["full", "selective"])
+    g.add_argument("--recompute-method", choices=["uniform", "block"])
+    g.add_argument("--recompute-num-layers", type=int)
+    parser.set_defaults(**_defaults(PrecisionConfig))
+
+
+def add_init_args(parser) -> None:
+    g = parser.add_argument_group("initialization")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--init-method-std", type=float)
+    parser.set_defaults(**_defaults(InitConfig))
+
+
+def add_optimizer_args(parser) -> None:
+    g = parser.add_argument_group("batch, schedule and optimizer")
+    g.add_argument("--micro-batch-size", type=int, required=True)
+    g.add_argument("--global-batch-size", type=int)
+    g.add_argument("--train-iters", type=int)
+    g.add_argument("--train-samples", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--min-lr", type=float)
+    g.add_argument("--lr-warmup-iters", type=int)
+    g.add_argument("--lr-decay-iters", type=int)
+    g.add_argument("--lr-decay-style", choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"])
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--adam-beta1", type=float)
+    g.add_argument("--adam-beta2", type=float)
+    g.add_argument("--adam-eps", type=float)
+    g.add_argument("--clip-grad", type=float)
+    g.add_argument(
         "--override-opt_param-scheduler",
         action="store_true",
         help="on --load, take the LR schedule from these flags, not from the checkpoint",
     )
-    a(
+    g.add_argument(
         "--use-checkpoint-opt_param-scheduler",
         action="store_true",
         help="on --load, take the LR schedule from the checkpoint even where these flags differ",
     )
-    # evaluation and logging
-    a("--eval-interval", type=int, default=None)
-    a("--eval-iters", type=int, default=10)
-    a("--log-interval", type=int, default=100)
-    a("--tensorboard-dir", default=None)
-    a("--peak-tflops", type=float, default=989.0, help="per-GPU peak for MFU (H100 dense BF16: 989)")
-    a(
+    parser.set_defaults(**_defaults(OptimizerConfig))
+
+
+def add_data_args(parser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--data-path", nargs="+", help="prefix, or weighted blend 'w1 prefix1 w2 prefix2'")
+    g.add_argument("--split")
+    g.add_argument("--data-cache-path")
+    g.add_argument("--eod-mask-loss", action="store_true")
+    parser.set_defaults(**{name: value for name, value in _defaults(DataConfig).items() if name != "tokenizer"})
+    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
+
+
+def add_checkpoint_args(parser) -> None:
+    g = parser.add_argument_group("checkpoints")
+    g.add_argument("--save")
+    g.add_argument("--load")
+    g.add_argument("--save-interval", type=int)
+    g.add_argument("--keep-last", type=int, help="checkpoints kept in --save (older ones are deleted)")
+    g.add_argument("--no-load-optim", action="store_true")
+    g.add_argument("--no-load-rng", action="store_true")
+    g.add_argument(
+        "--distrib-optim-fully-reshardable-mem-efficient",
+        action="store_true",
+        help="distributed optimizer saves: gather each shard's state on DP rank 0 over gloo, not on every DP rank",
+    )
+    parser.set_defaults(**_defaults(CheckpointConfig))
+
+
+def add_logging_args(parser) -> None:
+    g = parser.add_argument_group("evaluation and logging")
+    g.add_argument("--eval-interval", type=int)
+    g.add_argument("--eval-iters", type=int)
+    g.add_argument("--log-interval", type=int)
+    g.add_argument("--tensorboard-dir")
+    g.add_argument("--peak-tflops", type=float, help="per-GPU peak for MFU (H100 dense BF16: 989)")
+    g.add_argument(
         "--skip-nonfinite-steps",
         "--skip-nonfinite-loss",
         dest="skip_nonfinite_steps",
         action="store_true",
         help="skip (count, log) a step whose loss or grad norm is NaN/inf instead of exiting before its update",
     )
-    return p
+    parser.set_defaults(**_defaults(LoggingConfig))
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    for field, value in model_fields(args.model).items():
-        if getattr(args, field) is None:
-            setattr(args, field, value)
-    if (args.train_iters is None) == (args.train_samples is None):
-        raise SystemExit("give exactly one of --train-iters or --train-samples")
-    if args.fp8_format and not args.bf16:
-        raise SystemExit("--fp8-format needs --bf16 (FP8 runs inside a BF16 model)")
-    return args
+def build_parser():
+    """tools/pretrain.py's flags; `TrainingConfig.from_args` reads what they parse to."""
+    import argparse
 
-
-def finalize_batch(args: argparse.Namespace, data_parallel_size: int) -> None:
-    """Fill the global batch size and train iterations once the DP size is known; check divisibility."""
-    if args.global_batch_size is None:
-        args.global_batch_size = args.micro_batch_size * data_parallel_size
-    if args.global_batch_size % (args.micro_batch_size * data_parallel_size):
-        raise SystemExit(
-            f"--global-batch-size {args.global_batch_size} is not divisible by micro batch size "
-            f"{args.micro_batch_size} x data-parallel size {data_parallel_size}"
-        )
-    args.num_microbatches = args.global_batch_size // (args.micro_batch_size * data_parallel_size)
-    if args.train_iters is None:
-        args.train_iters = args.train_samples // args.global_batch_size
+    parser = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
+    for add in (
+        add_model_args,
+        add_parallel_args,
+        add_optimizer_args,
+        add_init_args,
+        add_precision_args,
+        add_data_args,
+        add_checkpoint_args,
+        add_logging_args,
+    ):
+        add(parser)
+    return parser

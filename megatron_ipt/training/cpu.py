@@ -1,8 +1,8 @@
 """CPU backend for megatron-core: lets its model, schedules, DDP, optimizers and dist_checkpointing run on CPU/gloo.
 
 Applied once per process by `apply()` only when CUDA is unavailable; nothing else in the code refers to it.
-megatron-core hard-codes CUDA in places that have nothing to do with the maths (see
-shared/reference/environment.md "megatron-core on CPU"); this module patches exactly those:
+megatron-core hard-codes CUDA in places that have nothing to do with the maths (device placement, streams, RNG state,
+type checks); this module patches exactly those:
 
 1. `torch.cuda.current_device` -> the CPU device; streams, events, `synchronize`, `empty_cache`, memory stats and
    nvtx become no-ops; `Tensor.cuda` / `Module.cuda` are identities (buffers such as DDP grad buffers and the

@@ -79,31 +79,36 @@ def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
     return stale
 
 
-def build_datasets(args, tokenizer):
-    """Train/valid/test datasets sized like Megatron's (§3.4 of the reference); blends from `--data-path`."""
-    prefixes, weights = get_blend_from_list(args.data_path)
-    gbs = args.global_batch_size
-    evals = (args.train_iters // args.eval_interval + 1) if args.eval_interval else 0
-    sizes = [args.train_iters * gbs, evals * args.eval_iters * gbs, 0]  # no test pass in the loop
-    check_splits_not_empty(prefixes, args.split, sizes)
-    cache_dir = args.data_cache_path or os.path.join(os.path.dirname(os.path.abspath(prefixes[0])), "index-cache")
+def build_datasets(run, tokenizer):
+    """Train/valid/test datasets for a run (a config.ResolvedConfig); blends from `--data-path`. Sized as Megatron-LM's
+    `get_train_valid_test_num_samples` (megatron/training/training.py) sizes them: train_iters x global batch
+    training samples and (train_iters // eval_interval + 1) x eval_iters x global batch validation samples; no test
+    samples (the loop has no test pass)."""
+    config, gbs = run.config, run.global_batch_size
+    prefixes, weights = get_blend_from_list(config.data.data_path)
+    evals = (run.train_iters // config.logging.eval_interval + 1) if config.logging.eval_interval else 0
+    sizes = [run.train_iters * gbs, evals * config.logging.eval_iters * gbs, 0]
+    check_splits_not_empty(prefixes, config.data.split, sizes)
+    cache_dir = config.data.data_cache_path or os.path.join(
+        os.path.dirname(os.path.abspath(prefixes[0])), "index-cache"
+    )
     if torch.distributed.get_rank() == 0:
         if ensure_fresh_cache(cache_dir, prefixes):
             print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
     torch.distributed.barrier()
-    config = GPTDatasetConfig(
-        random_seed=args.seed,
-        sequence_length=args.seq_length,
+    dataset_config = GPTDatasetConfig(
+        random_seed=config.init.seed,
+        sequence_length=config.model.seq_length,
         blend=(prefixes, weights),
-        split=args.split,
+        split=config.data.split,
         path_to_cache=cache_dir,
         tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
-        eod_mask_loss=args.eod_mask_loss,
+        eod_mask_loss=config.data.eod_mask_loss,
         create_attention_mask=True,
     )
-    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, dataset_config).build()
     return train, valid, test, len(prefixes)
 
 

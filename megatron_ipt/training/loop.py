@@ -9,11 +9,13 @@ from functools import partial
 import torch
 from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig
+from megatron.core.optimizer import get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megatron_ipt.training import callbacks, checkpoint, data, models, parallel
+from megatron_ipt.training import callbacks, checkpoint, data, models
+from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
 
@@ -63,86 +65,85 @@ def _reduce_reports(reports) -> dict:
     return {k: (totals[i, 0] / totals[i, 1].clamp(min=1)).item() for i, k in enumerate(keys)}
 
 
-def setup(args):
-    """Process groups, model chunks (DDP-wrapped), optimizer and scheduler. Returns them as a tuple."""
-    parallel.initialize(args)
-    from megatron_ipt.training import config as cfg
-
-    cfg.finalize_batch(args, parallel_state.get_data_parallel_world_size())
-    tconfig = models.transformer_config(args)
-    chunks = models.build_model_chunks(args, tconfig)
+def setup(config: TrainingConfig):
+    """Process groups, model chunks (DDP-wrapped), optimizer and scheduler, and the config resolved for this run's
+    data-parallel size. Returns (resolved config, chunks, optimizer, scheduler)."""
+    chunks, tconfig = models.build(config.model, config.parallel, config.precision, config.init)
+    run = config.resolve(parallel_state.get_data_parallel_world_size())
+    p, o = config.parallel, config.optimizer
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
-        overlap_grad_reduce=args.overlap_grad_reduce,
-        use_distributed_optimizer=args.use_distributed_optimizer,
-        overlap_param_gather=args.overlap_param_gather,
+        overlap_grad_reduce=p.overlap_grad_reduce,
+        use_distributed_optimizer=p.use_distributed_optimizer,
+        overlap_param_gather=p.overlap_param_gather,
     )
     chunks = [
         DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=c, disable_bucketing=i > 0)
         for i, c in enumerate(chunks)
     ]
-    opt_config = OptimizerConfig(
+    opt_config = MegatronOptimizerConfig(
         optimizer="adam",
-        lr=args.lr,
-        min_lr=args.min_lr,
-        weight_decay=args.weight_decay,
-        adam_beta1=args.adam_beta1,
-        adam_beta2=args.adam_beta2,
-        adam_eps=args.adam_eps,
-        clip_grad=args.clip_grad,
-        bf16=args.bf16,
+        lr=o.lr,
+        min_lr=o.min_lr,
+        weight_decay=o.weight_decay,
+        adam_beta1=o.adam_beta1,
+        adam_beta2=o.adam_beta2,
+        adam_eps=o.adam_eps,
+        clip_grad=o.clip_grad,
+        bf16=config.precision.bf16,
         params_dtype=tconfig.params_dtype,
-        use_distributed_optimizer=args.use_distributed_optimizer,
+        use_distributed_optimizer=p.use_distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(opt_config, chunks)
-    gbs = args.global_batch_size
-    decay_iters = args.lr_decay_iters or args.train_iters
+    gbs = run.global_batch_size
+    decay_iters = o.lr_decay_iters or run.train_iters
     scheduler = OptimizerParamScheduler(
         optimizer,
-        init_lr=0.0 if args.lr_warmup_iters else args.lr,
-        max_lr=args.lr,
-        min_lr=args.min_lr,
-        lr_warmup_steps=args.lr_warmup_iters * gbs,
+        init_lr=0.0 if o.lr_warmup_iters else o.lr,
+        max_lr=o.lr,
+        min_lr=o.min_lr,
+        lr_warmup_steps=o.lr_warmup_iters * gbs,
         lr_decay_steps=decay_iters * gbs,
-        lr_decay_style=args.lr_decay_style,
-        start_wd=args.weight_decay,
-        end_wd=args.weight_decay,
+        lr_decay_style=o.lr_decay_style,
+        start_wd=o.weight_decay,
+        end_wd=o.weight_decay,
         wd_incr_steps=decay_iters * gbs,
         wd_incr_style="constant",
-        wsd_decay_steps=(decay_iters * gbs) // 10 if args.lr_decay_style == "WSD" else None,
-        lr_wsd_decay_style="linear" if args.lr_decay_style == "WSD" else None,
-        use_checkpoint_opt_param_scheduler=args.use_checkpoint_opt_param_scheduler,
-        override_opt_param_scheduler=args.override_opt_param_scheduler,
+        wsd_decay_steps=(decay_iters * gbs) // 10 if o.lr_decay_style == "WSD" else None,
+        lr_wsd_decay_style="linear" if o.lr_decay_style == "WSD" else None,
+        use_checkpoint_opt_param_scheduler=o.use_checkpoint_opt_param_scheduler,
+        override_opt_param_scheduler=o.override_opt_param_scheduler,
     )
     callbacks.guard_grad_norm(optimizer)
     tconfig.finalize_model_grads_func = finalize_model_grads
     tconfig.grad_scale_func = optimizer.scale_loss
     tconfig.no_sync_func = [c.no_sync for c in chunks] if len(chunks) > 1 else chunks[0].no_sync
-    return chunks, optimizer, scheduler
+    return run, chunks, optimizer, scheduler
 
 
-def _iterators(dataset, consumed, args, n_chunks):
+def _iterators(dataset, consumed, micro_batch_size, n_chunks):
     if dataset is None:
         return None
-    its = [data.batches(dataset, consumed, args.micro_batch_size) for _ in range(n_chunks)]
+    its = [data.batches(dataset, consumed, micro_batch_size) for _ in range(n_chunks)]
     return its if n_chunks > 1 else its[0]
 
 
-def evaluate(args, chunks, dataset, source_names):
+def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
+    config = run.config
     for c in chunks:
         c.eval()
     forward_backward = get_forward_backward_func()
     reports = []
-    iterator = _iterators(dataset, 0, args, len(chunks))
+    iterator = _iterators(dataset, 0, config.optimizer.micro_batch_size, len(chunks))
     with torch.no_grad():
-        for _ in range(args.eval_iters):
+        for _ in range(config.logging.eval_iters):
             reports += forward_backward(
                 forward_step_func=_forward_step,
                 data_iterator=iterator,
                 model=chunks,
-                num_microbatches=args.num_microbatches,
-                seq_length=args.seq_length,
-                micro_batch_size=args.micro_batch_size,
+                num_microbatches=run.num_microbatches,
+                seq_length=config.model.seq_length,
+                micro_batch_size=config.optimizer.micro_batch_size,
                 forward_only=True,
             )
     for c in chunks:
@@ -155,58 +156,62 @@ def evaluate(args, chunks, dataset, source_names):
     return named
 
 
-def _resume(args, chunks, optimizer, scheduler):
+def _resume(config: CheckpointConfig, chunks, optimizer, scheduler):
     """(iteration, consumed samples) to start from: 0, 0 or the latest committed checkpoint in --load."""
-    if args.save:
-        for name in checkpoint.remove_incomplete(args.save):
-            _print(f"removed {os.path.join(args.save, name)}: left by a save that never committed")
-    if not args.load:
+    if config.save:
+        for name in checkpoint.remove_incomplete(config.save):
+            _print(f"removed {os.path.join(config.save, name)}: left by a save that never committed")
+    if not config.load:
         return 0, 0
     progress = checkpoint.load(
-        args.load, chunks, optimizer, scheduler, load_optim=not args.no_load_optim, load_rng=not args.no_load_rng
+        config.load,
+        chunks,
+        optimizer,
+        scheduler,
+        load_optim=not config.no_load_optim,
+        load_rng=not config.no_load_rng,
     )
     if progress is None:
-        _print(f"no checkpoint in {args.load} ({checkpoint.MARKER} is missing): starting from scratch")
+        _print(f"no checkpoint in {config.load} ({checkpoint.MARKER} is missing): starting from scratch")
         return 0, 0
     _print(
-        f"loaded checkpoint from {args.load} at iteration {progress['iteration']}"
+        f"loaded checkpoint from {config.load} at iteration {progress['iteration']}"
         + "".join(f"; {note}" for note in progress["notes"])
     )
     return progress["iteration"], progress["consumed_samples"]
 
 
-def _save(args, iteration, consumed, chunks, optimizer, scheduler):
+def _save(config: CheckpointConfig, iteration, consumed, chunks, optimizer, scheduler):
     checkpoint.save(
-        args.save,
+        config.save,
         iteration,
         chunks,
         optimizer,
         scheduler,
         {"consumed_samples": consumed},
-        args.keep_last,
-        mem_efficient=args.distrib_optim_fully_reshardable_mem_efficient,
+        config.keep_last,
+        mem_efficient=config.distrib_optim_fully_reshardable_mem_efficient,
     )
 
 
-def train(args, tokenizer) -> dict:
+def train(config: TrainingConfig, tokenizer) -> dict:
     """Run training; returns {'losses': [per-iteration global lm loss], 'step_times', 'iteration', 'chunks'}."""
-    chunks, optimizer, scheduler = setup(args)
-    iteration, consumed = _resume(args, chunks, optimizer, scheduler)
-    if args.save and torch.distributed.get_rank() == 0:
-        from megatron_ipt.training import config
-
-        checkpoint.write_model_file(args.save, config.model_description(args))
-    train_ds, valid_ds, _, n_sources = data.build_datasets(args, data.MegatronTokenizerAdapter(tokenizer))
-    prefixes, _ = data.get_blend_from_list(args.data_path)
+    run, chunks, optimizer, scheduler = setup(config)
+    ck, log = config.checkpoint, config.logging
+    iteration, consumed = _resume(ck, chunks, optimizer, scheduler)
+    if ck.save and torch.distributed.get_rank() == 0:
+        checkpoint.write_model_file(ck.save, config.model.to_json())
+    train_ds, valid_ds, _, n_sources = data.build_datasets(run, data.MegatronTokenizerAdapter(tokenizer))
+    prefixes, _ = data.get_blend_from_list(config.data.data_path)
     source_names = [os.path.basename(p) for p in prefixes]
-    train_iter = _iterators(train_ds, consumed, args, len(chunks))
+    train_iter = _iterators(train_ds, consumed, config.optimizer.micro_batch_size, len(chunks))
     world = torch.distributed.get_world_size()
-    guard = callbacks.StabilityGuard(skip=args.skip_nonfinite_steps)
-    logger = callbacks.Logger(args, world, torch.distributed.get_rank() == world - 1, guard)
+    guard = callbacks.StabilityGuard(skip=log.skip_nonfinite_steps)
+    logger = callbacks.Logger(run, world, torch.distributed.get_rank() == world - 1, guard)
     forward_backward = get_forward_backward_func()
     losses, step_times = [], []
     try:
-        while iteration < args.train_iters:
+        while iteration < run.train_iters:
             with callbacks.Timer() as timer:
                 for c in chunks:
                     c.zero_grad_buffer()
@@ -215,9 +220,9 @@ def train(args, tokenizer) -> dict:
                     forward_step_func=_forward_step,
                     data_iterator=train_iter,
                     model=chunks,
-                    num_microbatches=args.num_microbatches,
-                    seq_length=args.seq_length,
-                    micro_batch_size=args.micro_batch_size,
+                    num_microbatches=run.num_microbatches,
+                    seq_length=config.model.seq_length,
+                    micro_batch_size=config.optimizer.micro_batch_size,
                     forward_only=False,
                 )
                 loss = _reduce_reports(reports)["lm loss"]
@@ -232,20 +237,20 @@ def train(args, tokenizer) -> dict:
                         guard.nonfinite("grad norm", grad_norm, iteration + 1)
                     else:
                         if updated:
-                            scheduler.step(increment=args.global_batch_size)
+                            scheduler.step(increment=run.global_batch_size)
                         else:
                             guard.skipped += 1
             iteration += 1
-            consumed += args.global_batch_size
+            consumed += run.global_batch_size
             losses.append(loss)
             step_times.append(timer.elapsed)
             logger.training_step(iteration, consumed, loss, optimizer.param_groups[0]["lr"], grad_norm, timer.elapsed)
-            if args.eval_interval and iteration % args.eval_interval == 0 and valid_ds is not None:
-                logger.validation(iteration, consumed, evaluate(args, chunks, valid_ds, source_names))
-            if args.save and args.save_interval and iteration % args.save_interval == 0:
-                _save(args, iteration, consumed, chunks, optimizer, scheduler)
-        if args.save and not (args.save_interval and iteration % args.save_interval == 0):
-            _save(args, iteration, consumed, chunks, optimizer, scheduler)
+            if log.eval_interval and iteration % log.eval_interval == 0 and valid_ds is not None:
+                logger.validation(iteration, consumed, evaluate(run, chunks, valid_ds, source_names))
+            if ck.save and ck.save_interval and iteration % ck.save_interval == 0:
+                _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+        if ck.save and not (ck.save_interval and iteration % ck.save_interval == 0):
+            _save(ck, iteration, consumed, chunks, optimizer, scheduler)
     finally:
         logger.close()
     return {"losses": losses, "step_times": step_times, "iteration": iteration, "chunks": chunks}

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from megatron.core import parallel_state, tensor_parallel
 
+from megatron_ipt.training.config import ParallelConfig
 
-def initialize(args) -> None:
+
+def initialize(config: ParallelConfig, num_layers: int, seed: int) -> None:
     """init_process_group (gloo on CPU, nccl on GPU), megatron model-parallel groups, and seeds."""
     from megatron_ipt.training import compat
 
@@ -21,22 +23,17 @@ def initialize(args) -> None:
         from megatron_ipt.training import cpu
 
         cpu.apply()
-    backend = args.distributed_backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    backend = config.distributed_backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(
             backend=backend, world_size=int(os.environ.get("WORLD_SIZE", 1)), rank=int(os.environ.get("RANK", 0))
         )
-    vp = None
-    if args.num_layers_per_virtual_pipeline_stage:
-        layers_per_stage = args.num_layers // args.pipeline_model_parallel_size
-        vp = layers_per_stage // args.num_layers_per_virtual_pipeline_stage
-    args.virtual_pipeline_model_parallel_size = vp
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=args.tensor_model_parallel_size,
-        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
-        virtual_pipeline_model_parallel_size=vp,
+        tensor_model_parallel_size=config.tensor_model_parallel_size,
+        pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size(num_layers),
     )
-    set_seed(args.seed)
+    set_seed(seed)
 
 
 def set_seed(seed: int) -> None:

@@ -12,7 +12,8 @@ import sys
 import torch
 from megatron.core import parallel_state
 
-from megatron_ipt.training import checkpoint, config, models, parallel
+from megatron_ipt.training import checkpoint, models, parallel
+from megatron_ipt.training.config import ModelConfig, ParallelConfig, PrecisionConfig
 
 
 def logits_of(model, tokens):
@@ -31,24 +32,11 @@ if __name__ == "__main__":
     for layout in layouts.split(","):
         tp, pp = layout.split("x")
         for directory in directories:
-            args = config.parse_args(
-                [
-                    "--model",
-                    os.path.join(directory, "model.json"),
-                    "--micro-batch-size",
-                    "1",
-                    "--train-iters",
-                    "1",
-                    "--tensor-model-parallel-size",
-                    tp,
-                    "--pipeline-model-parallel-size",
-                    pp,
-                ]
+            chunks, _ = models.build(
+                ModelConfig.load(os.path.join(directory, "model.json")),
+                ParallelConfig(tensor_model_parallel_size=int(tp), pipeline_model_parallel_size=int(pp)),
+                PrecisionConfig(),
             )
-            if not parallel_state.model_parallel_is_initialized():
-                parallel.initialize(args)
-            args.virtual_pipeline_model_parallel_size = None
-            chunks = models.build_model_chunks(args, models.transformer_config(args))
             checkpoint.load_weights(directory, chunks)
             if pp == "1":
                 logits = logits_of(chunks[0], tokens)
@@ -56,5 +44,5 @@ if __name__ == "__main__":
                     torch.save(logits, os.path.join(directory, f"logits_tp{tp}_pp{pp}.pt"))
             if os.environ.get("RESAVE"):
                 checkpoint.save_weights(os.path.join(directory, f"resaved_tp{tp}_pp{pp}"), chunks)
-        parallel_state.destroy_model_parallel()
+            parallel_state.destroy_model_parallel()
     parallel.destroy()

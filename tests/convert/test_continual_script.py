@@ -7,6 +7,7 @@ import subprocess
 
 from megatron_ipt.training import config
 from tests.convert.conftest import REPO
+from tests.training.helpers import training_config
 
 SCRIPT = os.path.join(REPO, "examples", "continual_llama3_8b_fp8.sh")
 
@@ -19,22 +20,26 @@ def flags(base):
         capture_output=True,
         text=True,
     ).stdout
-    return config.parse_args(out.splitlines())
+    return training_config(out.splitlines())
 
 
 def test_hf_directory_base_loads_its_conversion(tmp_path):
     hf = tmp_path / "Meta-Llama-3-8B"
     hf.mkdir()
     (hf / "config.json").write_text("{}")
-    args = flags(hf)
-    assert args.load == f"{hf}-megatron" and args.no_load_optim and args.model == "llama3-8b"
+    cfg = flags(hf)
+    assert cfg.checkpoint.load == f"{hf}-megatron" and cfg.checkpoint.no_load_optim and cfg.model.source == "llama3-8b"
 
 
 def test_converted_base_brings_its_model_file(tmp_path):
     base = tmp_path / "llama31-megatron"
     base.mkdir()
-    fields = {**config.model_fields("llama3-8b"), "use_rope_scaling": True, "make_vocab_size_divisible_by": 1}
+    fields = {
+        **config.ModelConfig.load("llama3-8b").model_fields(),
+        "use_rope_scaling": True,
+        "make_vocab_size_divisible_by": 1,
+    }
     (base / "model.json").write_text(json.dumps(fields))
-    args = flags(base)
-    assert args.model == str(base / "model.json") and args.load == str(base)
-    assert args.use_rope_scaling and (args.hidden_size, args.seq_length) == (4096, 4096)
+    cfg = flags(base)
+    assert cfg.model.source == str(base / "model.json") and cfg.checkpoint.load == str(base)
+    assert cfg.model.use_rope_scaling and (cfg.model.hidden_size, cfg.model.seq_length) == (4096, 4096)

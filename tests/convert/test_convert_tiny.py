@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from megatron_ipt.training import models
+from megatron_ipt.training.config import pad_vocab
 from tests.convert.conftest import run
 
 pytestmark = pytest.mark.slow  # ~55 s: 10 conversions, one torchrun (2 processes) over three layouts
@@ -153,7 +153,7 @@ def test_logits_match_transformers(work, name, tp):
     ours = torch.load(work / name / "ck" / f"logits_tp{tp}_pp1.pt")
     vocab = reference.shape[-1]
     fields = json.load(open(work / name / "ck" / "model.json"))
-    assert ours.shape == (*reference.shape[:-1], models.pad_vocab(vocab, tp, fields["make_vocab_size_divisible_by"]))
+    assert ours.shape == (*reference.shape[:-1], pad_vocab(vocab, tp, fields["make_vocab_size_divisible_by"]))
     assert reference.abs().max() > 1.0  # not a degenerate near-uniform model
     torch.testing.assert_close(ours[..., :vocab], reference, **LOGITS_TOLERANCE)
     assert torch.count_nonzero(ours[..., vocab:]) == 0  # padded vocabulary rows are zeros

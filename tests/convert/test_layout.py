@@ -9,6 +9,7 @@ from megatron_ipt.convert import hf_checkpoint, llama
 from megatron_ipt.convert.llama import ConversionError
 from megatron_ipt.training import config
 from tests.convert.conftest import run
+from tests.training.helpers import training_config
 
 LLAMA = {
     "architectures": ["LlamaForCausalLM"],
@@ -51,7 +52,7 @@ def test_config_mapping_round_trip():
     assert llama.model_fields_from_hf(hf, "exported") == fields
     assert hf["dtype"] == "bfloat16" and hf["rope_parameters"]["rope_theta"] == 5000.0
     # a model trained from scratch (a preset) exports as a plain Llama config
-    preset = config.model_fields("instructlm-500m")
+    preset = config.ModelConfig.load("instructlm-500m").model_fields()
     plain = llama.hf_config_from_fields(preset, None, torch.float32)
     assert plain["architectures"] == ["LlamaForCausalLM"]
     back, expected = llama.model_fields_from_hf(plain, "x"), {**preset, "kv_channels": 64}
@@ -143,17 +144,17 @@ def test_model_file_errors(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({**good, "num_layer": 3}))
     with pytest.raises(SystemExit, match=r"unknown fields \['num_layer'\]"):
-        config.parse_args(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1"])
+        training_config(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1"])
     path.write_text(json.dumps({**good, "num_layers": 2.5}))
     with pytest.raises(SystemExit, match="field 'num_layers' is 2.5, expected int"):
-        config.parse_args(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1"])
+        training_config(["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1"])
     path.write_text(json.dumps({**good, "kv_channels": 32, "hf_config": {"any": "thing"}}))
-    args = config.parse_args(
+    model = training_config(
         ["--model", str(path), "--micro-batch-size", "1", "--train-iters", "1", "--num-layers", "3"]
-    )
-    assert (args.kv_channels, args.num_layers, args.untie_embeddings_and_output_weights) == (32, 3, True)
+    ).model
+    assert (model.kv_channels, model.num_layers, model.untie_embeddings_and_output_weights) == (32, 3, True)
     with pytest.raises(SystemExit, match="neither a preset"):
-        config.parse_args(["--model", "llama9", "--micro-batch-size", "1", "--train-iters", "1"])
+        training_config(["--model", "llama9", "--micro-batch-size", "1", "--train-iters", "1"])
 
 
 def test_cli_reports_errors_and_exits_1(tmp_path):

@@ -8,12 +8,12 @@ import sys
 import torch
 from megatron.core import parallel_state
 
-from megatron_ipt.data.tokenizer import build_tokenizer
-from megatron_ipt.training import checkpoint, config, loop, parallel
+from megatron_ipt.training import checkpoint, loop, parallel
+from tests.training.helpers import training_config
 
 if __name__ == "__main__":
-    args = config.parse_args(sys.argv[1:])
-    result = loop.train(args, build_tokenizer(args.tokenizer_type, args.tokenizer_model))
+    cfg = training_config(sys.argv[1:])
+    result = loop.train(cfg, cfg.data.tokenizer.build())
     group = parallel_state.get_data_parallel_group()
     for chunk in result["chunks"]:
         for name, param in chunk.module.named_parameters():

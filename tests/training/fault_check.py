@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from megatron_ipt.data.tokenizer import build_tokenizer
-from megatron_ipt.training import callbacks, config, loop, parallel
+from megatron_ipt.training import callbacks, loop, parallel
+from tests.training.helpers import training_config
 
 
 class NaNGradient(torch.autograd.Function):
@@ -38,21 +38,21 @@ def params_finite(chunks) -> bool:
 
 
 if __name__ == "__main__":
-    args = config.parse_args(sys.argv[1:])
+    cfg = training_config(sys.argv[1:])
     nan_grad_at, nan_loss_at = (int(os.environ.get(name, 0)) for name in ("FAULT_NAN_GRAD_AT", "FAULT_NAN_LOSS_AT"))
     faults = sorted(k for k in (nan_grad_at, nan_loss_at) if k)
     captured, calls = {}, [0]
     setup, forward_step = loop.setup, loop._forward_step
 
-    def capturing_setup(a):
-        captured["chunks"], captured["optimizer"], scheduler = setup(a)
-        return captured["chunks"], captured["optimizer"], scheduler
+    def capturing_setup(config):
+        captured["run"], captured["chunks"], captured["optimizer"], scheduler = setup(config)
+        return captured["run"], captured["chunks"], captured["optimizer"], scheduler
 
     def poisoned_forward_step(data_iterator, model):
         output, loss_func = forward_step(data_iterator, model)
         if model.training:
             calls[0] += 1
-            iteration = (calls[0] - 1) // args.num_microbatches + 1
+            iteration = (calls[0] - 1) // captured["run"].num_microbatches + 1
             if iteration == nan_grad_at:
                 output = NaNGradient.apply(output)
             if iteration == nan_loss_at:
@@ -62,12 +62,12 @@ if __name__ == "__main__":
     loop.setup, loop._forward_step = capturing_setup, poisoned_forward_step
     stopped = False
     try:
-        loop.train(args, build_tokenizer(args.tokenizer_type, args.tokenizer_model))
+        loop.train(cfg, cfg.data.tokenizer.build())
     except callbacks.NonFiniteLoss as error:
         stopped = True
         print(f"STOPPED: {error}", flush=True)
     chunks, optimizer = captured["chunks"], captured["optimizer"]
-    applied = args.train_iters - len(faults) if not stopped else faults[0] - 1
+    applied = captured["run"].train_iters - len(faults) if not stopped else faults[0] - 1
     assert params_finite(chunks), "a parameter is not finite after the guarded run"
     assert adam_steps(optimizer) == {applied}, (adam_steps(optimizer), applied)
     print(f"GUARD_OK rank {torch.distributed.get_rank()}: parameters finite, {applied} Adam steps applied", flush=True)

@@ -7,8 +7,14 @@ import subprocess
 import sys
 
 from megatron_ipt import assets
+from megatron_ipt.training import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def training_config(argv):
+    """What tools/pretrain.py makes of these flags."""
+    return config.TrainingConfig.from_args(config.build_parser().parse_args(argv))
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from megatron_ipt.training import config
+from tests.training.helpers import training_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = {
@@ -33,17 +33,18 @@ def dry_run(script, argv, extra_env=None):
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_flags_parse(script):
-    args = config.parse_args(dry_run(script, SCRIPTS[script]))
-    assert args.save == "/ck" and args.tensorboard_dir == "/tb"
-    assert args.data_path == SCRIPTS[script][4 if script.startswith("continual") else 3 :]
+    cfg = training_config(dry_run(script, SCRIPTS[script]))
+    assert cfg.checkpoint.save == "/ck" and cfg.logging.tensorboard_dir == "/tb"
+    assert cfg.data.data_path == tuple(SCRIPTS[script][4 if script.startswith("continual") else 3 :])
 
 
 def test_continual_llama3_is_the_paper_budget():
-    args = config.parse_args(dry_run("continual_llama3_8b_fp8.sh", SCRIPTS["continual_llama3_8b_fp8.sh"]))
-    assert args.train_iters * args.global_batch_size * args.seq_length == 4000 * 64 * 4096  # ~1.05B tokens
-    assert args.global_batch_size * args.seq_length == 262144  # 0.25M tokens per step
-    assert (args.fp8_format, args.tensor_model_parallel_size, args.use_distributed_optimizer) == ("hybrid", 2, True)
-    assert args.load == "/base" and args.no_load_optim  # a fresh run starts from the base model
+    cfg = training_config(dry_run("continual_llama3_8b_fp8.sh", SCRIPTS["continual_llama3_8b_fp8.sh"]))
+    o, p = cfg.optimizer, cfg.parallel
+    assert o.train_iters * o.global_batch_size * cfg.model.seq_length == 4000 * 64 * 4096  # ~1.05B tokens
+    assert o.global_batch_size * cfg.model.seq_length == 262144  # 0.25M tokens per step
+    assert (cfg.precision.fp8_format, p.tensor_model_parallel_size, p.use_distributed_optimizer) == ("hybrid", 2, True)
+    assert cfg.checkpoint.load == "/base" and cfg.checkpoint.no_load_optim  # a fresh run starts from the base model
 
 
 def test_slurm_wrapper_passes_through():
@@ -52,4 +53,4 @@ def test_slurm_wrapper_passes_through():
         ["examples/pretrain_instructlm_1b.sh", *SCRIPTS["pretrain_instructlm_1b.sh"]],
         {"SLURM_NNODES": "4"},
     )
-    assert config.parse_args(lines).model == "instructlm-1.3b"
+    assert training_config(lines).model.source == "instructlm-1.3b"

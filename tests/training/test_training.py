@@ -1,12 +1,13 @@
 """End-to-end training on CPU through torchrun (gloo): parallel layouts, logging, golden values, FLOP count."""
 
+import dataclasses
 import math
 import os
 
 import pytest
 
 from megatron_ipt.training import callbacks, checkpoint, config, models
-from tests.training.helpers import run, scalars, tags
+from tests.training.helpers import run, scalars, tags, training_config
 
 GOLDEN_TP2_LOSS = {1: 10.387558, 6: 10.182419, 12: 10.073982}
 
@@ -69,12 +70,12 @@ def test_tp2_trains_logs_tensorboard_and_saves_atomically(corpus, tmp_path):
     assert not any(name.startswith("mem-") for name in names)  # Megatron's GPU allocator names only on GPU
     assert set(scalars(tb, "lm loss validation")) == {6, 12}
     # TFLOP/s per GPU is the FLOP count over the step time; MFU is that over --peak-tflops (default 989)
-    args = config.parse_args(
+    cfg = training_config(
         ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "1"]
     )
-    args.padded_vocab_size = 32000
+    flops = callbacks.flops_per_iteration(cfg.model, cfg.optimizer.global_batch_size, padded_vocab_size=32000)
     step_time, throughput, mfu = scalars(tb, "iteration-time")[5], scalars(tb, "throughput")[5], scalars(tb, "mfu")[5]
-    assert throughput == pytest.approx(callbacks.flops_per_iteration(args) / step_time / 1e12 / 2, rel=1e-4)
+    assert throughput == pytest.approx(flops / step_time / 1e12 / 2, rel=1e-4)
     assert mfu == pytest.approx(throughput / 989.0, rel=1e-4)
     # golden values from our own run of this exact config (torch 2.13.0 CPU + megatron-core 0.16.1; the same to all
     # printed digits on torch 2.14.1 + megatron-core 0.19.2); tolerance 2e-3 covers float32 reduction-order
@@ -83,7 +84,7 @@ def test_tp2_trains_logs_tensorboard_and_saves_atomically(corpus, tmp_path):
         assert abs(loss[step] - golden) < 2e-3, (step, loss[step], golden)
     # saved every 4 iterations, the last 2 kept, committed by the marker
     assert sorted(os.listdir(ck)) == ["iter_0000008", "iter_0000012", checkpoint.MARKER, checkpoint.MODEL_FILE]
-    assert config.load_model_file(os.path.join(ck, checkpoint.MODEL_FILE)) == config.model_fields("tiny")
+    assert config.ModelConfig.load(os.path.join(ck, checkpoint.MODEL_FILE)) == config.ModelConfig.load("tiny")
     assert checkpoint.latest_iteration(ck) == 12
 
 
@@ -104,7 +105,7 @@ def test_tp1_starts_at_the_tp2_loss_and_recompute_changes_nothing(corpus, tmp_pa
 
 
 def test_recompute_flags_reach_the_transformer_config():
-    args = config.parse_args(
+    cfg = training_config(
         [
             "--micro-batch-size",
             "1",
@@ -118,9 +119,12 @@ def test_recompute_flags_reach_the_transformer_config():
             "2",
         ]
     )
-    args.virtual_pipeline_model_parallel_size = None
-    cfg = models.transformer_config(args)
-    assert (cfg.recompute_granularity, cfg.recompute_method, cfg.recompute_num_layers) == ("full", "block", 2)
+    tconfig = models.transformer_config(cfg.model, cfg.parallel, cfg.precision)
+    assert (tconfig.recompute_granularity, tconfig.recompute_method, tconfig.recompute_num_layers) == (
+        "full",
+        "block",
+        2,
+    )
 
 
 def test_pipeline_parallel_with_a_blend_validates_each_source(corpus, pydoc, tmp_path):
@@ -206,9 +210,9 @@ def test_tp2_pp2_on_four_processes_and_virtual_pipeline(corpus, tmp_path):
 
 def test_every_preset_parses_and_overrides():
     for name in config.PRESETS:
-        args = config.parse_args(["--model", name, "--micro-batch-size", "1", "--train-iters", "1"])
-        assert args.vocab_size in (32000, 128256)
-    args = config.parse_args(
+        cfg = training_config(["--model", name, "--micro-batch-size", "1", "--train-iters", "1"])
+        assert cfg.model.vocab_size in (32000, 128256)
+    cfg = training_config(
         [
             "--model",
             "mistral-7b",
@@ -222,30 +226,29 @@ def test_every_preset_parses_and_overrides():
             "128",
         ]
     )
-    assert (args.num_layers, args.seq_length, args.hidden_size) == (4, 128, 4096)
+    assert (cfg.model.num_layers, cfg.model.seq_length, cfg.model.hidden_size) == (4, 128, 4096)
 
 
 def test_train_samples_gives_iterations_and_batch_checks():
-    args = config.parse_args(["--micro-batch-size", "2", "--global-batch-size", "8", "--train-samples", "100"])
-    config.finalize_batch(args, data_parallel_size=2)
-    assert (args.train_iters, args.num_microbatches) == (12, 2)  # Megatron: floor(samples / global batch)
+    cfg = training_config(["--micro-batch-size", "2", "--global-batch-size", "8", "--train-samples", "100"])
+    run = cfg.resolve(data_parallel_size=2)
+    assert (run.train_iters, run.num_microbatches) == (12, 2)  # Megatron: floor(samples / global batch)
     with pytest.raises(SystemExit, match="give exactly one of --train-iters or --train-samples"):
-        config.parse_args(["--micro-batch-size", "2", "--train-samples", "8", "--train-iters", "2"])
-    args = config.parse_args(["--micro-batch-size", "2", "--global-batch-size", "6", "--train-iters", "1"])
+        training_config(["--micro-batch-size", "2", "--train-samples", "8", "--train-iters", "2"])
+    cfg = training_config(["--micro-batch-size", "2", "--global-batch-size", "6", "--train-iters", "1"])
     with pytest.raises(SystemExit, match="not divisible"):
-        config.finalize_batch(args, data_parallel_size=2)
+        cfg.resolve(data_parallel_size=2)
 
 
 def test_flops_hand_count():
-    args = config.parse_args(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"])
-    args.global_batch_size, args.padded_vocab_size = 4, 32000
+    model = training_config(["--model", "tiny", "--micro-batch-size", "2", "--train-iters", "1"]).model
     # tiny: h=64, s=64, L=2, heads 4, groups 2 (kv width 32), ffn 176, V=32000
     per_layer = 64 * (64 + 2 * 32) + 64 * 64 + 64 * 64 + 3 * 64 * 176  # qkv + out proj + attention + swiglu
-    assert callbacks.flops_per_iteration(args) == 6 * 4 * 64 * (2 * per_layer + 64 * 32000)
+    assert callbacks.flops_per_iteration(model, 4, 32000) == 6 * 4 * 64 * (2 * per_layer + 64 * 32000)
     # Llama-3-8B, one sequence of 8192: h 4096, 32 heads of 128, 8 KV groups, ffn 14336, V 128256. Per token:
     # 32 x (4096 x (4096 + 2 x 1024) + 4096 x 4096 + 4096 x 8192 + 3 x 4096 x 14336) + 4096 x 128256
     # = 32 x (25,165,824 + 16,777,216 + 33,554,432 + 176,160,768) + 525,336,576 = 8,578,400,256;
     # x 6 x 8192 tokens = 4.216e14 FLOPs
-    args = config.parse_args(["--model", "llama3-8b", "--micro-batch-size", "1", "--train-iters", "1"])
-    args.global_batch_size, args.padded_vocab_size, args.kv_channels = 1, 128256, 128
-    assert callbacks.flops_per_iteration(args) == 6 * 8192 * 8_578_400_256
+    model = training_config(["--model", "llama3-8b", "--micro-batch-size", "1", "--train-iters", "1"]).model
+    model = dataclasses.replace(model, kv_channels=128)
+    assert callbacks.flops_per_iteration(model, 1, 128256) == 6 * 8192 * 8_578_400_256

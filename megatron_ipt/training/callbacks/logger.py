@@ -11,13 +11,15 @@ from megatron_ipt.training.callbacks.throughput import flops_per_iteration, memo
 
 
 class Logger:
-    def __init__(self, args, world_size: int, is_last_rank: bool, guard):
-        self.args = args
+    def __init__(self, run, world_size: int, is_last_rank: bool, guard):
+        """run: the config.ResolvedConfig being trained."""
+        self.run = run
         self.world_size = world_size
         self.active = is_last_rank
         self.guard = guard  # the StabilityGuard whose counts the console line reports
-        self.tensorboard = TensorBoardWriter(args.tensorboard_dir) if is_last_rank and args.tensorboard_dir else None
-        self.flops = flops_per_iteration(args)
+        directory = run.config.logging.tensorboard_dir
+        self.tensorboard = TensorBoardWriter(directory) if is_last_rank and directory else None
+        self.flops = flops_per_iteration(run.config.model, run.global_batch_size, run.padded_vocab_size)
         self.interval_losses = []
         self.interval_time = 0.0
         self.memory_reported = False
@@ -29,10 +31,9 @@ class Logger:
     def training_step(self, iteration, consumed, loss, lr, grad_norm, step_time):
         if not self.active:
             return
-        a = self.args
-        step = rates(a, self.flops, step_time, self.world_size)
+        step = self._rates(step_time)
         self._scalar("learning-rate", lr, iteration, consumed)
-        self._scalar("batch-size", a.global_batch_size, iteration, consumed)
+        self._scalar("batch-size", self.run.global_batch_size, iteration, consumed)
         self._scalar("lm loss", loss, iteration, consumed)
         if grad_norm is not None:
             self._scalar("grad-norm", grad_norm, iteration, consumed)
@@ -45,7 +46,7 @@ class Logger:
             self._scalar(name, value, iteration)
         self.interval_losses.append(loss)
         self.interval_time += step_time
-        if iteration % a.log_interval == 0 or iteration == a.train_iters:
+        if iteration % self.run.config.logging.log_interval == 0 or iteration == self.run.train_iters:
             self._console_line(iteration, consumed, lr, grad_norm)
             if not self.memory_reported:
                 self.memory_reported = True
@@ -59,18 +60,21 @@ class Logger:
                     flush=True,
                 )
 
+    def _rates(self, step_time):
+        tokens = self.run.global_batch_size * self.run.config.model.seq_length
+        return rates(self.flops, tokens, step_time, self.world_size, self.run.config.logging.peak_tflops)
+
     def _console_line(self, iteration, consumed, lr, grad_norm):
-        a = self.args
         n = len(self.interval_losses)
         step_time = self.interval_time / n
-        interval = rates(a, self.flops, step_time, self.world_size)
+        interval = self._rates(step_time)
         gn = f"{grad_norm:.3f}" if grad_norm is not None else "n/a"
         print(
-            f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{a.train_iters:8d} | "
+            f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{self.run.train_iters:8d} | "
             f"consumed samples: {consumed:12d} | elapsed time per iteration (ms): {step_time * 1000:.1f} | "
             f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
             f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
-            f"learning rate: {lr:.6E} | global batch size: {a.global_batch_size:5d} | "
+            f"learning rate: {lr:.6E} | global batch size: {self.run.global_batch_size:5d} | "
             f"lm loss: {sum(self.interval_losses) / n:.6E} | grad norm: {gn} | "
             f"number of skipped iterations: {self.guard.skipped:3d} | "
             f"number of nan iterations: {self.guard.nan_iterations:3d} |",

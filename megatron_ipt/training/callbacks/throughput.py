@@ -8,28 +8,29 @@ import time
 import torch
 
 
-def flops_per_iteration(args) -> float:
-    """Megatron-LM's count for a dense GPT (reference megatron_core.md §6): 3 (forward, weight-grad and data-grad
-    GEMMs) x 2 (multiply-add) x tokens x [per layer: QKV and output projections, causal attention (QK^T and
-    (QK^T)V, each half-masked), MLP (three matrices with SwiGLU); plus the logits]."""
-    h, s, layers = args.hidden_size, args.seq_length, args.num_layers
-    kv_channels = getattr(args, "kv_channels", None) or h // args.num_attention_heads
-    query = kv_channels * args.num_attention_heads
-    key_value = 2 * kv_channels * args.num_query_groups
+def flops_per_iteration(model, global_batch_size: int, padded_vocab_size: int) -> float:
+    """Megatron-LM's count for a dense GPT (`num_floating_point_operations` in megatron/training/training.py), for a
+    config.ModelConfig: 3 (forward, weight-grad and data-grad GEMMs) x 2 (multiply-add) x tokens x [per layer: QKV and
+    output projections, causal attention (QK^T and (QK^T)V, each half-masked), MLP (three matrices with SwiGLU); plus
+    the logits]."""
+    h, s, layers = model.hidden_size, model.seq_length, model.num_layers
+    kv_channels = model.kv_channels or h // model.num_attention_heads
+    query = kv_channels * model.num_attention_heads
+    key_value = 2 * kv_channels * model.num_query_groups
     projections = h * (query + key_value) + query * h
     attention = query * s / 2 * 2
-    mlp = 3 * h * args.ffn_hidden_size
-    per_token = layers * (projections + attention + mlp) + h * args.padded_vocab_size
-    return 3 * 2 * args.global_batch_size * s * per_token
+    mlp = 3 * h * model.ffn_hidden_size
+    per_token = layers * (projections + attention + mlp) + h * padded_vocab_size
+    return 3 * 2 * global_batch_size * s * per_token
 
 
-def rates(args, flops: float, step_time: float, world_size: int) -> dict:
-    """Per-GPU tokens/s and TFLOP/s of one step, and MFU against --peak-tflops."""
+def rates(flops: float, tokens: int, step_time: float, world_size: int, peak_tflops: float) -> dict:
+    """Per-GPU tokens/s and TFLOP/s of one step of `flops` over `tokens`, and MFU against `peak_tflops`."""
     tflops = flops / step_time / 1e12 / world_size
     return {
-        "tokens_per_sec_per_gpu": args.global_batch_size * args.seq_length / step_time / world_size,
+        "tokens_per_sec_per_gpu": tokens / step_time / world_size,
         "tflops_per_gpu": tflops,
-        "mfu": tflops / args.peak_tflops,
+        "mfu": tflops / peak_tflops,
     }
 
 
