@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert Hugging Face Llama/Mistral weights to our megatron-core checkpoint and back (see README).
+"""Convert Hugging Face Llama/Mistral weights to our megatron-core checkpoint and back (see docs/conversion.md).
 
 hf-to-megatron --hf-dir HF --save DIR [--tensor-model-parallel-size N]
     DIR gets model.json (for --model), tokenizer/ and a checkpoint that tools/pretrain.py --load reads at any TP/PP.

@@ -1,5 +1,5 @@
 """Score a model on task files (tools/evaluate.py [run] ...), or build task files from held-out text
-(tools/evaluate.py build-tasks ...). See megatron_ipt/evaluation and the README's "Evaluation" section.
+(tools/evaluate.py build-tasks ...). See megatron_ipt/evaluation and docs/evaluation.md.
 
 Our checkpoint: `--load DIR` plus the model flags of tools/pretrain.py (--model, --num-layers, ...,
 --tokenizer-type, --tokenizer-model, --tensor-model-parallel-size; launch with torchrun for TP/DP > 1).

@@ -1,4 +1,4 @@
-"""Raw texts (JSONL) -> instruction-response collections (megatron_ipt/formats/records.py). See megatron_ipt/synthesis.
+"""Raw texts (JSONL) -> instruction-response collections (megatron_ipt/formats/records.py). See docs/synthesis.md.
 
     python tools/synthesize.py --input 'data/*.jsonl' --output-dir out/ --engine vllm \\
         --model instruction-pretrain/instruction-synthesizer --rounds 2
