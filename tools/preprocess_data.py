@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -37,6 +38,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "never split here, so their newlines are always kept",
     )
     g = add_tokenizer_args(p)
+    g.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
+        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's)",
+    )
     g.add_argument(
         "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
     )
@@ -155,7 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "--max-documents only sets the size of each --find-optimal-num-workers trial (as in Megatron-LM); "
             "to pack part of a corpus, give a part of it as --input, or use --num-shards/--shard-index"
         )
-    args.tokenizer = TokenizerSpec.from_args(args)
+    args.tokenizer = dataclasses.replace(TokenizerSpec.from_args(args), vocab_size=args.vocab_size)
     return args
 
 

@@ -427,7 +427,8 @@ class TokenizerSpec:
     tiktoken_pattern: str = "cl100k"  # --tiktoken-file-pattern
     native: bool = True  # --no-native-tokenizer turns it off
     merge_file: Optional[str] = None  # --merge-file (GPT2BPETokenizer)
-    vocab_size: Optional[int] = None  # --vocab-size: checked against the tokenizer's when built
+    # The vocabulary the ids must fit (preprocess_data's --vocab-size; training has its own model --vocab-size).
+    vocab_size: Optional[int] = None
 
     @staticmethod
     def infer_type(model: str) -> str:
@@ -470,7 +471,6 @@ class TokenizerSpec:
             tiktoken_pattern=args.tiktoken_file_pattern,
             native=not args.no_native_tokenizer,
             merge_file=merge_file,
-            vocab_size=getattr(args, "vocab_size", None),
         )
         if getattr(args, "tokenizer_metadata", None):
             spec.check_metadata(args.tokenizer_metadata)
@@ -586,13 +586,6 @@ def add_tokenizer_args(
         "--vocab-file", default=None, help="GPT2BPETokenizer: GPT-2's vocab.json (with --merge-file)"
     )
     g.add_argument("--merge-file", default=None, help="GPT2BPETokenizer: GPT-2's merges.txt (with --vocab-file)")
-    g.add_argument(
-        "--vocab-size",
-        type=int,
-        default=None,
-        help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
-        "tokenizer's must fit in it, else the tool stops (default: the tokenizer's)",
-    )
     g.add_argument(
         "--tokenizer-hf-no-include-special-tokens",
         action="store_true",
