@@ -1,5 +1,6 @@
-"""Score a model on task files (tools/evaluate.py [run] ...), or build task files from held-out text
-(tools/evaluate.py build-tasks ...). See megatron_ipt/evaluation and docs/evaluation.md.
+"""Score a model on task files (tools/evaluate.py [run] ...), build task files from held-out text
+(tools/evaluate.py build-tasks ...), or export them as lm-evaluation-harness tasks
+(tools/evaluate.py export-lm-eval ...). See megatron_ipt/evaluation and docs/evaluation.md.
 
 Our checkpoint: `--load DIR` plus the model flags of tools/pretrain.py (--model, --num-layers, ...,
 --tokenizer-type, --tokenizer-model, --tensor-model-parallel-size; launch with torchrun for TP/DP > 1).
@@ -40,6 +41,41 @@ def build_tasks_main(argv) -> int:
         + ", ".join(f"{name} {n} items" for name, n in summary["items"].items())
         + f" in {a.output_dir}"
     )
+    return 0
+
+
+def export_lm_eval_main(argv) -> int:
+    from megatron_ipt.evaluation.lm_eval_export import export_tasks
+    from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS
+    from megatron_ipt.evaluation.tasks import load_tasks
+    from megatron_ipt.io.cli import report_error
+    from megatron_ipt.io.inputs import InputError
+
+    p = argparse.ArgumentParser(
+        prog="tools/evaluate.py export-lm-eval",
+        description="Write each task file as an lm-evaluation-harness task: <task>.yaml + <task>.jsonl "
+        "(run them with lm_eval --include_path OUTPUT_DIR --tasks megatron_ipt).",
+    )
+    p.add_argument("--tasks", nargs="+", required=True, help="task files, globs or directories of *.jsonl")
+    p.add_argument(
+        "--output-dir",
+        required=True,
+        help="new, empty, or an earlier export (replaced as a whole); the YAML files name their JSONL by absolute path",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="generation tasks: lm-eval's max_gen_toks"
+    )
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip (and count) bad task lines instead of stopping")
+    a = p.parse_args(argv)
+    try:
+        tasks = load_tasks(a.tasks, a.skip_bad_lines)
+        export_tasks(tasks, a.output_dir, a.max_new_tokens)
+    except (InputError, ValueError, OSError) as e:
+        return report_error(e)
+    for task in tasks:
+        skipped = f" ({sum(task.skipped.values())} bad lines skipped)" if task.skipped else ""
+        print(f"{task.name}: {len(task.items)} {task.kind} items{skipped}")
+    print(f"lm-eval tasks in {a.output_dir}: lm_eval --include_path {a.output_dir} --tasks megatron_ipt ...")
     return 0
 
 
@@ -132,6 +168,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["build-tasks"]:
         return build_tasks_main(argv[1:])
+    if argv[:1] == ["export-lm-eval"]:
+        return export_lm_eval_main(argv[1:])
     return run_main(argv[1:] if argv[:1] == ["run"] else argv)
 
 

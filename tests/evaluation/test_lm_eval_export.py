@@ -1,0 +1,152 @@
+"""tools/evaluate.py export-lm-eval: lm-evaluation-harness task YAML + JSONL from our task files.
+
+The format checks always run. The test that loads the export with lm-eval's own TaskManager runs only where
+`lm_eval` imports (it is not a dependency, and CI does not install it)."""
+
+import json
+import os
+
+import pytest
+
+from megatron_ipt import assets
+from megatron_ipt.evaluation import metrics, tasks
+from megatron_ipt.evaluation.lm_eval_export import MANIFEST, TAG
+from tests.conftest import write_jsonl
+from tests.evaluation.test_tasks import _cli
+
+TASK_NAMES = ["rc_next_sentence_choice", "rc_sentence_choice", "rc_sentence_completion"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Tasks built by `build-tasks` from real held-out text, plus an AdaptLLM-format file, exported."""
+    root = tmp_path_factory.mktemp("export")
+    held_out = write_jsonl(root / "held_out.jsonl", [{"text": t} for t in assets.opticks_paragraphs()[-40:]])
+    cli = _cli()
+    assert cli.main(["build-tasks", "--input", held_out, "--output-dir", str(root / "tasks"), "--max-items", "12"]) == 0
+    write_jsonl(
+        root / "tasks" / "ConvFinQA.jsonl",  # AdaptLLM's field names: input, label
+        [
+            {"input": "Revenue was 10 and costs 4. Profit?\nAnswer:", "label": ["6", "6.0"]},
+            {"input": "2+2?", "label": "4"},
+        ],
+    )
+    out = root / "lm_eval_tasks"
+    assert cli.main(["export-lm-eval", "--tasks", str(root / "tasks"), "--output-dir", str(out)]) == 0
+    return root / "tasks", out
+
+
+def _rows(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_export_writes_the_documented_yaml_and_every_item(exported):
+    yaml = pytest.importorskip("yaml")
+    task_dir, out = exported
+    names = ["ConvFinQA"] + TASK_NAMES
+    assert sorted(os.listdir(out)) == sorted([MANIFEST] + [f"{n}.{e}" for n in names for e in ("yaml", "jsonl")])
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert sorted(manifest["tasks"]) == sorted(names)
+    for name in names:
+        ours = tasks.load_task(str(task_dir / f"{name}.jsonl"))
+        config = yaml.safe_load((out / f"{name}.yaml").read_text())
+        data = str(out / f"{name}.jsonl")
+        assert config["task"] == name and config["tag"] == [TAG]
+        assert (config["dataset_path"], config["dataset_kwargs"], config["test_split"]) == (
+            "json",
+            {"data_files": {"test": data}},
+            "test",
+        )
+        assert config["doc_to_text"] == "prompt"
+        assert config["metadata"]["megatron_ipt_metrics"] == ours.metrics
+        rows = _rows(data)
+        assert [(r["id"], r["line"], r["prompt"]) for r in rows] == [(i.id, i.line, i.prompt) for i in ours.items]
+        if ours.kind == tasks.CHOICE:
+            assert config["output_type"] == "multiple_choice"
+            assert (config["doc_to_choice"], config["doc_to_target"], config["target_delimiter"]) == (
+                "options",
+                "gold",
+                " ",
+            )
+            assert [m["metric"] for m in config["metric_list"]] == ["acc", "acc_norm"]
+            assert [(r["options"], r["gold"]) for r in rows] == [(i.options, i.gold) for i in ours.items]
+        else:
+            assert config["output_type"] == "generate_until" and config["doc_to_target"] == "answers"
+            assert config["generation_kwargs"] == {"until": ["\n"], "max_gen_toks": 100, "do_sample": False}
+            assert [m["metric"] for m in config["metric_list"]] == ["exact_match"]
+            assert [r["answers"] for r in rows] == [i.answers for i in ours.items]
+    assert len(_rows(out / "rc_sentence_choice.jsonl")) == 12
+
+
+def test_bad_input_names_the_file_and_writes_nothing(tmp_path, capsys):
+    cli = _cli()
+    bad = write_jsonl(
+        tmp_path / "t.jsonl", [{"prompt": "p", "answers": ["a"]}, {"prompt": "p", "gold": 0, "options": ["x"]}]
+    )
+    out = tmp_path / "out"
+    assert cli.main(["export-lm-eval", "--tasks", bad, "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {bad}:2: bad field: 'options' needs at least 2 entries" in err and "--skip-bad-lines" in err
+    assert not out.exists()
+
+    escaping = write_jsonl(tmp_path / "e.jsonl", [{"task": {"name": "../escaped"}}, {"prompt": "p", "answers": "a"}])
+    assert cli.main(["export-lm-eval", "--tasks", escaping, "--output-dir", str(out)]) == 1
+    assert f"error: {escaping}: task name '../escaped' cannot name files in --output-dir" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "escaped.yaml").exists()
+
+    other = tmp_path / "someone_elses"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    good = write_jsonl(tmp_path / "good.jsonl", [{"prompt": "p", "answers": "a"}])
+    assert cli.main(["export-lm-eval", "--tasks", good, "--output-dir", str(other)]) == 1
+    assert f"holds no {MANIFEST} (not an earlier export)" in capsys.readouterr().err
+    assert os.listdir(other) == ["keep.txt"]
+
+
+def test_a_rerun_replaces_an_earlier_export_as_a_whole(tmp_path):
+    cli = _cli()
+    first = write_jsonl(tmp_path / "first.jsonl", [{"prompt": "p", "answers": "a"}])
+    second = write_jsonl(tmp_path / "second.jsonl", [{"prompt": "q", "answers": "b"}])
+    out = tmp_path / "out"
+    assert cli.main(["export-lm-eval", "--tasks", first, "--output-dir", str(out)]) == 0
+    assert cli.main(["export-lm-eval", "--tasks", second, "--output-dir", str(out), "--max-new-tokens", "7"]) == 0
+    assert sorted(os.listdir(out)) == [MANIFEST, "second.jsonl", "second.yaml"]
+    assert "max_gen_toks: 7" in (out / "second.yaml").read_text()
+    assert sorted(os.listdir(tmp_path)) == ["first.jsonl", "out", "second.jsonl"]  # no temporary directory left
+
+
+def test_lm_eval_loads_the_export_and_builds_our_requests(exported, tmp_path, monkeypatch):
+    """lm-eval's own loader over the output directory: its docs, requests (context, continuation) and targets
+    are ours, and its exact_match scores predictions as our metric does."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))  # read before datasets is imported
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (optional; CI does not install it)")
+    from lm_eval.tasks import TaskManager
+
+    task_dir, out = exported
+    loaded = TaskManager(include_path=str(out), include_defaults=False).load([TAG])["tasks"]
+    assert sorted(loaded) == sorted(["ConvFinQA"] + TASK_NAMES)
+    for name, task in loaded.items():
+        ours = tasks.load_task(str(task_dir / f"{name}.jsonl"))
+        docs = list(task.test_docs())
+        assert [task.doc_to_text(d) for d in docs] == [i.prompt for i in ours.items]
+        task.build_all_requests()
+        by_doc = {}
+        for instance in task.instances:
+            by_doc.setdefault(instance.doc_id, []).append(instance.args)
+        for doc_id, item in enumerate(ours.items):
+            doc = docs[doc_id]
+            if ours.kind == tasks.CHOICE:
+                assert by_doc[doc_id] == [(item.prompt, " " + option) for option in item.options]
+                assert task.doc_to_choice(doc) == item.options and task.doc_to_target(doc) == item.gold
+                for pred in range(len(item.options)):  # the highest log-likelihood is lm-eval's prediction
+                    lls = [(0.0 if k == pred else -5.0, k == pred) for k in range(len(item.options))]
+                    assert task.process_results(doc, lls)["acc"] == float(pred == item.gold)
+            else:
+                assert by_doc[doc_id] == [(item.prompt, {"until": ["\n"], "max_gen_toks": 100, "do_sample": False})]
+                answer = item.answers[-1]
+                for pred in [answer, f" {answer.upper()}.", f"The  {answer}!", f"{answer} more", "", "a"]:
+                    expected = metrics.exact_match([item.answers], [pred]) / 100
+                    assert task.process_results(doc, [pred])["exact_match"] == expected, (name, pred)
