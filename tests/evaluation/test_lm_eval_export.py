@@ -150,3 +150,46 @@ def test_lm_eval_loads_the_export_and_builds_our_requests(exported, tmp_path, mo
                 for pred in [answer, f" {answer.upper()}.", f"The  {answer}!", f"{answer} more", "", "a"]:
                     expected = metrics.exact_match([item.answers], [pred]) / 100
                     assert task.process_results(doc, [pred])["exact_match"] == expected, (name, pred)
+
+
+@pytest.mark.slow  # ~50 s on the shared 2-core CPU; skipped (in no time) where lm-eval is not installed
+def test_lm_eval_scores_a_real_model_as_our_runner_does(exported, tmp_path, monkeypatch):
+    """SmolLM2-135M through lm-eval's own `hf` model on the export, and through tools/evaluate.py's scoring:
+    the same log-likelihood for every option (ours: mean NLL x option tokens) and the same generations."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (optional; CI does not install it)")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from megatron_ipt.evaluation import runner
+    from megatron_ipt.evaluation.hf_backend import HFModel
+
+    task_dir, out = exported
+    names, limit = ["rc_sentence_choice", "rc_sentence_completion"], 2
+    model_dir = assets.smollm2_hf_dir()
+    results = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
+        tasks=names,
+        task_manager=TaskManager(include_path=str(out), include_defaults=False),
+        limit=limit,
+        batch_size=4,
+        log_samples=True,
+    )
+    lm = HFModel(model_dir, batch_size=4, dtype="float32")
+    ours = runner.evaluate([tasks.load_task(str(task_dir / f"{n}.jsonl"), limit=limit) for n in names], lm, log=print)
+    choice = tasks.load_task(str(task_dir / "rc_sentence_choice.jsonl"), limit=limit)
+    samples = sorted(results["samples"]["rc_sentence_choice"], key=lambda s: s["doc_id"])
+    for item, prediction, sample in zip(choice.items, ours["_predictions"]["rc_sentence_choice"], samples):
+        prompt_tokens = len(lm.encode_batch([item.prompt])[0])
+        for k, option in enumerate(item.options):
+            tokens = len(lm.encode_batch([item.prompt + " " + option])[0]) - prompt_tokens
+            assert sample["resps"][k][0][0] == pytest.approx(-prediction["option_nll"][k] * tokens, abs=1e-3)
+    generated = sorted(results["samples"]["rc_sentence_completion"], key=lambda s: s["doc_id"])
+    assert [s["filtered_resps"][0].strip() for s in generated] == [
+        p["pred"] for p in ours["_predictions"]["rc_sentence_completion"]
+    ]
+    em = ours["tasks"]["rc_sentence_completion"]["metrics"]["exact_match"]
+    assert results["results"]["rc_sentence_completion"]["exact_match,none"] == pytest.approx(em / 100)
