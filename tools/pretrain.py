@@ -9,9 +9,14 @@ from megatron_ipt.training import config, loop
 def main(argv=None) -> int:
     args = config.build_parser().parse_args(argv)
     training = config.TrainingConfig.from_args(args)
-    if training.data.tokenizer is None:
+    data = training.data
+    if data.mock_data and data.data_path:
+        raise SystemExit("--mock-data trains on synthetic tokens: give it without --data-path")
+    if not data.mock_data and not data.data_path:
+        raise SystemExit("--data-path is required (a prefix, or a blend 'w1 prefix1 w2 prefix2'), or --mock-data")
+    if data.tokenizer is None and not data.mock_data:
         raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
-    tokenizer = training.data.tokenizer.build()
+    tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
     try:
         result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
