@@ -121,15 +121,28 @@ def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
     return stale
 
 
+def requested_samples(run) -> List[int]:
+    """Samples asked of each split part (see build_datasets)."""
+    config, gbs = run.config, run.global_batch_size
+    evals = (run.train_iters // config.logging.eval_interval + 1) if config.logging.eval_interval else 0
+    return [run.train_iters * gbs, evals * config.logging.eval_iters * gbs, 0]
+
+
+def check_split(run) -> None:
+    """The split guard alone, before anything is built (tools/pretrain.py calls it first): SystemExit if samples are
+    asked of an empty part of `--split`."""
+    if not run.config.data.mock_data and run.config.data.data_path:
+        plan_splits(get_blend_from_list(run.config.data.data_path)[0], run.config.data.split, requested_samples(run))
+
+
 def build_datasets(run, tokenizer):
     """Train/valid/test datasets for a run (a config.ResolvedConfig); blends from `--data-path`, or synthetic tokens
     with `--mock-data`. Sized as Megatron-LM's `get_train_valid_test_num_samples` (megatron/training/training.py)
     sizes them: train_iters x global batch training samples and (train_iters // eval_interval + 1) x eval_iters x
     global batch validation samples; no test samples (the loop has no test pass). Returns (train, valid, test, the
     data sources' names)."""
-    config, gbs = run.config, run.global_batch_size
-    evals = (run.train_iters // config.logging.eval_interval + 1) if config.logging.eval_interval else 0
-    sizes = [run.train_iters * gbs, evals * config.logging.eval_iters * gbs, 0]
+    config = run.config
+    sizes = requested_samples(run)
     common = dict(
         random_seed=config.init.seed,
         sequence_length=config.model.seq_length,

@@ -1,6 +1,7 @@
 """Training as Megatron-LM users launch it: the split guard on a small corpus, --mock-data, a model described by
 flags alone (never a silent preset), and the start-up report (arguments block, parameter counts, TensorBoard text)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def test_949_50_1_trains_on_397_documents_and_an_impossible_split_stops(corpus39
     rc, out = pretrain(1, *common, "--split", "999,1,0")
     assert rc != 0 and "--split 999,1,0 on" in out and "valid 0 documents / 0 tokens" in out, out[-3000:]
     assert not re.search(r'File ".*(megatron_ipt|megatron/core)', out)  # our message, no traceback of the run
+    assert "number of parameters" not in out  # it stops before the model is built
 
 
 # -- a model from flags alone ------------------------------------------------------------------------------------------
@@ -94,6 +96,24 @@ def test_without_model_or_shape_flags_the_error_names_what_is_missing():
             ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--tokenizer-model", TOKENIZER]
             + RUN
         )
+
+
+def test_evaluate_without_model_json_needs_the_model_flags(tmp_path):
+    import argparse
+
+    from megatron_ipt.data.tokenizer import add_tokenizer_args
+    from megatron_ipt.evaluation.megatron_backend import CheckpointSpec
+
+    parser = argparse.ArgumentParser()  # tools/evaluate.py's checkpoint flags
+    parser.add_argument("--load")
+    for add in (config.add_model_args, config.add_parallel_args, config.add_precision_args):
+        add(parser)
+    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
+    flags = ["--load", str(tmp_path), "--tokenizer-model", TOKENIZER]
+    with pytest.raises(SystemExit, match="missing --num-layers, --hidden-size, --num-attention-heads, --seq-length"):
+        CheckpointSpec.from_args(parser.parse_args(flags))
+    (tmp_path / "model.json").write_text(json.dumps(config.PRESETS["tiny"]))
+    assert CheckpointSpec.from_args(parser.parse_args(flags)).model == config.ModelConfig.load("tiny")
 
 
 # -- --mock-data and the start-up report -------------------------------------------------------------------------------
