@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
-from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
+from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, find_optimal_workers, preprocess
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
@@ -25,12 +26,51 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
         "and count them, instead of stopping with an error",
     )
+    g.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead",
+    )
+    g.add_argument(
+        "--keep-newlines",
+        action="store_true",
+        help="accepted for Megatron-LM compatibility: it keeps newlines when sentences are split, and texts are "
+        "never split here, so their newlines are always kept",
+    )
     g = add_tokenizer_args(p)
+    g.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
+        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's)",
+    )
     g.add_argument(
         "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
     )
+    g.add_argument(
+        "--lang",
+        default="english",
+        help="accepted for Megatron-LM compatibility: NLTK's sentence-splitting language (see --split-sentences)",
+    )
     g = p.add_argument_group("output data")
     g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
+    g = p.add_argument_group(
+        "multi-node (a Slurm array: one task per shard, then tools/merge_datasets.py; see docs/preprocess.md)"
+    )
+    g.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="cut the input (its files in order, as one stream of bytes) into this many equal byte ranges ...",
+    )
+    g.add_argument(
+        "--shard-index",
+        type=int,
+        default=0,
+        help="... and pack only the lines that start in range number SHARD_INDEX (0-based; e.g. "
+        "$SLURM_ARRAY_TASK_ID); a compressed file is never cut and goes whole to the range it starts in",
+    )
     g = p.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     g.add_argument(
@@ -51,20 +91,51 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal"
     )
     g.add_argument(
+        "--find-optimal-num-workers",
+        action="store_true",
+        help="time the first --max-documents documents with each of --workers-to-check worker counts, print them "
+        "fastest first, and exit without writing the output",
+    )
+    g.add_argument(
+        "--workers-to-check",
+        nargs="+",
+        type=int,
+        default=[16, 32, 64],
+        help="worker counts --find-optimal-num-workers tries (default: 16 32 64)",
+    )
+    g.add_argument(
+        "--max-documents",
+        type=int,
+        default=None,
+        help="documents each --find-optimal-num-workers trial packs (default: 100000; only read with that flag, "
+        "as in Megatron-LM)",
+    )
+    g.add_argument(
         "--partitions",
         type=int,
         default=1,
         help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges",
     )
     g.add_argument(
-        "--split-sentences",
-        action="store_true",
-        help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead",
-    )
-    g.add_argument(
         "--keep-sequential-samples",
         action="store_true",
         help="accepted for Megatron-LM compatibility; output order always equals input order",
+    )
+    g = p.add_argument_group("Megatron-LM model-side tokenizer flags (they size the model in training, not the data)")
+    for flag in ("--padded-vocab-size", "--null-tokenizer-eod-id", "--null-tokenizer-pad-id"):
+        g.add_argument(flag, type=int, default=None, help="accepted for Megatron-LM compatibility, no effect here")
+    g.add_argument(
+        "--no-pad-vocab-size",
+        "--disable-pad-vocab-size",
+        dest="pad_vocab_size",
+        action="store_false",
+        help="accepted for Megatron-LM compatibility, no effect here",
+    )
+    g.add_argument(
+        "--vocab-extra-ids",
+        type=int,
+        default=0,
+        help="Megatron-LM's T5 span-masking tokens: only 0 (none) is supported",
     )
     args = p.parse_args(argv)
     if args.split_sentences:
@@ -73,8 +144,26 @@ def parse_args(argv=None) -> argparse.Namespace:
             "document's value as a list of strings (pre-split sentences): each becomes one sequence, as Megatron "
             "writes them"
         )
+    if args.vocab_extra_ids:
+        p.error("--vocab-extra-ids: only 0 is supported (extra ids are T5 span-masking tokens; this is a GPT stack)")
     if args.workers < 1 or args.threads_per_worker < 1:
         p.error("--workers and --threads-per-worker must be at least 1")
+    if not 0 <= args.shard_index < args.num_shards:
+        p.error(f"--shard-index {args.shard_index} of --num-shards {args.num_shards}: need 0 <= index < num-shards")
+    if args.find_optimal_num_workers:
+        if args.num_shards > 1:
+            p.error("--find-optimal-num-workers times the whole input's first documents: give it without --num-shards")
+        if any(w < 1 for w in args.workers_to_check):
+            p.error(f"--workers-to-check {' '.join(map(str, args.workers_to_check))}: counts must be at least 1")
+        args.max_documents = 100_000 if args.max_documents is None else args.max_documents
+        if args.max_documents < 1:
+            p.error("--max-documents must be at least 1")
+    elif args.max_documents is not None:
+        p.error(
+            "--max-documents only sets the size of each --find-optimal-num-workers trial (as in Megatron-LM); "
+            "to pack part of a corpus, give a part of it as --input, or use --num-shards/--shard-index"
+        )
+    args.tokenizer = dataclasses.replace(TokenizerSpec.from_args(args), vocab_size=args.vocab_size)
     return args
 
 
@@ -124,7 +213,7 @@ def main(argv=None) -> int:
     config = PreprocessConfig(
         input=args.input,
         output_prefix=args.output_prefix,
-        tokenizer=TokenizerSpec.from_args(args),
+        tokenizer=args.tokenizer,
         json_keys=args.json_keys,
         append_eod=args.append_eod,
         workers=args.workers,
@@ -132,13 +221,39 @@ def main(argv=None) -> int:
         skip_bad_lines=args.skip_bad_lines,
         shard_bytes=args.shard_bytes,
         threads_per_worker=args.threads_per_worker,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
     )
     try:
+        if args.find_optimal_num_workers:
+            print_worker_search(find_optimal_workers(config, args.workers_to_check, args.max_documents))
+            return 0
         result = preprocess(config)
     except (InputError, FileNotFoundError, ValueError) as e:
         return report_error(e)
     print_summary(result)
+    if args.num_shards > 1:
+        print(
+            f"\nShard {args.shard_index} of {args.num_shards}. When every shard is done, merge them in shard order "
+            f"(one directory per JSON key; zero-padded shard numbers in the prefixes keep the order):\n"
+            f"  python tools/merge_datasets.py --input <directory of the shards' .bin/.idx> --output-prefix <prefix>"
+        )
     return 0
+
+
+def print_worker_search(results) -> None:
+    """Megatron-LM's report of --find-optimal-num-workers."""
+    lines = ["", "-----------------------------------", "Performance results (fastest → slowest):"]
+    lines += [f"{i}. {workers} workers → avg. docs/s: {speed:.4f}" for i, (workers, speed) in enumerate(results, 1)]
+    best, speed = results[0]
+    lines += [
+        "",
+        "-----------------------------------",
+        f"The most optimal num of workers is {best} with avg. preprocessed docs/s: {speed:.4f}.",
+        "-----------------------------------",
+        "(nothing was written: run again with --workers N to write the dataset)",
+    ]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

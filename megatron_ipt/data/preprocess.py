@@ -12,6 +12,7 @@ per non-empty string; --append-eod adds the tokenizer's EOD to each non-empty do
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -34,7 +35,6 @@ from megatron_ipt.io.inputs import (
     is_compressed,
     iter_lines,
     line_number_at,
-    plan_shards,
 )
 from megatron_ipt.io.jsonl import BadLines, LineError, parse_keys
 
@@ -54,6 +54,8 @@ class PreprocessConfig:
     skip_bad_lines: bool = False
     threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
     shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
+    num_shards: int = 1  # this run packs one of `num_shards` equal byte slices of the input (a Slurm array task)
+    shard_index: int = 0  # ... the slice numbered `shard_index` (0-based)
 
     def output_prefix_for(self, key: str) -> str:
         return f"{self.output_prefix}_{key}_document"
@@ -231,6 +233,51 @@ def pack_shards(
     return stats
 
 
+# ------------------------------------------------------------------------------------------- the input slices
+
+
+def task_slice(files: List[str], num_shards: int, shard_index: int) -> List[Shard]:
+    """The part of the input that task `shard_index` of `num_shards` packs (--num-shards/--shard-index).
+
+    The files, in order, are one stream of bytes cut into `num_shards` equal ranges: task i packs the lines that
+    start in range i (a line belongs to the range its first byte falls in, so no line is lost or packed twice).
+    Many files spread over the tasks file by file, one big file by byte ranges. A compressed file cannot be
+    cut: it belongs whole to the task its first byte falls in. Merging the tasks' outputs in task order
+    (tools/merge_datasets.py) gives the dataset one run over the whole input writes, byte for byte."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < num-shards")
+    sizes = [os.path.getsize(p) for p in files]
+    total = sum(sizes)
+    lo, hi = total * shard_index // num_shards, total * (shard_index + 1) // num_shards
+    slices, at = [], 0
+    for path, size in zip(files, sizes):
+        begin, end = at, at + size
+        at = end
+        if is_compressed(path):
+            if lo <= begin < hi:
+                slices.append(Shard(path))
+        elif max(lo, begin) < min(hi, end):
+            a, b = max(lo, begin) - begin, min(hi, end) - begin
+            slices.append(Shard(path, a, None if b == size else b))
+    return slices
+
+
+def split_shards(shards: List[Shard], target_bytes: int) -> List[Shard]:
+    """Cut plain-file shards into byte ranges of about `target_bytes`, for the workers; compressed files stay
+    whole (no seeking)."""
+    out = []
+    for shard in shards:
+        end = shard.end if shard.end is not None else os.path.getsize(shard.path)
+        if is_compressed(shard.path) or end - shard.start <= target_bytes:
+            out.append(shard)
+            continue
+        starts = list(range(shard.start, end, target_bytes))
+        for i, begin in enumerate(starts):
+            last = i + 1 == len(starts)
+            out.append(Shard(shard.path, begin, (shard.end if last else starts[i + 1])))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 
@@ -249,11 +296,13 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     """Run the packing stage. Raises InputError for bad input (nothing finished-looking is left)."""
     start = time.time()
     files = expand_inputs(config.input)
-    total_bytes = sum(os.path.getsize(p) for p in files)
+    task = task_slice(files, config.num_shards, config.shard_index)
+    files = list(dict.fromkeys(shard.path for shard in task))  # the files this task reads part of
+    total_bytes = sum((s.end if s.end is not None else os.path.getsize(s.path)) - s.start for s in task)
     workers = max(1, config.workers)
     # A few shards per worker balance uneven files; shards are never smaller than 8 MiB.
     target = config.shard_bytes or max(8 << 20, total_bytes // (4 * workers) + 1)
-    shards = plan_shards(files, target) if workers > 1 else [Shard(p) for p in files]
+    shards = split_shards(task, target) if workers > 1 else task
     ctx = mp.get_context("spawn")
     progress = _Progress(ctx)
     reporter = reporter or _Reporter(config.log_interval, total_bytes if not any(map(is_compressed, files)) else None)
@@ -325,13 +374,13 @@ class _ReportingProgress:
 class _Reporter:
     """A tqdm bar on a terminal; otherwise Megatron's log line every `log_interval` documents."""
 
-    def __init__(self, log_interval: int, total_bytes: Optional[int]):
+    def __init__(self, log_interval: int, total_bytes: Optional[int], quiet: bool = False):
         self.log_interval = max(1, log_interval)
         self.start = time.time()
         self.next_log = self.log_interval
         self.bar = None
         self.last_bytes = 0
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not quiet:
             from tqdm import tqdm
 
             self.bar = tqdm(
@@ -356,3 +405,46 @@ class _Reporter:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------- worker search
+
+
+def find_optimal_workers(config: PreprocessConfig, workers_to_check: List[int], max_documents: int):
+    """Megatron-LM's --find-optimal-num-workers: pack the first `max_documents` documents of the input once per
+    worker count, into a scratch directory, and return [(workers, docs/s)] fastest first. The real output is not
+    written. The sample is cut into a few byte ranges per worker so that every count has work for all workers."""
+    import tempfile
+
+    output_dir = os.path.dirname(os.path.abspath(config.output_prefix))
+    os.makedirs(output_dir, exist_ok=True)  # the scratch space sits where the real run will write
+    with tempfile.TemporaryDirectory(prefix="find_workers.", dir=output_dir) as scratch:
+        sample = os.path.join(scratch, "sample.jsonl")
+        documents = 0
+        with open(sample, "wb") as out:
+            for path in expand_inputs(config.input):
+                for _, _, raw in iter_lines(Shard(path)):
+                    if documents >= max_documents:
+                        break
+                    if raw.strip():
+                        out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                        documents += 1
+        size = os.path.getsize(sample)
+        results = []
+        for workers in workers_to_check:
+            trial = dataclasses.replace(
+                config,
+                input=sample,
+                output_prefix=os.path.join(scratch, f"w{workers}"),
+                workers=workers,
+                shard_bytes=max(1 << 16, size // (4 * workers) + 1),
+                num_shards=1,
+                shard_index=0,
+                log_interval=1 << 62,
+            )
+            result = preprocess(trial, reporter=_Reporter(trial.log_interval, None, quiet=True))
+            results.append((workers, result.stats.documents / max(result.seconds, 1e-9)))
+            for prefix in result.outputs.values():
+                for ext in (".bin", ".idx"):
+                    os.remove(prefix + ext)
+    return sorted(results, key=lambda r: r[1], reverse=True)

@@ -11,6 +11,9 @@ tokenizer library, so the ids we write are the ids Megatron-LM would write:
 - `TiktokenFileTokenizer`: an OpenAI `.tiktoken` ranks file (ids = ranks), encoded like tiktoken's
   `encode_ordinary` with the cl100k regex (or Llama-3's, `tiktoken_pattern="llama3"`). Not Megatron's
   `TikTokenizer`, which reads a different (JSON) vocabulary and shifts ids by its special tokens.
+- `GPT2BPETokenizer`: GPT-2's byte-level BPE from a `vocab.json` + `merges.txt` pair (`--vocab-file`,
+  `--merge-file`), encoded as megatron-core does (Hugging Face's GPT-2 tokenizer over those two files: GPT-2's
+  regex, no prefix space, `<|endoftext|>` recognised as the special token it is and used as EOD).
 
 Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, InstructLM) and byte-level BPE models
 (Llama-3-style tokenizer.json, cl100k tiktoken files) are encoded by our own native encoders (csrc/), id-exact
@@ -20,10 +23,12 @@ normalization, other regexes, ...) use the library, and one log line says so.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import logging
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -35,8 +40,13 @@ logger = logging.getLogger(__name__)
 SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer", "MistralTokenizer")
 HUGGINGFACE_TYPES = ("HuggingFaceTokenizer", "Llama3Tokenizer")
 TIKTOKEN_TYPES = ("TiktokenFileTokenizer",)
-TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES
+GPT2_TYPES = ("GPT2BPETokenizer",)  # a vocab.json + merges.txt pair (--vocab-file, --merge-file)
+TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES + GPT2_TYPES
+GPT2_EOD = "<|endoftext|>"
 TIKTOKEN_PATTERNS = ("cl100k", "llama3")  # TiktokenFileTokenizer's pre-tokenization regexes
+
+# `org/name`: what a Hugging Face hub model id looks like (e.g. meta-llama/Meta-Llama-3-8B).
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 # Tried in order when a tokenizer.json comes without a tokenizer_config.json naming its eos_token.
 _COMMON_EOS_TOKENS = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>")
@@ -195,7 +205,18 @@ class HuggingFaceTokenizer(_ByteLevelNative):
         self.tokenizer_type = tokenizer_type
         self.model_path = model_path
         self.include_special_tokens = include_special_tokens
-        self._tok = tokenizers.Tokenizer.from_file(json_path)
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(json_path)
+        except Exception as e:  # the library's own message ("stream did not contain valid UTF-8", ...) names no file
+            if _is_sentencepiece_model(json_path):  # what Megatron-LM's docs give HuggingFaceTokenizer
+                raise ValueError(
+                    f"--tokenizer-model {json_path} is a SentencePiece model, not a tokenizer.json: give it with "
+                    f"--tokenizer-type SentencePieceTokenizer (or Llama2Tokenizer/MistralTokenizer: the same ids), or "
+                    f"give HuggingFaceTokenizer the model's Hugging Face directory (the one holding tokenizer.json)"
+                ) from None
+            raise ValueError(
+                f"--tokenizer-model {json_path}: not a tokenizer.json the tokenizers library reads ({e})"
+            ) from None
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         config = _read_tokenizer_config(os.path.dirname(os.path.abspath(json_path)))
         self.eod = self._token_id(config.get("eos_token"), _COMMON_EOS_TOKENS)
@@ -285,6 +306,61 @@ class TiktokenFileTokenizer(_ByteLevelNative):
         return {**super().unique_identifiers, "tiktoken_pattern": self.tiktoken_pattern}
 
 
+class GPT2BPETokenizer(_ByteLevelNative):
+    """GPT-2's byte-level BPE from `vocab.json` + `merges.txt`, as megatron-core encodes it (Hugging Face's GPT-2
+    tokenizer over the two files). Our native encoder implements the Llama-3 and cl100k regexes, not GPT-2's, so
+    the `tokenizers` library encodes (in batches, on its own threads)."""
+
+    library_name = "tokenizers"
+
+    def __init__(
+        self,
+        vocab_file: str,
+        merge_file: str,
+        tokenizer_type: str = "GPT2BPETokenizer",
+        num_threads: int = 1,
+        native: bool = True,
+    ):
+        import tokenizers
+        from tokenizers import decoders, models, pre_tokenizers
+
+        for flag, path in (("--vocab-file", vocab_file), ("--merge-file", merge_file)):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{flag} {path}: no such file")
+        try:
+            bpe = models.BPE.from_file(vocab_file, merge_file)
+        except Exception as e:
+            raise ValueError(
+                f"--vocab-file {vocab_file} / --merge-file {merge_file}: not a GPT-2 vocab.json + merges.txt pair ({e})"
+            ) from None
+        self.tokenizer_type, self.model_path, self.merge_file = tokenizer_type, vocab_file, merge_file
+        self.num_threads = num_threads
+        self._tok = tokenizers.Tokenizer(bpe)
+        # GPT-2's pre-tokenization: its own regex over the text as is (no prefix space), bytes mapped to characters.
+        self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        self._tok.decoder = decoders.ByteLevel()
+        self.eod = self._tok.token_to_id(GPT2_EOD)
+        if self.eod is not None:  # a special token, as in Hugging Face's GPT-2 tokenizer: matched whole in text
+            self._tok.add_special_tokens([GPT2_EOD])
+        self.bos = None
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        if native:
+            self._use_native(None, "GPT-2's pre-tokenization regex is not one it implements")
+
+    def _library_encode(self, text: str) -> List[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    @property
+    def unique_identifiers(self) -> dict:
+        return {**super().unique_identifiers, "merge_file": self.merge_file}
+
+
 def build_tokenizer(
     tokenizer_type: str,
     tokenizer_model: str,
@@ -293,11 +369,23 @@ def build_tokenizer(
     include_special_tokens: bool = True,
     native: bool = True,
     tiktoken_pattern: str = "cl100k",
+    merge_file: Optional[str] = None,
 ) -> Tokenizer:
-    """Build a tokenizer from Megatron's `--tokenizer-type` and `--tokenizer-model` values."""
+    """Build a tokenizer from Megatron's `--tokenizer-type` and `--tokenizer-model` values (GPT2BPETokenizer:
+    `tokenizer_model` is the vocab.json and `merge_file` the merges.txt)."""
+    if tokenizer_type in GPT2_TYPES:
+        if not tokenizer_model or not merge_file:
+            raise ValueError(f"--tokenizer-type {tokenizer_type} needs --vocab-file and --merge-file")
+        return GPT2BPETokenizer(tokenizer_model, merge_file, tokenizer_type, num_threads=num_threads, native=native)
     if not tokenizer_model:
         raise ValueError(f"--tokenizer-model is required for --tokenizer-type {tokenizer_type}")
     if not os.path.exists(tokenizer_model):
+        if tokenizer_type in HUGGINGFACE_TYPES and _HUB_NAME.fullmatch(tokenizer_model):
+            raise FileNotFoundError(
+                f"--tokenizer-model {tokenizer_model}: no such file or directory. If it names a Hugging Face hub "
+                f"model: no hub is reachable from here; download the model's tokenizer files (tokenizer.json, "
+                f"tokenizer_config.json) where there is network access and pass their local directory"
+            )
         raise FileNotFoundError(f"--tokenizer-model {tokenizer_model}: no such file or directory")
     if tokenizer_type in SENTENCEPIECE_TYPES:
         return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads, native=native)
@@ -316,18 +404,31 @@ def build_tokenizer(
     raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 
+# Megatron-LM's tokenizer metadata names a library; the one each of our types is.
+METADATA_LIBRARIES = {
+    **{t: "sentencepiece" for t in SENTENCEPIECE_TYPES},
+    **{t: "huggingface" for t in HUGGINGFACE_TYPES},
+    **{t: "tiktoken" for t in TIKTOKEN_TYPES},
+    **{t: "megatron" for t in GPT2_TYPES},
+}
+
+
 @dataclass(frozen=True)
 class TokenizerSpec:
     """Which tokenizer a tool uses, as Megatron's flags name it (`add_tokenizer_args`); `build()` makes it.
 
     The one description every tool shares: preprocess_data, build_corpus, pretrain, synthesize and evaluate all
-    declare their tokenizer flags through `add_tokenizer_args` and read them back with `from_args`."""
+    declare their tokenizer flags through `add_tokenizer_args` and read them back with `from_args`.
+    GPT2BPETokenizer: `model` is the vocab.json (--vocab-file) and `merge_file` the merges.txt (--merge-file)."""
 
     type: str
     model: str
     include_special_tokens: bool = True  # --tokenizer-hf-no-include-special-tokens turns it off
     tiktoken_pattern: str = "cl100k"  # --tiktoken-file-pattern
     native: bool = True  # --no-native-tokenizer turns it off
+    merge_file: Optional[str] = None  # --merge-file (GPT2BPETokenizer)
+    # The vocabulary the ids must fit (preprocess_data's --vocab-size; training has its own model --vocab-size).
+    vocab_size: Optional[int] = None
 
     @staticmethod
     def infer_type(model: str) -> str:
@@ -342,38 +443,107 @@ class TokenizerSpec:
     @classmethod
     def from_args(cls, args) -> Optional["TokenizerSpec"]:
         """The spec the parsed flags of `add_tokenizer_args` describe; None when no model was given (tools where the
-        tokenizer is optional). A missing type is inferred from the model path."""
-        if not args.tokenizer_model:
+        tokenizer is optional). A missing type is inferred from the model path. Flags that contradict each other
+        stop the tool with a one-line message (SystemExit, as argparse does)."""
+        vocab_file, merge_file = getattr(args, "vocab_file", None), getattr(args, "merge_file", None)
+        if vocab_file or merge_file:
+            if args.tokenizer_type not in GPT2_TYPES:
+                raise SystemExit(
+                    f"error: --vocab-file/--merge-file are read by --tokenizer-type GPT2BPETokenizer only "
+                    f"(got --tokenizer-type {args.tokenizer_type})"
+                )
+            if not (vocab_file and merge_file):
+                raise SystemExit("error: --tokenizer-type GPT2BPETokenizer needs both --vocab-file and --merge-file")
+            model = vocab_file
+        elif args.tokenizer_type in GPT2_TYPES:
+            raise SystemExit(
+                "error: --tokenizer-type GPT2BPETokenizer reads --vocab-file (GPT-2's vocab.json) and --merge-file "
+                "(its merges.txt), not --tokenizer-model"
+            )
+        else:
+            model = args.tokenizer_model
+        if not model:
             return None
-        return cls(
-            type=args.tokenizer_type or cls.infer_type(args.tokenizer_model),
-            model=args.tokenizer_model,
+        spec = cls(
+            type=args.tokenizer_type or cls.infer_type(model),
+            model=model,
             include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
             tiktoken_pattern=args.tiktoken_file_pattern,
             native=not args.no_native_tokenizer,
+            merge_file=merge_file,
         )
+        if getattr(args, "tokenizer_metadata", None):
+            spec.check_metadata(args.tokenizer_metadata)
+        return spec
+
+    def check_metadata(self, path: str) -> None:
+        """Megatron-LM's `--tokenizer-metadata` JSON: the library it names must be the one this type uses (the type
+        already decides everything else the file could say, so nothing more is read from it)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                metadata = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --tokenizer-metadata {path}: cannot read it as JSON ({e})") from None
+        library = metadata.get("library") if isinstance(metadata, dict) else None
+        if library is not None and library != METADATA_LIBRARIES[self.type]:
+            raise SystemExit(
+                f"error: --tokenizer-metadata {path} names library {library!r}, but --tokenizer-type {self.type} is "
+                f"the {METADATA_LIBRARIES[self.type]!r} library"
+            )
 
     def to_flags(self) -> str:
         """The flags that give this spec back (`from_args`), for commands a tool prints for the user to run next.
         Flags at their default are left out; the pattern is named only for the type that reads it."""
-        flags = f"--tokenizer-type {self.type} --tokenizer-model {shlex.quote(self.model)}"
+        if self.type in GPT2_TYPES:
+            flags = (
+                f"--tokenizer-type {self.type} --vocab-file {shlex.quote(self.model)} "
+                f"--merge-file {shlex.quote(self.merge_file or '')}"
+            )
+        else:
+            flags = f"--tokenizer-type {self.type} --tokenizer-model {shlex.quote(self.model)}"
         if not self.include_special_tokens:
             flags += " --tokenizer-hf-no-include-special-tokens"
         if self.type in TIKTOKEN_TYPES:
             flags += f" --tiktoken-file-pattern {self.tiktoken_pattern}"
         if not self.native:
             flags += " --no-native-tokenizer"
+        if self.vocab_size is not None:
+            flags += f" --vocab-size {self.vocab_size}"
         return flags
 
     def build(self, num_threads: int = 1) -> Tokenizer:
-        return build_tokenizer(
+        tokenizer = build_tokenizer(
             self.type,
             self.model,
             num_threads=num_threads,
             include_special_tokens=self.include_special_tokens,
             native=self.native,
             tiktoken_pattern=self.tiktoken_pattern,
+            merge_file=self.merge_file,
         )
+        if self.vocab_size is not None and tokenizer.vocab_size > self.vocab_size:
+            raise ValueError(
+                f"--vocab-size {self.vocab_size}: the tokenizer {self.model} has {tokenizer.vocab_size} tokens; "
+                f"its ids would not fit a vocabulary of {self.vocab_size}"
+            )
+        return tokenizer
+
+
+class _Refused(argparse.Action):
+    """A Megatron-LM flag this stack knows but does not do: stop at parse time with the reason and the way instead."""
+
+    def __init__(self, option_strings, dest, reason: str, nargs=0, **kwargs):
+        self.reason = reason
+        kwargs["help"] = kwargs.get("help") or f"refused: {reason}"
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not supported: {self.reason}")
+
+
+def add_refused_arg(group, *flags: str, reason: str, takes_value: bool = False) -> None:
+    """Declare Megatron-LM flags that are refused with `reason` (listed in --help, never a generic argparse error)."""
+    group.add_argument(*flags, action=_Refused, reason=reason, nargs=None if takes_value else 0, default=None)
 
 
 def add_tokenizer_args(
@@ -386,10 +556,10 @@ def add_tokenizer_args(
     model_aliases: Sequence[str] = (),
 ):
     """Declare the tokenizer flags (Megatron-LM's names) on `parser`, in a group of their own; returns the group.
-    `required`: --tokenizer-model must be given (else the tokenizer is optional and `from_args` may return None).
-    `default_type`: --tokenizer-type when not given (None: required with the model, or inferred from its path when
-    the tokenizer is optional). `model_aliases`: other option strings for --tokenizer-model that a tool documented
-    before (synthesize's `--tokenizer`)."""
+    `required`: a tokenizer must be given, --tokenizer-model or (GPT2BPETokenizer) --vocab-file (else the tokenizer
+    is optional and `from_args` may return None). `default_type`: --tokenizer-type when not given (None: required
+    with the model, or inferred from its path when the tokenizer is optional). `model_aliases`: other option strings
+    for --tokenizer-model that a tool documented before (synthesize's `--tokenizer`)."""
     g = parser.add_argument_group(title)
     if default_type:
         type_default = f" (default: {default_type})"
@@ -407,9 +577,15 @@ def add_tokenizer_args(
         required=required and default_type is None,
         help="Megatron-LM's tokenizer type" + type_default,
     )
-    g.add_argument(
-        "--tokenizer-model", *model_aliases, dest="tokenizer_model", required=required, default=None, help=model_help
+    # One of the two names the tokenizer's files: argparse says so when neither is given to a tool that needs one.
+    model_or_vocab = g.add_mutually_exclusive_group(required=required)
+    model_or_vocab.add_argument(
+        "--tokenizer-model", *model_aliases, dest="tokenizer_model", default=None, help=model_help
     )
+    model_or_vocab.add_argument(
+        "--vocab-file", default=None, help="GPT2BPETokenizer: GPT-2's vocab.json (with --merge-file)"
+    )
+    g.add_argument("--merge-file", default=None, help="GPT2BPETokenizer: GPT-2's merges.txt (with --vocab-file)")
     g.add_argument(
         "--tokenizer-hf-no-include-special-tokens",
         action="store_true",
@@ -422,11 +598,86 @@ def add_tokenizer_args(
         help="TiktokenFileTokenizer: the pre-tokenization regex (cl100k_base's, or Llama-3's)",
     )
     g.add_argument(
+        "--tokenizer-metadata",
+        default=None,
+        metavar="JSON",
+        help="Megatron-LM's tokenizer metadata file: checked (its library must be the type's); the type decides "
+        "the rest",
+    )
+    g.add_argument(
         "--no-native-tokenizer",
         action="store_true",
         help="use the tokenizer's library even where our native encoder applies (same ids, slower)",
     )
+    # Megatron-LM's other tokenizer flags: known, with what they mean here.
+    g.add_argument(
+        "--tiktoken-pattern",
+        choices=("v1", "v2"),
+        default=None,
+        help="accepted for Megatron-LM compatibility, no effect: it picks the regex of Megatron's TikTokenizer "
+        "(JSON vocabularies), which is not offered here, and every other type ignores it, as in Megatron-LM; "
+        "an OpenAI .tiktoken file is TiktokenFileTokenizer with --tiktoken-file-pattern",
+    )
+    g.add_argument(
+        "--tiktoken-num-special-tokens",
+        type=int,
+        default=None,
+        help="accepted for Megatron-LM compatibility, no effect: read by Megatron's TikTokenizer only (see "
+        "--tiktoken-pattern)",
+    )
+    g.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="accepted for Megatron-LM compatibility, no effect: no tokenizer code is ever run here (tokenizer.json, "
+        ".model and .tiktoken files are data)",
+    )
+    add_refused_arg(
+        g,
+        "--use-gigatoken",
+        reason="our native encoders already do GigaToken's job (whole batches of documents tokenized in C++ on "
+        "several threads, written without Python lists); they are on by default (see --no-native-tokenizer)",
+    )
+    add_refused_arg(
+        g,
+        "--tokenizer-special-tokens",
+        takes_value=True,
+        reason="extra special tokens are not added at run time: add them to the tokenizer's own files "
+        "(tokenizer.json added_tokens, or a SentencePiece model trained with them)",
+    )
+    add_refused_arg(
+        g,
+        "--tokenizer-sentencepiece-legacy",
+        reason="SentencePiece models are encoded as the sentencepiece library encodes plain text, which is "
+        "what Megatron-LM does without this flag",
+    )
+    add_refused_arg(
+        g,
+        "--no-tokenizer-sentencepiece-ignore-extra-whitespaces",
+        "--disable-tokenizer-sentencepiece-ignore-extra-whitespaces",
+        reason="whitespace is normalized as the SentencePiece model itself says (its normalizer spec)",
+    )
+    add_refused_arg(
+        g,
+        "--tokenizer-hf-no-use-fast",
+        reason="tokenizer.json is read with the tokenizers library (the fast tokenizer) only",
+    )
+    add_refused_arg(
+        g,
+        "--chat-template",
+        takes_value=True,
+        reason="documents are encoded as given; no tool here formats conversations with a chat template",
+    )
     return g
+
+
+def _is_sentencepiece_model(path: str) -> bool:
+    import sentencepiece
+
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=path)
+        return True
+    except Exception:
+        return False
 
 
 def _is_utf8_encodable(text: str) -> bool:

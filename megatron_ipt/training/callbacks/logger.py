@@ -111,13 +111,14 @@ class Logger:
 
 # -- start-up report ---------------------------------------------------------------------------------------------------
 
-# TokenizerSpec fields under their flags' names
+# TokenizerSpec fields under their flags' names (the others as tokenizer_<field>)
 _TOKENIZER_ARGS = {
     "type": "tokenizer_type",
     "model": "tokenizer_model",
     "include_special_tokens": "tokenizer_hf_include_special_tokens",
     "tiktoken_pattern": "tiktoken_file_pattern",
     "native": "native_tokenizer",
+    "merge_file": "merge_file",
 }
 
 
@@ -136,8 +137,11 @@ def arguments(run) -> dict:
             if f.name == "source":
                 values["model"] = value
             elif f.name == "tokenizer":
-                for key, name in _TOKENIZER_ARGS.items():
-                    values[name] = getattr(value, key) if value is not None else None
+                from megatron_ipt.data.tokenizer import TokenizerSpec
+
+                for spec_field in dataclasses.fields(TokenizerSpec):
+                    name = _TOKENIZER_ARGS.get(spec_field.name, "tokenizer_" + spec_field.name)
+                    values[name] = getattr(value, spec_field.name) if value is not None else None
             else:
                 values[f.name] = value
     model = config.model
