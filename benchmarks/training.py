@@ -105,6 +105,8 @@ def main():
         str(10**9),
         "--lr",
         "1e-4",
+        "--lr-decay-style",
+        "cosine",
     ]
 
     ours, bare = [], []

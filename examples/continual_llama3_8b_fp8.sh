@@ -53,7 +53,7 @@ MODEL_PARALLEL_ARGS=(--tensor-model-parallel-size "$TP" --pipeline-model-paralle
                      --distrib-optim-fully-reshardable-mem-efficient)
 DATA_ARGS=(--data-path "${DATA_PATH[@]}" --split 99,1,0 --tokenizer-type HuggingFaceTokenizer
            --tokenizer-model "$TOKENIZER_MODEL")
-EVAL_AND_LOGGING_ARGS=(--log-interval 10 --save-interval 500 --eval-interval 250 --eval-iters 16
+EVAL_AND_LOGGING_ARGS=(--log-interval 10 --save-interval 500 --keep-last 3 --eval-interval 250 --eval-iters 16
                        --save "$CHECKPOINT_PATH" "${LOAD_ARGS[@]}" --tensorboard-dir "$TENSORBOARD_LOGS_PATH")
 ARGS=("${MODEL_ARGS[@]}" "${TRAINING_ARGS[@]}" "${DTYPE_ARGS[@]}" "${MODEL_PARALLEL_ARGS[@]}" "${DATA_ARGS[@]}"
       "${EVAL_AND_LOGGING_ARGS[@]}")

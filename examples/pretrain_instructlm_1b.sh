@@ -17,7 +17,7 @@ TRAINING_ARGS=(--micro-batch-size 4 --global-batch-size 512 --train-iters 95000 
 MODEL_PARALLEL_ARGS=(--tensor-model-parallel-size 2 --pipeline-model-parallel-size 1 --use-distributed-optimizer)
 DATA_ARGS=(--data-path "${DATA_PATH[@]}" --split 990,9,1 --tokenizer-type SentencePieceTokenizer
            --tokenizer-model "$TOKENIZER_MODEL")
-EVAL_AND_LOGGING_ARGS=(--log-interval 10 --save-interval 2000 --eval-interval 1000 --eval-iters 10
+EVAL_AND_LOGGING_ARGS=(--log-interval 10 --save-interval 2000 --keep-last 3 --eval-interval 1000 --eval-iters 10
                        --save "$CHECKPOINT_PATH" --load "$CHECKPOINT_PATH" --tensorboard-dir "$TENSORBOARD_LOGS_PATH")
 ARGS=("${MODEL_ARGS[@]}" "${TRAINING_ARGS[@]}" "${MODEL_PARALLEL_ARGS[@]}" "${DATA_ARGS[@]}" "${EVAL_AND_LOGGING_ARGS[@]}")
 if [[ -n "${DRY_RUN:-}" ]]; then printf '%s\n' "${ARGS[@]}"; exit 0; fi

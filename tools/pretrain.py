@@ -9,9 +9,15 @@ from megatron_ipt.training import config, loop
 def main(argv=None) -> int:
     args = config.build_parser().parse_args(argv)
     training = config.TrainingConfig.from_args(args)
-    if training.data.tokenizer is None:
+    data = training.data
+    if data.mock_data and data.data_path:
+        raise SystemExit("--mock-data trains on synthetic tokens: give it without --data-path")
+    if not data.mock_data and not data.data_path:
+        raise SystemExit("--data-path is required (a prefix, or a blend 'w1 prefix1 w2 prefix2'), or --mock-data")
+    if data.tokenizer is None and not data.mock_data:
         raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
-    tokenizer = training.data.tokenizer.build()
+    tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
+    _check_split_first(training)
     try:
         result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
@@ -24,6 +30,16 @@ def main(argv=None) -> int:
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"training done at iteration {result['iteration']}", flush=True)
     return 0
+
+
+def _check_split_first(training) -> None:
+    """The split guard before the model is built (minutes on a large model): the data-parallel size from the
+    launcher's WORLD_SIZE, as megatron's process groups will make it."""
+    from megatron_ipt.training import data
+
+    p = training.parallel
+    model_parallel = p.tensor_model_parallel_size * p.pipeline_model_parallel_size
+    data.check_split(training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel)))
 
 
 if __name__ == "__main__":  # required: dist_checkpointing's save spawns a Manager process that re-imports this file

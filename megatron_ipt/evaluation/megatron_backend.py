@@ -21,7 +21,7 @@ import torch
 
 from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, Tokenizer, TokenizerSpec
 from megatron_ipt.evaluation.lm import LanguageModel, Request
-from megatron_ipt.training.config import DEFAULT_MODEL, ModelConfig, ParallelConfig, PrecisionConfig
+from megatron_ipt.training.config import ModelConfig, ParallelConfig, PrecisionConfig
 
 
 def _single_process_rendezvous() -> None:
@@ -51,7 +51,7 @@ class CheckpointSpec:
         tools/convert_checkpoint.py) stands for --model, and its tokenizer/ (converted models) for the tokenizer."""
         from megatron_ipt.training import checkpoint
 
-        load, implied, default_model = args.load, [], DEFAULT_MODEL
+        load, implied, default_model = args.load, [], None  # None: --model, else the shape flags describe it
         model_file = os.path.join(load or "", checkpoint.MODEL_FILE)
         if load and args.model is None and os.path.isfile(model_file):
             default_model = model_file

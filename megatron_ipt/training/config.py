@@ -7,7 +7,8 @@ field in its dataclass (whose default is the flag's default) plus one `add_argum
 on the data-parallel size are computed once, by `TrainingConfig.resolve`, into a `ResolvedConfig`; nothing writes into
 a config after it is built.
 Model presets are data (`PRESETS`); `--model` also takes a model JSON file (e.g. the model.json that
-tools/convert_checkpoint.py and tools/pretrain.py --save write), and the shape flags override either.
+tools/convert_checkpoint.py and tools/pretrain.py --save write), and the shape flags override either. Without
+`--model` the shape flags alone describe the model, as in Megatron-LM (`ModelConfig.from_flags`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ PRESETS: Dict[str, dict] = {
         untie_embeddings_and_output_weights=True,
     ),
 }
-DEFAULT_MODEL = "tiny"
 # A model file holds the model fields plus this key: the source Hugging Face config.json of a converted model, which
 # the export back to HF starts from (so it keeps token ids, chat settings, ...).
 HF_CONFIG_KEY = "hf_config"
@@ -114,7 +114,7 @@ class ModelConfig:
     kv_channels: Optional[int] = None  # None: hidden_size / num_attention_heads
     seq_length: int
     max_position_embeddings: int
-    rotary_base: float
+    rotary_base: float = 10000
     use_rope_scaling: bool = False
     rope_scaling_factor: float = 8.0
     norm_epsilon: float = 1e-5
@@ -141,9 +141,45 @@ class ModelConfig:
         return cls(source=model, **values)
 
     @classmethod
-    def from_args(cls, args, default_model: str = DEFAULT_MODEL) -> "ModelConfig":
-        """The flags of `add_model_args`: `--model` (else `default_model`) overridden by the shape flags given."""
-        return cls.load(args.model or default_model, **{name: getattr(args, name) for name in MODEL_FIELDS})
+    def from_args(cls, args, default_model: Optional[str] = None) -> "ModelConfig":
+        """The flags of `add_model_args`: `--model` (else `default_model`) overridden by the shape flags given; with
+        neither, the shape flags alone (`from_flags`; the vocabulary size defaults to the tokenizer's)."""
+        flags = {name: getattr(args, name) for name in MODEL_FIELDS}
+        model = args.model or default_model
+        if model:
+            return cls.load(model, **flags)
+        return cls.from_flags(flags, tokenizer_vocab_size=lambda: _tokenizer_vocab_size(args))
+
+    # -- a model from flags alone (Megatron-LM's way) ------------------------------------------------------------
+    @classmethod
+    def from_flags(cls, flags: dict, tokenizer_vocab_size=None) -> "ModelConfig":
+        """A model described by its flags alone, with Megatron-LM's defaults for the optional ones
+        (megatron/training/arguments.py, `validate_args`): ffn_hidden_size from hidden_size as Megatron computes it
+        for SwiGLU blocks (ours are), num_query_groups = num_attention_heads (no GQA), kv_channels = hidden_size /
+        heads (kept None: megatron-core derives it). Where we differ: max_position_embeddings defaults to seq_length
+        (Megatron-LM requires it; with RoPE it sizes nothing), and vocab_size to the tokenizer's
+        (`tokenizer_vocab_size()`), as Megatron takes it from the tokenizer. Missing required flags are one error
+        naming them all."""
+        values = {name: value for name, value in flags.items() if value is not None}
+        missing = [name for name in FLAGS_REQUIRED_WITHOUT_MODEL if name not in values]
+        if "vocab_size" not in values:
+            vocab_size = tokenizer_vocab_size() if tokenizer_vocab_size else None
+            if vocab_size is None:
+                missing.append("vocab_size")
+            else:
+                values["vocab_size"] = vocab_size
+        if missing:
+            raise SystemExit(
+                "no --model, and the model flags do not describe a model: missing "
+                + ", ".join("--" + name.replace("_", "-") for name in missing).replace(
+                    "--vocab-size", "--vocab-size (or a --tokenizer-model to take it from)"
+                )
+                + f" (give them, or --model with a preset ({', '.join(sorted(PRESETS))}) or a model JSON file)"
+            )
+        values.setdefault("ffn_hidden_size", megatron_ffn_hidden_size(values["hidden_size"], swiglu=True))
+        values.setdefault("num_query_groups", values["num_attention_heads"])
+        values.setdefault("max_position_embeddings", values["seq_length"])
+        return cls(source="flags", **values)
 
     def model_fields(self) -> dict:
         return {name: getattr(self, name) for name in MODEL_FIELDS}
@@ -162,6 +198,26 @@ REQUIRED_MODEL_FIELDS = tuple(
     f.name for f in dataclasses.fields(ModelConfig) if f.name in MODEL_FIELDS and f.default is dataclasses.MISSING
 )
 OPTIONAL_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.default is None)
+# Without --model: what Megatron-LM requires (num_layers, hidden_size, num_attention_heads, seq_length); vocab_size
+# comes from the tokenizer when not given.
+FLAGS_REQUIRED_WITHOUT_MODEL = ("num_layers", "hidden_size", "num_attention_heads", "seq_length")
+
+
+def megatron_ffn_hidden_size(hidden_size: int, swiglu: bool) -> int:
+    """Megatron-LM's default --ffn-hidden-size: 4 x hidden, or with SwiGLU two thirds of that (its two input
+    matrices keep the parameter count), rounded down to a multiple of 64."""
+    return int(4 * hidden_size * 2 / 3 / 64) * 64 if swiglu else 4 * hidden_size
+
+
+def _tokenizer_vocab_size(args) -> Optional[int]:
+    """The vocabulary size of the tokenizer the flags name, or None without one."""
+    spec = TokenizerSpec.from_args(args)
+    if spec is None:
+        return None
+    try:
+        return spec.build().vocab_size
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"--vocab-size not given and --tokenizer-model {spec.model} cannot be read: {error}") from None
 
 
 def _plain_type(hint) -> type:
@@ -238,8 +294,8 @@ class PrecisionConfig(_FromArgs):
 
     bf16: bool = False
     fp8_format: Optional[str] = None
-    fp8_amax_history_len: int = 1024
-    fp8_amax_compute_algo: str = "max"
+    fp8_amax_history_len: int = 1  # Megatron-LM's defaults (TE's own DelayedScaling defaults are 1024 / max)
+    fp8_amax_compute_algo: str = "most_recent"
     transformer_impl: Optional[str] = None  # None: transformer_engine when it imports, else local
     recompute_granularity: Optional[str] = None
     recompute_method: str = "uniform"
@@ -268,7 +324,7 @@ class OptimizerConfig(_FromArgs):
     min_lr: float = 0.0
     lr_warmup_iters: int = 0
     lr_decay_iters: Optional[int] = None  # None: train_iters
-    lr_decay_style: str = "cosine"
+    lr_decay_style: str = "linear"  # Megatron-LM's default
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -288,6 +344,7 @@ class DataConfig:
     split: str = "969,30,1"
     data_cache_path: Optional[str] = None
     eod_mask_loss: bool = False
+    mock_data: bool = False  # synthetic tokens (megatron-core's MockGPTDataset) instead of --data-path
     tokenizer: Optional[TokenizerSpec] = None
 
     @classmethod
@@ -303,7 +360,7 @@ class CheckpointConfig(_FromArgs):
     save: Optional[str] = None
     load: Optional[str] = None
     save_interval: Optional[int] = None
-    keep_last: int = 3
+    keep_last: int = 0  # 0: keep every checkpoint, as Megatron-LM does
     no_load_optim: bool = False
     no_load_rng: bool = False
     distrib_optim_fully_reshardable_mem_efficient: bool = False
@@ -314,7 +371,7 @@ class LoggingConfig(_FromArgs):
     """Validation, console and TensorBoard logging, and what the loop does on a non-finite step."""
 
     eval_interval: Optional[int] = None
-    eval_iters: int = 10
+    eval_iters: int = 100  # Megatron-LM's default
     log_interval: int = 100
     tensorboard_dir: Optional[str] = None
     peak_tflops: float = 989.0
@@ -391,8 +448,10 @@ def add_model_args(parser) -> None:
     g.add_argument(
         "--model",
         default=None,
-        help=f"a preset ({', '.join(sorted(PRESETS))}; default: {DEFAULT_MODEL}) or a model JSON file (e.g. the "
-        "model.json that tools/convert_checkpoint.py writes); any field can be overridden below",
+        help=f"a preset ({', '.join(sorted(PRESETS))}) or a model JSON file (e.g. the model.json that "
+        "tools/convert_checkpoint.py writes): its fields are the defaults of the flags below. Without it the flags "
+        "alone describe the model, as in Megatron-LM: --num-layers, --hidden-size, --num-attention-heads and "
+        "--seq-length are required, the rest default as Megatron-LM computes them (--vocab-size: the tokenizer's)",
     )
     for name in MODEL_FIELDS:
         kind = MODEL_FIELD_TYPES[name]
@@ -479,6 +538,12 @@ def add_data_args(parser) -> None:
     g.add_argument("--split")
     g.add_argument("--data-cache-path")
     g.add_argument("--eod-mask-loss", action="store_true")
+    g.add_argument(
+        "--mock-data",
+        action="store_true",
+        help="train on synthetic tokens (megatron-core's MockGPTDataset) without --data-path, e.g. to measure step "
+        "time; the tokenizer is optional (without one, --vocab-size or the preset's gives the ids)",
+    )
     parser.set_defaults(**{name: value for name, value in _defaults(DataConfig).items() if name != "tokenizer"})
     add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
 
@@ -488,7 +553,11 @@ def add_checkpoint_args(parser) -> None:
     g.add_argument("--save")
     g.add_argument("--load")
     g.add_argument("--save-interval", type=int)
-    g.add_argument("--keep-last", type=int, help="checkpoints kept in --save (older ones are deleted)")
+    g.add_argument(
+        "--keep-last",
+        type=int,
+        help="checkpoints kept in --save, older ones deleted (default 0: keep all, as Megatron)",
+    )
     g.add_argument("--no-load-optim", action="store_true")
     g.add_argument("--no-load-rng", action="store_true")
     g.add_argument(

@@ -70,6 +70,8 @@ def setup(config: TrainingConfig):
     data-parallel size. Returns (resolved config, chunks, optimizer, scheduler)."""
     chunks, tconfig = models.build(config.model, config.parallel, config.precision, config.init)
     run = config.resolve(parallel_state.get_data_parallel_world_size())
+    callbacks.print_arguments(run)  # the start-up report, as Megatron-LM prints it
+    callbacks.report_parameters(chunks)
     p, o = config.parallel, config.optimizer
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
@@ -201,13 +203,13 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     iteration, consumed = _resume(ck, chunks, optimizer, scheduler)
     if ck.save and torch.distributed.get_rank() == 0:
         checkpoint.write_model_file(ck.save, config.model.to_json())
-    train_ds, valid_ds, _, n_sources = data.build_datasets(run, data.MegatronTokenizerAdapter(tokenizer))
-    prefixes, _ = data.get_blend_from_list(config.data.data_path)
-    source_names = [os.path.basename(p) for p in prefixes]
+    adapter = data.MegatronTokenizerAdapter(tokenizer) if tokenizer else data.MockTokenizer(config.model.vocab_size)
+    train_ds, valid_ds, _, source_names = data.build_datasets(run, adapter)
     train_iter = _iterators(train_ds, consumed, config.optimizer.micro_batch_size, len(chunks))
     world = torch.distributed.get_world_size()
     guard = callbacks.StabilityGuard(skip=log.skip_nonfinite_steps)
     logger = callbacks.Logger(run, world, torch.distributed.get_rank() == world - 1, guard)
+    logger.arguments(iteration)
     forward_backward = get_forward_backward_func()
     losses, step_times = [], []
     try:

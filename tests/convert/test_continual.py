@@ -31,6 +31,8 @@ TRAIN = [
     "5e-6",
     "--lr-warmup-iters",
     "1",
+    "--lr-decay-style",
+    "cosine",
     "--split",
     "100,0,0",
     "--log-interval",

@@ -50,6 +50,11 @@ def command(corpus, nproc, *flags, script="tools/pretrain.py"):
         assets.mistral_tokenizer_model(),
         "--log-interval",
         "1",
+        # the defaults these tests' golden values were made with, before the defaults became Megatron-LM's
+        "--lr-decay-style",
+        "cosine",
+        "--eval-iters",
+        "10",
         *flags,
     ]
 

@@ -40,8 +40,8 @@ def test_preset_with_overrides_round_trips_through_the_flags():
     assert cfg.data.data_path == ("0.3", "a", "0.7", "b")
     assert (cfg.data.tokenizer.type, cfg.data.tokenizer.model) == ("SentencePieceTokenizer", "tok.model")
     # flags left out take the dataclasses' defaults
-    defaults = training_config(["--micro-batch-size", "1", "--train-iters", "1"])
-    assert defaults.model == config.ModelConfig.load(config.DEFAULT_MODEL)
+    defaults = training_config(["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "1"])
+    assert defaults.model == config.ModelConfig.load("tiny")
     assert defaults.parallel == config.ParallelConfig() and defaults.precision == config.PrecisionConfig()
     assert defaults.logging == config.LoggingConfig() and defaults.checkpoint == config.CheckpointConfig()
     assert defaults.optimizer == config.OptimizerConfig(micro_batch_size=1, train_iters=1)
@@ -52,7 +52,7 @@ def test_preset_with_overrides_round_trips_through_the_flags():
 
 
 def test_configs_are_frozen():
-    cfg = training_config(["--micro-batch-size", "1", "--train-iters", "1"])
+    cfg = training_config(["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "1"])
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.optimizer.global_batch_size = 8
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -63,13 +63,17 @@ def test_configs_are_frozen():
 
 
 def test_resolve_derives_the_batch_values_once():
-    cfg = training_config(["--micro-batch-size", "2", "--train-samples", "100", "--tensor-model-parallel-size", "3"])
+    cfg = training_config(
+        ["--model", "tiny", "--micro-batch-size", "2", "--train-samples", "100", "--tensor-model-parallel-size", "3"]
+    )
     run = cfg.resolve(data_parallel_size=4)
     # global batch defaults to micro batch x DP; iterations = floor(samples / global batch), as Megatron-LM
     assert (run.global_batch_size, run.num_microbatches, run.train_iters) == (8, 1, 12)
     assert run.padded_vocab_size == 32256  # 32000 rounded up to a multiple of 128 x TP 3
     assert cfg.optimizer.global_batch_size is None and cfg.optimizer.train_iters is None  # the config is unchanged
-    cfg = training_config(["--micro-batch-size", "2", "--global-batch-size", "12", "--train-iters", "3"])
+    cfg = training_config(
+        ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "12", "--train-iters", "3"]
+    )
     assert (cfg.resolve(2).num_microbatches, cfg.resolve(3).num_microbatches) == (3, 2)
     with pytest.raises(SystemExit, match="--global-batch-size 12 is not divisible by micro batch size 2 x data-par"):
         cfg.resolve(data_parallel_size=4)

@@ -8,16 +8,18 @@ from megatron_ipt.training import data
 
 
 def test_empty_split_is_an_error_not_a_hang(corpus):
-    with pytest.raises(ValueError, match="test split .* holds 0 of 120 sequences"):
-        data.check_splits_not_empty([corpus], "969,30,1", [8, 8, 8])
-    data.check_splits_not_empty([corpus], "969,30,1", [8, 8, 0])
+    # 969,30,1 on 120 documents: the test part, round(0.999 * 120) .. 120, holds none
+    with pytest.raises(SystemExit, match="8 test samples are asked of the empty test part"):
+        data.plan_splits([corpus], "969,30,1", [8, 8, 8])
+    matrix, notes = data.plan_splits([corpus], "969,30,1", [8, 8, 0])  # none asked: left unbuilt instead
+    assert matrix[2] is None and "the test part of" in notes[0]
 
 
 def test_split_weights_are_normalized():
-    assert data.parse_split("90,10,0") == [0.9, 0.1, 0.0]
-    assert data.parse_split("99,1") == [0.99, 0.01, 0.0]
-    with pytest.raises(ValueError, match="no positive weight"):
-        data.parse_split("0,0,0")
+    assert data.split_matrix("90,10,0") == [(0, 0.9), (0.9, 1.0), None]
+    assert data.split_matrix("99,1") == [(0, 0.99), (0.99, 1.0), None]
+    with pytest.raises(SystemExit, match="no positive weight"):
+        data.split_matrix("0,0,0")
 
 
 def test_stale_index_cache_is_rebuilt(corpus, tmp_path):

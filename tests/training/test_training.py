@@ -107,6 +107,8 @@ def test_tp1_starts_at_the_tp2_loss_and_recompute_changes_nothing(corpus, tmp_pa
 def test_recompute_flags_reach_the_transformer_config():
     cfg = training_config(
         [
+            "--model",
+            "tiny",
             "--micro-batch-size",
             "1",
             "--train-iters",
@@ -230,12 +232,16 @@ def test_every_preset_parses_and_overrides():
 
 
 def test_train_samples_gives_iterations_and_batch_checks():
-    cfg = training_config(["--micro-batch-size", "2", "--global-batch-size", "8", "--train-samples", "100"])
+    cfg = training_config(
+        ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "8", "--train-samples", "100"]
+    )
     run = cfg.resolve(data_parallel_size=2)
     assert (run.train_iters, run.num_microbatches) == (12, 2)  # Megatron: floor(samples / global batch)
     with pytest.raises(SystemExit, match="give exactly one of --train-iters or --train-samples"):
-        training_config(["--micro-batch-size", "2", "--train-samples", "8", "--train-iters", "2"])
-    cfg = training_config(["--micro-batch-size", "2", "--global-batch-size", "6", "--train-iters", "1"])
+        training_config(["--model", "tiny", "--micro-batch-size", "2", "--train-samples", "8", "--train-iters", "2"])
+    cfg = training_config(
+        ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "6", "--train-iters", "1"]
+    )
     with pytest.raises(SystemExit, match="not divisible"):
         cfg.resolve(data_parallel_size=2)
 

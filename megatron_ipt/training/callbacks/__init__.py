@@ -2,12 +2,15 @@
 tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), and logger (Megatron-style
 console lines and TensorBoard scalars, on the last rank)."""
 
-from megatron_ipt.training.callbacks.logger import Logger
+from megatron_ipt.training.callbacks.logger import Logger, arguments, print_arguments, report_parameters
 from megatron_ipt.training.callbacks.stability import NonFiniteGradNorm, NonFiniteLoss, StabilityGuard, guard_grad_norm
 from megatron_ipt.training.callbacks.throughput import Timer, flops_per_iteration, memory_stats
 
 __all__ = [
     "Logger",
+    "arguments",
+    "print_arguments",
+    "report_parameters",
     "NonFiniteGradNorm",
     "NonFiniteLoss",
     "StabilityGuard",

@@ -1,8 +1,10 @@
 """The loop's logging, on the last rank as in Megatron-LM: its console lines and TensorBoard scalars, plus per-GPU
-tokens/s, TFLOP/s, MFU and memory."""
+tokens/s, TFLOP/s, MFU and memory; and the start-up report: the resolved arguments (Megatron-LM's "arguments" block
+on rank 0, and one TensorBoard text per argument) and the parameter counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime
 
@@ -95,9 +97,108 @@ class Logger:
         rule = "-" * 100
         print(f"{rule}\n validation loss at iteration {iteration} | " + " | ".join(parts) + f" |\n{rule}", flush=True)
 
+    def arguments(self, iteration: int) -> None:
+        """Every resolved argument as TensorBoard text, one tag per argument named after it, as Megatron-LM's
+        `write_args_to_tensorboard` writes them (at the iteration the run starts from)."""
+        if self.tensorboard is not None:
+            for name, value in arguments(self.run).items():
+                self.tensorboard.text(name, str(value), iteration)
+
     def close(self):
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+# -- start-up report ---------------------------------------------------------------------------------------------------
+
+# TokenizerSpec fields under their flags' names (the others as tokenizer_<field>)
+_TOKENIZER_ARGS = {
+    "type": "tokenizer_type",
+    "model": "tokenizer_model",
+    "include_special_tokens": "tokenizer_hf_include_special_tokens",
+    "tiktoken_pattern": "tiktoken_file_pattern",
+    "native": "native_tokenizer",
+    "merge_file": "merge_file",
+}
+
+
+def arguments(run) -> dict:
+    """The run's arguments, resolved, by their argparse names: every field of every config group (the model's
+    `--model` as `model`: a preset, a model file, or `flags`), the tokenizer's, and the values derived at run time
+    (world and data-parallel size, global batch, iterations, micro batches, padded vocabulary, kv channels)."""
+    config = run.config
+    values = {}
+    for group in dataclasses.fields(config):
+        part = getattr(config, group.name)
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if f.name == "hf_config":
+                continue  # a converted model's whole HF config.json: named by `model`, the file that holds it
+            if f.name == "source":
+                values["model"] = value
+            elif f.name == "tokenizer":
+                from megatron_ipt.data.tokenizer import TokenizerSpec
+
+                for spec_field in dataclasses.fields(TokenizerSpec):
+                    name = _TOKENIZER_ARGS.get(spec_field.name, "tokenizer_" + spec_field.name)
+                    values[name] = getattr(value, spec_field.name) if value is not None else None
+            else:
+                values[f.name] = value
+    model = config.model
+    values.update(
+        world_size=run.data_parallel_size
+        * config.parallel.tensor_model_parallel_size
+        * config.parallel.pipeline_model_parallel_size,
+        data_parallel_size=run.data_parallel_size,
+        global_batch_size=run.global_batch_size,
+        train_iters=run.train_iters,
+        num_microbatches=run.num_microbatches,
+        padded_vocab_size=run.padded_vocab_size,
+        kv_channels=model.kv_channels or model.hidden_size // model.num_attention_heads,
+    )
+    return values
+
+
+def print_arguments(run) -> None:
+    """Megatron-LM's argument dump (rank 0): one dotted line per argument, sorted, between its two rules."""
+    if _rank() != 0:
+        return
+    lines = [f"  {name} {'.' * (48 - len(name))} {value}" for name, value in arguments(run).items()]
+    print("------------------------ arguments ------------------------", flush=True)
+    for line in sorted(lines, key=str.lower):
+        print(line, flush=True)
+    print("-------------------- end of arguments ---------------------", flush=True)
+
+
+def report_parameters(chunks) -> int:
+    """Megatron-LM's line per (tensor, pipeline) rank, printed by data-parallel rank 0 of each, with the count of this
+    rank's model chunks; then, on rank 0, the model's own count (TP shards summed, replicated parameters and the
+    tied output layer's copy on the last pipeline stage counted once). Returns that total, on every rank."""
+    import torch
+    from megatron.core import parallel_state as ps
+
+    local = sum(p.nelement() for chunk in chunks for p in chunk.parameters())
+    tp_rank = ps.get_tensor_model_parallel_rank()
+    unique = sum(
+        p.nelement()
+        for chunk in chunks
+        for p in chunk.parameters()
+        if (getattr(p, "tensor_model_parallel", False) or tp_rank == 0)
+        and not (getattr(p, "shared", False) and getattr(p, "shared_embedding", False))
+    )
+    total = torch.tensor([unique], dtype=torch.int64)
+    torch.distributed.all_reduce(total)  # every data-parallel replica holds the same model
+    total = int(total.item()) // ps.get_data_parallel_world_size()
+    if ps.get_data_parallel_rank() == 0:
+        print(
+            f" > number of parameters on (tensor, pipeline) model parallel rank "
+            f"({tp_rank}, {ps.get_pipeline_model_parallel_rank()}): {local}",
+            flush=True,
+        )
+    torch.distributed.barrier()
+    if _rank() == 0:
+        print(f" > number of parameters in the model: {total}", flush=True)
+    return total
 
 
 def _rank() -> int:

@@ -1,4 +1,5 @@
-"""TensorBoard scalars under Megatron-LM's names, each with its `<name> vs samples` twin when Megatron writes one."""
+"""TensorBoard scalars under Megatron-LM's names, each with its `<name> vs samples` twin when Megatron writes one, and
+text (the run's arguments, one tag each, as Megatron-LM writes them)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ class TensorBoardWriter:
         self._writer.add_scalar(name, value, iteration)
         if samples is not None:
             self._writer.add_scalar(name + " vs samples", value, samples)
+
+    def text(self, name: str, text: str, iteration: int) -> None:
+        self._writer.add_text(name, text, iteration)
 
     def close(self) -> None:
         self._writer.flush()
