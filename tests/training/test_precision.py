@@ -62,6 +62,9 @@ def test_save_resume_is_exact_and_tp2_reshards_to_tp1(corpus, tmp_path, case):
         # within half-precision rounding of the TP split (bf16: 6e-5); step 4 with a fresh optimizer is off by 2e-3
         for step in (3, 4):
             assert abs(loss[step] - straight[step]) < 5e-4, (step, loss, straight)
+    if case == "bf16-local-tp2":  # the local optimizer's state of a 16-bit model does not load into an fp32 one
+        out = run(corpus, 1, *common, "--load", ck, expect_rc=1)
+        assert "holds the local optimizer's state of a bfloat16 model, but this run's model is float32" in out
 
 
 @pytest.mark.parametrize(
