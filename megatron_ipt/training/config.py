@@ -470,7 +470,9 @@ def add_precision_args(parser) -> None:
     g.add_argument(
         "--loss-scale-window", type=float, help="dynamic loss scaling: steps without overflow before the scale doubles"
     )
-    g.add_argument("--hysteresis", type=int, help="dynamic loss scaling: overflows tolerated before the scale halves")
+    g.add_argument(
+        "--hysteresis", type=int, help="dynamic loss scaling: overflowing steps before the scale first halves"
+    )
     parser.set_defaults(**_defaults(PrecisionConfig))
 
 
