@@ -11,7 +11,8 @@ What one training checkpoint holds, and how it moves to another parallel layout:
   'fully_sharded_model_space' (deprecated; dist_checkpointing itself rejects its flattened shards in both releases).
   The price of 'fully_reshardable' is a gather of each TP x PP shard's optimizer state over its DP group at save
   time (into host memory; --distrib-optim-fully-reshardable-mem-efficient gathers on DP rank 0 only, over gloo).
-  The optimizer kind must match at load (the two store different fp32 copies); --no-load-optim starts fresh;
+  The optimizer kind must match at load (the two store different fp32 copies), and for the local optimizer also
+  whether the model is fp32 or 16-bit (only then does it keep fp32 copies); --no-load-optim starts fresh;
 - LR scheduler, iteration and consumed samples: common state (one copy, written by rank 0);
 - RNG (python, numpy, torch, CUDA and megatron's tracker): one ShardedObject per rank, restored only when TP, PP and
   DP are unchanged: a rank's generator has no counterpart at another layout, so then it is seeded afresh (said so).
@@ -134,6 +135,11 @@ def _optimizer_metadata(mem_efficient: bool) -> dict:
         "distrib_optim_fully_reshardable_mem_efficient": mem_efficient,
         "chained_optim_avoid_prefix": True,
     }
+
+
+def _precision(modules) -> str:
+    """The dtype of the model's parameters: 'float32', 'bfloat16' or 'float16'."""
+    return str(next(modules[0].parameters()).dtype).removeprefix("torch.")
 
 
 def _rng_object(data) -> ShardedObject:
@@ -262,6 +268,7 @@ def save(
             "consumed_samples": progress["consumed_samples"],
             "layout": _layout(),
             "optimizer": _optimizer_kind(optimizer),
+            "precision": _precision([c.module for c in chunks]),
         },
     }
     dist_checkpointing.save(state, tmp)
@@ -332,6 +339,13 @@ def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, l
                 f"{directory} holds the state of the {meta['optimizer']} optimizer, but this run uses the "
                 f"{_optimizer_kind(optimizer)} one (--use-distributed-optimizer); their states do not "
                 f"convert: keep the flag as it was, or pass --no-load-optim to start the optimizer fresh"
+            )
+        saved, now = meta.get("precision"), _precision(modules)  # None: saved before we recorded it
+        if _optimizer_kind(optimizer) == "local" and saved and (saved == "float32") != (now == "float32"):
+            raise SystemExit(
+                f"{directory} holds the local optimizer's state of a {saved} model, but this run's model is {now}: "
+                f"that optimizer keeps fp32 copies of the weights only for 16-bit models, so its states do not "
+                f"convert: keep --bf16/--fp16 as they were, or pass --no-load-optim to start the optimizer fresh"
             )
         _prepare_torch_adam_for_load(optimizer)
         request["optimizer"] = optimizer.sharded_state_dict(model, is_loading=True, metadata=_optimizer_metadata(False))

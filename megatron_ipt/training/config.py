@@ -300,10 +300,30 @@ class PrecisionConfig(_FromArgs):
     recompute_granularity: Optional[str] = None
     recompute_method: str = "uniform"
     recompute_num_layers: int = 1
+    # -- fp16 and loss scaling (Megatron-LM's flags and defaults; issue 12) --
+    fp16: bool = False
+    loss_scale: Optional[float] = None  # a static loss scale; None: dynamic (fp16), none (bf16)
+    initial_loss_scale: float = 2.0**32
+    min_loss_scale: float = 1.0
+    loss_scale_window: float = 1000
+    hysteresis: int = 2
 
     def __post_init__(self):
         if self.fp8_format and not self.bf16:
             raise SystemExit("--fp8-format needs --bf16 (FP8 runs inside a BF16 model)")
+        if self.fp16 and self.bf16:
+            raise SystemExit("--fp16 and --bf16 exclude each other: pick one")
+        if self.loss_scale is not None and not (self.fp16 or self.bf16):
+            raise SystemExit(f"--loss-scale {self.loss_scale} needs --fp16 or --bf16 (fp32 runs scale no loss)")
+        if self.loss_scale is not None and self.loss_scale <= 0:
+            raise SystemExit(f"--loss-scale must be positive, got {self.loss_scale}")
+
+    @property
+    def params_dtype(self):
+        """The dtype of the model's parameters (and of activations between pipeline stages)."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,6 +384,10 @@ class CheckpointConfig(_FromArgs):
     no_load_optim: bool = False
     no_load_rng: bool = False
     distrib_optim_fully_reshardable_mem_efficient: bool = False
+    # -- early exit, saving first (Megatron-LM's flags; issue 12) --
+    exit_signal_handler: bool = False  # on SIGTERM: finish the step, save, exit 0
+    exit_duration_in_mins: Optional[int] = None  # exit once training has run this long
+    exit_interval: Optional[int] = None  # exit after the iteration divisible by this
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -493,6 +517,21 @@ def add_precision_args(parser) -> None:
     g.add_argument("--recompute-granularity", choices=["full", "selective"])
     g.add_argument("--recompute-method", choices=["uniform", "block"])
     g.add_argument("--recompute-num-layers", type=int)
+    # -- fp16 and loss scaling (issue 12) --
+    g.add_argument("--fp16", action="store_true", help="fp16 parameters with loss scaling (see --loss-scale)")
+    g.add_argument(
+        "--loss-scale",
+        type=float,
+        help="static loss scale (fp16 or bf16); without it fp16 scales dynamically and bf16 does not scale",
+    )
+    g.add_argument("--initial-loss-scale", type=float, help="dynamic loss scaling: the scale it starts at")
+    g.add_argument("--min-loss-scale", type=float, help="dynamic loss scaling: the smallest scale")
+    g.add_argument(
+        "--loss-scale-window", type=float, help="dynamic loss scaling: steps without overflow before the scale doubles"
+    )
+    g.add_argument(
+        "--hysteresis", type=int, help="dynamic loss scaling: overflowing steps before the scale first halves"
+    )
     parser.set_defaults(**_defaults(PrecisionConfig))
 
 
@@ -565,6 +604,16 @@ def add_checkpoint_args(parser) -> None:
         action="store_true",
         help="distributed optimizer saves: gather each shard's state on DP rank 0 over gloo, not on every DP rank",
     )
+    # -- early exit, saving first (issue 12) --
+    g.add_argument(
+        "--exit-signal-handler",
+        action="store_true",
+        help="on SIGTERM (what Slurm sends before the time limit): finish the step, save to --save, exit 0",
+    )
+    g.add_argument(
+        "--exit-duration-in-mins", type=int, help="exit (saving first) once training has run this many minutes"
+    )
+    g.add_argument("--exit-interval", type=int, help="exit (saving first) after the iteration divisible by this")
     parser.set_defaults(**_defaults(CheckpointConfig))
 
 

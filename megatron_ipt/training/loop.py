@@ -13,6 +13,7 @@ from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig
 from megatron.core.optimizer import get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.transformer.module import Float16Module
 
 from megatron_ipt.training import callbacks, checkpoint, data, models
 from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
@@ -72,7 +73,13 @@ def setup(config: TrainingConfig):
     run = config.resolve(parallel_state.get_data_parallel_world_size())
     callbacks.print_arguments(run)  # the start-up report, as Megatron-LM prints it
     callbacks.report_parameters(chunks)
-    p, o = config.parallel, config.optimizer
+    p, o, prec = config.parallel, config.optimizer, config.precision
+    if prec.bf16 or prec.fp16:
+        # As Megatron-LM's get_model: every parameter in the half dtype (the local spec's norms are built in fp32
+        # whatever params_dtype says), half inputs on the first stage, fp32 outputs on the last. Without it the
+        # fp32 norm weights sit beside the half ones and megatron's Float16 optimizer cannot checkpoint them: its
+        # sharded_state_dict maps optimizer state to model tensors through the half parameters only.
+        chunks = [Float16Module(tconfig, c) for c in chunks]
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=p.overlap_grad_reduce,
@@ -92,7 +99,13 @@ def setup(config: TrainingConfig):
         adam_beta2=o.adam_beta2,
         adam_eps=o.adam_eps,
         clip_grad=o.clip_grad,
-        bf16=config.precision.bf16,
+        bf16=prec.bf16,
+        fp16=prec.fp16,
+        loss_scale=prec.loss_scale,
+        initial_loss_scale=prec.initial_loss_scale,
+        min_loss_scale=prec.min_loss_scale,
+        loss_scale_window=prec.loss_scale_window,
+        hysteresis=prec.hysteresis,
         params_dtype=tconfig.params_dtype,
         use_distributed_optimizer=p.use_distributed_optimizer,
     )
@@ -194,6 +207,7 @@ def _save(config: CheckpointConfig, iteration, consumed, chunks, optimizer, sche
         config.keep_last,
         mem_efficient=config.distrib_optim_fully_reshardable_mem_efficient,
     )
+    return iteration
 
 
 def train(config: TrainingConfig, tokenizer) -> dict:
@@ -212,6 +226,8 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     logger.arguments(iteration)
     forward_backward = get_forward_backward_func()
     losses, step_times = [], []
+    stop = callbacks.ExitCondition(ck.exit_signal_handler, ck.exit_duration_in_mins, ck.exit_interval)
+    saved = None  # the iteration last saved
     try:
         while iteration < run.train_iters:
             with callbacks.Timer() as timer:
@@ -246,14 +262,30 @@ def train(config: TrainingConfig, tokenizer) -> dict:
             consumed += run.global_batch_size
             losses.append(loss)
             step_times.append(timer.elapsed)
-            logger.training_step(iteration, consumed, loss, optimizer.param_groups[0]["lr"], grad_norm, timer.elapsed)
+            logger.training_step(
+                iteration,
+                consumed,
+                loss,
+                optimizer.param_groups[0]["lr"],
+                grad_norm,
+                timer.elapsed,
+                optimizer.get_loss_scale().item(),
+            )
             if log.eval_interval and iteration % log.eval_interval == 0 and valid_ds is not None:
                 logger.validation(iteration, consumed, evaluate(run, chunks, valid_ds, source_names))
             if ck.save and ck.save_interval and iteration % ck.save_interval == 0:
-                _save(ck, iteration, consumed, chunks, optimizer, scheduler)
-        if ck.save and not (ck.save_interval and iteration % ck.save_interval == 0):
+                saved = _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+            reason = stop.reason(iteration)
+            if reason:
+                if ck.save and saved != iteration:
+                    saved = _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+                where = f"checkpoint saved in {ck.save}" if ck.save else "no --save: nothing saved"
+                _print(f"{reason}; stopped after iteration {iteration} of {run.train_iters}, {where}")
+                break
+        if ck.save and saved != iteration:
             _save(ck, iteration, consumed, chunks, optimizer, scheduler)
     finally:
+        stop.close()
         logger.close()
     return {"losses": losses, "step_times": step_times, "iteration": iteration, "chunks": chunks}
 

@@ -45,7 +45,7 @@ def transformer_config(
     if parallel.sequence_parallel and parallel.tensor_model_parallel_size > 1 and not te:
         raise RuntimeError(TE_MISSING.format(what="--sequence-parallel (it needs the TE or apex norm)"))
     transformer_impl(precision)
-    dtype = torch.bfloat16 if precision.bf16 else torch.float32
+    dtype = precision.params_dtype
     kwargs = dict(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
@@ -67,6 +67,7 @@ def transformer_config(
         sequence_parallel=parallel.sequence_parallel and parallel.tensor_model_parallel_size > 1,
         params_dtype=dtype,
         bf16=precision.bf16,
+        fp16=precision.fp16,
         pipeline_dtype=dtype,
         use_cpu_initialization=not torch.cuda.is_available(),
         recompute_granularity=precision.recompute_granularity,

@@ -1,12 +1,15 @@
 """Cross-cutting parts of the training loop, one file each: throughput (FLOP count, MFU, timing, memory),
-tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), and logger (Megatron-style
-console lines and TensorBoard scalars, on the last rank)."""
+tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), preemption (early exit on
+SIGTERM, after a time or at an iteration), and logger (Megatron-style console lines and TensorBoard scalars, on the
+last rank)."""
 
 from megatron_ipt.training.callbacks.logger import Logger, arguments, print_arguments, report_parameters
+from megatron_ipt.training.callbacks.preemption import ExitCondition
 from megatron_ipt.training.callbacks.stability import NonFiniteGradNorm, NonFiniteLoss, StabilityGuard, guard_grad_norm
 from megatron_ipt.training.callbacks.throughput import Timer, flops_per_iteration, memory_stats
 
 __all__ = [
+    "ExitCondition",
     "Logger",
     "arguments",
     "print_arguments",

@@ -30,13 +30,15 @@ class Logger:
         if self.tensorboard is not None:
             self.tensorboard.scalar(name, value, iteration, samples)
 
-    def training_step(self, iteration, consumed, loss, lr, grad_norm, step_time):
+    def training_step(self, iteration, consumed, loss, lr, grad_norm, step_time, loss_scale=1.0):
+        """loss_scale: the optimizer's loss scale for this step (1 unless fp16 or --loss-scale)."""
         if not self.active:
             return
         step = self._rates(step_time)
         self._scalar("learning-rate", lr, iteration, consumed)
         self._scalar("batch-size", self.run.global_batch_size, iteration, consumed)
         self._scalar("lm loss", loss, iteration, consumed)
+        self._scalar("loss-scale", loss_scale, iteration, consumed)
         if grad_norm is not None:
             self._scalar("grad-norm", grad_norm, iteration, consumed)
         self._scalar("iteration-time", step_time, iteration)
@@ -49,7 +51,7 @@ class Logger:
         self.interval_losses.append(loss)
         self.interval_time += step_time
         if iteration % self.run.config.logging.log_interval == 0 or iteration == self.run.train_iters:
-            self._console_line(iteration, consumed, lr, grad_norm)
+            self._console_line(iteration, consumed, lr, grad_norm, loss_scale)
             if not self.memory_reported:
                 self.memory_reported = True
                 print(
@@ -66,18 +68,19 @@ class Logger:
         tokens = self.run.global_batch_size * self.run.config.model.seq_length
         return rates(self.flops, tokens, step_time, self.world_size, self.run.config.logging.peak_tflops)
 
-    def _console_line(self, iteration, consumed, lr, grad_norm):
+    def _console_line(self, iteration, consumed, lr, grad_norm, loss_scale):
         n = len(self.interval_losses)
         step_time = self.interval_time / n
         interval = self._rates(step_time)
         gn = f"{grad_norm:.3f}" if grad_norm is not None else "n/a"
+        scale = f"loss scale: {loss_scale:.1f} | " if self.run.config.precision.fp16 else ""  # as Megatron-LM
         print(
             f" [{datetime.now():%Y-%m-%d %H:%M:%S}] iteration {iteration:8d}/{self.run.train_iters:8d} | "
             f"consumed samples: {consumed:12d} | elapsed time per iteration (ms): {step_time * 1000:.1f} | "
             f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
             f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
             f"learning rate: {lr:.6E} | global batch size: {self.run.global_batch_size:5d} | "
-            f"lm loss: {sum(self.interval_losses) / n:.6E} | grad norm: {gn} | "
+            f"lm loss: {sum(self.interval_losses) / n:.6E} | {scale}grad norm: {gn} | "
             f"number of skipped iterations: {self.guard.skipped:3d} | "
             f"number of nan iterations: {self.guard.nan_iterations:3d} |",
             flush=True,
