@@ -106,7 +106,9 @@ def build_datasets(run, tokenizer):
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=config.data.eod_mask_loss,
-        create_attention_mask=True,
+        create_attention_mask=config.data.create_attention_mask_in_dataloader,
+        mmap_bin_files=config.data.mmap_bin_files,
+        num_dataset_builder_threads=config.data.num_dataset_builder_threads,
     )
     train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, dataset_config).build()
     return train, valid, test, len(prefixes)

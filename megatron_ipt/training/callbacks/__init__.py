@@ -1,8 +1,10 @@
 """Cross-cutting parts of the training loop, one file each: throughput (FLOP count, MFU, timing, memory),
 tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), and logger (Megatron-style
-console lines and TensorBoard scalars, on the last rank)."""
+console lines and TensorBoard/W&B scalars, on the last rank), run_hooks (profiler, GC, start-up notes: what
+Megatron-LM's flags ask around the steps)."""
 
 from megatron_ipt.training.callbacks.logger import Logger
+from megatron_ipt.training.callbacks.run_hooks import RunHooks, params_norm
 from megatron_ipt.training.callbacks.stability import NonFiniteGradNorm, NonFiniteLoss, StabilityGuard, guard_grad_norm
 from megatron_ipt.training.callbacks.throughput import Timer, flops_per_iteration, memory_stats
 
@@ -10,9 +12,11 @@ __all__ = [
     "Logger",
     "NonFiniteGradNorm",
     "NonFiniteLoss",
+    "RunHooks",
     "StabilityGuard",
     "Timer",
     "flops_per_iteration",
     "guard_grad_norm",
     "memory_stats",
+    "params_norm",
 ]
