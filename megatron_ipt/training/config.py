@@ -103,6 +103,7 @@ PRESETS: Dict[str, dict] = {
     ),
 }
 DEFAULT_MODEL = "tiny"
+BUILT_POSITION_EMBEDDINGS = ("learned_absolute", "rope", "none")  # what models.build makes of --position-embedding-type
 # A model file holds the model fields plus this key: the source Hugging Face config.json of a converted model, which
 # the export back to HF starts from (so it keeps token ids, chat settings, ...).
 HF_CONFIG_KEY = "hf_config"
@@ -145,7 +146,8 @@ class ModelConfig:
     swiglu: bool = False
     add_bias_linear: bool = field(default=True, metadata={"flag": "--disable-bias-linear", "const": False})
     position_embedding_type: str = field(
-        default="learned_absolute", metadata={"choices": ("learned_absolute", "rope", "none")}
+        default="learned_absolute",
+        metadata={"choices": ("learned_absolute", "rope", "yarn", "mrope", "relative", "none")},  # Megatron-LM's
     )
     rotary_percent: float = 1.0
     attention_dropout: float = 0.1
@@ -154,6 +156,16 @@ class ModelConfig:
     # config.json a model file carries (converted models).
     source: str = field(default="", compare=False)
     hf_config: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.position_embedding_type not in BUILT_POSITION_EMBEDDINGS:
+            from megatron_ipt.training.megatron_flags import refuse
+
+            refuse(
+                "--position-embedding-type",
+                f"{self.position_embedding_type} is not built here; use one of {', '.join(BUILT_POSITION_EMBEDDINGS)} "
+                "(rope with --use-rope-scaling for Llama 3.1-style long context)",
+            )
 
     @classmethod
     def load(cls, model: str, **overrides) -> "ModelConfig":
@@ -344,19 +356,20 @@ class OptimizerConfig(_FromArgs):
             raise SystemExit("give one of --lr-warmup-fraction and --lr-warmup-iters/--lr-warmup-samples")
 
     def schedule_steps(self, global_batch_size: int, train_iters: int) -> Dict[str, float]:
-        """The scheduler's warmup, decay and weight-decay increment lengths in samples, as Megatron-LM's
-        get_optimizer_param_scheduler counts them."""
+        """The scheduler's warmup and decay lengths in samples, as Megatron-LM's get_optimizer_param_scheduler counts
+        them, and the weight-decay increment length."""
         if self.train_iters is not None:
             decay = (self.lr_decay_iters or train_iters) * global_batch_size
             warmup = self.lr_warmup_iters * global_batch_size
-            wd_incr = train_iters * global_batch_size
         else:
             decay = self.lr_decay_samples or self.train_samples
             warmup = self.lr_warmup_samples
-            wd_incr = self.train_samples
         if self.lr_warmup_fraction is not None:
             warmup = self.lr_warmup_fraction * decay
-        return {"lr_warmup_steps": warmup, "lr_decay_steps": decay, "wd_incr_steps": wd_incr}
+        # Megatron-LM counts the weight-decay increment over the training length; weight decay is constant here, so
+        # the value changes nothing but the scheduler's resume check: the decay length keeps a run that extends
+        # --train-iters (with --lr-decay-iters fixed) resumable, as before.
+        return {"lr_warmup_steps": warmup, "lr_decay_steps": decay, "wd_incr_steps": decay}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -710,6 +723,13 @@ def add_megatron_lm_args(parser) -> None:
         help="megatron-core's AttnBackend: which Transformer Engine attention kernel (auto: TE's choice); local: "
         "megatron-core's own attention. Without TE attention is megatron-core's own (flash/fused/unfused are then "
         "reported as no-ops)",
+    )
+    g.add_argument(
+        "--use-flash-attn",
+        dest="attention_backend",
+        action="store_const",
+        const="flash",
+        help="Megatron-LM's older spelling of --attention-backend flash",
     )
     g.add_argument("--fp8-param-gather", action="store_true", help="keep parameters in FP8 and all-gather them in FP8")
     g.add_argument(

@@ -63,6 +63,11 @@ def _forward_step(data_iterator, model, per_token=False):
     return output, partial(_loss_func, batch["loss_mask"], batch.get("dataset_id"), per_token=per_token)
 
 
+def _forward_step_for(config):
+    # looked up at call time: tests/training/fault_check.py replaces _forward_step
+    return partial(_forward_step, per_token=True) if config.optimizer.calculate_per_token_loss else _forward_step
+
+
 def _reduce_reports(reports) -> dict:
     """Sum [loss_sum, tokens] per key over microbatches (last PP stage) and over all ranks, so every rank gets the
     global per-token losses; only TP rank 0 of the last stage contributes."""
@@ -162,7 +167,7 @@ def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
     with torch.no_grad():
         for _ in range(config.logging.eval_iters):
             reports += forward_backward(
-                forward_step_func=partial(_forward_step, per_token=config.optimizer.calculate_per_token_loss),
+                forward_step_func=_forward_step_for(config),
                 data_iterator=iterator,
                 model=chunks,
                 num_microbatches=run.num_microbatches,
@@ -233,7 +238,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     guard = callbacks.StabilityGuard(skip=log.skip_nonfinite_steps)
     logger = callbacks.Logger(run, world, torch.distributed.get_rank() == world - 1, guard)
     forward_backward = get_forward_backward_func()
-    forward_step = partial(_forward_step, per_token=config.optimizer.calculate_per_token_loss)
+    forward_step = _forward_step_for(config)
     hooks = callbacks.RunHooks(config, config.ignored_flags + tuple(models.attention_notes(config.precision)))
     hooks.start()
     losses, step_times = [], []

@@ -167,3 +167,19 @@ def _ours(args, flag: Flag) -> bool:
 def given_noops(args) -> List[str]:
     """'--flag: reason' for each no-op flag given."""
     return [f"{flag.option}: {flag.reason}" for flag in NOOPS if getattr(args, flag.dest, None) is not None]
+
+
+def markdown() -> str:
+    """The no-op and refused tables as docs/training.md shows them (tests/training/test_megatron_flags.py checks the
+    copy there is current; regenerate with `python -m megatron_ipt.training.megatron_flags`)."""
+    lines = ["| no-op flag | why |", "| --- | --- |"]
+    lines += [f"| `{f.option}` | {f.reason} |" for f in NOOPS]
+    lines += ["", "| refused flag | why, and what to use instead |", "| --- | --- |"]
+    for f in REFUSED + TOKENIZER_FILES:
+        allowed = f" (`{' '.join(f.allowed)}` is accepted)" if f.allowed else ""
+        lines.append(f"| `{f.option}`{allowed} | {f.reason} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
