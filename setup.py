@@ -52,6 +52,7 @@ setup(
             "transformers",
             "gguf",
             "accelerate",
+            "wandb",  # tools/pretrain.py --wandb-project, tested offline (WANDB_MODE=offline)
         ],
     },
     scripts=[],

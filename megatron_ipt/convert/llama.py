@@ -35,6 +35,8 @@ from typing import Callable, Dict, Iterator, Tuple
 
 import torch
 
+from megatron_ipt.training.config import MISTRAL_STYLE
+
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 # megatron-core's rope_scaling implements Llama-3.1's scaling with these fixed parameters only.
 LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -102,12 +104,26 @@ def model_fields_from_hf(hf: dict, source: str) -> dict:
         norm_epsilon=float(hf.get("rms_norm_eps", 1e-6)),
         vocab_size=hf["vocab_size"],
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
+        apply_layernorm_1p=False,
+        rotary_percent=1.0,
+        **MISTRAL_STYLE,  # the Llama block: RMSNorm, SwiGLU, no biases, RoPE, no dropout
     )
+
+
+def check_llama_style(fields: dict, source: str) -> None:
+    """Only Llama-style blocks map onto a HF Llama checkpoint (issue 12's architecture flags can describe others)."""
+    weights = {k: v for k, v in MISTRAL_STYLE.items() if not k.endswith("dropout")}  # dropout changes no weights
+    differs = {k: fields.get(k, v) for k, v in weights.items() if fields.get(k, v) != v}
+    if fields.get("apply_layernorm_1p") or fields.get("rotary_percent", 1.0) != 1.0:
+        differs.update(apply_layernorm_1p=fields.get("apply_layernorm_1p"), rotary_percent=fields.get("rotary_percent"))
+    if differs:
+        raise ConversionError(f"{source}: {differs} is not a Llama-style model; only those convert to Hugging Face")
 
 
 def hf_config_from_fields(fields: dict, base: dict | None, dtype: torch.dtype) -> dict:
     """The config.json to export: the source model's config (keeps token ids, chat settings, ...) with every
     field our model defines set from our fields, or a plain Llama config for models trained from scratch."""
+    check_llama_style(fields, "model.json")
     hf = dict(
         base
         or {

@@ -22,6 +22,17 @@ from typing import Dict, Optional, Tuple
 
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 
+# The blocks every preset builds (Llama/Mistral-style): what a Megatron-LM script says with --normalization RMSNorm
+# --swiglu --disable-bias-linear --position-embedding-type rope --attention-dropout 0 --hidden-dropout 0.
+MISTRAL_STYLE = dict(
+    normalization="RMSNorm",
+    swiglu=True,
+    add_bias_linear=False,
+    position_embedding_type="rope",
+    attention_dropout=0.0,
+    hidden_dropout=0.0,
+)
+
 # Model presets. InstructLM shapes are our choice (the paper gives only parameter counts): Mistral-style blocks
 # (RMSNorm, SwiGLU, RoPE theta 10000, Mistral 32k vocab, untied embeddings). Every preset unties the output layer
 # (Megatron's default is tied; `--untie-embeddings-and-output-weights` as in Megatron-LM).
@@ -37,6 +48,7 @@ PRESETS: Dict[str, dict] = {
         rotary_base=10000,
         vocab_size=32000,
         untie_embeddings_and_output_weights=True,
+        **MISTRAL_STYLE,
     ),
     "instructlm-500m": dict(
         num_layers=24,
@@ -49,6 +61,7 @@ PRESETS: Dict[str, dict] = {
         rotary_base=10000,
         vocab_size=32000,
         untie_embeddings_and_output_weights=True,
+        **MISTRAL_STYLE,
     ),
     "instructlm-1.3b": dict(
         num_layers=24,
@@ -61,6 +74,7 @@ PRESETS: Dict[str, dict] = {
         rotary_base=10000,
         vocab_size=32000,
         untie_embeddings_and_output_weights=True,
+        **MISTRAL_STYLE,
     ),
     "llama3-8b": dict(
         num_layers=32,
@@ -73,6 +87,7 @@ PRESETS: Dict[str, dict] = {
         rotary_base=500000,
         vocab_size=128256,
         untie_embeddings_and_output_weights=True,
+        **MISTRAL_STYLE,
     ),
     "mistral-7b": dict(
         num_layers=32,
@@ -85,8 +100,10 @@ PRESETS: Dict[str, dict] = {
         rotary_base=10000,
         vocab_size=32000,
         untie_embeddings_and_output_weights=True,
+        **MISTRAL_STYLE,
     ),
 }
+BUILT_POSITION_EMBEDDINGS = ("learned_absolute", "rope", "none")  # what models.build makes of --position-embedding-type
 # A model file holds the model fields plus this key: the source Hugging Face config.json of a converted model, which
 # the export back to HF starts from (so it keeps token ids, chat settings, ...).
 HF_CONFIG_KEY = "hf_config"
@@ -121,10 +138,34 @@ class ModelConfig:
     vocab_size: int
     make_vocab_size_divisible_by: int = 128
     untie_embeddings_and_output_weights: bool = False
+    # -- issue 12: the architecture flags of Megatron-LM, with its defaults (a LayerNorm/GeLU/learned-position GPT
+    # with biases and dropout 0.1); the presets set MISTRAL_STYLE. A model file written before these fields existed
+    # was always MISTRAL_STYLE, so `_read_model_file` fills them in from there.
+    normalization: str = field(default="LayerNorm", metadata={"choices": ("LayerNorm", "RMSNorm")})
+    apply_layernorm_1p: bool = False  # zero-centered gamma: the norm scales by (1 + weight)
+    swiglu: bool = False
+    add_bias_linear: bool = field(default=True, metadata={"flag": "--disable-bias-linear", "const": False})
+    position_embedding_type: str = field(
+        default="learned_absolute",
+        metadata={"choices": ("learned_absolute", "rope", "yarn", "mrope", "relative", "none")},  # Megatron-LM's
+    )
+    rotary_percent: float = 1.0
+    attention_dropout: float = 0.1
+    hidden_dropout: float = 0.1
     # Not model fields: the `--model` this came from (a preset name or a model file), and the source Hugging Face
     # config.json a model file carries (converted models).
     source: str = field(default="", compare=False)
     hf_config: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.position_embedding_type not in BUILT_POSITION_EMBEDDINGS:
+            from megatron_ipt.training.megatron_flags import refuse
+
+            refuse(
+                "--position-embedding-type",
+                f"{self.position_embedding_type} is not built here; use one of {', '.join(BUILT_POSITION_EMBEDDINGS)} "
+                "(rope with --use-rope-scaling for Llama 3.1-style long context)",
+            )
 
     @classmethod
     def load(cls, model: str, **overrides) -> "ModelConfig":
@@ -155,7 +196,7 @@ class ModelConfig:
     def from_flags(cls, flags: dict, tokenizer_vocab_size=None) -> "ModelConfig":
         """A model described by its flags alone, with Megatron-LM's defaults for the optional ones
         (megatron/training/arguments.py, `validate_args`): ffn_hidden_size from hidden_size as Megatron computes it
-        for SwiGLU blocks (ours are), num_query_groups = num_attention_heads (no GQA), kv_channels = hidden_size /
+        (4h, or the SwiGLU rule with --swiglu), num_query_groups = num_attention_heads (no GQA), kv_channels = hidden_size /
         heads (kept None: megatron-core derives it). Where we differ: max_position_embeddings defaults to seq_length
         (Megatron-LM requires it; with RoPE it sizes nothing), and vocab_size to the tokenizer's
         (`tokenizer_vocab_size()`), as Megatron takes it from the tokenizer. Missing required flags are one error
@@ -176,7 +217,9 @@ class ModelConfig:
                 )
                 + f" (give them, or --model with a preset ({', '.join(sorted(PRESETS))}) or a model JSON file)"
             )
-        values.setdefault("ffn_hidden_size", megatron_ffn_hidden_size(values["hidden_size"], swiglu=True))
+        values.setdefault(
+            "ffn_hidden_size", megatron_ffn_hidden_size(values["hidden_size"], swiglu=values.get("swiglu", False))
+        )
         values.setdefault("num_query_groups", values["num_attention_heads"])
         values.setdefault("max_position_embeddings", values["seq_length"])
         return cls(source="flags", **values)
@@ -245,12 +288,16 @@ def _read_model_file(path: str) -> dict:
             f"--model {path}: unknown fields {unknown}, missing fields {missing} "
             f"(model fields: {', '.join(MODEL_FIELDS)})"
         )
-    values = dict(data)
+    values = {**MISTRAL_STYLE, **data}  # files from before the architecture fields: what every model then was
     for name, value in data.items():
         if name == HF_CONFIG_KEY:
             continue
         kind = MODEL_FIELD_TYPES[name]
         if value is None and name in OPTIONAL_MODEL_FIELDS:
+            continue
+        if kind is str:
+            if not isinstance(value, str):
+                raise SystemExit(f"--model {path}: field {name!r} is {value!r}, expected a string")
             continue
         if isinstance(value, bool) == (kind is bool) and (
             kind is bool or isinstance(value, (int, float)) and (kind is float or float(value).is_integer())
@@ -279,6 +326,10 @@ class ParallelConfig(_FromArgs):
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     distributed_backend: Optional[str] = None  # None: nccl with CUDA, else gloo
+    # -- issue 12: Megatron-LM flags
+    context_parallel_size: int = 1
+    distributed_timeout_minutes: int = 10
+    grad_reduce_in_bf16: bool = False  # with --bf16: reduce gradients in bf16, not fp32
 
     def virtual_pipeline_model_parallel_size(self, num_layers: int) -> Optional[int]:
         """Model chunks per pipeline stage (interleaved schedule), as Megatron-LM derives it; None without
@@ -307,6 +358,11 @@ class PrecisionConfig(_FromArgs):
     min_loss_scale: float = 1.0
     loss_scale_window: float = 1000
     hysteresis: int = 2
+    # -- issue 12: Megatron-LM flags
+    attention_backend: str = "auto"  # megatron-core's AttnBackend: which Transformer Engine attention kernel
+    fp8_param_gather: bool = False
+    cross_entropy_loss_fusion: bool = False
+    deterministic_mode: bool = False
 
     def __post_init__(self):
         if self.fp8_format and not self.bf16:
@@ -317,6 +373,12 @@ class PrecisionConfig(_FromArgs):
             raise SystemExit(f"--loss-scale {self.loss_scale} needs --fp16 or --bf16 (fp32 runs scale no loss)")
         if self.loss_scale is not None and self.loss_scale <= 0:
             raise SystemExit(f"--loss-scale must be positive, got {self.loss_scale}")
+        if self.fp8_param_gather and not self.fp8_format:
+            raise SystemExit("--fp8-param-gather needs --fp8-format (it keeps the parameters in FP8)")
+        if self.deterministic_mode and (self.attention_backend == "flash" or self.cross_entropy_loss_fusion):
+            raise SystemExit(
+                "--deterministic-mode cannot run flash attention or --cross-entropy-loss-fusion (not deterministic)"
+            )
 
     @property
     def params_dtype(self):
@@ -352,10 +414,40 @@ class OptimizerConfig(_FromArgs):
     clip_grad: float = 1.0
     override_opt_param_scheduler: bool = False
     use_checkpoint_opt_param_scheduler: bool = False
+    # -- issue 12: Megatron-LM flags
+    lr_warmup_samples: int = 0
+    lr_decay_samples: Optional[int] = None  # None: train_samples
+    lr_warmup_fraction: Optional[float] = None  # of the decay steps; instead of --lr-warmup-iters/-samples
+    decoupled_lr: Optional[float] = None  # for the embedding and output layer
+    decoupled_min_lr: Optional[float] = None
+    calculate_per_token_loss: bool = False
 
     def __post_init__(self):
         if (self.train_iters is None) == (self.train_samples is None):
             raise SystemExit("give exactly one of --train-iters or --train-samples")
+        # Megatron-LM's rule: the schedule is counted in the unit of the training length
+        if self.train_iters is not None and (self.lr_warmup_samples or self.lr_decay_samples is not None):
+            raise SystemExit("--lr-warmup-samples/--lr-decay-samples go with --train-samples, not --train-iters")
+        if self.train_samples is not None and (self.lr_warmup_iters or self.lr_decay_iters is not None):
+            raise SystemExit("--lr-warmup-iters/--lr-decay-iters go with --train-iters, not --train-samples")
+        if self.lr_warmup_fraction is not None and (self.lr_warmup_iters or self.lr_warmup_samples):
+            raise SystemExit("give one of --lr-warmup-fraction and --lr-warmup-iters/--lr-warmup-samples")
+
+    def schedule_steps(self, global_batch_size: int, train_iters: int) -> Dict[str, float]:
+        """The scheduler's warmup and decay lengths in samples, as Megatron-LM's get_optimizer_param_scheduler counts
+        them, and the weight-decay increment length."""
+        if self.train_iters is not None:
+            decay = (self.lr_decay_iters or train_iters) * global_batch_size
+            warmup = self.lr_warmup_iters * global_batch_size
+        else:
+            decay = self.lr_decay_samples or self.train_samples
+            warmup = self.lr_warmup_samples
+        if self.lr_warmup_fraction is not None:
+            warmup = self.lr_warmup_fraction * decay
+        # Megatron-LM counts the weight-decay increment over the training length; weight decay is constant here, so
+        # the value changes nothing but the scheduler's resume check: the decay length keeps a run that extends
+        # --train-iters (with --lr-decay-iters fixed) resumable, as before.
+        return {"lr_warmup_steps": warmup, "lr_decay_steps": decay, "wd_incr_steps": decay}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -366,13 +458,34 @@ class DataConfig:
     eod_mask_loss: bool = False
     mock_data: bool = False  # synthetic tokens (megatron-core's MockGPTDataset) instead of --data-path
     tokenizer: Optional[TokenizerSpec] = None
+    # -- issue 12: Megatron-LM flags
+    data_args_path: Optional[str] = None  # a file holding --data-path's words (for blends too long for a command)
+    mmap_bin_files: bool = True
+    create_attention_mask_in_dataloader: bool = True
+    num_dataset_builder_threads: int = 1
 
     @classmethod
     def from_args(cls, args) -> "DataConfig":
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != "tokenizer"}
+        if values["data_args_path"] is not None:
+            values["data_path"] = _read_data_args(values["data_args_path"], values["data_path"])
         if values["data_path"] is not None:
             values["data_path"] = tuple(values["data_path"])
         return cls(tokenizer=TokenizerSpec.from_args(args), **values)
+
+
+def _read_data_args(path: str, data_path) -> list:
+    """--data-args-path: the file's whitespace-separated words are --data-path's (Megatron-LM's format)."""
+    if data_path is not None:
+        raise SystemExit("give one of --data-path and --data-args-path")
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().split()
+    except OSError as error:
+        raise SystemExit(f"--data-args-path {path}: {error.strerror}") from None
+    if not words:
+        raise SystemExit(f"--data-args-path {path}: the file is empty (expected 'prefix' or 'w1 prefix1 w2 prefix2')")
+    return words
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +501,8 @@ class CheckpointConfig(_FromArgs):
     exit_signal_handler: bool = False  # on SIGTERM: finish the step, save, exit 0
     exit_duration_in_mins: Optional[int] = None  # exit once training has run this long
     exit_interval: Optional[int] = None  # exit after the iteration divisible by this
+    # -- issue 12: Megatron-LM flags
+    use_checkpoint_args: bool = False  # the model comes from --load's model.json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,6 +515,35 @@ class LoggingConfig(_FromArgs):
     tensorboard_dir: Optional[str] = None
     peak_tflops: float = 989.0
     skip_nonfinite_steps: bool = False
+    # -- issue 12: Megatron-LM flags
+    tensorboard_log_interval: int = 1
+    log_params_norm: bool = False
+    log_num_zeros_in_grad: bool = False
+    wandb_project: str = ""  # empty: no W&B
+    wandb_exp_name: str = ""
+    wandb_save_dir: str = ""
+    logging_level: Optional[int] = None
+    profile: bool = False  # a PyTorch profiler trace of steps [profile_step_start, profile_step_end)
+    profile_step_start: int = 10
+    profile_step_end: int = 12
+    profile_ranks: Tuple[int, ...] = (0,)
+    manual_gc: bool = False
+    manual_gc_interval: int = 0
+    empty_unused_memory_level: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "profile_ranks", tuple(self.profile_ranks))  # nargs='+' parses to a list
+        if self.profile and self.profile_step_end <= self.profile_step_start:
+            raise SystemExit(
+                f"--profile-step-end {self.profile_step_end} must be after --profile-step-start "
+                f"{self.profile_step_start}"
+            )
+        if self.profile and not self.tensorboard_dir:
+            raise SystemExit("--profile writes its trace into --tensorboard-dir: give one")
+        if self.wandb_project:
+            from megatron_ipt.training.callbacks import wandb
+
+            wandb.check(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,10 +558,15 @@ class TrainingConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # issue 12: 'flag: reason' for each Megatron-LM no-op flag given (megatron_flags.NOOPS), printed at start-up
+    ignored_flags: Tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_args(cls, args) -> "TrainingConfig":
         """The config `build_parser()`'s parsed flags describe."""
+        from megatron_ipt.training import megatron_flags
+
+        args = _megatron_lm_args(args)
         return cls(
             model=ModelConfig.from_args(args),
             parallel=ParallelConfig.from_args(args),
@@ -427,6 +576,7 @@ class TrainingConfig:
             data=DataConfig.from_args(args),
             checkpoint=CheckpointConfig.from_args(args),
             logging=LoggingConfig.from_args(args),
+            ignored_flags=tuple(megatron_flags.given_noops(args)),
         )
 
     def resolve(self, data_parallel_size: int) -> "ResolvedConfig":
@@ -440,13 +590,15 @@ class TrainingConfig:
                 f"--global-batch-size {global_batch_size} is not divisible by micro batch size "
                 f"{o.micro_batch_size} x data-parallel size {data_parallel_size}"
             )
+        train_iters = o.train_iters if o.train_iters is not None else o.train_samples // global_batch_size
         return ResolvedConfig(
             config=self,
+            **o.schedule_steps(global_batch_size, train_iters),
             data_parallel_size=data_parallel_size,
             global_batch_size=global_batch_size,
             num_microbatches=global_batch_size // per_step,
             # Megatron-LM: floor(samples / global batch)
-            train_iters=o.train_iters if o.train_iters is not None else o.train_samples // global_batch_size,
+            train_iters=train_iters,
             padded_vocab_size=self.model.padded_vocab_size(self.parallel.tensor_model_parallel_size),
         )
 
@@ -461,6 +613,10 @@ class ResolvedConfig:
     num_microbatches: int  # per iteration, on each data-parallel rank
     train_iters: int
     padded_vocab_size: int
+    # the LR scheduler's lengths, in samples (OptimizerConfig.schedule_steps)
+    lr_warmup_steps: float
+    lr_decay_steps: float
+    wd_incr_steps: float
 
 
 # -- the command line: Megatron-LM's flag names, one `add_*_args` per config group ------------------------------------
@@ -477,12 +633,14 @@ def add_model_args(parser) -> None:
         "alone describe the model, as in Megatron-LM: --num-layers, --hidden-size, --num-attention-heads and "
         "--seq-length are required, the rest default as Megatron-LM computes them (--vocab-size: the tokenizer's)",
     )
+    metadata = {f.name: f.metadata for f in dataclasses.fields(ModelConfig)}
     for name in MODEL_FIELDS:
-        kind = MODEL_FIELD_TYPES[name]
+        kind, meta = MODEL_FIELD_TYPES[name], metadata[name]
+        flag = meta.get("flag", "--" + name.replace("_", "-"))
         if kind is bool:
-            g.add_argument("--" + name.replace("_", "-"), action="store_true", default=None)
+            g.add_argument(flag, dest=name, action="store_const", const=meta.get("const", True), default=None)
         else:
-            g.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+            g.add_argument(flag, dest=name, type=kind, choices=meta.get("choices"), default=None)
 
 
 def _defaults(group) -> dict:
@@ -648,6 +806,146 @@ def build_parser():
         add_data_args,
         add_checkpoint_args,
         add_logging_args,
+        add_megatron_lm_args,
     ):
         add(parser)
     return parser
+
+
+# -- issue 12: the rest of Megatron-LM's flags. Implemented ones are declared into their concern's group (their fields
+# and defaults are in the dataclasses above); megatron_flags declares the no-ops and the refused ones. -----------------
+
+
+def _group(parser, title: str):
+    return next(g for g in parser._action_groups if g.title == title)
+
+
+def add_megatron_lm_args(parser) -> None:
+    from megatron_ipt.training import megatron_flags
+
+    g = _group(parser, "model")
+    g.add_argument(
+        "--group-query-attention",
+        action="store_true",
+        help="as in Megatron-LM, needed for --num-query-groups to take effect on a model given by flags alone; "
+        "presets and model files state their query groups",
+    )
+    g = _group(parser, "parallelism")
+    g.add_argument(
+        "--context-parallel-size", type=int, help="split each sequence over this many GPUs (needs Transformer Engine)"
+    )
+    g.add_argument("--distributed-timeout-minutes", type=int, help="timeout of torch.distributed's collectives")
+    g.add_argument("--grad-reduce-in-bf16", action="store_true", help="with --bf16: reduce gradients in bf16, not fp32")
+    g = _group(parser, "precision and recomputation")
+    g.add_argument(
+        "--attention-backend",
+        choices=["auto", "flash", "fused", "unfused", "local"],
+        help="megatron-core's AttnBackend: which Transformer Engine attention kernel (auto: TE's choice); local: "
+        "megatron-core's own attention. Without TE attention is megatron-core's own (flash/fused/unfused are then "
+        "reported as no-ops)",
+    )
+    g.add_argument(
+        "--use-flash-attn",
+        dest="attention_backend",
+        action="store_const",
+        const="flash",
+        help="Megatron-LM's older spelling of --attention-backend flash",
+    )
+    g.add_argument("--fp8-param-gather", action="store_true", help="keep parameters in FP8 and all-gather them in FP8")
+    g.add_argument(
+        "--cross-entropy-loss-fusion", action="store_true", help="megatron-core's fused vocab-parallel cross entropy"
+    )
+    g.add_argument(
+        "--deterministic-mode", action="store_true", help="deterministic kernels (torch.use_deterministic_algorithms)"
+    )
+    g = _group(parser, "batch, schedule and optimizer")
+    g.add_argument("--lr-warmup-samples", type=int, help="with --train-samples")
+    g.add_argument("--lr-decay-samples", type=int, help="with --train-samples (default: --train-samples)")
+    g.add_argument("--lr-warmup-fraction", type=float, help="warmup as a fraction of the decay length")
+    g.add_argument("--decoupled-lr", type=float, help="learning rate of the input embedding and output layer")
+    g.add_argument("--decoupled-min-lr", type=float, help="minimum learning rate of the embedding and output layer")
+    g.add_argument(
+        "--calculate-per-token-loss",
+        action="store_true",
+        help="scale the loss by the loss tokens of the whole global batch, not per micro batch",
+    )
+    g = _group(parser, "data")
+    g.add_argument("--data-args-path", help="a file holding --data-path's words (prefix, or 'w1 prefix1 w2 prefix2')")
+    g.add_argument("--no-mmap-bin-files", dest="mmap_bin_files", action="store_false", help="read .bin files, no mmap")
+    g.add_argument(
+        "--no-create-attention-mask-in-dataloader",
+        dest="create_attention_mask_in_dataloader",
+        action="store_false",
+        help="no explicit attention mask per sample: the attention kernel applies the causal mask",
+    )
+    g.add_argument("--num-dataset-builder-threads", type=int)
+    g = _group(parser, "checkpoints")
+    g.add_argument(
+        "--use-checkpoint-args",
+        action="store_true",
+        help="take the model from --load's model.json (shape flags that disagree with it are an error)",
+    )
+    g = _group(parser, "evaluation and logging")
+    g.add_argument("--tensorboard-log-interval", type=int, help="write TensorBoard scalars every N iterations")
+    g.add_argument("--log-params-norm", action="store_true", help="log the parameters' L2 norm ('params-norm')")
+    g.add_argument("--log-num-zeros-in-grad", action="store_true", help="log the zeros in the gradient ('num-zeros')")
+    g.add_argument("--wandb-project", help="log to Weights & Biases too (pip install wandb; WANDB_MODE=offline works)")
+    g.add_argument("--wandb-exp-name")
+    g.add_argument("--wandb-save-dir", help="default: <--save>/wandb")
+    g.add_argument("--logging-level", type=int, help="Python logging level (e.g. 20 INFO, 30 WARNING)")
+    g.add_argument("--profile", action="store_true", help="write a PyTorch profiler trace into --tensorboard-dir")
+    g.add_argument("--profile-step-start", type=int, help="first profiled iteration")
+    g.add_argument("--profile-step-end", type=int, help="the iteration profiling stops before")
+    g.add_argument("--profile-ranks", type=int, nargs="+", help="global ranks that profile")
+    g.add_argument("--manual-gc", action="store_true", help="disable Python's automatic GC; collect at fixed steps")
+    g.add_argument("--manual-gc-interval", type=int, help="with --manual-gc: collect every N iterations (0: never)")
+    g.add_argument(
+        "--empty-unused-memory-level",
+        type=int,
+        choices=[0, 1, 2],
+        help="empty the CUDA cache each iteration: 0 never, 1 after the step, 2 also after forward-backward",
+    )
+    megatron_flags.add_args(parser)
+
+
+def _megatron_lm_args(args):
+    """The parsed flags with Megatron-LM's rules applied before the config is built: refused flags stop here,
+    --use-checkpoint-args points --model at --load's model.json, and --num-query-groups on a model given by flags
+    alone needs --group-query-attention (Megatron-LM would ignore it and build multi-head attention)."""
+    from megatron_ipt.training import megatron_flags
+
+    megatron_flags.check(args)
+    args = argparse_copy(args)
+    if getattr(args, "use_checkpoint_args", False):
+        if not args.load:
+            megatron_flags.refuse("--use-checkpoint-args", "needs --load (the model comes from its model.json)")
+        path = os.path.join(args.load, "model.json")
+        if not os.path.isfile(path):
+            megatron_flags.refuse("--use-checkpoint-args", f"{path} does not exist (written by --save runs)")
+        saved = ModelConfig.load(path)
+        for name in MODEL_FIELDS:
+            given = getattr(args, name)
+            if given is not None and given != getattr(saved, name):
+                megatron_flags.refuse(
+                    "--use-checkpoint-args",
+                    f"--{name.replace('_', '-')} {given} differs from the checkpoint's {getattr(saved, name)}",
+                )
+        args.model = path
+    if (
+        getattr(args, "model", None) is None
+        and getattr(args, "num_query_groups", None) is not None
+        and not getattr(args, "group_query_attention", False)
+        and args.num_query_groups != getattr(args, "num_attention_heads", None)
+    ):
+        megatron_flags.refuse(
+            "--num-query-groups",
+            "without --group-query-attention Megatron-LM ignores it and builds multi-head attention; "
+            "add --group-query-attention",
+        )
+    return args
+
+
+def argparse_copy(args):
+    import argparse
+
+    return argparse.Namespace(**vars(args))

@@ -150,7 +150,9 @@ def build_datasets(run, tokenizer):
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=config.data.eod_mask_loss,
-        create_attention_mask=True,
+        create_attention_mask=config.data.create_attention_mask_in_dataloader,
+        mmap_bin_files=config.data.mmap_bin_files,
+        num_dataset_builder_threads=config.data.num_dataset_builder_threads,
     )
     if config.data.mock_data:
         dataset_config = GPTDatasetConfig(blend=None, split=None, path_to_cache=None, **common)

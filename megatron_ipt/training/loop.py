@@ -21,12 +21,29 @@ from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, Train
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
 
 
-def _loss_func(loss_mask, dataset_id, output_tensor):
+def _loss_func(loss_mask, dataset_id, output_tensor, per_token=False):
+    """per_token (--calculate-per-token-loss): return (loss sum, loss tokens) and let megatron's schedule and
+    finalize_model_grads divide by the global batch's tokens, as Megatron-LM does; else this micro batch's mean.
+    With context parallelism each rank holds a slice of every sequence: the token count is the whole sequences'."""
     losses = output_tensor.float()
     mask = loss_mask.float()
     per_sample_sum = (losses * mask).sum(dim=1)
     per_sample_tokens = mask.sum(dim=1)
-    loss = per_sample_sum.sum() / per_sample_tokens.sum().clamp(min=1)
+    if per_token:
+        total = per_sample_sum.sum()
+        return total, per_sample_tokens.sum().int(), _report(per_sample_sum, per_sample_tokens, dataset_id)
+    tokens = per_sample_tokens.sum()
+    cp = parallel_state.get_context_parallel_world_size()
+    if cp > 1:
+        tokens = tokens.detach().clone()
+        torch.distributed.all_reduce(tokens, group=parallel_state.get_context_parallel_group())
+        # DDP averages gradients over data x context parallel ranks; each CP rank's share is a slice of one sum
+        return per_sample_sum.sum() * cp / tokens.clamp(min=1), _report(per_sample_sum, per_sample_tokens, dataset_id)
+    loss = per_sample_sum.sum() / tokens.clamp(min=1)
+    return loss, _report(per_sample_sum, per_sample_tokens, dataset_id)
+
+
+def _report(per_sample_sum, per_sample_tokens, dataset_id):
     report = {"lm loss": torch.stack([per_sample_sum.sum().detach(), per_sample_tokens.sum()])}
     if dataset_id is not None:
         for source in dataset_id.unique().tolist():
@@ -34,13 +51,22 @@ def _loss_func(loss_mask, dataset_id, output_tensor):
             report[f"lm loss/{source}"] = torch.stack(
                 [per_sample_sum[sel].sum().detach(), per_sample_tokens[sel].sum()]
             )
-    return loss, report
+    return report
 
 
-def _forward_step(data_iterator, model):
+def _forward_step(data_iterator, model, per_token=False):
     batch = next(data_iterator)
+    if parallel_state.get_context_parallel_world_size() > 1:
+        from megatron.core.utils import get_batch_on_this_cp_rank
+
+        batch = get_batch_on_this_cp_rank(batch)  # this rank's two chunks of every sequence (load-balanced causal)
     output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"])
-    return output, partial(_loss_func, batch["loss_mask"], batch.get("dataset_id"))
+    return output, partial(_loss_func, batch["loss_mask"], batch.get("dataset_id"), per_token=per_token)
+
+
+def _forward_step_for(config):
+    # looked up at call time: tests/training/fault_check.py replaces _forward_step
+    return partial(_forward_step, per_token=True) if config.optimizer.calculate_per_token_loss else _forward_step
 
 
 def _reduce_reports(reports) -> dict:
@@ -81,7 +107,8 @@ def setup(config: TrainingConfig):
         # sharded_state_dict maps optimizer state to model tensors through the half parameters only.
         chunks = [Float16Module(tconfig, c) for c in chunks]
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
+        grad_reduce_in_fp32=not (config.precision.bf16 and p.grad_reduce_in_bf16),
+        fp8_param_gather=config.precision.fp8_param_gather,
         overlap_grad_reduce=p.overlap_grad_reduce,
         use_distributed_optimizer=p.use_distributed_optimizer,
         overlap_param_gather=p.overlap_param_gather,
@@ -108,29 +135,31 @@ def setup(config: TrainingConfig):
         hysteresis=prec.hysteresis,
         params_dtype=tconfig.params_dtype,
         use_distributed_optimizer=p.use_distributed_optimizer,
+        decoupled_lr=o.decoupled_lr,
+        decoupled_min_lr=o.decoupled_min_lr,
+        log_num_zeros_in_grad=config.logging.log_num_zeros_in_grad,
     )
     optimizer = get_megatron_optimizer(opt_config, chunks)
-    gbs = run.global_batch_size
-    decay_iters = o.lr_decay_iters or run.train_iters
     scheduler = OptimizerParamScheduler(
         optimizer,
-        init_lr=0.0 if o.lr_warmup_iters else o.lr,
+        init_lr=0.0 if run.lr_warmup_steps else o.lr,
         max_lr=o.lr,
         min_lr=o.min_lr,
-        lr_warmup_steps=o.lr_warmup_iters * gbs,
-        lr_decay_steps=decay_iters * gbs,
+        lr_warmup_steps=run.lr_warmup_steps,
+        lr_decay_steps=run.lr_decay_steps,
         lr_decay_style=o.lr_decay_style,
         start_wd=o.weight_decay,
         end_wd=o.weight_decay,
-        wd_incr_steps=decay_iters * gbs,
+        wd_incr_steps=run.wd_incr_steps,
         wd_incr_style="constant",
-        wsd_decay_steps=(decay_iters * gbs) // 10 if o.lr_decay_style == "WSD" else None,
+        wsd_decay_steps=run.lr_decay_steps // 10 if o.lr_decay_style == "WSD" else None,
         lr_wsd_decay_style="linear" if o.lr_decay_style == "WSD" else None,
         use_checkpoint_opt_param_scheduler=o.use_checkpoint_opt_param_scheduler,
         override_opt_param_scheduler=o.override_opt_param_scheduler,
     )
     callbacks.guard_grad_norm(optimizer)
     tconfig.finalize_model_grads_func = finalize_model_grads
+    tconfig.calculate_per_token_loss = o.calculate_per_token_loss
     tconfig.grad_scale_func = optimizer.scale_loss
     tconfig.no_sync_func = [c.no_sync for c in chunks] if len(chunks) > 1 else chunks[0].no_sync
     return run, chunks, optimizer, scheduler
@@ -153,7 +182,7 @@ def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
     with torch.no_grad():
         for _ in range(config.logging.eval_iters):
             reports += forward_backward(
-                forward_step_func=_forward_step,
+                forward_step_func=_forward_step_for(config),
                 data_iterator=iterator,
                 model=chunks,
                 num_microbatches=run.num_microbatches,
@@ -225,17 +254,22 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     logger = callbacks.Logger(run, world, torch.distributed.get_rank() == world - 1, guard)
     logger.arguments(iteration)
     forward_backward = get_forward_backward_func()
+    forward_step = _forward_step_for(config)
+    hooks = callbacks.RunHooks(config, config.ignored_flags + tuple(models.attention_notes(config.precision)))
+    hooks.start()
     losses, step_times = [], []
     stop = callbacks.ExitCondition(ck.exit_signal_handler, ck.exit_duration_in_mins, ck.exit_interval)
     saved = None  # the iteration last saved
     try:
         while iteration < run.train_iters:
+            hooks.before_step(iteration)
+            num_zeros = None
             with callbacks.Timer() as timer:
                 for c in chunks:
                     c.zero_grad_buffer()
                 optimizer.zero_grad()
                 reports = forward_backward(
-                    forward_step_func=_forward_step,
+                    forward_step_func=forward_step,
                     data_iterator=train_iter,
                     model=chunks,
                     num_microbatches=run.num_microbatches,
@@ -249,7 +283,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
                     guard.nonfinite("lm loss", loss, iteration + 1)
                 else:
                     try:
-                        updated, grad_norm, _ = optimizer.step()
+                        updated, grad_norm, num_zeros = optimizer.step()
                     except callbacks.NonFiniteGradNorm as error:
                         grad_norm = error.value
                         guard.nonfinite("grad norm", grad_norm, iteration + 1)
@@ -262,6 +296,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
             consumed += run.global_batch_size
             losses.append(loss)
             step_times.append(timer.elapsed)
+            hooks.after_step(iteration)
             logger.training_step(
                 iteration,
                 consumed,
@@ -270,6 +305,8 @@ def train(config: TrainingConfig, tokenizer) -> dict:
                 grad_norm,
                 timer.elapsed,
                 optimizer.get_loss_scale().item(),
+                params_norm=callbacks.params_norm(chunks) if log.log_params_norm else None,
+                num_zeros=num_zeros if log.log_num_zeros_in_grad else None,
             )
             if log.eval_interval and iteration % log.eval_interval == 0 and valid_ds is not None:
                 logger.validation(iteration, consumed, evaluate(run, chunks, valid_ds, source_names))
@@ -286,6 +323,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
             _save(ck, iteration, consumed, chunks, optimizer, scheduler)
     finally:
         stop.close()
+        hooks.close()
         logger.close()
     return {"losses": losses, "step_times": step_times, "iteration": iteration, "chunks": chunks}
 

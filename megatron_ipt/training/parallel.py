@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 
@@ -26,12 +27,16 @@ def initialize(config: ParallelConfig, num_layers: int, seed: int) -> None:
     backend = config.distributed_backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(
-            backend=backend, world_size=int(os.environ.get("WORLD_SIZE", 1)), rank=int(os.environ.get("RANK", 0))
+            backend=backend,
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            rank=int(os.environ.get("RANK", 0)),
+            timeout=datetime.timedelta(minutes=config.distributed_timeout_minutes),
         )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,
         pipeline_model_parallel_size=config.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size(num_layers),
+        context_parallel_size=config.context_parallel_size,
     )
     set_seed(seed)
 

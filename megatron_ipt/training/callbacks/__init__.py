@@ -1,10 +1,11 @@
 """Cross-cutting parts of the training loop, one file each: throughput (FLOP count, MFU, timing, memory),
 tensorboard (Megatron-LM's scalar names), stability (non-finite loss and gradient norm), preemption (early exit on
-SIGTERM, after a time or at an iteration), and logger (Megatron-style console lines and TensorBoard scalars, on the
-last rank)."""
+SIGTERM, after a time or at an iteration), logger (Megatron-style console lines and TensorBoard/W&B scalars, on the
+last rank), and run_hooks (profiler, GC, start-up notes: what Megatron-LM's flags ask around the steps)."""
 
 from megatron_ipt.training.callbacks.logger import Logger, arguments, print_arguments, report_parameters
 from megatron_ipt.training.callbacks.preemption import ExitCondition
+from megatron_ipt.training.callbacks.run_hooks import RunHooks, params_norm
 from megatron_ipt.training.callbacks.stability import NonFiniteGradNorm, NonFiniteLoss, StabilityGuard, guard_grad_norm
 from megatron_ipt.training.callbacks.throughput import Timer, flops_per_iteration, memory_stats
 
@@ -16,9 +17,11 @@ __all__ = [
     "report_parameters",
     "NonFiniteGradNorm",
     "NonFiniteLoss",
+    "RunHooks",
     "StabilityGuard",
     "Timer",
     "flops_per_iteration",
     "guard_grad_norm",
     "memory_stats",
+    "params_norm",
 ]

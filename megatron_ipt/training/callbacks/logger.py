@@ -10,6 +10,7 @@ from datetime import datetime
 
 from megatron_ipt.training.callbacks.tensorboard import TensorBoardWriter
 from megatron_ipt.training.callbacks.throughput import flops_per_iteration, memory_stats, rates
+from megatron_ipt.training.callbacks.wandb import WandbWriter
 
 
 class Logger:
@@ -21,19 +22,34 @@ class Logger:
         self.guard = guard  # the StabilityGuard whose counts the console line reports
         directory = run.config.logging.tensorboard_dir
         self.tensorboard = TensorBoardWriter(directory) if is_last_rank and directory else None
+        self.wandb = WandbWriter.from_config(run.config) if is_last_rank else None
         self.flops = flops_per_iteration(run.config.model, run.global_batch_size, run.padded_vocab_size)
         self.interval_losses = []
         self.interval_time = 0.0
         self.memory_reported = False
+        self.extra = {}
 
     def _scalar(self, name, value, iteration, samples=None):
         if self.tensorboard is not None:
             self.tensorboard.scalar(name, value, iteration, samples)
+        if self.wandb is not None:
+            self.wandb.scalar(name, value, iteration)
 
-    def training_step(self, iteration, consumed, loss, lr, grad_norm, step_time, loss_scale=1.0):
-        """loss_scale: the optimizer's loss scale for this step (1 unless fp16 or --loss-scale)."""
+    def training_step(
+        self, iteration, consumed, loss, lr, grad_norm, step_time, loss_scale=1.0, params_norm=None, num_zeros=None
+    ):
+        """loss_scale: the optimizer's loss scale for this step (1 unless fp16 or --loss-scale); params_norm,
+        num_zeros: with --log-params-norm / --log-num-zeros-in-grad."""
         if not self.active:
             return
+        self.extra = {"num zeros": num_zeros, "params norm": params_norm}
+        if iteration % self.run.config.logging.tensorboard_log_interval:
+            self._record(iteration, consumed, loss, lr, grad_norm, step_time, loss_scale)
+            return
+        if params_norm is not None:
+            self._scalar("params-norm", params_norm, iteration, consumed)
+        if num_zeros is not None:
+            self._scalar("num-zeros", num_zeros, iteration, consumed)
         step = self._rates(step_time)
         self._scalar("learning-rate", lr, iteration, consumed)
         self._scalar("batch-size", self.run.global_batch_size, iteration, consumed)
@@ -45,15 +61,19 @@ class Logger:
         self._scalar("throughput", step["tflops_per_gpu"], iteration)
         self._scalar("tokens-per-sec-per-gpu", step["tokens_per_sec_per_gpu"], iteration)
         self._scalar("mfu", step["mfu"], iteration)
-        memory = memory_stats()
-        for name, value in memory.items():
+        for name, value in memory_stats().items():
             self._scalar(name, value, iteration)
+        self._record(iteration, consumed, loss, lr, grad_norm, step_time, loss_scale)
+
+    def _record(self, iteration, consumed, loss, lr, grad_norm, step_time, loss_scale):
+        """The console side of a step: interval averages, and the line every --log-interval iterations."""
         self.interval_losses.append(loss)
         self.interval_time += step_time
         if iteration % self.run.config.logging.log_interval == 0 or iteration == self.run.train_iters:
             self._console_line(iteration, consumed, lr, grad_norm, loss_scale)
             if not self.memory_reported:
                 self.memory_reported = True
+                memory = memory_stats()
                 print(
                     f"[Rank {_rank()}] (after {iteration} iterations) memory (MB) | "
                     + " | ".join(
@@ -81,7 +101,12 @@ class Logger:
             f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
             f"learning rate: {lr:.6E} | global batch size: {self.run.global_batch_size:5d} | "
             f"lm loss: {sum(self.interval_losses) / n:.6E} | {scale}grad norm: {gn} | "
-            f"number of skipped iterations: {self.guard.skipped:3d} | "
+            + "".join(
+                f"{name}: {value:.3f} | " if isinstance(value, float) else f"{name}: {value} | "
+                for name, value in self.extra.items()
+                if value is not None
+            )
+            + f"number of skipped iterations: {self.guard.skipped:3d} | "
             f"number of nan iterations: {self.guard.nan_iterations:3d} |",
             flush=True,
         )
@@ -110,6 +135,8 @@ class Logger:
     def close(self):
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.close()
 
 
 # -- start-up report ---------------------------------------------------------------------------------------------------
@@ -133,6 +160,9 @@ def arguments(run) -> dict:
     values = {}
     for group in dataclasses.fields(config):
         part = getattr(config, group.name)
+        if not dataclasses.is_dataclass(part):  # e.g. ignored_flags: the no-op flags given
+            values[group.name] = part
+            continue
         for f in dataclasses.fields(part):
             value = getattr(part, f.name)
             if f.name == "hf_config":

@@ -11,15 +11,15 @@ import torch
 def flops_per_iteration(model, global_batch_size: int, padded_vocab_size: int) -> float:
     """Megatron-LM's count for a dense GPT (`num_floating_point_operations` in megatron/training/training.py), for a
     config.ModelConfig: 3 (forward, weight-grad and data-grad GEMMs) x 2 (multiply-add) x tokens x [per layer: QKV and
-    output projections, causal attention (QK^T and (QK^T)V, each half-masked), MLP (three matrices with SwiGLU); plus
-    the logits]."""
+    output projections, causal attention (QK^T and (QK^T)V, each half-masked), MLP (three matrices with SwiGLU, else
+    two); plus the logits]."""
     h, s, layers = model.hidden_size, model.seq_length, model.num_layers
     kv_channels = model.kv_channels or h // model.num_attention_heads
     query = kv_channels * model.num_attention_heads
     key_value = 2 * kv_channels * model.num_query_groups
     projections = h * (query + key_value) + query * h
     attention = query * s / 2 * 2
-    mlp = 3 * h * model.ffn_hidden_size
+    mlp = (3 if model.swiglu else 2) * h * model.ffn_hidden_size
     per_token = layers * (projections + attention + mlp) + h * padded_vocab_size
     return 3 * 2 * global_batch_size * s * per_token
 

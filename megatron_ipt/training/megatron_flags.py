@@ -1,0 +1,159 @@
+"""Megatron-LM flags that tools/pretrain.py accepts without a config field of its own: two tables, checked in one place.
+
+A Megatron-LM launch script must never die on an argparse "unrecognized arguments" error. Every flag of Megatron's
+dense GPT/Llama/Mistral scripts and training docs is therefore known here, in one of three ways:
+- implemented: a field of a config group in config.py, named after the flag's dest, with Megatron's default;
+- `NOOPS`: accepted, and named in one start-up line, where the flag only tunes a kernel, a data loader or a log
+  that we do not have or always have (its reason says which);
+- `REFUSED`: accepted by the parser so that giving it stops the run with a one-line reason naming what to use
+  instead (exit status 2), never a generic argparse error. A flag with `allowed` values is refused only for the
+  others (e.g. `--ckpt-format torch_dist` is what we write; `--ckpt-format torch` is refused).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+
+@dataclass(frozen=True)
+class Flag:
+    option: str
+    reason: str
+    kwargs: dict = field(default_factory=lambda: {"action": "store_const", "const": True})
+    allowed: Tuple = ()  # REFUSED only: values that are accepted
+
+    @property
+    def dest(self) -> str:
+        return self.option[2:].replace("-", "_")
+
+
+NOOPS: Tuple[Flag, ...] = (
+    Flag("--use-mcore-models", "Megatron-LM ignores it too: megatron-core models are the only ones"),
+    Flag("--log-throughput", "throughput (TFLOP/s/GPU, tokens/s/GPU, MFU) is always logged"),
+    Flag("--use-pytorch-profiler", "--profile always uses the PyTorch profiler"),
+    Flag(
+        "--no-gradient-accumulation-fusion",
+        "gradient accumulation is never fused into the weight-gradient GEMM here (that needs APEX/TE fused wgrad "
+        "kernels); gradients accumulate in megatron DDP's grad buffers",
+    ),
+    Flag(
+        "--tp-comm-overlap",
+        "overlapping TP communication with GEMMs needs Transformer Engine userbuffers, which are not set up; "
+        "TP communication runs unoverlapped",
+    ),
+    Flag(
+        "--no-check-for-nan-in-loss-and-grad",
+        "the non-finite check of loss and grad norm always runs (it stops the run, or skips the step with "
+        "--skip-nonfinite-steps); it costs one scalar per step",
+    ),
+    Flag(
+        "--log-timers-to-tensorboard",
+        "the step time is always written (TensorBoard 'iteration-time'); per-phase timers are not kept",
+    ),
+    Flag(
+        "--num-workers",
+        "batches are read in the training process from the memory-mapped dataset; there is no DataLoader to give "
+        "workers",
+        {"type": int},
+    ),
+    Flag(
+        "--data-parallel-sharding-strategy",
+        "read only with --use-megatron-fsdp, which is refused here",
+        {"choices": ["no_shard", "optim", "optim_grads", "optim_grads_params"]},
+    ),
+)
+
+REFUSED: Tuple[Flag, ...] = (
+    Flag(
+        "--ckpt-format",
+        "checkpoints are saved and loaded in megatron-core's torch_dist format only (Megatron-LM's default); "
+        "pass --ckpt-format torch_dist or leave it out",
+        {"choices": ["torch", "torch_dist", "zarr", "torch_dcp", "fsdp_dtensor"]},
+        allowed=("torch_dist",),
+    ),
+    Flag(
+        "--async-save",
+        "saves are synchronous here (written, renamed and committed by a marker before training goes on); "
+        "drop the flag",
+    ),
+    Flag(
+        "--use-megatron-fsdp",
+        "megatron-core's FSDP is not wired into this loop and its checkpoints; shard the optimizer state with "
+        "--use-distributed-optimizer (with --overlap-grad-reduce --overlap-param-gather)",
+    ),
+    Flag(
+        "--init-model-with-meta-device",
+        "Megatron-LM uses it only with --use-megatron-fsdp, which is refused here; drop the flag",
+    ),
+    Flag(
+        "--step-batch-size-schedule",
+        "the global batch size is fixed for a run here; set --global-batch-size",
+        {"type": str},
+    ),
+    Flag(
+        "--rampup-batch-size",
+        "the global batch size is fixed for a run here; set --global-batch-size",
+        {"nargs": "*"},
+    ),
+    Flag(
+        "--per-split-data-args-path",
+        "separate train/valid/test blends are not supported; give one blend with --data-path (or --data-args-path) "
+        "and --split",
+        {"type": str},
+    ),
+)
+
+
+def add_args(parser) -> None:
+    """Declare every flag of both tables on `parser`."""
+    noops = parser.add_argument_group(
+        "Megatron-LM flags accepted as no-ops",
+        "accepted so Megatron-LM scripts run; each given one is named in a start-up line with its reason",
+    )
+    for flag in NOOPS:
+        noops.add_argument(flag.option, dest=flag.dest, default=None, help="no-op: " + flag.reason, **flag.kwargs)
+    refused = parser.add_argument_group(
+        "Megatron-LM flags refused", "accepted so that giving one stops with its reason (exit status 2)"
+    )
+    for flag in REFUSED:
+        allowed = f" (accepted: {', '.join(flag.allowed)})" if flag.allowed else ""
+        refused.add_argument(
+            flag.option, dest=flag.dest, default=None, help=f"refused{allowed}: {flag.reason}", **flag.kwargs
+        )
+
+
+def refuse(option: str, reason: str):
+    """Stop with Megatron-style one-line error naming the flag and the reason (exit status 2, as argparse's)."""
+    print(f"error: {option}: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def check(args) -> None:
+    """Stop at the first refused flag given (with a value outside its `allowed`)."""
+    for flag in REFUSED:
+        value = getattr(args, flag.dest, None)
+        if value is not None and value not in flag.allowed:
+            refuse(flag.option, flag.reason)
+
+
+def given_noops(args) -> List[str]:
+    """'--flag: reason' for each no-op flag given."""
+    return [f"{flag.option}: {flag.reason}" for flag in NOOPS if getattr(args, flag.dest, None) is not None]
+
+
+def markdown() -> str:
+    """The no-op and refused tables as docs/training.md shows them (tests/training/test_megatron_flags.py checks the
+    copy there is current; regenerate with `python -m megatron_ipt.training.megatron_flags`)."""
+    lines = ["| no-op flag | why |", "| --- | --- |"]
+    lines += [f"| `{f.option}` | {f.reason} |" for f in NOOPS]
+    lines += ["", "| refused flag | why, and what to use instead |", "| --- | --- |"]
+    for f in REFUSED:
+        allowed = f" (`{' '.join(f.allowed)}` is accepted)" if f.allowed else ""
+        lines.append(f"| `{f.option}`{allowed} | {f.reason} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,209 @@
+"""Megatron-LM's launch flags on tools/pretrain.py (issue 12): every flag is known; refused ones stop with their reason,
+no-ops are accepted and reported, implemented ones reach what they configure."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from megatron_ipt.training import config, megatron_flags, models
+from tests.training.helpers import REPO, environment, training_config
+
+BASE = ["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "10"]
+
+# The issue's list, less the flags other parts of issue 12 add (--mock-data, --fp16/--loss-scale, --exit-*).
+ISSUE_FLAGS = """--attention-backend --ckpt-format --attention-dropout --hidden-dropout --disable-bias-linear
+--position-embedding-type --context-parallel-size --rotary-percent --swiglu --group-query-attention --normalization
+--no-mmap-bin-files --apply-layernorm-1p --cross-entropy-loss-fusion --num-workers --profile --profile-step-start
+--profile-step-end --profile-ranks --use-mcore-models --tiktoken-pattern --calculate-per-token-loss --lr-warmup-samples
+--lr-decay-samples --lr-warmup-fraction --no-create-attention-mask-in-dataloader --manual-gc --log-throughput
+--decoupled-lr --decoupled-min-lr --empty-unused-memory-level --distributed-timeout-minutes --fp8-param-gather
+--vocab-file --merge-file --no-gradient-accumulation-fusion --deterministic-mode --use-checkpoint-args --async-save
+--tensorboard-log-interval --log-params-norm --log-num-zeros-in-grad --log-timers-to-tensorboard --wandb-project
+--wandb-exp-name --wandb-save-dir --use-flash-attn --tp-comm-overlap --data-args-path --per-split-data-args-path
+--num-dataset-builder-threads --init-model-with-meta-device --grad-reduce-in-bf16 --logging-level
+--no-check-for-nan-in-loss-and-grad --step-batch-size-schedule --use-megatron-fsdp
+--data-parallel-sharding-strategy""".split()
+
+
+def test_help_lists_every_flag_of_the_issue():
+    text = config.build_parser().format_help()
+    missing = [flag for flag in ISSUE_FLAGS if f"{flag} " not in text and f"{flag}\n" not in text]
+    assert not missing
+
+
+def _refused_value(flag):
+    kwargs = flag.kwargs
+    if "choices" in kwargs:
+        return [next(c for c in kwargs["choices"] if c not in flag.allowed)]
+    if kwargs.get("action") == "store_const":
+        return []
+    return ["1"]
+
+
+@pytest.mark.parametrize("flag", megatron_flags.REFUSED, ids=lambda f: f.option)
+def test_refused_flags_stop_with_their_reason(flag, capsys):
+    parser = config.build_parser()
+    with pytest.raises(SystemExit) as exit:
+        config.TrainingConfig.from_args(parser.parse_args(BASE + [flag.option, *_refused_value(flag)]))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {flag.option}: {flag.reason}\n"
+    for allowed in flag.allowed:  # its accepted values pass
+        training_config(BASE + [flag.option, allowed])
+
+
+def test_refusal_from_the_tool_is_one_line_without_traceback():
+    proc = subprocess.run(
+        [sys.executable, "tools/pretrain.py", *BASE, "--async-save"],
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --async-save: saves are synchronous")
+
+
+def test_noop_flags_are_accepted_and_reported():
+    argv = []
+    for flag in megatron_flags.NOOPS:
+        argv += [flag.option] + (["1"] if "type" in flag.kwargs else [])
+        argv += [flag.kwargs["choices"][0]] if "choices" in flag.kwargs else []
+    cfg = training_config(BASE + argv)
+    assert cfg.ignored_flags == tuple(f"{f.option}: {f.reason}" for f in megatron_flags.NOOPS)
+    assert training_config(BASE).ignored_flags == ()
+
+
+def test_architecture_flags_reach_the_transformer_config():
+    cfg = training_config(
+        BASE
+        + ["--normalization", "LayerNorm", "--apply-layernorm-1p", "--attention-dropout", "0.2", "--hidden-dropout"]
+        + ["0.3", "--rotary-percent", "0.5", "--cross-entropy-loss-fusion"]
+    )
+    tc = models.transformer_config(cfg.model, cfg.parallel, cfg.precision)
+    assert (tc.normalization, tc.layernorm_zero_centered_gamma) == ("LayerNorm", True)
+    assert (tc.attention_dropout, tc.hidden_dropout) == (0.2, 0.3)
+    assert tc.cross_entropy_loss_fusion
+    with pytest.raises(SystemExit, match="not deterministic"):  # Megatron-LM's rule
+        training_config(BASE + ["--cross-entropy-loss-fusion", "--deterministic-mode"])
+    assert training_config(BASE + ["--deterministic-mode"]).precision.deterministic_mode
+    assert cfg.model.rotary_percent == 0.5 and cfg.model.to_json()["rotary_percent"] == 0.5
+    # the presets are what a Llama/Mistral script says with flags; a model by flags alone gets Megatron's defaults
+    tiny = training_config(BASE).model
+    assert (tiny.normalization, tiny.swiglu, tiny.add_bias_linear, tiny.position_embedding_type) == (
+        "RMSNorm",
+        True,
+        False,
+        "rope",
+    )
+    assert (tiny.attention_dropout, tiny.hidden_dropout) == (0.0, 0.0)
+    gpt = config.ModelConfig(**{k: v for k, v in config.PRESETS["tiny"].items() if k not in config.MISTRAL_STYLE})
+    tc = models.transformer_config(gpt, cfg.parallel, config.PrecisionConfig())
+    assert (tc.normalization, tc.gated_linear_unit, tc.add_bias_linear, tc.attention_dropout) == (
+        "LayerNorm",
+        False,
+        True,
+        0.1,
+    )
+    assert tc.activation_func is torch.nn.functional.gelu
+    with pytest.raises(SystemExit):
+        training_config(BASE + ["--position-embedding-type", "yarn"])
+    assert training_config(BASE + ["--use-flash-attn"]).precision.attention_backend == "flash"
+
+
+def test_model_files_from_before_the_architecture_fields_load_as_they_were_built(tmp_path):
+    path = tmp_path / "model.json"
+    old = {k: v for k, v in config.PRESETS["tiny"].items() if k not in config.MISTRAL_STYLE}
+    path.write_text(json.dumps(old), encoding="utf-8")
+    assert config.ModelConfig.load(str(path)) == config.ModelConfig.load("tiny")
+    path.write_text(json.dumps(old | {"normalization": 1}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="'normalization' is 1, expected a string"):
+        config.ModelConfig.load(str(path))
+
+
+def test_group_query_attention_is_needed_for_query_groups_of_a_model_by_flags(capsys):
+    argv = ["--micro-batch-size", "1", "--train-iters", "1", "--num-attention-heads", "4", "--num-query-groups", "2"]
+    with pytest.raises(SystemExit):
+        training_config(argv)
+    assert "--group-query-attention" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, warmup, decay",
+    [
+        (["--train-iters", "10", "--lr-warmup-iters", "2"], 2 * 8, 10 * 8),
+        (["--train-iters", "10", "--lr-warmup-fraction", "0.25", "--lr-decay-iters", "8"], 0.25 * 64, 64),
+        (["--train-samples", "80", "--lr-warmup-samples", "12", "--lr-decay-samples", "60"], 12, 60),
+        (["--train-samples", "80", "--lr-warmup-fraction", "0.1"], 8, 80),
+    ],
+)
+def test_schedule_lengths_are_megatrons(flags, warmup, decay):
+    cfg = training_config(["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "8", *flags])
+    run = cfg.resolve(data_parallel_size=2)
+    assert (run.lr_warmup_steps, run.lr_decay_steps) == (warmup, decay)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--train-iters", "10", "--lr-warmup-samples", "4"],
+        ["--train-samples", "10", "--lr-decay-iters", "4"],
+        ["--train-iters", "10", "--lr-warmup-iters", "2", "--lr-warmup-fraction", "0.1"],
+    ],
+)
+def test_schedule_units_must_match_the_training_length(flags):
+    with pytest.raises(SystemExit):
+        training_config(["--micro-batch-size", "1", *flags])
+
+
+def test_data_args_path_holds_the_blend(tmp_path):
+    path = tmp_path / "blend.txt"
+    path.write_text("0.3 /d/a_text_document\n0.7 /d/b_text_document\n", encoding="utf-8")
+    cfg = training_config(BASE + ["--data-args-path", str(path)])
+    assert cfg.data.data_path == ("0.3", "/d/a_text_document", "0.7", "/d/b_text_document")
+    with pytest.raises(SystemExit, match="one of --data-path and --data-args-path"):
+        training_config(BASE + ["--data-args-path", str(path), "--data-path", "x"])
+
+
+def test_use_checkpoint_args_takes_the_model_from_load(tmp_path, capsys):
+    model = config.ModelConfig.load("tiny", num_layers=3)
+    (tmp_path / "model.json").write_text(json.dumps(model.to_json()), encoding="utf-8")
+    cfg = training_config(BASE + ["--load", str(tmp_path), "--use-checkpoint-args"])
+    assert cfg.model.num_layers == 3
+    with pytest.raises(SystemExit):
+        training_config(BASE + ["--load", str(tmp_path), "--use-checkpoint-args", "--num-layers", "2"])
+    assert "--num-layers 2 differs from the checkpoint's 3" in capsys.readouterr().err
+
+
+def test_wandb_without_the_package_is_a_clear_error(capsys):
+    if __import__("importlib").util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    with pytest.raises(SystemExit):
+        training_config(BASE + ["--wandb-project", "p"])
+    assert "needs the wandb package" in capsys.readouterr().err
+
+
+def test_profile_needs_a_place_for_its_trace():
+    with pytest.raises(SystemExit, match="--tensorboard-dir"):
+        training_config(BASE + ["--profile"])
+
+
+@pytest.mark.skipif(models.transformer_engine_available(), reason="Transformer Engine is installed")
+def test_context_parallel_needs_transformer_engine():
+    cfg = training_config(BASE + ["--context-parallel-size", "2"])
+    with pytest.raises(RuntimeError, match="--context-parallel-size"):
+        models.transformer_config(cfg.model, cfg.parallel, cfg.precision)
+
+
+def test_docs_show_the_registries_as_they_are():
+    """docs/training.md's 'Coming from Megatron-LM' tables are megatron_flags.markdown() (cannot drift)."""
+    text = open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8").read()
+    begin, end = "<!-- BEGIN megatron_flags.markdown() -->\n", "\n<!-- END megatron_flags.markdown() -->"
+    assert text[text.index(begin) + len(begin) : text.index(end)] == megatron_flags.markdown(), (
+        "regenerate with: python -m megatron_ipt.training.megatron_flags"
+    )
