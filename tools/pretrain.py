@@ -3,7 +3,7 @@
 import os
 import sys
 
-from megatron_ipt.training import config, loop
+from megatron_ipt.training import config, loop, models
 
 
 def main(argv=None) -> int:
@@ -16,6 +16,10 @@ def main(argv=None) -> int:
         raise SystemExit("--data-path is required (a prefix, or a blend 'w1 prefix1 w2 prefix2'), or --mock-data")
     if data.tokenizer is None and not data.mock_data:
         raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
+    try:  # what this machine cannot build (no Transformer Engine for FP8, CP, ...) stops here, in one line
+        models.check_buildable(training.model, training.parallel, training.precision)
+    except RuntimeError as error:
+        raise SystemExit(f"error: {error}") from None
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
     _check_split_first(training)
     try:

@@ -65,6 +65,9 @@ def test_megatron_lm_llama3_script_trains_to_a_checkpoint(smollm2_corpus):
             ["bash", *run], cwd=root, env=dict(env, DTYPE="fp8"), capture_output=True, text=True, timeout=600
         )
         assert proc.returncode != 0 and "--fp8-format" in proc.stderr and "pip install" in proc.stderr
+        # one line from tools/pretrain.py, not a rank's RuntimeError traceback (torchrun's own ChildFailedError report
+        # still follows it: the launcher's)
+        assert "error: Transformer Engine is not importable here; --fp8-format needs it" in proc.stderr
     assert (model["normalization"], model["apply_layernorm_1p"], model["swiglu"], model["add_bias_linear"]) == (
         "LayerNorm",  # the script gives no --normalization: Megatron-LM's default
         True,
