@@ -75,10 +75,16 @@ def test_shape_flags_alone_describe_the_model_with_megatrons_defaults():
     model = cfg.model
     assert model.source == "flags"
     assert (model.num_layers, model.hidden_size, model.num_attention_heads, model.seq_length) == (4, 768, 12, 1024)
-    assert model.ffn_hidden_size == 2048  # Megatron-LM with SwiGLU: int(4 * 768 * 2 / 3 / 64) * 64
+    assert model.ffn_hidden_size == 3072 and not model.swiglu  # Megatron-LM: 4 * hidden without --swiglu
     assert model.num_query_groups == 12 and model.kv_channels is None  # no GQA; kv channels 768 / 12
     assert model.max_position_embeddings == 1024 and model.vocab_size == 32000  # seq length; the tokenizer's
     assert not model.untie_embeddings_and_output_weights and model.rotary_base == 10000
+    swiglu = training_config(
+        ["--num-layers", "4", "--hidden-size", "768", "--num-attention-heads", "12", "--seq-length", "1024"]
+        + ["--swiglu", "--tokenizer-model", TOKENIZER]
+        + RUN
+    )
+    assert swiglu.model.ffn_hidden_size == 2048  # Megatron-LM with --swiglu: int(4 * 768 * 2 / 3 / 64) * 64
     # a preset gives defaults that flags override
     cfg = training_config(["--model", "tiny", "--num-layers", "3"] + RUN)
     assert cfg.model == config.ModelConfig(**{**config.PRESETS["tiny"], "num_layers": 3})
@@ -153,7 +159,7 @@ def test_mock_data_trains_a_flags_only_model_and_reports_it(tmp_path):
     lines = block[1].split("-------------------- end of arguments ---------------------")[0].splitlines()
     names = [line.split()[0] for line in lines]
     assert names == sorted(names, key=str.lower)
-    assert "  ffn_hidden_size " + "." * (48 - len("ffn_hidden_size")) + " 128" in lines
+    assert "  ffn_hidden_size " + "." * (48 - len("ffn_hidden_size")) + " 256" in lines  # 4 * 64: no --swiglu
     for expected in ("model ....", "mock_data .", "tensor_model_parallel_size", "padded_vocab_size", "kv_channels"):
         assert any(line.startswith("  " + expected) for line in lines), expected
     # parameter counts: one line per (tensor, pipeline) rank, and the model's, which is its real count
@@ -166,7 +172,7 @@ def test_mock_data_trains_a_flags_only_model_and_reports_it(tmp_path):
     acc.Reload()
     assert len(acc.Tags()["tensors"]) == len(lines)
     text = acc.Tensors("ffn_hidden_size/text_summary")[0]
-    assert (text.step, text.tensor_proto.string_val[0]) == (0, b"128")
+    assert (text.step, text.tensor_proto.string_val[0]) == (0, b"256")
     assert acc.Tensors("mock_data/text_summary")[0].tensor_proto.string_val[0] == b"True"
 
 
