@@ -24,3 +24,14 @@ def write_jsonl(path, records, opener=open):
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return str(path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip where CUDA is absent (tests/cuda.py)."""
+    from tests.cuda import skip_reason
+
+    reason = skip_reason()
+    if reason:
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

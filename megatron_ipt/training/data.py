@@ -31,6 +31,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
 
 from megatron_ipt.io.atomic import write_json_atomic
+from megatron_ipt.training import parallel
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -202,7 +203,9 @@ class MockTokenizer:
 
 def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[dict]:
     """Megatron's `single` sampler: sequential from consumed_samples; each DP rank takes its slice of every
-    micro_batch_size x DP chunk. Wraps around if the dataset is exhausted (eval iterators)."""
+    micro_batch_size x DP chunk. Wraps around if the dataset is exhausted (eval iterators). Batches are on this rank's
+    device (its GPU on CUDA, as Megatron-LM's get_batch puts them)."""
+    target = parallel.device()
     dp_rank = parallel_state.get_data_parallel_rank()
     dp = parallel_state.get_data_parallel_world_size()
     index = consumed_samples
@@ -211,7 +214,7 @@ def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[d
         samples = [dataset[(start + j) % len(dataset)] for j in range(micro_batch_size)]
         index += micro_batch_size * dp
         yield {
-            key: torch.stack([torch.as_tensor(s[key]) for s in samples])
+            key: torch.stack([torch.as_tensor(s[key]) for s in samples]).to(target, non_blocking=True)
             for key in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask", "dataset_id")
             if key in samples[0]
         }

@@ -15,7 +15,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
 
-from megatron_ipt.training import callbacks, checkpoint, data, models
+from megatron_ipt.training import callbacks, checkpoint, data, models, parallel
 from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
@@ -74,7 +74,7 @@ def _reduce_reports(reports) -> dict:
     global per-token losses; only TP rank 0 of the last stage contributes."""
     keys = sorted({k for r in reports for k in r})
     contribute = parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
-    n_keys = torch.tensor([len(keys) if contribute else 0])
+    n_keys = torch.tensor([len(keys) if contribute else 0], device=parallel.device())
     torch.distributed.all_reduce(n_keys, op=torch.distributed.ReduceOp.MAX)
     all_keys = [None]
     if torch.distributed.get_rank() == torch.distributed.get_world_size() - 1:
@@ -87,7 +87,7 @@ def _reduce_reports(reports) -> dict:
             for i, k in enumerate(keys):
                 if k in r:
                     totals[i] += r[k].to(totals)
-    totals = totals.to("cuda") if torch.cuda.is_available() else totals
+    totals = totals.to(parallel.device())
     torch.distributed.all_reduce(totals)
     return {k: (totals[i, 0] / totals[i, 1].clamp(min=1)).item() for i, k in enumerate(keys)}
 

@@ -198,6 +198,11 @@ def build(
                 **extra,
             )
         )
+    if torch.cuda.is_available():
+        # As Megatron-LM's get_model: megatron-core allocates its own weights on the GPU, but modules built by torch
+        # (the local spec's WrappedTorchNorm, our ZeroCenteredNorm) start on the CPU.
+        for chunk in chunks:
+            chunk.cuda(torch.cuda.current_device())
     return chunks, config
 
 

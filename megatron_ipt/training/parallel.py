@@ -41,6 +41,12 @@ def initialize(config: ParallelConfig, num_layers: int, seed: int) -> None:
     set_seed(seed)
 
 
+def device() -> torch.device:
+    """This rank's device: its GPU (set by `initialize`), or the CPU where CUDA is absent. Tensors that go through a
+    collective must live there: NCCL reduces CUDA tensors only."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def set_seed(seed: int) -> None:
     # Megatron: a different seed per pipeline stage; TP ranks get their own stream through the RNG tracker.
     seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()

@@ -17,6 +17,7 @@ from megatron_ipt.training.config import ModelConfig, ParallelConfig, PrecisionC
 
 
 def logits_of(model, tokens):
+    tokens = tokens.to(next(model.parameters()).device)  # the GPU on CUDA
     positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
     with torch.no_grad():
         local = model(tokens, positions, None)  # [b, s, vocab / TP]; the causal mask comes from the layer spec
@@ -41,7 +42,7 @@ if __name__ == "__main__":
             if pp == "1":
                 logits = logits_of(chunks[0], tokens)
                 if torch.distributed.get_rank() == 0:
-                    torch.save(logits, os.path.join(directory, f"logits_tp{tp}_pp{pp}.pt"))
+                    torch.save(logits.cpu(), os.path.join(directory, f"logits_tp{tp}_pp{pp}.pt"))
             if os.environ.get("RESAVE"):
                 checkpoint.save_weights(os.path.join(directory, f"resaved_tp{tp}_pp{pp}"), chunks)
             parallel_state.destroy_model_parallel()

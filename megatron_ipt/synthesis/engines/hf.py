@@ -1,4 +1,5 @@
-"""Hugging Face transformers engine: batched greedy (or sampled) generation on CPU, for small models.
+"""Hugging Face transformers engine: batched greedy (or sampled) generation for small models, on the GPU when CUDA
+is available (as the evaluation's hf backend), else on CPU.
 
 Prompts are tokenized with ``add_special_tokens=False`` (the BOS convention of formats/wire.py), sorted by length
 into batches of ``batch_size`` (less padding), left-padded, and generated with ``model.generate``; generation stops
@@ -28,6 +29,7 @@ class HFEngine(Engine):
         max_model_len=4096,
         seed=0,
         dtype="float32",
+        device=None,
         **_,
     ):
         import torch
@@ -47,6 +49,8 @@ class HFEngine(Engine):
         self.lm = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
         ).eval()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.lm.to(self.device)
         self.batch_size, self.max_model_len = batch_size, max_model_len
         self._torch = torch
         torch.manual_seed(seed)
@@ -72,7 +76,7 @@ class HFEngine(Engine):
 
     def _generate_batch(self, batch_ids):
         torch, tok = self._torch, self.tokenizer
-        enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt")
+        enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt").to(self.device)
         sampling = (
             {"do_sample": True, "temperature": self.temperature}
             if self.temperature > 0

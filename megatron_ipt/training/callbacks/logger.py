@@ -219,7 +219,9 @@ def report_parameters(chunks) -> int:
         if (getattr(p, "tensor_model_parallel", False) or tp_rank == 0)
         and not (getattr(p, "shared", False) and getattr(p, "shared_embedding", False))
     )
-    total = torch.tensor([unique], dtype=torch.int64)
+    from megatron_ipt.training.parallel import device
+
+    total = torch.tensor([unique], dtype=torch.int64, device=device())
     torch.distributed.all_reduce(total)  # every data-parallel replica holds the same model
     total = int(total.item()) // ps.get_data_parallel_world_size()
     if ps.get_data_parallel_rank() == 0:
