@@ -9,7 +9,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test test-vllm quickstart bench lint docs clean
+.PHONY: test test-vllm quickstart bench lint docs clean gpu-check
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_preprocess.py
 	PYTHONPATH=. $(PY) benchmarks/training.py --iters 30
 	PYTHONPATH=. $(PY) benchmarks/synthesis.py
+
+# -- issue 16: the GPU check (docs/gpu_check.md). Not through .venv: it uses the installed python3 that holds the CUDA
+# torch (`make gpu-check PYTHON=...` picks another); WHEELS=dir supplies what does not import, OUT=... the summary's
+# path, DRY_RUN=1 runs it on CPU.
+gpu-check:
+	PYTHON="$(if $(filter command line environment,$(origin PYTHON)),$(PYTHON),python3)" WHEELS="$(WHEELS)" \
+		OUT="$(OUT)" DRY_RUN="$(DRY_RUN)" bash examples/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info megatron_ipt/*.so

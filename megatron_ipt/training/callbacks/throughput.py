@@ -24,6 +24,19 @@ def flops_per_iteration(model, global_batch_size: int, padded_vocab_size: int) -
     return 3 * 2 * global_batch_size * s * per_token
 
 
+# Dense BF16 tensor-core peaks (TFLOP/s, NVIDIA's datasheets, without sparsity), matched against the device name in
+# this order (the PCIe and NVL boards are named "H100 PCIe"/"H100 NVL"; the SXM board is "H100 80GB HBM3").
+PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0))
+
+
+def peak_bf16_tflops(device_name: str):
+    """The dense BF16 peak of a GPU from its name (torch.cuda.get_device_name), or None for one not in the table."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in device_name:
+            return tflops
+    return None
+
+
 def rates(flops: float, tokens: int, step_time: float, world_size: int, peak_tflops: float) -> dict:
     """Per-GPU tokens/s and TFLOP/s of one step of `flops` over `tokens`, and MFU against `peak_tflops`."""
     tflops = flops / step_time / 1e12 / world_size
