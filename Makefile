@@ -58,9 +58,9 @@ bench: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/training.py --iters 30
 	PYTHONPATH=. $(PY) benchmarks/synthesis.py
 
-# -- issue 16: the GPU check (docs/gpu_check.md). Not through .venv: it uses the installed python3 that holds the CUDA
-# torch (`make gpu-check PYTHON=...` picks another); WHEELS=dir supplies what does not import, OUT=... the summary's
-# path, DRY_RUN=1 runs it on CPU.
+# -- issue 16: the GPU check (docs/development.md#checking-a-gpu-machine). Not through .venv: it uses the installed
+# python3 that holds the CUDA torch (`make gpu-check PYTHON=...` picks another); WHEELS=dir supplies what does not
+# import, OUT=... the summary's path, DRY_RUN=1 runs it on CPU.
 gpu-check:
 	PYTHON="$(if $(filter command line environment,$(origin PYTHON)),$(PYTHON),python3)" WHEELS="$(WHEELS)" \
 		OUT="$(OUT)" DRY_RUN="$(DRY_RUN)" bash examples/gpu_check.sh

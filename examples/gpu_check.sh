@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: proves the CUDA face of this checkout on one GPU in under 8 minutes (docs/gpu_check.md):
+# The GPU check: proves the CUDA face of this checkout on one GPU in under 8 minutes
+# (docs/development.md#checking-a-gpu-machine):
 #   1. installs what does not import from a local wheel directory and builds the native extension in place,
 #   2. runs the tests marked `cuda` (bf16/fp32 train -> save -> resume bit-exact with NCCL, HF -> ours logits,
 #      evaluation, the hf synthesis engine),
@@ -11,8 +12,8 @@
 #   DRY_RUN=1 bash examples/gpu_check.sh             # no GPU: the same steps on CPU (cuda tests skip, tiny benchmark)
 #
 # Environment: PYTHON (default python3: the one that holds torch), WHEELS (a directory of wheels, filled by the
-# pip download command in docs/gpu_check.md; needed only for what does not import), OUT (default
-# runs/gpu_check/summary.json; the steps' logs go beside it), DRY_RUN=1 or DEVICE=cpu.
+# pip download command in docs/development.md#checking-a-gpu-machine; needed only for what does not import),
+# OUT (default runs/gpu_check/summary.json; the steps' logs go beside it), DRY_RUN=1 or DEVICE=cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

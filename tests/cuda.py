@@ -1,4 +1,4 @@
-"""What the tests marked `cuda` share (`make gpu-check` runs them; see docs/gpu_check.md).
+"""What the tests marked `cuda` share (`make gpu-check` runs them; see docs/development.md#checking-a-gpu-machine).
 
 Tests marked `cuda` are skipped where CUDA is absent (tests/conftest.py), so CI is unaffected. With
 IPT_CUDA_TESTS_ON_CPU=1 they run on the CPU backend instead: a developer without a GPU checks their plumbing that way

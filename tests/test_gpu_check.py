@@ -1,4 +1,4 @@
-"""The GPU check (examples/gpu_check.sh, docs/gpu_check.md) as far as it runs without CUDA: the wheel plan for what
+"""The GPU check (examples/gpu_check.sh, docs/development.md#checking-a-gpu-machine) as far as it runs without CUDA: the wheel plan for what
 does not import, the GPU peak table, and the whole check as a CPU dry run (cuda tests skipped, tiny benchmark)."""
 
 import json

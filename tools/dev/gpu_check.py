@@ -1,9 +1,10 @@
-"""The GPU check (examples/gpu_check.sh, `make gpu-check`; docs/gpu_check.md): proves the CUDA face of this checkout on
-one machine, with the Python that is installed and no network, in three timed steps, then prints one summary block
-and writes it as JSON to $OUT (default runs/gpu_check/summary.json; the steps' logs go beside it):
+"""The GPU check (examples/gpu_check.sh, `make gpu-check`; docs/development.md#checking-a-gpu-machine): proves the
+CUDA face of this checkout on one machine, with the Python that is installed and no network, in three timed steps,
+then prints one summary block and writes it as JSON to $OUT (default runs/gpu_check/summary.json; the steps' logs go
+beside it):
 
 1. install: every module the package and the tests need must import; the missing ones are installed from the wheel
-   directory $WHEELS (`pip install --no-index --find-links $WHEELS --no-deps`), and the native extension is built in
+   directory $WHEELS (`pip install --no-index --no-deps` of the pinned wheel files), and the native extension is built in
    place (`setup.py build_ext --inplace`, with pybind11) unless it already imports. Nothing else is installed.
 2. cuda tests: `pytest -m cuda` over the CUDA test files (training resume bit-exact, HF -> ours logits, evaluation,
    the hf synthesis engine), counted from pytest's JUnit XML.
@@ -26,7 +27,8 @@ import xml.etree.ElementTree as ElementTree
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Missing on the machines this targets (torch, transformers & co. preinstalled): (module, pinned requirement, why).
-# The pins are the versions the CPU environment (.venv) tests with; docs/gpu_check.md downloads exactly these.
+# The pins are the versions the CPU environment (.venv) tests with; the pip download command in
+# docs/development.md#checking-a-gpu-machine fetches exactly these.
 FROM_WHEELS = (
     ("megatron.core", "megatron-core==0.16.1", "the model, schedules, optimizer and checkpoints"),
     ("orjson", "orjson==3.13.0", "JSONL parsing"),
@@ -84,7 +86,7 @@ def plan_install(missing: list, wheels) -> list:
         raise CheckError(
             "not importable here: "
             + "; ".join(f"{module} ({requirement}: {why})" for module, requirement, why in missing)
-            + ". Give WHEELS=DIR holding their wheels (docs/gpu_check.md: the pip download command)"
+            + ". Give WHEELS=DIR holding their wheels (pip download: docs/development.md#checking-a-gpu-machine)"
         )
     if not os.path.isdir(wheels):
         raise CheckError(f"WHEELS={wheels}: not a directory")
@@ -93,7 +95,7 @@ def plan_install(missing: list, wheels) -> list:
         raise CheckError(
             f"WHEELS={wheels} has no wheel for "
             + ", ".join(f"{requirement} (module {module} is not importable)" for module, requirement in lacking)
-            + "; fill it with the pip download command in docs/gpu_check.md"
+            + "; fill it with the pip download command in docs/development.md#checking-a-gpu-machine"
         )
     return [wheel_file(wheels, requirement) for _, requirement, _ in missing]
 
@@ -189,7 +191,9 @@ def step_install(step: Step, python: str, env: dict, wheels, timeout: float) -> 
             raise CheckError(f"installed from WHEELS but still not importable: {', '.join(still)}")
     step.detail["installed"] = [requirement for _, requirement, _ in missing]
     if not native:
-        rc = stream([python, "setup.py", "build_ext", "--inplace"], step.log, env, timeout, quiet=lambda line: True)
+        rc = stream(
+            [python, "setup.py", "build_ext", "--inplace", "-j", "8"], step.log, env, timeout, quiet=lambda line: True
+        )
         if rc or not importable(python, ["megatron_ipt._native"], env)["megatron_ipt._native"]:
             raise CheckError(f"building the native extension failed (exit {rc}); see {step.log}")
     step.detail["native_extension"] = "built in place" if not native else "already importable"
