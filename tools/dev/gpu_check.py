@@ -4,8 +4,8 @@ then prints one summary block and writes it as JSON to $OUT (default runs/gpu_ch
 beside it):
 
 1. install: every module the package and the tests need must import; the missing ones are installed from the wheel
-   directory $WHEELS (`pip install --no-index --no-deps` of the pinned wheel files), and the native extension is built in
-   place (`setup.py build_ext --inplace`, with pybind11) unless it already imports. Nothing else is installed.
+   directory $WHEELS (`pip install --no-index --no-deps` of the pinned wheel files), and the native extension is
+   built in place (`setup.py build_ext --inplace`, with pybind11) unless it already imports. Nothing else is installed.
 2. cuda tests: `pytest -m cuda` over the CUDA test files (training resume bit-exact, HF -> ours logits, evaluation,
    the hf synthesis engine), counted from pytest's JUnit XML.
 3. throughput: benchmarks/gpu_throughput.py (instructlm-1.3b, seq 4096, BF16; instructlm-500m if that does not fit).
