@@ -117,3 +117,23 @@ def test_disk_full_at_the_end_names_the_path_and_leaves_no_report(tiny_hf, tmp_p
     assert f"error: --output {report}: could not write: No space left on device" in captured.err
     assert "Traceback" not in captured.err and "exact_match" in captured.out  # the scores are still printed
     assert not report.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "bad config value"])
+def test_a_damaged_hf_model_is_one_line(tiny_hf, tmp_path, damage):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_hf, model)
+    if damage == "truncated weights":
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100000])
+    else:
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "rms_norm_eps": "tiny"}))
+    path = write_jsonl(tmp_path / "qa.jsonl", [ITEM])
+    with pytest.raises(SystemExit) as e:
+        _cli().main(["--tasks", path, "--hf-model", str(model)])
+    assert str(e.value).startswith(f"--hf-model {model}: cannot load it with transformers: ")
+    expected = "deserializing header" if damage == "truncated weights" else "rms_norm_eps"
+    assert "\n" not in str(e.value) and expected in str(e.value)
