@@ -35,19 +35,45 @@ MAX_SHARD_BYTES = 5 * 1024**3  # transformers' customary shard size
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
+# Weights we convert: floating point (an integer or boolean tensor would be silently cast into the model).
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
+def _read_json_object(path: str) -> dict:
+    """A JSON file whose top level is an object; ConversionError naming `path` otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise ConversionError(f"{path}: not valid JSON: {reason}") from None
+    except OSError as error:
+        raise ConversionError(f"{path}: cannot read: {error.strerror or error}") from None
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path}: expected a JSON object at the top level, got {type(value).__name__}")
+    return value
+
+
 def read_config(hf_dir: str) -> dict:
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise ConversionError(f"{hf_dir}: no config.json (expected a Hugging Face model directory)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as error:
-        raise ConversionError(f"{path}: not valid JSON: {error}") from None
+    return _read_json_object(path)
+
+
+def _shard_path(hf_dir: str, index: str, name: str, file) -> str:
+    """The shard an index's weight_map names: a plain file name in the model directory, never a path that could
+    read a file elsewhere (`../x.safetensors`, `/etc/...`, `sub/x`)."""
+    if not isinstance(file, str) or file in ("", ".", "..") or any(c in file for c in "/\\\0"):
+        raise ConversionError(
+            f"{index}: weight_map[{name!r}] is {file!r}; a shard must be a plain file name in {hf_dir}"
+        )
+    return os.path.join(hf_dir, file)
 
 
 class SafetensorsReader:
-    """Tensors of a HF directory by name, each file opened lazily once (a big model is never read twice)."""
+    """Tensors of a HF directory by name, each file opened lazily once (a big model is never read twice).
+    A corrupt file (truncated, bad header, header past the end) is a ConversionError naming it."""
 
     def __init__(self, hf_dir: str):
         from safetensors import safe_open
@@ -55,17 +81,16 @@ class SafetensorsReader:
         self._open = safe_open
         self.hf_dir = hf_dir
         self.files: Dict[str, str] = {}  # tensor name -> file path
+        self._handles: Dict[str, object] = {}
         index = os.path.join(hf_dir, INDEX_FILE)
         if os.path.isfile(index):
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f).get("weight_map")
+            weight_map = _read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise ConversionError(f"{index}: no weight_map object")
-            self.files = {name: os.path.join(hf_dir, file) for name, file in weight_map.items()}
+            self.files = {name: _shard_path(hf_dir, index, name, file) for name, file in weight_map.items()}
         elif os.path.isfile(os.path.join(hf_dir, SINGLE_FILE)):
             path = os.path.join(hf_dir, SINGLE_FILE)
-            with safe_open(path, framework="pt") as f:
-                self.files = {name: path for name in f.keys()}
+            self.files = {name: path for name in self._guard(path, None, lambda: list(self._file(path).keys()))}
         else:
             found = sorted(os.listdir(hf_dir))
             raise ConversionError(
@@ -76,17 +101,31 @@ class SafetensorsReader:
         for path in sorted(set(self.files.values())):
             if not os.path.isfile(path):
                 raise ConversionError(f"{path}: listed in {INDEX_FILE} but missing")
-        self._handles: Dict[str, object] = {}
 
-    def _handle(self, name: str):
-        path = self.files[name]
+    @staticmethod
+    def _guard(path: str, name, read, *args):
+        """`read(*args)`, with safetensors' and the OS's errors turned into a ConversionError naming the file (and
+        the tensor)."""
+        from safetensors import SafetensorError
+
+        try:
+            return read(*args)
+        except (SafetensorError, OSError) as error:
+            what = f"{path}: tensor {name!r}" if name else path
+            raise ConversionError(f"{what}: not a readable safetensors file: {error}") from None
+
+    def _file(self, path: str):
         if path not in self._handles:
             self._handles[path] = self._open(path, framework="pt")
         return self._handles[path]
 
+    def _handle(self, name: str):
+        path = self.files[name]
+        return self._guard(path, None, self._file, path)
+
     def check(self, expected: Dict[str, Tuple[int, ...]]) -> None:
-        """Before converting anything: every expected tensor present with its shape (read from the file headers),
-        nothing else present."""
+        """Before converting anything: every expected tensor present with its shape and a floating-point dtype
+        (read from the file headers), nothing else present."""
         missing = sorted(set(expected) - set(self.files))
         unexpected = sorted(n for n in set(self.files) - set(expected) if not n.endswith(IGNORED_SUFFIXES))
         if missing or unexpected:
@@ -96,14 +135,26 @@ class SafetensorsReader:
                 f"config.json describes"
             )
         for name, shape in expected.items():
-            found = tuple(self._handle(name).get_slice(name).get_shape())
+            handle = self._handle(name)
+            found, dtype = self._guard(self.files[name], name, self._header, handle, name)
             if found != shape:
                 raise ConversionError(
                     f"{self.files[name]}: tensor {name!r} has shape {found}, but config.json implies {shape}"
                 )
+            if dtype not in FLOAT_DTYPES:
+                raise ConversionError(
+                    f"{self.files[name]}: tensor {name!r} has dtype {dtype}; weights must be one of "
+                    f"{', '.join(FLOAT_DTYPES)}"
+                )
+
+    @staticmethod
+    def _header(handle, name: str):
+        tensor = handle.get_slice(name)
+        return tuple(tensor.get_shape()), tensor.get_dtype()
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handle(name).get_tensor(name)
+        handle = self._handle(name)
+        return self._guard(self.files[name], name, handle.get_tensor, name)
 
 
 def check_new_directory(path: str) -> None:

@@ -31,6 +31,7 @@ Layouts (verified against megatron-core 0.16.1 and checked by the logits tests):
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Iterator, Tuple
 
 import torch
@@ -46,12 +47,55 @@ class ConversionError(ValueError):
     pass
 
 
-def _rope(hf: dict) -> dict:
-    """Rope settings from either transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`) configs."""
-    rope = dict(hf.get("rope_scaling") or {})
-    rope.update(hf.get("rope_parameters") or {})
-    rope.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+ROPE_NUMBERS = ("rope_theta", "factor", *LLAMA3_ROPE_FIXED)
+
+
+def _positive_int(hf: dict, key: str, source: str, default=None):
+    """hf[key] as a positive integer (`default` when absent or null); ConversionError naming the key otherwise."""
+    value = hf.get(key)
+    if value is None:
+        if default is None:
+            raise ConversionError(f"{source}: {key} missing or null")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConversionError(f"{source}: {key} is {value!r}; expected a positive integer")
+    return value
+
+
+def _positive_float(value, key: str, source: str) -> float:
+    """A positive finite number (JSON allows NaN/Infinity; an RMSNorm epsilon or rope base cannot be either)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConversionError(f"{source}: {key} is {value!r}; expected a positive finite number")
+    return float(value)
+
+
+def _bool(hf: dict, key: str, source: str) -> bool:
+    """hf[key] as a JSON boolean (absent or null: false); a string "false" would otherwise read as true."""
+    value = hf.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConversionError(f"{source}: {key} is {value!r}; expected true or false")
+    return bool(value)
+
+
+def _rope(hf: dict, source: str) -> dict:
+    """Rope settings from either transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`) configs,
+    every number checked where it was read."""
+    rope = {}
+    for container in ("rope_scaling", "rope_parameters"):
+        part = hf.get(container)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise ConversionError(f"{source}: {container} is {part!r}; expected an object or null")
+        for key in ROPE_NUMBERS:
+            if key in part:
+                _positive_float(part[key], f"{container}.{key}", source)
+        rope.update(part)
+    if "rope_theta" not in rope:
+        rope["rope_theta"] = _positive_float(hf.get("rope_theta", 10000.0), "rope_theta", source)
     rope["rope_type"] = rope.get("rope_type", rope.get("type", "default"))
+    if not isinstance(rope["rope_type"], str):
+        raise ConversionError(f"{source}: rope type {rope['rope_type']!r} is not a string")
     return rope
 
 
@@ -60,50 +104,61 @@ REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_l
 
 def model_fields_from_hf(hf: dict, source: str) -> dict:
     """A HF config.json (dict) -> our model fields (all but make_vocab_size_divisible_by). Raises
-    ConversionError naming `source` for what we cannot represent exactly."""
+    ConversionError naming `source` and the key for a value that is missing, of the wrong type or out of range,
+    and for what we cannot represent exactly."""
     architectures = hf.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise ConversionError(f"{source}: architectures is {architectures!r}; expected a list of class names")
     if len(architectures) != 1 or architectures[0] not in ARCHITECTURES:
         raise ConversionError(
             f"{source}: architectures {architectures} is not supported; supported: {', '.join(ARCHITECTURES)}"
         )
-    missing = [key for key in REQUIRED_KEYS if not isinstance(hf.get(key), int)]
-    if missing:
-        raise ConversionError(f"{source}: {', '.join(missing)} missing or not an integer")
+    sizes = {key: _positive_int(hf, key, source) for key in REQUIRED_KEYS}
     for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key):
+        if _bool(hf, key, source):
             raise ConversionError(f"{source}: {key}=true is not supported (our models have no linear biases)")
     if hf.get("hidden_act", "silu") != "silu":
         raise ConversionError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (SwiGLU needs silu)")
-    rope = _rope(hf)
+    rope = _rope(hf, source)
     scaling = {"default": False, "llama3": True}.get(rope["rope_type"])
     if scaling is None:
         raise ConversionError(f"{source}: rope type {rope['rope_type']!r} is not supported (default, llama3)")
     if scaling:
-        differs = {k: rope.get(k) for k, v in LLAMA3_ROPE_FIXED.items() if float(rope.get(k, -1)) != v}
+        differs = {k: rope.get(k) for k, v in LLAMA3_ROPE_FIXED.items() if rope.get(k) != v}
         if differs:
             raise ConversionError(
                 f"{source}: llama3 rope scaling with {differs}; megatron-core implements it only "
                 f"with {LLAMA3_ROPE_FIXED}"
             )
-    heads = hf["num_attention_heads"]
-    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
-    max_positions = hf.get("max_position_embeddings", 2048)
-    window = hf.get("sliding_window")  # Mistral v0.1: attention is windowed beyond it; ours is not
+    heads, hidden = sizes["num_attention_heads"], sizes["hidden_size"]
+    groups = _positive_int(hf, "num_key_value_heads", source, default=heads)
+    if heads % groups:
+        raise ConversionError(
+            f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {groups}"
+        )
+    if hf.get("head_dim") is None and hidden % heads:
+        raise ConversionError(
+            f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads} (and no head_dim)"
+        )
+    head_dim = _positive_int(hf, "head_dim", source, default=hidden // heads)
+    max_positions = _positive_int(hf, "max_position_embeddings", source, default=2048)
+    # Mistral v0.1: attention is windowed beyond sliding_window; ours is not
+    window = _positive_int(hf, "sliding_window", source, default=max_positions)
     return dict(
-        num_layers=hf["num_hidden_layers"],
-        hidden_size=hf["hidden_size"],
-        ffn_hidden_size=hf["intermediate_size"],
+        num_layers=sizes["num_hidden_layers"],
+        hidden_size=hidden,
+        ffn_hidden_size=sizes["intermediate_size"],
         num_attention_heads=heads,
-        num_query_groups=hf.get("num_key_value_heads") or heads,
+        num_query_groups=groups,
         kv_channels=head_dim,
-        seq_length=min(max_positions, window or max_positions),
+        seq_length=min(max_positions, window),
         max_position_embeddings=max_positions,
         rotary_base=float(rope["rope_theta"]),
         use_rope_scaling=scaling,
         rope_scaling_factor=float(rope.get("factor", 8.0)),
-        norm_epsilon=float(hf.get("rms_norm_eps", 1e-6)),
-        vocab_size=hf["vocab_size"],
-        untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
+        norm_epsilon=_positive_float(hf.get("rms_norm_eps", 1e-6), "rms_norm_eps", source),
+        vocab_size=sizes["vocab_size"],
+        untie_embeddings_and_output_weights=not _bool(hf, "tie_word_embeddings", source),
         apply_layernorm_1p=False,
         rotary_percent=1.0,
         **MISTRAL_STYLE,  # the Llama block: RMSNorm, SwiGLU, no biases, RoPE, no dropout

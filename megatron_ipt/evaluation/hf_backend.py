@@ -33,8 +33,12 @@ class HFModel(LanguageModel):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(self.device).eval()
+        try:  # a downloaded directory is input: bad config values or corrupt weights end in one line
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(self.device).eval()
+        except Exception as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise SystemExit(f"--hf-model {path}: cannot load it with transformers: {reason}") from None
         self.name = os.path.abspath(path)
         self.backend = "hf"
         self.layout = {"device": str(self.device), "dtype": dtype}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Callable, List, Optional
 
@@ -157,6 +158,54 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+class OutputError(Exception):
+    """An output path that cannot be written: names the flag, the path and the reason."""
+
+
+def _probe_directory(flag: str, path: str, directory: str) -> None:
+    """Create `directory` if needed and a file in it (what an atomic write does), so an unwritable output `path`
+    fails before the model loads, not after the whole evaluation."""
+    existing = directory
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError(f"{flag} {path}: cannot write there: {existing} is not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".evaluate-probe-", dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot write there: {e.strerror or e}") from None
+
+
+def check_outputs(
+    tasks: List[Task], output: Optional[str], predictions_dir: Optional[str], tensorboard_dir: Optional[str]
+) -> None:
+    """Every output writable (or its directory creatable), checked before any work; raises OutputError."""
+    if output:
+        if os.path.isdir(output):
+            raise OutputError(f"--output {output}: is a directory (give the JSON report's file path)")
+        _probe_directory("--output", output, os.path.dirname(os.path.abspath(output)))
+    if predictions_dir:
+        if os.path.exists(predictions_dir) and not os.path.isdir(predictions_dir):
+            raise OutputError(f"--predictions-dir {predictions_dir}: exists and is not a directory")
+        _probe_directory("--predictions-dir", predictions_dir, os.path.abspath(predictions_dir))
+        for task in tasks:
+            path = os.path.join(predictions_dir, f"{task.name}.jsonl")
+            if os.path.isdir(path):
+                raise OutputError(f"--predictions-dir: {path} is a directory")
+    if tensorboard_dir:
+        _probe_directory("--tensorboard-dir", tensorboard_dir, os.path.abspath(tensorboard_dir))
+
+
+def _write(flag: str, path: str, content: str) -> None:
+    try:
+        write_atomic(path, content)
+    except OSError as e:  # e.g. ENOSPC: write_atomic leaves the earlier file (if any), never a partial one
+        raise OutputError(f"{flag} {path}: could not write: {e.strerror or e}") from None
+
+
 def write_outputs(
     report: dict,
     output: Optional[str],
@@ -164,24 +213,30 @@ def write_outputs(
     tensorboard_dir: Optional[str],
     step: Optional[int],
 ) -> None:
+    """Predictions, TensorBoard scalars, then the report last: a report on disk means every output was written.
+    Raises OutputError naming the path that could not be written."""
     predictions = report.pop("_predictions")
     if predictions_dir:
         for name, rows in predictions.items():
-            write_atomic(
+            _write(
+                "--predictions-dir",
                 os.path.join(predictions_dir, f"{name}.jsonl"),
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
             )
-    if output:
-        write_atomic(output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if tensorboard_dir:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=tensorboard_dir)
-        for name, result in report["tasks"].items():
-            for metric, value in result["metrics"].items():
-                writer.add_scalar(f"eval/{name}/{metric}", value, step or 0)
-        writer.flush()
-        writer.close()
+        try:
+            writer = SummaryWriter(log_dir=tensorboard_dir)
+            for name, result in report["tasks"].items():
+                for metric, value in result["metrics"].items():
+                    writer.add_scalar(f"eval/{name}/{metric}", value, step or 0)
+            writer.flush()
+            writer.close()
+        except OSError as e:
+            raise OutputError(f"--tensorboard-dir {tensorboard_dir}: could not write: {e.strerror or e}") from None
+    if output:
+        _write("--output", output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def run(
@@ -200,10 +255,13 @@ def run(
     the outputs. `step`: the TensorBoard step (default: the checkpoint's iteration, or 0)."""
     from megatron_ipt.evaluation.tasks import load_tasks
 
+    rank0 = int(os.environ.get("RANK", 0)) == 0
     try:
         tasks = load_tasks(task_paths, skip_bad_lines, limit)
-    except InputError as e:
-        if int(os.environ.get("RANK", 0)) == 0:
+        if rank0:  # the rank that writes (other nodes may not even see these paths); torchrun stops the rest
+            check_outputs(tasks, output, predictions_dir, tensorboard_dir)
+    except (InputError, OutputError) as e:
+        if rank0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     lm = open_model()
@@ -229,7 +287,12 @@ def run(
             return 1
         if lm.is_writer:
             step = step if step is not None else (lm.iteration or 0)
-            write_outputs(report, output, predictions_dir, tensorboard_dir, step)
+            try:
+                write_outputs(report, output, predictions_dir, tensorboard_dir, step)
+            except OutputError as e:
+                print(format_table(report), flush=True)  # the scores are not lost with the file
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                return 1
             print(format_table(report), flush=True)
             for what, where in (
                 ("report", output),

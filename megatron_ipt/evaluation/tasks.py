@@ -26,7 +26,7 @@ from megatron_ipt.evaluation.metrics import CHOICE_METRICS, GENERATION_METRICS
 from megatron_ipt.formats.records import TaskItem
 from megatron_ipt.io.atomic import write_jsonl_atomic
 from megatron_ipt.io.inputs import InputError, expand_inputs
-from megatron_ipt.io.jsonl import BadLines, LineError, read_jsonl
+from megatron_ipt.io.jsonl import BadLines, LineError, json_type, read_jsonl
 
 TASK_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 CHOICE, GENERATION = "multiple_choice", "generation"
@@ -66,9 +66,33 @@ def task_name(path: str) -> str:
     return name
 
 
+# A task name becomes a file name (--predictions-dir/<name>.jsonl, export-lm-eval's <name>.yaml) and a TensorBoard
+# tag (eval/<name>/<metric>), so it must be one plain, visible file name: nothing that could leave the directory.
+MAX_NAME_BYTES = 200  # room for ".jsonl" and a temporary suffix within the usual 255-byte file-name limit
+
+
+def name_problem(name) -> Optional[str]:
+    """Why `name` cannot be a task name (None when it can)."""
+    if not isinstance(name, str):
+        return f"must be a string, got {json_type(name)}"
+    if not name:
+        return "is empty"
+    if name.startswith("."):
+        return "starts with '.' (a hidden file, or '.'/'..')"
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a path separator or a control character"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
 def _check_header(header) -> dict:
     if not isinstance(header, dict):
         raise LineError("bad header", "'task' must be an object")
+    if "name" in header and name_problem(header["name"]):
+        raise LineError(
+            "bad header", f"task name {header['name']!r} {name_problem(header['name'])}: it names output files"
+        )
     metrics = header.get("metrics", [])
     allowed = CHOICE_METRICS + GENERATION_METRICS
     if not isinstance(metrics, list) or any(m not in allowed for m in metrics):
@@ -113,7 +137,9 @@ def load_task(path: str, skip_bad_lines: bool = False, limit: Optional[int] = No
     if not items:
         raise InputError(path, None, "no items" + (f" ({bad.total} bad lines skipped)" if bad.total else ""))
     kind = _kind(items[0])
-    name = header.get("name") or task_name(path)
+    name = header["name"] if "name" in header else task_name(path)
+    if name_problem(name):  # the header's name was checked with its line; this one comes from the file name
+        raise InputError(path, None, f"task name {name!r} (from the file name) {name_problem(name)}; rename the file")
     metrics = list(DEFAULT_METRICS[kind])
     for metric in header.get("metrics") or ADAPTLLM_METRICS.get(name, []):
         if metric not in metrics:

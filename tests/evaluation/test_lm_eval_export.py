@@ -92,8 +92,11 @@ def test_bad_input_names_the_file_and_writes_nothing(tmp_path, capsys):
 
     escaping = write_jsonl(tmp_path / "e.jsonl", [{"task": {"name": "../escaped"}}, {"prompt": "p", "answers": "a"}])
     assert cli.main(["export-lm-eval", "--tasks", escaping, "--output-dir", str(out)]) == 1
-    assert f"error: {escaping}: task name '../escaped' cannot name files in --output-dir" in capsys.readouterr().err
+    assert f"error: {escaping}:1: bad header: task name '../escaped' starts with '.'" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "escaped.yaml").exists()
+    spaced = write_jsonl(tmp_path / "s.jsonl", [{"task": {"name": "Fin QA"}}, {"prompt": "p", "answers": "a"}])
+    assert cli.main(["export-lm-eval", "--tasks", spaced, "--output-dir", str(out)]) == 1  # lm-eval's stricter rule
+    assert f"error: {spaced}: task name 'Fin QA' cannot name files in --output-dir" in capsys.readouterr().err
 
     other = tmp_path / "someone_elses"
     other.mkdir()
