@@ -217,6 +217,10 @@ def _write(state: dict, tmp: str, iteration: int) -> None:
     except (OSError, CheckpointException) as error:
         # megatron raises the writers' errors on its coordinator (rank 0) and a bare CheckpointException elsewhere
         causes = [f[0] for f in error.failures.values()] if isinstance(error, CheckpointException) else [error]
+        for cause in list(causes):  # the writer processes' errors come back as the cause of a RuntimeError
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+                causes.append(cause)
         oserror = next((c for c in causes if isinstance(c, OSError)), None)
         reason = (oserror.strerror or str(oserror)) if oserror else "a write failed on another rank (see rank 0)"
         if torch.distributed.get_rank() == 0:

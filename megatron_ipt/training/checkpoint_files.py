@@ -92,7 +92,10 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 
 def _refuse(path: str, error: BaseException) -> TrainingInputError:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = str(error)
+    # torch's weights-only refusal opens with advice about torch.load; the global it refused is on a later line
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    reason = f"names {found.group(1)}" if found else (text.splitlines() or [type(error).__name__])[0]
     return TrainingInputError(
         f"{path}: refused, not a valid checkpoint file ({reason}); loading a checkpoint never runs code from it"
     )
