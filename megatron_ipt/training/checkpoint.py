@@ -222,7 +222,13 @@ def _write(state: dict, tmp: str, iteration: int) -> None:
                 cause = cause.__cause__
                 causes.append(cause)
         oserror = next((c for c in causes if isinstance(c, OSError)), None)
-        reason = (oserror.strerror or str(oserror)) if oserror else "a write failed on another rank (see rank 0)"
+        if oserror is not None:
+            reason = oserror.strerror or str(oserror)
+        elif causes:  # torch's zip writer reports a short write (a full disk) as a bare RuntimeError
+            free = shutil.disk_usage(os.path.dirname(tmp)).free / 2**30
+            reason = f"{str(causes[0]).splitlines()[0]} ({free:.1f} GiB free there: is the disk full?)"
+        else:
+            reason = "a write failed on another rank (see rank 0)"
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         raise TrainingInputError(f"cannot write checkpoint iteration {iteration} to {tmp}: {reason}") from None

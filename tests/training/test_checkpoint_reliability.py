@@ -303,5 +303,6 @@ def test_a_failed_checkpoint_write_is_one_line_and_leaves_nothing(corpus, tmp_pa
     ck = str(tmp_path / "ck")
     proc = pretrain(corpus, "--train-iters", "1", "--save", ck, preexec_fn=_small_files)
     tmp = checkpoint.iteration_dir(ck, 1) + ".tmp"
-    assert one_error_line(proc) == f"error: cannot write checkpoint iteration 1 to {tmp}: File too large"
+    line = one_error_line(proc)  # the cause as torch's writer reports it: a short write, and the space left
+    assert line.startswith(f"error: cannot write checkpoint iteration 1 to {tmp}: ") and "GiB free there" in line
     assert sorted(os.listdir(ck)) == [checkpoint.MODEL_FILE]
