@@ -12,6 +12,7 @@ import sys
 
 from megatron_ipt.convert.hf_checkpoint import DTYPES, export_hf, import_hf
 from megatron_ipt.convert.llama import ConversionError
+from megatron_ipt.training.errors import TrainingInputError
 
 
 def main(argv=None) -> int:
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
             )
         else:
             export_hf(args.load, args.hf_dir, args.model, args.tokenizer_dir, args.dtype)
-    except ConversionError as error:
+    except (ConversionError, TrainingInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -147,9 +147,13 @@ def run_main(argv) -> int:
 
             return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
         from megatron_ipt.evaluation.megatron_backend import CheckpointSpec, MegatronModel
+        from megatron_ipt.training.errors import TrainingInputError
 
         spec = CheckpointSpec.from_args(opts)
-        return MegatronModel(spec, opts.micro_batch_size, opts.max_length, opts.start_token)
+        try:
+            return MegatronModel(spec, opts.micro_batch_size, opts.max_length, opts.start_token)
+        except TrainingInputError as error:  # a corrupt, unsafe or missing checkpoint file: one line naming it
+            raise SystemExit(f"error: {error}") from None
 
     return run(
         open_model,

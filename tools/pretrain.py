@@ -4,6 +4,7 @@ import os
 import sys
 
 from megatron_ipt.training import config, loop, models
+from megatron_ipt.training.errors import TrainingInputError
 
 
 def main(argv=None) -> int:
@@ -27,6 +28,10 @@ def main(argv=None) -> int:
     except loop.NonFiniteLoss as error:
         print(f"error: {error}; exiting (pass --skip-nonfinite-loss to skip such steps)", file=sys.stderr, flush=True)
         return 2
+    except TrainingInputError as error:  # a bad checkpoint, --load or --save: one line (rank 0), no traceback
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
     finally:
         from megatron_ipt.training import parallel
 

@@ -157,10 +157,11 @@ def import_hf(
 
 def _check_against_checkpoint(model, directory: str, model_file: str) -> None:
     """Name the tensor when the model file and the checkpoint disagree (instead of a deep dist_checkpointing error)."""
-    from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
-    saved = dist_checkpointing.load_tensors_metadata(directory)
+    from megatron_ipt.training import checkpoint
+
+    saved = checkpoint.tensors_metadata(directory)  # verified: checksums, and no pickle that could run code
     for sharded in model.sharded_state_dict().values():
         if isinstance(sharded, ShardedTensor):
             shape = tuple(sharded.global_shape)
@@ -193,7 +194,6 @@ def export_hf(
     """Write the latest checkpoint in `load_dir` (any TP/PP) as a HF directory `hf_dir` (created atomically).
     `model_file`: a preset or model JSON (default: `<load_dir>/model.json`); `tokenizer_dir`: where to copy the
     tokenizer files from (default: the `tokenizer/` beside the model file, when there is one)."""
-    from megatron.core import dist_checkpointing
 
     from megatron_ipt.training import checkpoint, parallel
 
@@ -204,14 +204,13 @@ def export_hf(
         raise ConversionError(
             f"{model_file} not found: pass --model (the model.json of the converted base model, or a preset)"
         )
-    iteration = checkpoint.latest_iteration(load_dir)
+    iteration, directory = checkpoint.latest_checkpoint(load_dir)
     if iteration is None:
         raise ConversionError(f"{load_dir}: no committed checkpoint ({checkpoint.MARKER} is missing)")
-    directory = os.path.join(load_dir, f"iter_{iteration:07d}")
     model = ModelConfig.load(model_file)
     fields = model.model_fields()
     vocab = fields["vocab_size"]
-    embedding = dist_checkpointing.load_tensors_metadata(directory)["embedding.word_embeddings.weight"]
+    embedding = checkpoint.tensors_metadata(directory)["embedding.word_embeddings.weight"]
     if embedding.global_shape[0] < vocab:
         raise ConversionError(
             f"{directory}: the embedding has {embedding.global_shape[0]} rows, fewer than the "

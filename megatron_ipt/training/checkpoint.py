@@ -16,23 +16,30 @@ What one training checkpoint holds, and how it moves to another parallel layout:
 - LR scheduler, iteration and consumed samples: common state (one copy, written by rank 0);
 - RNG (python, numpy, torch, CUDA and megatron's tracker): one ShardedObject per rank, restored only when TP, PP and
   DP are unchanged: a rank's generator has no counterpart at another layout, so then it is seeded afresh (said so).
-Common state and RNG are plain tensors/numbers/strings, since megatron-core 0.19 reads them with
-`torch.load(weights_only=True)` (compat.py).
+Common state and RNG are plain tensors/numbers/strings: megatron-core 0.19 reads its common state with
+`torch.load(weights_only=True)` (compat.py), and every load here refuses a pickle that torch's weights-only loader
+(or, for `.metadata`, our restricted unpickler) would not read (checkpoint_files.py).
 
 Layout (Megatron-LM's): `<dir>/iter_0000100/` and `<dir>/latest_checkpointed_iteration.txt`. A save is written to
-`iter_0000100.tmp/`, renamed once every rank has finished, and only then is the marker replaced (temporary file +
-rename): a killed save never becomes "latest", and the next run with `--save` deletes the leftover `*.tmp`.
-The last `keep_last` checkpoints are kept. Weights-only checkpoints (`save_weights`, e.g. converted from Hugging
-Face) share the layout; `--load` of one starts the optimizer, scheduler and RNG afresh at the marker's iteration.
+`iter_0000100.tmp/`, its files' sha256 listed in `checksums.sha256`, renamed once every rank has finished, and only
+then is the marker replaced (temporary file + rename): a killed save never becomes "latest", and the next run with
+`--save` repairs what it left (checkpoint_files.recover). A re-saved iteration replaces the old one without a moment
+where the marker names a missing directory. One job at a time writes a `--save` directory (its lock file). Every
+load verifies the checksums and the pickles first, and a corrupt or missing file is a TrainingInputError naming it.
+The last `keep_last` checkpoints are kept (and always the marker's). Weights-only checkpoints (`save_weights`, e.g.
+converted from Hugging Face) share the layout; `--load` of one starts the optimizer, scheduler and RNG afresh at the
+marker's iteration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import random
 import shutil
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +47,9 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_ipt.io.atomic import write_atomic, write_json_atomic
+from megatron_ipt.training import checkpoint_files as files
 from megatron_ipt.training import compat
+from megatron_ipt.training.errors import TrainingInputError
 
 MARKER = "latest_checkpointed_iteration.txt"
 # The model a checkpoint directory holds, as a `--model` JSON file: written by tools/pretrain.py (with --save) and by
@@ -53,8 +62,7 @@ META = "megatron_ipt"  # our block in the common state: kind, progress, layout, 
 STALL_ENV = "MEGATRON_IPT_TEST_STALL_BEFORE_COMMIT"
 
 
-def iteration_dir(root: str, iteration: int) -> str:
-    return os.path.join(root, f"iter_{iteration:07d}")
+iteration_dir = files.iteration_dir
 
 
 def _model_state(modules):
@@ -190,24 +198,60 @@ def _begin(save_dir: str, iteration: int) -> str:
     """Create the temporary directory of a save on rank 0; every rank gets its path."""
     tmp = iteration_dir(save_dir, iteration) + ".tmp"
     if torch.distributed.get_rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        except OSError as error:
+            raise TrainingInputError(f"--save {save_dir}: cannot create {tmp} ({error.strerror or error})") from None
     torch.distributed.barrier()
     return tmp
 
 
+def _write(state: dict, tmp: str, iteration: int) -> None:
+    """`dist_checkpointing.save`, a failed write (disk full, quota, permissions) as one TrainingInputError naming the
+    directory; the half-written `tmp` is deleted (it was never committed, so it was never a checkpoint)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        dist_checkpointing.save(state, tmp)
+    except (OSError, CheckpointException) as error:
+        # megatron raises the writers' errors on its coordinator (rank 0) and a bare CheckpointException elsewhere
+        causes = [f[0] for f in error.failures.values()] if isinstance(error, CheckpointException) else [error]
+        for cause in list(causes):  # the writer processes' errors come back as the cause of a RuntimeError
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+                causes.append(cause)
+        oserror = next((c for c in causes if isinstance(c, OSError)), None)
+        if oserror is not None:
+            reason = oserror.strerror or str(oserror)
+        elif causes:  # torch's zip writer reports a short write (a full disk) as a bare RuntimeError
+            free = shutil.disk_usage(os.path.dirname(tmp)).free / 2**30
+            reason = f"{str(causes[0]).splitlines()[0]} ({free:.1f} GiB free there: is the disk full?)"
+        else:
+            reason = "a write failed on another rank (see rank 0)"
+        if torch.distributed.get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingInputError(f"cannot write checkpoint iteration {iteration} to {tmp}: {reason}") from None
+
+
 def _commit(save_dir: str, iteration: int, keep_last: int) -> str:
-    """Once every rank has written into the temporary directory: rename it, then replace the marker (the commit,
-    written last), then prune old checkpoints."""
+    """Once every rank has written into the temporary directory: list its files' checksums, rename it in, then
+    replace the marker (the commit, written last), then prune old checkpoints (checkpoint_files.publish)."""
     if os.environ.get(STALL_ENV) == str(iteration):
         _stall(iteration)
     final = iteration_dir(save_dir, iteration)
+    tmp = final + ".tmp"
     torch.distributed.barrier()
+    try:
+        files.write_checksums(tmp)
+    except OSError as error:
+        raise TrainingInputError(f"cannot list the checksums of {tmp}: {error.strerror or error}") from None
     if torch.distributed.get_rank() == 0:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(final + ".tmp", final)
-        write_atomic(os.path.join(save_dir, MARKER), str(iteration))
-        _prune(save_dir, keep_last)
+        try:
+            files.publish(tmp, final, lambda: write_atomic(os.path.join(save_dir, MARKER), str(iteration)))
+        except OSError as error:
+            raise TrainingInputError(f"cannot commit checkpoint {final}: {error.strerror or error}") from None
+        _prune(save_dir, keep_last, iteration)
     torch.distributed.barrier()
     return final
 
@@ -224,24 +268,38 @@ def _stall(iteration: int) -> None:
     os._exit(1)
 
 
-def _prune(save_dir: str, keep_last: int) -> None:
-    done = sorted(d for d in os.listdir(save_dir) if d.startswith("iter_") and not d.endswith(".tmp"))
-    for old in done[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(os.path.join(save_dir, old), ignore_errors=True)
+def _prune(save_dir: str, keep_last: int, current: int) -> None:
+    """Keep the last `keep_last` iterations, and always the one just committed (a rerun may save a lower one)."""
+    done = files.committed_iterations(save_dir)
+    keep = set(done[-keep_last:]) | {os.path.basename(iteration_dir(save_dir, current))}
+    for old in done if keep_last > 0 else []:
+        if old not in keep:
+            shutil.rmtree(os.path.join(save_dir, old), ignore_errors=True)
 
 
-def remove_incomplete(save_dir: str) -> List[str]:
-    """Delete the `*.tmp` directories (and marker temp file) that a killed save left in `save_dir`; on rank 0, as a
-    run starts, before it saves anything. Returns the names removed, on every rank."""
-    removed = [[]]
-    if torch.distributed.get_rank() == 0 and os.path.isdir(save_dir):
-        for name in sorted(os.listdir(save_dir)):
-            if name.endswith(".tmp"):
-                path = os.path.join(save_dir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-                removed[0].append(name)
-    torch.distributed.broadcast_object_list(removed, src=0)
-    return removed[0]
+def open_save_dir(save_dir: str) -> List[str]:
+    """As a run with `--save` starts, on every rank: rank 0 takes the directory's lock (one job per directory; a
+    dead owner's lock is taken over) and, holding it, repairs what killed saves left (checkpoint_files.recover).
+    Returns the lines to print; raises TrainingInputError on every rank if the directory is another job's."""
+    outcome = [None]
+    if torch.distributed.get_rank() == 0:
+        try:
+            note = files.acquire_lock(save_dir)
+            outcome[0] = ([note] if note else []) + files.recover(save_dir)
+        except TrainingInputError as error:
+            outcome[0] = error
+        except OSError as error:
+            outcome[0] = TrainingInputError(f"--save {save_dir}: {error.strerror or error}: {error.filename}")
+    torch.distributed.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], TrainingInputError):
+        raise outcome[0]
+    return outcome[0]
+
+
+def close_save_dir(save_dir: str) -> None:
+    """Give the directory's lock back (rank 0; a no-op elsewhere, and if the lock is no longer ours)."""
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() == 0:
+        files.release_lock(save_dir)
 
 
 def save(
@@ -271,7 +329,7 @@ def save(
             "precision": _precision([c.module for c in chunks]),
         },
     }
-    dist_checkpointing.save(state, tmp)
+    _write(state, tmp, iteration)
     return _commit(save_dir, iteration, keep_last)
 
 
@@ -279,32 +337,101 @@ def save_weights(save_dir: str, modules, iteration: int = 0, keep_last: int = 0)
     """A weights-only checkpoint (e.g. converted from Hugging Face) in the same layout: `--load` reads it like any
     other (optimizer, scheduler and RNG start fresh). `modules` are unwrapped GPTModel chunks."""
     tmp = _begin(save_dir, iteration)
-    dist_checkpointing.save({"model": _model_state(modules), META: {"kind": "weights", "iteration": iteration}}, tmp)
+    _write({"model": _model_state(modules), META: {"kind": "weights", "iteration": iteration}}, tmp, iteration)
     return _commit(save_dir, iteration, keep_last)
 
 
 def latest_iteration(load_dir: str) -> Optional[int]:
+    """The iteration the marker names, None without a marker; TrainingInputError if it cannot be read."""
     path = os.path.join(load_dir, MARKER)
-    if not os.path.exists(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
         return None
-    with open(path) as f:
-        text = f.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrainingInputError(f"{path}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
     if not text.isdigit():
-        raise ValueError(f"{path}: line 1 is {text!r}, expected an iteration number")
+        raise TrainingInputError(f"{path}: line 1 is {text[:40]!r}, expected an iteration number")
     return int(text)
 
 
-def _latest(load_dir: str):
-    """(iteration, directory, our metadata) of the latest committed checkpoint; (None, None, None) if there is none."""
+def latest_checkpoint(load_dir: str) -> Tuple[Optional[int], Optional[str]]:
+    """(iteration, directory) of the latest committed checkpoint in `load_dir`, or (None, None) without a marker.
+    The directory is `iter_N/`, or `iter_N.old/` while a re-save of N is being published (checkpoint_files)."""
     iteration = latest_iteration(load_dir)
     if iteration is None:
-        return None, None, None
-    directory = iteration_dir(load_dir, iteration)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"{os.path.join(load_dir, MARKER)} names iteration {iteration}, but {directory} does not exist"
+        return None, None
+    directory = files.resolve(load_dir, iteration)
+    if directory is None:
+        raise TrainingInputError(
+            f"{os.path.join(load_dir, MARKER)} names iteration {iteration}, but "
+            f"{iteration_dir(load_dir, iteration)} does not exist"
         )
-    return iteration, directory, compat.load_common_state(directory).get(META) or {"kind": "weights"}
+    return iteration, directory
+
+
+def check_load_dir(load_dir: str, save_dir: Optional[str]) -> Optional[str]:
+    """The `--load` rule: a directory (with or without a checkpoint in it), or, when it is also `--save`, a path
+    that does not exist yet (a job's first run). Anything else is a TrainingInputError, not a silent fresh start.
+    Returns the line to print when there is no checkpoint to load ('starting from iteration 0'), else None."""
+    same = save_dir is not None and os.path.abspath(load_dir) == os.path.abspath(save_dir)
+    if os.path.isdir(load_dir):
+        if latest_iteration(load_dir) is None:
+            return f"no checkpoint in {load_dir} yet: starting from iteration 0"
+        return None
+    if os.path.exists(load_dir):
+        raise TrainingInputError(f"--load {load_dir}: is a file, not a checkpoint directory")
+    if same:
+        return f"no checkpoint in {load_dir} yet: starting from iteration 0"
+    raise TrainingInputError(
+        f"--load {load_dir}: no such directory (to start from scratch, leave --load out, or give it the --save path)"
+    )
+
+
+@contextlib.contextmanager
+def _reading(directory: str):
+    """megatron's and torch's load errors about the checkpoint's files (a missing or unreadable shard, a corrupt
+    item) as one TrainingInputError naming the file. torch's CheckpointException (a BaseException) carries the
+    ranks' errors."""
+    from megatron.core.dist_checkpointing.core import CheckpointingException
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointException as error:
+        causes = [f[0] for f in error.failures.values()]
+        cause = next((c for c in causes if isinstance(c, (OSError, pickle.UnpicklingError, EOFError))), None)
+        if cause is None:
+            raise
+        raise _read_error(directory, cause) from None
+    except (OSError, pickle.UnpicklingError, EOFError, CheckpointingException) as error:
+        raise _read_error(directory, error) from None
+
+
+def _read_error(directory: str, error: BaseException) -> TrainingInputError:
+    if isinstance(error, OSError) and error.filename:
+        return TrainingInputError(f"{error.filename}: cannot read it ({error.strerror or error})")
+    return TrainingInputError(f"{directory}: cannot load the checkpoint ({str(error).splitlines()[0]})")
+
+
+def _latest(load_dir: str):
+    """(iteration, directory, our metadata) of the latest committed checkpoint, its files verified (checksums, and
+    no pickle that could run code: checkpoint_files.verify, on every rank together); (None, None, None) if none."""
+    iteration, directory = latest_checkpoint(load_dir)
+    if iteration is None:
+        return None, None, None
+    files.verify(directory)
+    with _reading(directory):
+        common = compat.load_common_state(directory)
+    return iteration, directory, common.get(META) or {"kind": "weights"}
+
+
+def tensors_metadata(directory: str) -> dict:
+    """`dist_checkpointing.load_tensors_metadata` of a checkpoint directory, once its files are verified."""
+    files.verify(directory)
+    with _reading(directory):
+        return dist_checkpointing.load_tensors_metadata(directory)
 
 
 def load_weights(load_dir: str, modules) -> Optional[int]:
@@ -313,7 +440,8 @@ def load_weights(load_dir: str, modules) -> Optional[int]:
     iteration, directory, _ = _latest(load_dir)
     if iteration is None:
         return None
-    loaded = dist_checkpointing.load({"model": _model_state(modules)}, directory)
+    with _reading(directory):
+        loaded = dist_checkpointing.load({"model": _model_state(modules)}, directory)
     _load_model_state(modules, loaded["model"])
     return iteration
 
@@ -356,7 +484,8 @@ def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, l
             notes.append(
                 f"saved at {meta['layout']}, now {_layout()}: RNG seeded afresh (per-rank generators do not reshard)"
             )
-    loaded = dist_checkpointing.load(request, directory)
+    with _reading(directory):
+        loaded = dist_checkpointing.load(request, directory)
     _load_model_state(modules, loaded["model"])
     if "optimizer" in request:
         optimizer.load_state_dict(loaded["optimizer"])  # also the fp32 main copies of the weights

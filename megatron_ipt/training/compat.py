@@ -10,6 +10,10 @@ Differences, and what we do about them
   objects) is plain tensors, numbers, strings, lists, tuples and dicts: numpy's RNG state is stored as a tensor.
   A checkpoint written with 0.16.1 loads with 0.19 (tested: the resumed losses match); one written with 0.19 does not
   load with 0.16.1, which looks for `common.pt`: `load_common_state` says so instead of a FileNotFoundError.
+- Unpickling on load, the same in both: torch DCP's FileSystemReader reads `.metadata` with `pickle.load` and the
+  bytes items (ShardedObjects) with `torch.load(weights_only=False)`, and 0.16.1 reads `common.pt` with
+  `torch.load` (weights-only only by torch's default). Neither release lets a caller replace that reader, so
+  checkpoint_files.verify reads those pickles first with restricted unpicklers, before megatron is handed the directory.
 - `dist_checkpointing.save/load`: 0.19 drops the `common_strategy` argument and adds `async_strategy`,
   `verify_integrity`, `process_group`. We pass only the state dict and the directory.
 - 0.19's synchronous save logs "MCore's async save is deprecated ..." (the sync path runs through the deprecated

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from functools import partial
 
 import torch
@@ -202,10 +201,14 @@ def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
 
 def _resume(config: CheckpointConfig, chunks, optimizer, scheduler):
     """(iteration, consumed samples) to start from: 0, 0 or the latest committed checkpoint in --load."""
-    if config.save:
-        for name in checkpoint.remove_incomplete(config.save):
-            _print(f"removed {os.path.join(config.save, name)}: left by a save that never committed")
+    if config.save:  # this job's lock on the directory, then what killed saves left there (checkpoint.py)
+        for line in checkpoint.open_save_dir(config.save):
+            _print(line)
     if not config.load:
+        return 0, 0
+    fresh = checkpoint.check_load_dir(config.load, config.save)  # a missing --load is an error unless it is --save
+    if fresh:
+        _print(fresh)
         return 0, 0
     progress = checkpoint.load(
         config.load,
@@ -215,8 +218,8 @@ def _resume(config: CheckpointConfig, chunks, optimizer, scheduler):
         load_optim=not config.no_load_optim,
         load_rng=not config.no_load_rng,
     )
-    if progress is None:
-        _print(f"no checkpoint in {config.load} ({checkpoint.MARKER} is missing): starting from scratch")
+    if progress is None:  # the marker went away since check_load_dir
+        _print(f"no checkpoint in {config.load} yet: starting from iteration 0")
         return 0, 0
     _print(
         f"loaded checkpoint from {config.load} at iteration {progress['iteration']}"
@@ -325,6 +328,8 @@ def train(config: TrainingConfig, tokenizer) -> dict:
         stop.close()
         hooks.close()
         logger.close()
+        if ck.save:
+            checkpoint.close_save_dir(ck.save)
     return {"losses": losses, "step_times": step_times, "iteration": iteration, "chunks": chunks}
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: exact resume, resume at another parallel layout with the optimizer state intact, atomic commit
 under SIGKILL, weights-only checkpoints."""
 
+import json
 import math
 import os
 import re
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from megatron_ipt.training import checkpoint
+from megatron_ipt.training.checkpoint_files import LOCK
 from tests.training.helpers import REPO, command, environment, run, scalars
 
 
@@ -130,7 +132,9 @@ def kill_tree(pid: int) -> None:
 
 def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
     """SIGKILL the whole job while the iteration-4 checkpoint is written but not committed (checkpoint.STALL_ENV
-    holds it there): `latest` stays at 2, the next run resumes from 2 and deletes the leftover."""
+    holds it there): `latest` stays at 2, the next run resumes from 2 and deletes the leftover. While the first job
+    lives, a second one with the same --save is refused, naming the owner, and leaves its `.tmp` alone (before: it
+    deleted the live save's `.tmp` as "never committed"); once it is dead, its lock is taken over."""
     ck, log = str(tmp_path / "ck"), tmp_path / "killed.log"
     flags = ["--train-iters", "6", "--save", ck, "--save-interval", "2", "--use-distributed-optimizer"]
     with open(log, "w") as out:
@@ -147,14 +151,30 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
         while len(re.findall(r"stalling, pid (\d+)", log.read_text())) < 2:
             assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
+        owner = json.load(open(os.path.join(ck, LOCK)))
+        second = subprocess.run(
+            command(corpus, 2, *flags, "--load", ck), cwd=REPO, env=environment(), capture_output=True, text=True
+        )
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert f"error: --save {ck} is in use by another job (host {owner['host']}, pid {owner['pid']}, " in (
+            second.stderr
+        )
+        assert os.path.isdir(os.path.join(ck, "iter_0000004.tmp"))
     finally:
         kill_tree(job.pid)
         job.wait()
     assert checkpoint.latest_iteration(ck) == 2
-    assert sorted(os.listdir(ck)) == ["iter_0000002", "iter_0000004.tmp", checkpoint.MARKER, checkpoint.MODEL_FILE]
+    assert sorted(os.listdir(ck)) == [
+        "iter_0000002",
+        "iter_0000004.tmp",
+        checkpoint.MARKER,
+        LOCK,
+        checkpoint.MODEL_FILE,
+    ]
     assert os.path.exists(os.path.join(ck, "iter_0000004.tmp", "metadata.json"))  # written, just never committed
 
     out = run(corpus, 2, *flags, "--load", ck)
+    assert f"took over {os.path.join(ck, LOCK)}: its owner (host {owner['host']}, pid {owner['pid']}" in out
     assert f"removed {os.path.join(ck, 'iter_0000004.tmp')}: left by a save that never committed" in out
     assert "loaded checkpoint from" in out and "at iteration 2" in out
     assert "iteration        3/       6" in out and "iteration        2/       6" not in out
@@ -192,10 +212,3 @@ def test_weights_only_checkpoint_starts_the_optimizer_fresh(corpus, tmp_path):
     loss = scalars(tb, "lm loss")
     assert sorted(loss) == [8, 9]
     assert loss[8] < math.log(32000) - 0.01  # the trained weights, not a fresh init
-
-
-@pytest.mark.parametrize("text", ["", "latest", "3\n4"])
-def test_a_bad_marker_is_named(tmp_path, text):
-    (tmp_path / checkpoint.MARKER).write_text(text)
-    with pytest.raises(ValueError, match=f"{checkpoint.MARKER}: line 1 is .*expected an iteration number"):
-        checkpoint.latest_iteration(str(tmp_path))
