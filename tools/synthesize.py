@@ -13,7 +13,16 @@ from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
 from megatron_ipt.synthesis.prompting import PROMPT_STYLES
-from megatron_ipt.synthesis.runner import Progress, format_summary, run
+from megatron_ipt.synthesis.runner import (
+    DEFAULT_MAX_FAILURE_RATE,
+    FAILURE_RATE_EXIT,
+    OutputError,
+    Progress,
+    check_output_dir,
+    failure_rate_error,
+    format_summary,
+    run,
+)
 
 
 def build_parser():
@@ -35,7 +44,18 @@ def build_parser():
     io.add_argument("--num-shards", type=int, default=1, help="record i goes to shard i %% num-shards")
     io.add_argument("--shard-index", type=int, default=0)
     io.add_argument("--part-size", type=int, default=1000, help="texts per output part (all rounds per part)")
-    io.add_argument("--resume", action="store_true", help="skip finished parts of an earlier run")
+    io.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier run: skip its finished parts, retry the texts whose generation failed",
+    )
+    io.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=DEFAULT_MAX_FAILURE_RATE,
+        help="stop (exit status 3) after the part where more than this fraction of the run's generations failed "
+        "(default: %(default)s); failed texts are recorded and --resume retries them",
+    )
     io.add_argument("--log-interval", type=int, default=1000, help="texts between progress lines off a terminal")
 
     syn = ap.add_argument_group("synthesis")
@@ -84,6 +104,12 @@ def build_parser():
         default=None,
         help="server URL(s), e.g. http://node1:8000/v1; repeat or comma-separate for replicas",
     )
+    http.add_argument(
+        "--api-key",
+        default=None,
+        help="sent as 'Authorization: Bearer KEY' (vllm serve --api-key); default: $OPENAI_API_KEY, which keeps the "
+        "key out of the process list",
+    )
     http.add_argument("--max-concurrency", type=int, default=16, help="requests in flight")
     http.add_argument("--max-retries", type=int, default=4)
     http.add_argument("--request-timeout", type=float, default=600.0, help="seconds without an answer")
@@ -105,6 +131,7 @@ ENGINE_SETTINGS = (
     "dtype",
     "enforce_eager",
     "base_url",
+    "api_key",
     "max_concurrency",
     "max_retries",
     "request_timeout",
@@ -117,6 +144,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     settings = {k: getattr(args, k) for k in ENGINE_SETTINGS if getattr(args, k) is not None}
     settings["tokenizer"] = TokenizerSpec.from_args(args)
+    try:  # before a model loads or a server is asked: a run that could not write its output stops at once
+        check_output_dir(args.output_dir)
+    except OutputError as e:
+        return report_error(e)
     try:
         engine = build_engine(args.engine, **settings)
     except (RuntimeError, ValueError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags
@@ -137,13 +168,19 @@ def main(argv=None):
             args.skip_bad_lines,
             tuple(k for k in args.carry_keys.split(",") if k),
             progress=lambda total: Progress(total, args.log_interval),
+            max_failure_rate=args.max_failure_rate,
         )
-    # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings
-    except (InputError, FileExistsError, ValueError) as e:
+    # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings;
+    # OutputError: a part or the manifest could not be written (disk full, read-only)
+    except (InputError, FileExistsError, ValueError, OutputError) as e:
         return report_error(e)
     finally:
         engine.close()
     print(format_summary(summary))
+    stopped = failure_rate_error(summary)
+    if stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        return FAILURE_RATE_EXIT
     return 0
 
 

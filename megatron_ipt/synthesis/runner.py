@@ -23,11 +23,11 @@ import time
 from collections import Counter
 
 from megatron_ipt.formats.wire import pair_type
-from megatron_ipt.io.atomic import write_json_atomic, write_jsonl_atomic
+from megatron_ipt.io.atomic import write_atomic
 from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, parse_line, string_field
 
-from .rounds import split_long_text, synthesize_rounds
+from .rounds import entry_sources, split_long_text, synthesize_part
 
 
 def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0, skip_bad_lines=False):
@@ -96,6 +96,119 @@ def collection_stats(cols):
     return stats
 
 
+# Why 5 %: a healthy run fails almost never (greedy decoding of prompts cut to fit; a server's transient errors
+# are retried), so a rate this high means something systematic: a server down or overloaded past its retries,
+# the wrong model, prompts the server refuses. Each failed text also loses its place as a demonstration in the
+# next round. Below it the run finishes and --resume retries the recorded failures; above it the run stops
+# after the part where the rate was passed, instead of spending hours writing parts without pairs.
+DEFAULT_MAX_FAILURE_RATE = 0.05
+FAILURE_RATE_EXIT = 3  # tools/synthesize.py's exit status when the run stopped for --max-failure-rate
+
+
+class OutputError(Exception):
+    """An output that cannot be written; the message names the path and the system's reason."""
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def check_output_dir(path):
+    """Raise OutputError naming ``path`` when the run could not write there, before any work (a model load, the
+    input read). An existing directory gets a probe file written and removed (catches read-only mounts and
+    permissions alike); a missing one needs its nearest existing ancestor to be a writable directory."""
+    if os.path.isdir(path):
+        probe = os.path.join(path, f".synthesize-write-check-{os.getpid()}")
+        try:
+            write_atomic(probe, "")
+            os.remove(probe)
+        except OSError as e:
+            raise OutputError(f"--output-dir {path}: cannot write there ({_reason(e)})") from None
+        return
+    if os.path.lexists(path):
+        raise OutputError(f"--output-dir {path}: exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"--output-dir {path}: cannot create it, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--output-dir {path}: cannot create it, {parent} is not writable")
+
+
+def _write(path, content, what):
+    """``write_atomic`` with a failure (disk full, read-only, quota) told as one line naming the path."""
+    try:
+        write_atomic(path, content)
+    except OSError as e:
+        raise OutputError(
+            f"{path}: cannot write {what} ({_reason(e)}); it is not taken as written: make room and rerun with --resume"
+        ) from None
+
+
+def _sha256(lines):
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_of(part, path):
+    """What the manifest knows of the existing part file ``path``: ``{"stats", "failed", "sha256"}``, or None
+    when no record describes the file's content (the run was killed after writing the file and before the
+    manifest said so; the part is then made again, so the counts stay exact).
+
+    A part is written in two steps: its record goes into the manifest as ``pending`` (with the sha256 of the
+    content), then the file is renamed in, then the record becomes the part's own. Whichever step a kill
+    interrupts, the file on disk matches either the pending record or the previous one."""
+    if not part:
+        return None
+    pending = part.get("pending")
+    if "sha256" not in part and not pending:  # a manifest of a version without checksums: trust it as it was
+        return {"stats": part.get("stats", {}), "failed": []} if part.get("done") else None
+    digest = _sha256_file(path)
+    if pending and pending.get("sha256") == digest:
+        return dict(pending)
+    if part.get("done") and part.get("sha256") == digest:
+        return {k: part[k] for k in ("stats", "failed", "sha256") if k in part}
+    return None
+
+
+def _no_generation(prompts):
+    raise AssertionError("a replay of earlier results asked for a generation")
+
+
+def _earlier_results(path, texts, extras, failed, synth):
+    """``{text index: (prompt, pairs)}`` of the earlier run that wrote ``path``, for every text that did not
+    fail, or None when the file is not what that run made of these texts (then the part is made again).
+
+    The file holds each text's pairs; the prompts are recovered by replaying the run on those pairs (a run is
+    determined by them), which must give the file back."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            written = [json.loads(line) for line in f]
+        order = entry_sources(len(texts), synth["rounds"])
+        entries = [e for chain in written for e in chain]
+        if len(entries) != len(order):
+            return None
+        failed = set(failed)
+        known = {j: (None, None if j in failed else e["QA_list"]) for j, e in zip(order, entries)}
+        replay = synthesize_part(texts, _no_generation, extras=extras, earlier=known, **synth)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if [c.to_json() for c in replay.collections] != written:
+        return None
+    return {j: (replay.prompts[j], pairs) for j, (_, pairs) in known.items() if pairs is not None}
+
+
 def run(
     input_spec,
     output_dir,
@@ -111,20 +224,30 @@ def run(
     skip_bad_lines=False,
     carry_keys=("id", "source"),
     progress=None,
+    max_failure_rate=DEFAULT_MAX_FAILURE_RATE,
 ):
     """Synthesize this shard; returns the summary dict (see ``format_summary``).
 
-    ``progress(total)`` (optional) returns an object with ``update(n)`` and ``close()``; it is told about
-    every text as its generation finishes (and about the texts of parts skipped by ``resume``)."""
+    Failed generations are recorded per part (``failed``: text indices in the part) and ``resume`` retries
+    them. The run stops after a part when more than ``max_failure_rate`` of this run's generations failed
+    (``summary["stopped"]``). ``progress(total)`` (optional) returns an object with ``update(n)`` and
+    ``close()``; it is told about every text as its generation finishes (and about the texts kept from an
+    earlier run)."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} not in [0, {num_shards})")
     if rounds < 1 or part_size < 1:
         raise ValueError("--rounds and --part-size must be at least 1")
+    if not 0 <= max_failure_rate <= 1:
+        raise ValueError(f"--max-failure-rate {max_failure_rate}: expected a fraction in [0, 1]")
     start = time.perf_counter()
     texts, extras, info = read_shard(input_spec, text_key, carry_keys, num_shards, shard_index, skip_bad_lines)
     records = len(texts)
     texts, extras = split_pieces(texts, extras, max_model_len, max_new_tokens, engine.count_tokens)
-    os.makedirs(output_dir, exist_ok=True)
+    check_output_dir(output_dir)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--output-dir {output_dir}: cannot create it ({_reason(e)})") from None
     # Anything that changes which text lands in which part, or how pairs are made, must not change on resume.
     layout = {
         "input": input_spec,
@@ -157,66 +280,106 @@ def run(
         {"file": f"shard{shard_index:05d}-part{p:05d}.jsonl", "texts": len(texts[s : s + part_size])}
         for p, s in enumerate(range(0, len(texts), part_size))
     ]
-    done_before = {p["file"]: p for p in old.get("parts", []) if p.get("done")}
     if not resume:
         existing = [p["file"] for p in parts if os.path.exists(os.path.join(output_dir, p["file"]))]
         if existing:
             raise FileExistsError(f"{os.path.join(output_dir, existing[0])} exists; pass --resume to continue a run")
+    else:  # keep every record of the earlier run until its part is looked at: a kill must not lose one
+        known = {p.get("file"): p for p in old.get("parts", [])}
+        for part in parts:
+            part.update({k: v for k, v in known.get(part["file"], {}).items() if k != "texts"})
 
     def save_manifest(complete):
-        write_json_atomic(manifest_path, dict(layout, parts=parts, complete=complete))
+        manifest = dict(layout, parts=parts, complete=complete)
+        _write(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "the manifest")
 
+    synth = dict(
+        rounds=rounds, max_model_len=max_model_len, max_new_tokens=max_new_tokens, count_tokens=engine.count_tokens
+    )
     save_manifest(False)
     stats, before = Counter(), Counter()
+    stopped = None
     usage_before = engine.usage.as_dict()
     bar = progress(len(texts)) if progress else None
     engine.on_progress = bar.update if bar else None
     try:
         for p, part in enumerate(parts):
             path = os.path.join(output_dir, part["file"])
-            if resume and os.path.exists(path):
-                part.update(done_before.get(part["file"], {}), done=True)
+            lo = p * part_size
+            part_texts, part_extras = texts[lo : lo + part_size], extras[lo : lo + part_size]
+            earlier, retried = None, 0
+            record = _record_of(part, path) if os.path.exists(path) else None
+            if record is not None and not record.get("failed"):
+                part.update(record, done=True)
+                part.pop("pending", None)
                 stats["skipped_texts"] += part["texts"]
                 before.update(part.get("stats", {}))
                 if bar:
                     bar.update(part["texts"])
                 continue
-            lo = p * part_size
-            cols, failures = synthesize_rounds(
-                texts[lo : lo + part_size],
-                engine.generate,
-                rounds,
-                max_model_len,
-                max_new_tokens,
-                engine.count_tokens,
-                extras[lo : lo + part_size],
-            )
-            write_jsonl_atomic(path, (c.to_json() for c in cols))
-            part_stats = collection_stats(cols) + Counter(failures=failures)
-            part.update(done=True, stats=dict(part_stats))
-            stats.update(part_stats)
-            stats["texts"] += part["texts"]
+            if record is not None:  # retry the texts whose generation failed, keep the others' pairs
+                earlier = _earlier_results(path, part_texts, part_extras, record["failed"], synth)
+                retried = len(record["failed"]) if earlier is not None else 0
+            if earlier is None:  # made from scratch: whatever an earlier run recorded does not describe it
+                for key in ("done", "stats", "failed", "sha256", "pending"):
+                    part.pop(key, None)
+            result = synthesize_part(part_texts, engine.generate, extras=part_extras, earlier=earlier, **synth)
+            kept = len(part_texts) - result.generated
+            if bar and kept:
+                bar.update(kept)
+            lines = [json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in result.collections]
+            part_stats = collection_stats(result.collections) + Counter(failures=len(result.failed))
+            written = {"stats": dict(part_stats), "failed": result.failed, "sha256": _sha256(lines)}
+            part["pending"] = written
             save_manifest(False)
+            _write(path, lines, "a part")
+            del part["pending"]
+            part.update(written, done=True)
+            save_manifest(False)
+            stats.update(texts=result.generated, skipped_texts=kept, retried=retried, failures=len(result.failed))
+            if stats["texts"] and stats["failures"] > max_failure_rate * stats["texts"]:
+                stopped = p
+                break
     finally:
         engine.on_progress = None
         if bar:
             bar.close()
-    save_manifest(True)
+    save_manifest(all(part.get("done") for part in parts))
+    files = Counter()
+    for part in parts:
+        if part.get("done"):
+            files.update(part.get("stats", {}), texts=part["texts"], parts=1)
     usage = {k: v - usage_before[k] for k, v in engine.usage.as_dict().items()}
     return dict(
         stats,
         **info,
         records_in_shard=records,
         pieces=len(texts),
+        parts=len(parts),
+        written=dict(files),
         usage=usage,
         done_before=dict(before),
+        max_failure_rate=max_failure_rate,
+        stopped=stopped,
         seconds=time.perf_counter() - start,
         engine=engine.describe(),
     )
 
 
+def failure_rate_error(s):
+    """The error line of a run stopped for --max-failure-rate, or None."""
+    if s["stopped"] is None:
+        return None
+    return (
+        f"{s['failures']} of {s['texts']} generations failed ({s['failures'] / s['texts']:.1%}), more than "
+        f"--max-failure-rate {s['max_failure_rate']:g}: the run stopped with {s['written'].get('parts', 0)} of "
+        f"{s['parts']} parts written; the failed texts are recorded, rerun with --resume to retry them and go on"
+    )
+
+
 def format_summary(s):
-    n = max(s.get("texts", 0), 1)
+    files = s["written"]
+    n = max(files.get("texts", 0), 1)
     u, secs = s["usage"], max(s["seconds"], 1e-9)
     # Model engines report their tokenizer's counts; the rules engine has none unless --tokenizer is given.
     estimate = (
@@ -224,22 +387,29 @@ def format_summary(s):
         if s["engine"]["length_guard"] == "words x1.5" and s["engine"]["engine"] == "rules"
         else ""
     )
+    generated, failures = s.get("texts", 0), s.get("failures", 0)
+    retried = f" ({s['retried']} of them failed before and were retried)" if s.get("retried") else ""
     lines = [
-        f"texts          {s.get('texts', 0)} synthesized, {s.get('skipped_texts', 0)} skipped as done "
+        f"texts          {generated} synthesized{retried}, {s.get('skipped_texts', 0)} skipped as done "
         f"({s['records_in_shard']} records of {s['records']} in this shard, {s['pieces']} texts after splitting)",
-        f"pairs          {s.get('pairs', 0)} ({s.get('pairs', 0) / n:.2f} per text; "
-        f"{s.get('texts_without_pairs', 0)} texts without pairs)",
-        f"pair types     free-form {s.get('free-form', 0)}, options {s.get('options', 0)}, CoT {s.get('cot', 0)}",
-        f"failures       {s.get('failures', 0)} generations (zero pairs, run went on)",
+        f"files          {files.get('parts', 0)} of {s['parts']} parts written, {files.get('texts', 0)} texts; "
+        "the counts below are theirs",
+        f"pairs          {files.get('pairs', 0)} ({files.get('pairs', 0) / n:.2f} per text; "
+        f"{files.get('texts_without_pairs', 0)} texts without pairs)",
+        f"pair types     free-form {files.get('free-form', 0)}, options {files.get('options', 0)}, "
+        f"CoT {files.get('cot', 0)}",
+        f"failures       {failures} generations of {generated} in this run ({failures / max(generated, 1):.1%}; "
+        f"--max-failure-rate {s['max_failure_rate']:g}); {files.get('failures', 0)} failed texts in the files"
+        + (": --resume retries them" if files.get("failures") else ""),
         f"tokens{estimate:<9} prompt {u['prompt_tokens']:,} ({u['prompt_tokens'] / secs:,.0f}/s), "
         f"generated {u['generated_tokens']:,} ({u['generated_tokens'] / secs:,.0f}/s)",
-        f"time           {secs:.1f} s ({s.get('texts', 0) / secs:,.1f} texts/s; {u['seconds']:.1f} s in the engine)",
+        f"time           {secs:.1f} s ({generated / secs:,.1f} texts/s; {u['seconds']:.1f} s in the engine)",
     ]
     if s.get("skipped_texts"):
         b = s["done_before"]
         lines.append(
             f"done before    {s['skipped_texts']} texts: {b.get('pairs', 0)} pairs, {b.get('failures', 0)} "
-            "failures (from the manifest)"
+            "failures in the parts skipped as done (from the manifest)"
         )
     if s["skipped_lines"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["skipped_lines"].items()))

@@ -6,6 +6,7 @@ prompt. The happy path against a real model server (`vllm serve`) is in test_vll
 """
 
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -19,11 +20,16 @@ from tools.synthesize import main
 
 
 class FaultServer:
-    def __init__(self, name="m", hold=0.0):
+    """``failing``: contexts answered with HTTP 500 (an outage of the moment, changed by a test between runs).
+    ``count_demos``: each answer says how many demonstrations its prompt had, so a text whose demonstration
+    changed gets another answer, as from a real model."""
+
+    def __init__(self, name="m", hold=0.0, count_demos=False):
         self.attempts = defaultdict(list)  # context -> [monotonic time of each attempt]
         self.inflight = self.max_inflight = self.requests = 0
         self.lock = threading.Lock()
         self.hold = hold
+        self.failing, self.count_demos, self.auth = set(), count_demos, []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +46,7 @@ class FaultServer:
 
             def do_GET(self):
                 assert self.path == "/v1/models"
+                outer.auth.append(self.headers.get("Authorization"))
                 self.reply(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
 
             def do_POST(self):
@@ -55,7 +62,7 @@ class FaultServer:
                     time.sleep(outer.hold)
                     if req["model"] != name or req.get("add_special_tokens") is not False:
                         return self.reply(400, {"error": "bad request body"})
-                    if ctx.startswith("always500") or (ctx.startswith("500x2") and n <= 2):
+                    if ctx.startswith("always500") or (ctx.startswith("500x2") and n <= 2) or ctx in outer.failing:
                         return self.reply(500, {"error": "injected"})
                     if ctx.startswith("bad400"):
                         return self.reply(400, {"error": "prompt too long"})
@@ -67,6 +74,21 @@ class FaultServer:
                     if ctx.startswith("garbage") and n == 1:
                         return self.reply(200, b"<html>proxy error</html>")
                     text = f"<QUE> about {ctx}? <ANS> {ctx} </END>"
+                    if outer.count_demos:
+                        text = f"<QUE> about {ctx}? <ANS> {ctx}, {req['prompt'].count('<CON>') - 1} demos </END>"
+                    malformed = {
+                        "usagelist": {"choices": [{"text": text}], "usage": [1, 2]},
+                        "usagestr": {"choices": [{"text": text}], "usage": {"prompt_tokens": "many"}},
+                        "textnum": {"choices": [{"text": 5}]},
+                        "textnull": {"choices": [{"text": None}]},
+                        "nochoices": {"id": "x"},
+                        "emptychoices": {"choices": []},
+                        "choicestr": {"choices": "text"},
+                        "alist": [text],
+                    }
+                    for kind, answer in malformed.items():  # "<kind>once": malformed at the first attempt only
+                        if ctx == kind or (ctx == kind + "once" and n == 1):
+                            return self.reply(200, answer)
                     self.reply(
                         200,
                         {
@@ -176,25 +198,8 @@ def test_cli_run_goes_on_through_failures(server, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
     names = ["ok0", "always500", "ok1", "bad400"]
     path.write_text("".join(json.dumps({"id": i, "text": n}) + "\n" for i, n in enumerate(names)))
-    assert (
-        main(
-            [
-                "--input",
-                str(path),
-                "--output-dir",
-                str(tmp_path / "o"),
-                "--engine",
-                "openai",
-                "--openai-base-url",
-                server.url,
-                "--max-retries",
-                "1",
-                "--request-timeout",
-                "2",
-            ]
-        )
-        == 0
-    )
+    flags = ["--engine", "openai", "--openai-base-url", server.url, "--max-retries", "1", "--request-timeout", "2"]
+    assert main(["--input", str(path), "--output-dir", str(tmp_path / "o"), "--max-failure-rate", "0.5", *flags]) == 0
     out = capsys.readouterr().out
     assert "failures       2 generations" in out and "texts          4 synthesized" in out
     entries = [e for line in open(tmp_path / "o" / "shard00000-part00000.jsonl") for e in json.loads(line)]
@@ -202,7 +207,116 @@ def test_cli_run_goes_on_through_failures(server, tmp_path, capsys):
 
 
 def test_unreachable_server_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="could not list the served models"):
+    with pytest.raises(RuntimeError, match="cannot reach a server at http://127.0.0.1:9/v1"):
         engine("http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(ValueError, match="http://HOST:PORT/v1"):
         engine("localhost:8000")
+
+
+def test_malformed_answers_fail_their_item_only(server):
+    """A server answering JSON of the wrong shape costs that item (after the retries), never the run."""
+    eng = engine(server.url, max_retries=2)
+    bad = ["usagelist", "usagestr", "textnum", "textnull", "nochoices", "emptychoices", "choicestr", "alist"]
+    names = ["ok0", *bad, "textnumonce", "alistonce", "ok1"]
+    out = eng.generate([cook_context(n) for n in names])
+    eng.close()
+    assert {n: o is None for n, o in zip(names, out)} == {n: n in bad for n in names}
+    assert all(len(server.attempts[n]) == 3 for n in bad)  # retried as the engine's retry policy says
+    assert len(server.attempts["textnumonce"]) == len(server.attempts["alistonce"]) == 2
+    assert parse_pred(out[names.index("textnumonce")]) == [{"Q": "about textnumonce?", "A": "textnumonce"}]
+    assert eng.usage.failures == len(bad) and eng.usage.prompts == len(names)
+
+
+def write_texts(path, names):
+    path.write_text("".join(json.dumps({"id": n, "text": n}) + "\n" for n in names))
+
+
+def synthesize(server, path, out, *more):
+    flags = ["--engine", "openai", "--openai-base-url", server.url, "--max-retries", "0", "--request-timeout", "5"]
+    return main(["--input", str(path), "--output-dir", str(out), "--rounds", "2", "--part-size", "8", *flags, *more])
+
+
+def outputs(out):
+    return {f: open(out / f).read() for f in sorted(os.listdir(out)) if f.endswith(".jsonl")}
+
+
+def test_resume_retries_failed_texts_as_an_uninterrupted_run(tmp_path, capsys):
+    """Failed texts are recorded per part; --resume regenerates them, and the texts of the next round whose
+    demonstrations they are, and merges them in place: the files equal those of a run without failures."""
+    s = FaultServer(count_demos=True)
+    try:
+        path = tmp_path / "in.jsonl"
+        write_texts(path, [f"t{i:02d}" for i in range(24)])  # 3 parts of 8, 2 rounds: t00-t03 then t04-t07 ...
+        assert synthesize(s, path, tmp_path / "clean") == 0
+        s.failing = {"t01", "t09", "t14"}  # round 0 of parts 0 and 1 (t05, t13 lose a demonstration), round 1
+        assert synthesize(s, path, tmp_path / "o", "--max-failure-rate", "0.2") == 0
+        out = capsys.readouterr().out
+        assert "failures       3 generations of 24 in this run" in out and "3 failed texts in the files" in out
+        manifest = json.load(open(tmp_path / "o" / "manifest-shard00000.json"))
+        assert [p["failed"] for p in manifest["parts"]] == [[1], [1, 6], []]
+        assert outputs(tmp_path / "o") != outputs(tmp_path / "clean")
+        s.failing, before = set(), s.requests
+        assert synthesize(s, path, tmp_path / "o", "--resume") == 0
+        out = capsys.readouterr().out
+        assert s.requests - before == 5  # t01, t09, t14 and the texts they are demonstrations for: t05, t13
+        assert "texts          5 synthesized (3 of them failed before and were retried), 19 skipped" in out
+        assert "0 failed texts in the files" in out
+        assert outputs(tmp_path / "o") == outputs(tmp_path / "clean")
+        manifest = json.load(open(tmp_path / "o" / "manifest-shard00000.json"))
+        assert [p["failed"] for p in manifest["parts"]] == [[], [], []] and manifest["complete"]
+        before = s.requests
+        assert synthesize(s, path, tmp_path / "o", "--resume") == 0  # nothing left to do
+        assert s.requests == before and outputs(tmp_path / "o") == outputs(tmp_path / "clean")
+    finally:
+        s.close()
+
+
+def test_failure_rate_stops_the_run_and_resume_finishes_it(tmp_path, capsys):
+    s = FaultServer(count_demos=True)
+    try:
+        path = tmp_path / "in.jsonl"
+        names = [f"t{i:02d}" for i in range(24)]
+        write_texts(path, names)
+        assert synthesize(s, path, tmp_path / "clean") == 0
+        s.failing = set(names)  # an outage
+        assert synthesize(s, path, tmp_path / "o") == 3  # default --max-failure-rate 0.05
+        captured = capsys.readouterr()
+        assert "failures       8 generations of 8 in this run" in captured.out
+        assert "error: 8 of 8 generations failed (100.0%), more than --max-failure-rate 0.05" in captured.err
+        assert "1 of 3 parts written" in captured.err and "--resume" in captured.err
+        assert list(outputs(tmp_path / "o")) == ["shard00000-part00000.jsonl"]  # stopped after the first part
+        s.failing = set()
+        assert synthesize(s, path, tmp_path / "o", "--resume") == 0
+        assert outputs(tmp_path / "o") == outputs(tmp_path / "clean")
+    finally:
+        s.close()
+
+
+def test_unreachable_server_stops_before_anything_is_written(server, tmp_path, capsys):
+    import socket
+
+    path = tmp_path / "in.jsonl"
+    write_texts(path, ["t0", "t1"])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    try:
+        flags = ["--engine", "openai", "--model", "m", "--max-retries", "1", "--input", str(path)]
+        assert main([*flags, "--openai-base-url", dead, "--output-dir", str(tmp_path / "o")]) == 1
+    finally:
+        sock.close()
+    err = capsys.readouterr().err
+    assert f"error: --engine openai: cannot reach a server at {dead}" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o")  # nothing written: not even the output directory
+    flags[3] = "other"  # a model the server does not serve
+    assert main([*flags, "--openai-base-url", server.url, "--output-dir", str(tmp_path / "o")]) == 1
+    assert "--model 'other' is not served at" in capsys.readouterr().err and not os.path.exists(tmp_path / "o")
+
+
+def test_api_key_from_the_flag_or_the_environment(server, tmp_path, monkeypatch):
+    path = tmp_path / "in.jsonl"
+    write_texts(path, ["t0"])
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    assert synthesize(server, path, tmp_path / "a") == 0
+    assert synthesize(server, path, tmp_path / "b", "--api-key", "from-flag") == 0
+    assert server.auth == ["Bearer from-env", "Bearer from-flag"]

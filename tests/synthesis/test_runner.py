@@ -1,6 +1,11 @@
 import gzip
 import json
 import os
+import re
+import resource
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -196,3 +201,159 @@ def test_progress_counts_every_text(corpus, tmp_path):
     run(str(path), str(tmp_path / "o"), build_engine("rules"), rounds=2, part_size=20, progress=Bar)
     assert seen[0] == ("total", 50) and seen[-1] == "closed"
     assert sum(seen[1:-1]) == 50 and len(seen[1:-1]) == 6  # 3 parts x 2 rounds
+
+
+def file_counts(out):
+    """Pairs and texts in the part files, counted from the files themselves."""
+    got = entries(out)
+    return {"pairs": sum(len(e["QA_list"]) for e in got), "texts": len(got)}
+
+
+def summary_pairs(text):
+    return int(re.search(r"^pairs +(\d+) ", text, re.M).group(1))
+
+
+# Runs tools/synthesize.py and dies by SIGKILL at one rename of os.replace: the N-th time its target is TARGET.
+KILLER = """
+import os, signal, sys
+target, nth = sys.argv[1], int(sys.argv[2])
+real_replace, seen = os.replace, []
+def replace(src, dst, *a, **k):
+    if os.path.basename(str(dst)) == target:
+        seen.append(dst)
+        if len(seen) == nth and os.environ["KILL_WHEN"] == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst, *a, **k)
+    if os.path.basename(str(dst)) == target and len(seen) == nth and os.environ["KILL_WHEN"] == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+from tools.synthesize import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def run_cli(args, env=None, preexec_fn=None):
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONDONTWRITEBYTECODE="1", **(env or {}))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, preexec_fn=preexec_fn, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "target, nth, when",
+    [
+        ("shard00000-part00001.jsonl", 1, "after"),  # the part is in, its record not yet (the lost-stats case)
+        ("shard00000-part00001.jsonl", 1, "before"),  # the record is pending, the part not yet in
+        ("manifest-shard00000.json", 2, "after"),  # part 0's record is pending on disk, the part not in
+    ],
+)
+def test_kill_9_anywhere_keeps_the_summary_equal_to_the_files(corpus, tmp_path, target, nth, when):
+    path, texts = corpus
+    flags = ["--input", str(path), "--rounds", "2", "--part-size", "20"]
+    clean, out = tmp_path / "clean", tmp_path / "o"
+    assert main([*flags, "--output-dir", str(clean)]) == 0
+    killed = run_cli(["-c", KILLER, target, str(nth), *flags, "--output-dir", str(out)], env={"KILL_WHEN": when})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run_cli(["tools/synthesize.py", *flags, "--output-dir", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert summary_pairs(resumed.stdout) == file_counts(out)["pairs"] == file_counts(clean)["pairs"]
+    assert f"files          3 of 3 parts written, {len(texts)} texts" in resumed.stdout
+    assert [open(out / f).read() for f in sorted(os.listdir(out)) if f.endswith(".jsonl")] == [
+        open(clean / f).read() for f in sorted(os.listdir(clean)) if f.endswith(".jsonl")
+    ]
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    manifest = json.load(open(out / "manifest-shard00000.json"))
+    assert sum(p["stats"]["pairs"] for p in manifest["parts"]) == file_counts(out)["pairs"]
+
+
+def limit_file_size(limit):
+    """A process whose files cannot grow beyond ``limit`` bytes: its writes fail as on a full disk (EFBIG
+    instead of ENOSPC, the same OSError path)."""
+
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return preexec
+
+
+def test_disk_full_mid_run_is_a_clear_error_and_resume_continues(tmp_path):
+    short = "The ray is bent at the surface of the glass, because the glass is denser than the air around it."
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": short if i < 10 else short * 20}) + "\n" for i in range(20)))
+    flags = ["--input", str(path), "--part-size", "10"]
+    clean, out = tmp_path / "clean", tmp_path / "o"
+    assert main([*flags, "--output-dir", str(clean)]) == 0
+    sizes = {f: os.path.getsize(clean / f) for f in os.listdir(clean)}
+    limit = max(sizes["shard00000-part00000.jsonl"], sizes["manifest-shard00000.json"]) + 100
+    assert sizes["shard00000-part00001.jsonl"] > limit  # part 1 cannot be written, all else can
+    full = run_cli(["tools/synthesize.py", *flags, "--output-dir", str(out)], preexec_fn=limit_file_size(limit))
+    part1 = out / "shard00000-part00001.jsonl"
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert f"error: {part1}: cannot write a part (File too large)" in full.stderr and "--resume" in full.stderr
+    assert not part1.exists()
+    manifest = json.load(open(out / "manifest-shard00000.json"))
+    assert [p.get("done", False) for p in manifest["parts"]] == [True, False]
+    resumed = run_cli(["tools/synthesize.py", *flags, "--output-dir", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "10 skipped as done" in resumed.stdout and not [f for f in os.listdir(out) if ".tmp" in f]
+    assert [open(out / f).read() for f in sorted(os.listdir(out)) if f.endswith(".jsonl")] == [
+        open(clean / f).read() for f in sorted(os.listdir(clean)) if f.endswith(".jsonl")
+    ]
+
+
+def test_unwritable_output_dir_stops_before_the_engine_is_built(corpus, tmp_path, capsys, monkeypatch):
+    path, _ = corpus
+    built = []
+    monkeypatch.setattr("tools.synthesize.build_engine", lambda *a, **k: built.append(1))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["--input", str(path), "--output-dir", str(blocker / "out")]) == 1
+    assert f"error: --output-dir {blocker / 'out'}: cannot create it, {blocker} is not a directory" in (
+        capsys.readouterr().err
+    )
+    assert main(["--input", str(path), "--output-dir", str(blocker)]) == 1
+    assert f"--output-dir {blocker}: exists and is not a directory" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["--input", str(path), "--output-dir", str(locked)]) == 1
+        assert f"--output-dir {locked}: cannot write there (Permission denied)" in capsys.readouterr().err
+    assert not built
+
+
+def test_long_text_without_spaces_is_split_in_linear_time(tmp_path):
+    """A long run without spaces is counted by its bytes (words x 1.5 counts it as one word), so it is cut into
+    prompts that fit; and the split counts each character a bounded number of times, never the rest of the text
+    per piece (that was quadratic: 1, 2, 4 MB took 2.3, 6.5, 28 s)."""
+    from megatron_ipt.formats.wire import cook_context
+    from megatron_ipt.synthesis.rounds import split_long_text, words_x15
+
+    counted = []
+
+    def counting(text):
+        counted.append(len(text))
+        return words_x15(text)
+
+    run_of_x = "x" * 2_000_000
+    pieces = split_long_text(run_of_x, count_tokens=counting)
+    assert "".join(pieces) == run_of_x and len(pieces) > 500
+    # each piece as long as its prompt allows: one token per byte of the run, plus the prompt's own words
+    assert all(words_x15(cook_context(p)) <= 4096 - 400 and len(p) >= 3600 for p in pieces[:-1])
+    assert sum(counted) < 10 * len(run_of_x)
+    words = " ".join(opticks_paragraphs()).replace("\n", " ")
+    words = (words * (2_000_000 // len(words) + 1))[:2_000_000]
+    counted.clear()
+    pieces = split_long_text(words, count_tokens=counting)
+    assert " ".join(pieces) == words and len(pieces) > 100
+    assert sum(counted) < 10 * len(words)
+
+
+def test_words_x15_counts_ordinary_text_as_the_paper_does():
+    from megatron_ipt.synthesis.rounds import words_x15
+
+    for text in opticks_paragraphs()[:100]:
+        if max(len(w) for w in text.split(" ")) <= 32:
+            assert words_x15(text) == len(text.split(" ")) * 1.5
+    url = "https://example.org/a/very/long/path/to/some/page.html"
+    assert words_x15(f"see {url}") == 1.5 + len(url) and words_x15("see " + "x" * 32) == 3.0

@@ -100,7 +100,7 @@ class Engine:
         out = []
         for text, gen in zip(rendered, results):
             self.usage.prompts += 1
-            if not gen.text:
+            if not gen.text or not isinstance(gen.text, str):  # an engine's malformed answer fails its item only
                 self.usage.failures += 1
                 out.append(None)
                 continue

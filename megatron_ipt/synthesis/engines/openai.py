@@ -3,10 +3,15 @@ or nodes serve one run (examples/synthesize_vllm_serve.sh).
 
 One prompt per request, at most ``max_concurrency`` requests in flight (threads), spread round-robin over
 the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (``request_timeout``
-seconds without a byte), loses its connection, or gets HTTP 408/429/5xx or a malformed answer is retried up to
+seconds without a byte), loses its connection, or gets HTTP 408/429/5xx or a malformed answer (not JSON, no
+``choices``, a ``text`` that is not a string, a ``usage`` that is not an object of counts) is retried up to
 ``max_retries`` times with exponential backoff (``backoff`` x 2^attempt seconds, capped at 60 s, +0-25%
 jitter); other HTTP errors (e.g. 400 prompt too long) are not retried. An item that still fails returns None,
-is logged, and the run goes on.
+is logged, and the run goes on (runner.py records it for ``--resume`` and watches the failure rate).
+
+At start the engine asks ``/models`` (with the same retries): no server answering is an error, and so is a
+``--model`` that the answering server does not list. The API key (``api_key``, else ``$OPENAI_API_KEY``) is
+sent as ``Authorization: Bearer``.
 
 BOS: the request carries ``"add_special_tokens": false`` (a vLLM extension; servers that do not know it ignore
 it), so the literal ``<s>`` of the prompt is the only BOS (the convention of formats/wire.py). Token counts come
@@ -34,9 +39,27 @@ MAX_BACKOFF = 60.0
 
 
 class RequestFailed(Exception):
-    def __init__(self, message, retry):
+    def __init__(self, message, retry, answered=True):
         super().__init__(message)
         self.retry = retry
+        self.answered = answered  # False: no server answered (refused, reset, timed out)
+
+
+def _completion(answer):
+    """The Generation of a ``/completions`` answer; RequestFailed (retried) when the answer is not shaped as
+    the protocol says: a server that answers garbage fails that item, never the run."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise RequestFailed(f"malformed answer, no choices: {str(answer)[:200]}", retry=True)
+    text = choices[0].get("text")
+    if not isinstance(text, str):
+        raise RequestFailed(f"malformed answer, choices[0].text is {type(text).__name__}, not a string", retry=True)
+    usage = answer.get("usage")
+    usage = {} if usage is None else usage
+    counts = [usage.get("prompt_tokens"), usage.get("completion_tokens")] if isinstance(usage, dict) else None
+    if counts is None or any(c is not None and (type(c) is not int or c < 0) for c in counts):
+        raise RequestFailed(f"malformed answer, usage is not an object of token counts: {str(usage)[:200]}", True)
+    return Generation(text, *counts)
 
 
 class OpenAIEngine(Engine):
@@ -82,7 +105,15 @@ class OpenAIEngine(Engine):
             PromptStyle(prompt_style),
             token_counter=load_token_counter(tokenizer) if tokenizer else None,
         )
-        self.model = model or self._served_model()
+        served = self._served_models()
+        if model is None and not served:
+            raise RuntimeError(
+                f"--engine openai: could not list the served models at {self.base_urls[0]}; pass --model to name "
+                "the model"
+            )
+        if model is not None and served and model not in served:
+            raise RuntimeError(f"--model {model!r} is not served at {', '.join(urls)} (it serves: {', '.join(served)})")
+        self.model = model or served[0]
         self.body = {
             "model": self.model,
             "max_tokens": max_new_tokens,
@@ -110,16 +141,16 @@ class OpenAIEngine(Engine):
             detail = e.read()[:300].decode("utf-8", "replace")
             raise RequestFailed(f"HTTP {e.code} from {url}: {detail}", retry=e.code in RETRY_STATUS) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # refused, reset, timeout
-            raise RequestFailed(f"{url}: {getattr(e, 'reason', None) or e!r}", retry=True) from None
+            raise RequestFailed(f"{url}: {getattr(e, 'reason', None) or e!r}", retry=True, answered=False) from None
         try:
             return json.loads(raw)
         except ValueError:
             raise RequestFailed(f"{url}: answer is not JSON: {raw[:200]!r}", retry=True) from None
 
-    def _with_retries(self, path, body=None):
+    def _with_retries(self, path, body=None, parse=lambda answer: answer):
         for attempt in range(self.max_retries + 1):
             try:
-                return self._request(self._url() + path, body)
+                return parse(self._request(self._url() + path, body))
             except RequestFailed as e:
                 if not e.retry or attempt == self.max_retries:
                     raise
@@ -127,23 +158,28 @@ class OpenAIEngine(Engine):
                 logger.info("openai: %s; retry %d/%d in %.1f s", e, attempt + 1, self.max_retries, delay)
                 time.sleep(delay)
 
-    def _served_model(self):
+    def _served_models(self):
+        """The model names a server lists at ``/models`` (None: it answers, but with no list we can read), asked
+        at start with the usual retries, so that a run whose servers cannot be reached stops before it begins
+        instead of failing every generation."""
         try:
-            models = self._with_retries("/models")["data"]
-            return models[0]["id"]
-        except (RequestFailed, KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(
-                f"--engine openai: could not list the served models at {self.base_urls[0]} ({e}); "
-                "is the server up? pass --model to name the model"
-            ) from None
+            answer = self._with_retries("/models")
+        except RequestFailed as e:
+            if not e.answered:
+                raise RuntimeError(
+                    f"--engine openai: cannot reach a server at {', '.join(self.base_urls)} ({e}); is it up? "
+                    "(--openai-base-url)"
+                ) from None
+            return None  # e.g. HTTP 404: a server without /models; --model names the model
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list):
+            return None
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] or None
 
     def _one(self, text):
         try:
-            answer = self._with_retries("/completions", dict(self.body, prompt=text))
-            choice = answer["choices"][0]
-            usage = answer.get("usage") or {}
-            return Generation(choice["text"], usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        except (RequestFailed, KeyError, IndexError, TypeError) as e:
+            return self._with_retries("/completions", dict(self.body, prompt=text), parse=_completion)
+        except RequestFailed as e:
             logger.warning("openai: no generation for one prompt: %s", e)
             return Generation(None)
         finally:
