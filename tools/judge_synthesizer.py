@@ -32,7 +32,12 @@ def build_parser():
         "twice to compare two (e.g. base and tuned)",
     )
     ap.add_argument("--name", action="append", help="a column label per --model (default: the directory's name)")
-    ap.add_argument("--engine", default="hf", choices=("hf", "vllm", "openai"))
+    ap.add_argument(
+        "--engine",
+        default="hf",
+        choices=("hf", "vllm", "openai", "rules"),
+        help="rules: the model-free miner, a baseline",
+    )
     ap.add_argument("--output", help="write the scores (and the first generations of each setting) as JSON here")
     ap.add_argument("--max-rows", type=int, default=0, help="judge the first N rows only (0: all)")
     ap.add_argument(

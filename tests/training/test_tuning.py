@@ -138,3 +138,14 @@ def test_a_missing_or_mismatched_mask_is_one_line(tuning, tmp_path):
     os.remove(lonely.replace("_text_document", "_loss_mask_document") + ".idx")
     with pytest.raises(SystemExit, match="lonely_loss_mask_document.idx does not exist"):
         tuning_data.check_prefixes([lonely], SEQ)
+
+
+def test_mistral7b_recipe_flags_parse():
+    from tests.training.helpers import training_config
+    from tests.training.test_launch_scripts import dry_run
+
+    cfg = training_config(dry_run("tune_synthesizer_mistral7b.sh", ["/work", "/mistral", "/collection"]))
+    assert cfg.data.loss_mask_data and cfg.data.data_path == ("/work/data/synthesizer-tune-train_text_document",)
+    assert cfg.model.seq_length == 4096 and cfg.precision.bf16 and cfg.parallel.use_distributed_optimizer
+    assert cfg.optimizer.global_batch_size * cfg.model.seq_length == 128 * 4096  # 0.5M tokens a step
+    assert cfg.checkpoint.load == "/work/mistral-7b-v0.1" and cfg.checkpoint.no_load_optim
