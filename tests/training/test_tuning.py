@@ -85,10 +85,11 @@ def _loss_and_grads(model, batch):
 
 
 def test_masked_out_labels_carry_no_loss_or_gradient(tuning, tiny_model):
-    _, dataset = _dataset(tuning)
+    low, dataset = _dataset(tuning)
     batch = {k: v.unsqueeze(0) for k, v in dataset[0].items()}
-    context = int(torch.nonzero(batch["loss_mask"][0] == 0)[0])  # a context target (masked out)
-    pair = int(torch.nonzero(batch["loss_mask"][0] == 1)[0])  # a pair target (masked in)
+    targets = low.mask.get(int(dataset.sample_index[0]))[1:]  # the file's mask of this sample's targets
+    context = int(np.nonzero(targets == 0)[0][5])  # a context target (masked out), inside the document
+    pair = int(np.nonzero(targets == 1)[0][0])  # a pair target (masked in)
     base_loss, base_grads = _loss_and_grads(tiny_model, batch)
 
     def relabelled(position):
