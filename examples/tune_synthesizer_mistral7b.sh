@@ -87,5 +87,5 @@ fi
 
 # 5. judge it against the base model on the collection's valid rows, then use it as the released synthesizer:
 #    e.g. python tools/synthesize.py --engine vllm --model $WORK/synthesizer-hf --input 'raw/*.jsonl' --rounds 2 ...
-python tools/judge_synthesizer.py --input "$COLLECTION" --engine vllm --model "$BASE" --model "$WORK/synthesizer-hf" \
+python tools/judge_synthesizer.py --input "$COLLECTION" --split valid --engine vllm --model "$BASE" --model "$WORK/synthesizer-hf" \
   --name mistral-7b-v0.1 --name tuned --max-rows 500 --output "$WORK/judge.json"

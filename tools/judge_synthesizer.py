@@ -23,7 +23,19 @@ from megatron_ipt.io.jsonl import BadLines
 
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", required=True, help="held-out tuning rows: JSONL file (.gz/.zst too), glob or directory")
+    ap.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="held-out tuning rows, read as tools/build_tuning_data.py reads them: collection dataset folders or the "
+        "collection's root (their --split manifest), or JSONL files of rows (files, globs, directories)",
+    )
+    ap.add_argument(
+        "--split",
+        choices=("train", "valid"),
+        default="valid",
+        help="which manifest of a dataset folder (default valid)",
+    )
     ap.add_argument(
         "--model",
         action="append",
@@ -39,7 +51,9 @@ def build_parser():
         help="rules: the model-free miner, a baseline",
     )
     ap.add_argument("--output", help="write the scores (and the first generations of each setting) as JSON here")
-    ap.add_argument("--max-rows", type=int, default=0, help="judge the first N rows only (0: all)")
+    ap.add_argument(
+        "--max-rows", type=int, default=0, help="judge N rows only, the first ones of each dataset in turn (0: all)"
+    )
     ap.add_argument(
         "--max-questions-per-row", type=int, default=0, help="answer at most N gold questions of a row (0: all)"
     )
@@ -57,6 +71,25 @@ def build_parser():
     return ap
 
 
+def read_heldout(specs, split, bad, max_rows=0):
+    """Rows with pairs as judge.py takes them (Entry, the dataset as rc_name), through the tuning-data reader (so
+    manifests, rc_name and the checks are build_tuning_data's); with max_rows, the first rows of each dataset in
+    turn, so that every dataset is judged."""
+    import math
+
+    from megatron_ipt.formats.records import Entry
+    from megatron_ipt.tuning.data import discover_sources, read_rows
+
+    by_dataset, _ = read_rows(discover_sources(specs, split), bad, seed=0)  # weights do not matter for judging
+    each = math.ceil(max_rows / len(by_dataset)) if max_rows and by_dataset else None
+    rows = [
+        Entry(example.context, example.pairs, carried={"rc_name": dataset})
+        for dataset, examples in by_dataset.items()
+        for example in examples[:each]
+    ]
+    return rows[:max_rows] if max_rows else rows
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -64,20 +97,16 @@ def main(argv=None) -> int:
     if len(args.model) > 2 or len(names) != len(args.model) or len(set(names)) != len(names):
         print("error: give one or two --model, and as many distinct --name (or none)", file=sys.stderr)
         return 2
-    from megatron_ipt.corpus.reader import read_tuning
     from megatron_ipt.synthesis import judge
     from megatron_ipt.synthesis.engines import build_engine
 
     bad = BadLines(skip=args.skip_bad_lines)
     try:
-        rows = [entry for _, entry in read_tuning(args.input, bad)]
+        rows = read_heldout(args.input, args.split, bad, args.max_rows)
     except InputError as error:
         return report_error(error)
-    rows = [row for row in rows if row.qa_list]  # a row without pairs has nothing to answer or imitate
-    if args.max_rows:
-        rows = rows[: args.max_rows]
     if not rows:
-        print(f"error: {args.input}: no rows with pairs to judge", file=sys.stderr)
+        print(f"error: {' '.join(args.input)}: no rows with pairs to judge", file=sys.stderr)
         return 1
     if bad.total:
         print(f"skipped {bad.total} bad row(s): " + "; ".join(bad.examples[:3]))
@@ -95,7 +124,9 @@ def main(argv=None) -> int:
         if getattr(args, k) is not None
     }
     gold = judge.gold_profile(rows)
-    print(f"judging {len(rows)} held-out rows of {args.input} ({gold['pairs_per_text']:.2f} gold pairs per text)")
+    print(
+        f"judging {len(rows)} held-out rows of {' '.join(args.input)} ({gold['pairs_per_text']:.2f} gold pairs per text)"
+    )
     results = {}
     for name, model in zip(names, args.model):
         print(f"{name}: {model}")
@@ -116,6 +147,7 @@ def main(argv=None) -> int:
             args.output,
             {
                 "input": args.input,
+                "split": args.split,
                 "rows": len(rows),
                 "engine": args.engine,
                 "models": dict(zip(names, args.model)),

@@ -83,3 +83,34 @@ def test_the_tool_side_by_side_with_the_rules_engine(real_texts, tmp_path):
         timeout=60,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_the_tool_reads_a_collection_valid_split_every_dataset_in_turn(tmp_path):
+    from megatron_ipt.tuning.standin import make_standin
+
+    make_standin(str(tmp_path / "standin"), max_words=60)
+    out = tmp_path / "judge.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/judge_synthesizer.py",
+            "--input",
+            str(tmp_path / "standin"),
+            "--max-rows",
+            "4",
+            "--engine",
+            "rules",
+            "--model",
+            "rules",
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["rows"] == 4 and report["split"] == "valid"
+    assert report["gold"]["texts"] == 4
