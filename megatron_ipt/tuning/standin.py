@@ -107,22 +107,35 @@ def make_standin(
         "datasets": {},
         "heldout_documents": [],
     }
+    # Held-out documents first, so a training piece that repeats a held-out piece word for word (pydoc topics
+    # share paragraphs) can be left out: no held-out text is ever tuned on.
+    held: Dict[str, set] = {}
+    for source in sorted(by_source):
+        rng = random.Random(f"{seed}:{source}")
+        n = len(by_source[source])
+        held[source] = set(rng.sample(range(n), max(1, round(holdout_fraction * n))))
+    split_pieces = {
+        (source, i): pieces(doc["text"], max_words) for source, docs in by_source.items() for i, doc in enumerate(docs)
+    }
+    held_texts = {p for (source, i), ps in split_pieces.items() if i in held[source] for p in ps}
     heldout_rows = []
     try:
         for source in sorted(by_source):
             docs = by_source[source]
-            rng = random.Random(f"{seed}:{source}")
-            held = set(rng.sample(range(len(docs)), max(1, round(holdout_fraction * len(docs)))))
             dataset = f"standin_{source}"
             shards: Dict[str, List[dict]] = {"train": [], "valid": []}
+            repeats = 0
             for i, doc in enumerate(docs):
-                split = "valid" if i in held else "train"
+                split = "valid" if i in held[source] else "train"
                 if split == "valid":
                     summary["heldout_documents"].append(doc["id"])
-                for k, piece in enumerate(pieces(doc["text"], max_words)):
-                    pairs = mine_pairs(piece, max_pairs)
+                for k, piece in enumerate(split_pieces[(source, i)]):
                     if split == "valid":
                         heldout_rows.append({"id": f"{doc['id']}.{k}", "source": source, "text": piece})
+                    elif piece in held_texts:
+                        repeats += 1
+                        continue
+                    pairs = mine_pairs(piece, max_pairs)
                     if not pairs:
                         continue
                     pair_rng = random.Random(f"{seed}:{doc['id']}:{k}")
@@ -142,7 +155,8 @@ def make_standin(
                 write_json_atomic(os.path.join(folder, "json", f"{split}.json"), manifest)
             summary["datasets"][dataset] = {
                 "documents": len(docs),
-                "heldout_documents": len(held),
+                "heldout_documents": len(held[source]),
+                "train_pieces_left_out_as_heldout_repeats": repeats,
                 "train_rows": len(shards["train"]),
                 "valid_rows": len(shards["valid"]),
                 "train_pairs": sum(len(r["QA_list"]) for r in shards["train"]),
