@@ -9,7 +9,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test test-vllm quickstart bench lint docs clean gpu-check
+.PHONY: test test-vllm quickstart bench lint docs clean gpu-check synthesizer-demo
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ docs: $(STAMP)
 
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh
+
+# issue 14: tune SmolLM2-135M-Instruct into a synthesizer on STAND-IN data, on CPU (~25 min on 2 cores; docs/tuning.md)
+synthesizer-demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/tune_synthesizer_cpu.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenizers.py

@@ -21,6 +21,12 @@ def main(argv=None) -> int:
         models.check_buildable(training.model, training.parallel, training.precision)
     except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
+    if data.loss_mask_data:  # issue 14: tuning data; its files checked on every rank before anything is built
+        from megatron_ipt.training import tuning_data
+
+        if data.mock_data:
+            raise SystemExit("--loss-mask-data reads a loss mask beside each --data-path prefix: not with --mock-data")
+        tuning_data.check_prefixes(data.data_path, training.model.seq_length)
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
     _check_split_first(training)
     try:

@@ -463,6 +463,9 @@ class DataConfig:
     mmap_bin_files: bool = True
     create_attention_mask_in_dataloader: bool = True
     num_dataset_builder_threads: int = 1
+    # -- issue 14: synthesizer tuning (training/tuning_data.py): each document of --data-path is one packed sequence,
+    # its loss mask read from the parallel P_loss_mask_document beside each P_text_document
+    loss_mask_data: bool = False
 
     @classmethod
     def from_args(cls, args) -> "DataConfig":
@@ -740,6 +743,15 @@ def add_data_args(parser) -> None:
         action="store_true",
         help="train on synthetic tokens (megatron-core's MockGPTDataset) without --data-path, e.g. to measure step "
         "time; the tokenizer is optional (without one, --vocab-size or the preset's gives the ids)",
+    )
+    # -- issue 14: synthesizer tuning (docs/tuning.md) --
+    g.add_argument(
+        "--loss-mask-data",
+        action="store_true",
+        help="tuning data (tools/build_tuning_data.py): each document of a --data-path prefix P_text_document is one "
+        "sample, padded to --seq-length (never concatenated with the next), and only the targets marked 1 in the "
+        "parallel P_loss_mask_document carry loss; the loss and its token count are over those tokens only. Not "
+        "Megatron-LM's --sft (JSONL conversations)",
     )
     parser.set_defaults(**{name: value for name, value in _defaults(DataConfig).items() if name != "tokenizer"})
     add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")

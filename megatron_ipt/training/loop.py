@@ -14,7 +14,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
 
-from megatron_ipt.training import callbacks, checkpoint, data, models, parallel
+from megatron_ipt.training import callbacks, checkpoint, data, models, parallel, tuning_data
 from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
@@ -69,8 +69,13 @@ def _forward_step_for(config):
 
 
 def _reduce_reports(reports) -> dict:
+    """The global per-token loss per key (see _reduce_totals)."""
+    return {k: total / max(tokens, 1) for k, (total, tokens) in _reduce_totals(reports).items()}
+
+
+def _reduce_totals(reports) -> dict:
     """Sum [loss_sum, tokens] per key over microbatches (last PP stage) and over all ranks, so every rank gets the
-    global per-token losses; only TP rank 0 of the last stage contributes."""
+    global (loss sum, loss tokens); only TP rank 0 of the last stage contributes."""
     keys = sorted({k for r in reports for k in r})
     contribute = parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
     n_keys = torch.tensor([len(keys) if contribute else 0], device=parallel.device())
@@ -88,7 +93,7 @@ def _reduce_reports(reports) -> dict:
                     totals[i] += r[k].to(totals)
     totals = totals.to(parallel.device())
     torch.distributed.all_reduce(totals)
-    return {k: (totals[i, 0] / totals[i, 1].clamp(min=1)).item() for i, k in enumerate(keys)}
+    return {k: (totals[i, 0].item(), int(totals[i, 1].item())) for i, k in enumerate(keys)}
 
 
 def setup(config: TrainingConfig):
@@ -250,7 +255,8 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     if ck.save and torch.distributed.get_rank() == 0:
         checkpoint.write_model_file(ck.save, config.model.to_json())
     adapter = data.MegatronTokenizerAdapter(tokenizer) if tokenizer else data.MockTokenizer(config.model.vocab_size)
-    train_ds, valid_ds, _, source_names = data.build_datasets(run, adapter)
+    build_datasets = tuning_data.build_datasets if config.data.loss_mask_data else data.build_datasets
+    train_ds, valid_ds, _, source_names = build_datasets(run, adapter)
     train_iter = _iterators(train_ds, consumed, config.optimizer.micro_batch_size, len(chunks))
     world = torch.distributed.get_world_size()
     guard = callbacks.StabilityGuard(skip=log.skip_nonfinite_steps)
@@ -280,7 +286,8 @@ def train(config: TrainingConfig, tokenizer) -> dict:
                     micro_batch_size=config.optimizer.micro_batch_size,
                     forward_only=False,
                 )
-                loss = _reduce_reports(reports)["lm loss"]
+                loss_sum, loss_tokens = _reduce_totals(reports)["lm loss"]
+                loss = loss_sum / max(loss_tokens, 1)
                 grad_norm = None
                 if not math.isfinite(loss):
                     guard.nonfinite("lm loss", loss, iteration + 1)
@@ -310,6 +317,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
                 optimizer.get_loss_scale().item(),
                 params_norm=callbacks.params_norm(chunks) if log.log_params_norm else None,
                 num_zeros=num_zeros if log.log_num_zeros_in_grad else None,
+                loss_tokens=loss_tokens,
             )
             if log.eval_interval and iteration % log.eval_interval == 0 and valid_ds is not None:
                 logger.validation(iteration, consumed, evaluate(run, chunks, valid_ds, source_names))

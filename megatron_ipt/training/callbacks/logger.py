@@ -28,6 +28,9 @@ class Logger:
         self.interval_time = 0.0
         self.memory_reported = False
         self.extra = {}
+        # --loss-mask-data (synthesizer tuning): the loss is over masked-in tokens only, and the line says so
+        self.masked = run.config.data.loss_mask_data
+        self.interval_loss_tokens = []
 
     def _scalar(self, name, value, iteration, samples=None):
         if self.tensorboard is not None:
@@ -36,12 +39,27 @@ class Logger:
             self.wandb.scalar(name, value, iteration)
 
     def training_step(
-        self, iteration, consumed, loss, lr, grad_norm, step_time, loss_scale=1.0, params_norm=None, num_zeros=None
+        self,
+        iteration,
+        consumed,
+        loss,
+        lr,
+        grad_norm,
+        step_time,
+        loss_scale=1.0,
+        params_norm=None,
+        num_zeros=None,
+        loss_tokens=None,
     ):
         """loss_scale: the optimizer's loss scale for this step (1 unless fp16 or --loss-scale); params_norm,
-        num_zeros: with --log-params-norm / --log-num-zeros-in-grad."""
+        num_zeros: with --log-params-norm / --log-num-zeros-in-grad; loss_tokens: the global batch's target tokens
+        that carry loss (logged with --loss-mask-data, where they are the masked-in tokens only)."""
         if not self.active:
             return
+        if self.masked and loss_tokens is not None:
+            self.interval_loss_tokens.append(loss_tokens)
+            if iteration % self.run.config.logging.tensorboard_log_interval == 0:
+                self._scalar("loss-tokens", loss_tokens, iteration, consumed)
         self.extra = {"num zeros": num_zeros, "params norm": params_norm}
         if iteration % self.run.config.logging.tensorboard_log_interval:
             self._record(iteration, consumed, loss, lr, grad_norm, step_time, loss_scale)
@@ -100,7 +118,7 @@ class Logger:
             f"throughput per GPU (TFLOP/s/GPU): {interval['tflops_per_gpu']:.3f} | "
             f"tokens/s/GPU: {interval['tokens_per_sec_per_gpu']:.1f} | MFU: {100 * interval['mfu']:.3f}% | "
             f"learning rate: {lr:.6E} | global batch size: {self.run.global_batch_size:5d} | "
-            f"lm loss: {sum(self.interval_losses) / n:.6E} | {scale}grad norm: {gn} | "
+            f"{self._loss_part(sum(self.interval_losses) / n)}{scale}grad norm: {gn} | "
             + "".join(
                 f"{name}: {value:.3f} | " if isinstance(value, float) else f"{name}: {value} | "
                 for name, value in self.extra.items()
@@ -110,7 +128,14 @@ class Logger:
             f"number of nan iterations: {self.guard.nan_iterations:3d} |",
             flush=True,
         )
-        self.interval_losses, self.interval_time = [], 0.0
+        self.interval_losses, self.interval_time, self.interval_loss_tokens = [], 0.0, []
+
+    def _loss_part(self, loss) -> str:
+        if not self.masked:
+            return f"lm loss: {loss:.6E} | "
+        counts = self.interval_loss_tokens
+        tokens = f"{sum(counts) / len(counts):.0f}" if counts else "n/a"
+        return f"lm loss (masked-in tokens): {loss:.6E} | loss tokens per iteration: {tokens} | "
 
     def validation(self, iteration, consumed, losses: dict):
         """losses: {'lm loss': over the whole validation blend, 'lm loss/<source>': per data source}."""
@@ -121,7 +146,8 @@ class Logger:
             ppl = math.exp(min(20.0, value))
             self._scalar(f"{name} validation", value, iteration, consumed)
             self._scalar(f"{name} validation ppl", ppl, iteration, consumed)
-            parts.append(f"{name} value: {value:.6E} | {name} PPL: {ppl:.6E}")
+            label = name.replace("lm loss", "lm loss (masked-in tokens)", 1) if self.masked else name
+            parts.append(f"{label} value: {value:.6E} | {label} PPL: {ppl:.6E}")
         rule = "-" * 100
         print(f"{rule}\n validation loss at iteration {iteration} | " + " | ".join(parts) + f" |\n{rule}", flush=True)
 
