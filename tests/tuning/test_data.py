@@ -216,3 +216,16 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(tmp_path, optic
     tokens, masks, _ = build(out, mistral_flags, "--input", plain, "--seed", "7")  # a rerun finishes
     assert all(len(t) == len(m) for t, m in zip(tokens, masks))
     assert np.concatenate(masks).max() == 1
+
+
+def test_a_sequence_never_holds_two_copies_of_a_row():
+    from collections import Counter
+
+    from megatron_ipt.tuning.data import Packed, pack_examples
+
+    a, b = Example("f:1", "a", [{"Q": "q", "A": "x"}]), Example("f:2", "b", [{"Q": "q", "A": "y"}])
+    encoded = [([1, 5, 6, 7], 2), ([1, 8, 9], 2), ([1, 5, 6, 7], 2)]
+    packed, stats = Packed(), Counter()
+    pack_examples("d", [a, b, a], encoded, 100, np.uint16, packed, stats)
+    assert [t.tolist() for t in packed.tokens] == [[1, 5, 6, 7, 1, 8, 9], [1, 5, 6, 7]]
+    assert [m.tolist() for m in packed.masks] == [[0, 0, 1, 1, 0, 0, 1], [0, 0, 1, 1]]
