@@ -206,7 +206,7 @@ def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_co
     assert main(["--recipe", "general", "--collections", str(path), *tokenizer_flags, "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:6: not a collection" in err and "--tuning-data" in err and "--skip-bad-lines" in err
-    assert not out.exists() and not list(tmp_path.glob("out.inprogress*"))
+    assert not out.exists() and not list(tmp_path.glob("out.*"))
     summary, docs = build(out, tokenizer_flags, "--recipe", "general", "--collections", str(path), "--skip-bad-lines")
     assert summary["skipped_lines"] == {"not a collection": 1, "malformed JSON": 1, "bad pair": 1, "bad entry": 1}
     printed = capsys.readouterr().out
@@ -310,8 +310,11 @@ def test_output_packs_with_preprocess_data(tmp_path, collections_file, tokenizer
 
 
 def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(
-    tmp_path, collections_file, tokenizer_flags, monkeypatch
+    tmp_path, collections_file, tokenizer_flags, monkeypatch, capsys
 ):
+    """Disk full on the second shard: one line naming the file, the previous corpus intact, nothing else left."""
+    import errno
+
     from megatron_ipt.corpus import build as build_module
 
     out = tmp_path / "out"
@@ -319,28 +322,19 @@ def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     real_write, calls = build_module._write_lines, []
 
-    def dying_write(path, lines):
+    def full_disk_write(path, lines, shown):
         calls.append(path)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        real_write(path, lines)
+        with build_module.naming(shown):
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")  # what a failed write() raises
+            real_write(path, lines, shown)
 
-    monkeypatch.setattr(build_module, "_write_lines", dying_write)
-    with pytest.raises(OSError, match="disk full"):
-        main(
-            [
-                "--recipe",
-                "general",
-                "--collections",
-                collections_file,
-                *tokenizer_flags,
-                "--output-dir",
-                str(out),
-                "--docs-per-shard",
-                "50",
-                "--overwrite",
-            ]
-        )
+    monkeypatch.setattr(build_module, "_write_lines", full_disk_write)
+    capsys.readouterr()
+    args = ["--recipe", "general", "--collections", collections_file, *tokenizer_flags, "--output-dir", str(out)]
+    assert main([*args, "--docs-per-shard", "50", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {out}/corpus-00001.jsonl: no space left on device\n"
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

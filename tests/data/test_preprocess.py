@@ -89,7 +89,7 @@ def test_matches_megatron_style_loop_and_any_worker_count(tmp_path, corpus, mist
             )
         )
         assert same_dataset(str(tmp_path / "ref_text_document"), prefix + "_text_document"), prefix
-    assert not [p for p in os.listdir(tmp_path) if "inprogress" in p]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith((".tmp", ".old", ".commit"))]
 
 
 def test_inputs_glob_directory_gz_and_zst(tmp_path, real_texts, mistral_model):
