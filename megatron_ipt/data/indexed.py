@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from megatron_ipt import _native
-from megatron_ipt.io.atomic import clean_once, fsync_file, owned_path, publish, target_of
+from megatron_ipt.io.atomic import clean_once, fsync_file, owned_path, publish, remove_path, target_of
 
 DTYPE_NAMES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 8: "uint16"}
 
@@ -144,10 +145,13 @@ class IndexedDatasetWriter:
         if self._done:
             return
         self._done = True
-        self._builder.abort()
-        for path in (self._bin_tmp, self._idx_tmp):
-            if os.path.exists(path):
-                os.remove(path)
+        try:
+            self._builder.abort()
+        except RuntimeError:
+            pass  # it flushes its buffers first, which fails again on a full disk; its files are removed below
+        # The temporary files and the native builder's side files (named after the .bin's temporary name).
+        for path in glob.glob(glob.escape(self._bin_tmp) + "*") + [self._idx_tmp]:
+            remove_path(path)
 
     @property
     def sequence_count(self) -> int:

@@ -351,6 +351,8 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
                 stats.add(results[i])
             for key, prefix in outputs.items():
                 merge_datasets([os.path.join(part_dir, f"{i:06d}_{key}") for i in range(len(shards))], prefix)
+        except OSError as e:
+            raise _name_the_output(e, part_dir, outputs) from None
         finally:
             remove_path(part_dir)
     reporter.update(*progress.snapshot())
@@ -358,6 +360,17 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     return PreprocessResult(
         stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size, describe(tokenizer)
     )
+
+
+def _name_the_output(error: OSError, part_dir: str, outputs: Dict[str, str]) -> OSError:
+    """A worker's failed write names its part file (`000003_text.bin` in the run's temporary directory): name the
+    output it was for instead, which is what the user knows (same directory, same disk)."""
+    if error.filename and os.path.dirname(error.filename) == part_dir:
+        stem, ext = os.path.splitext(os.path.basename(error.filename))
+        key = stem.split("_", 1)[-1]
+        if key in outputs:
+            return type(error)(error.errno, error.strerror, outputs[key] + ext)
+    return error
 
 
 def describe(tokenizer: Tokenizer) -> str:

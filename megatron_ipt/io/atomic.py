@@ -22,6 +22,7 @@ module (preprocess, build_corpus, synthesize, build-tasks, the tools' manifests)
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -210,6 +211,8 @@ def check_writable_dir(directory: str) -> None:
     call it before their work so that an unwritable output fails at once, not after hours. Raises the OSError,
     naming `directory`."""
     try:
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", directory)
         os.makedirs(directory, exist_ok=True)
         probe = owned_path(os.path.join(directory, ".write-check"))
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -237,7 +240,7 @@ def write_atomic(path: str, content: Union[str, Iterable[str]]) -> str:
     clean_once(directory)
     tmp = owned_path(path)
     try:
-        with naming(path), open(tmp, "w", encoding="utf-8") as f:
+        with naming(target_of(path)), open(tmp, "w", encoding="utf-8") as f:
             if isinstance(content, str):
                 f.write(content)
             else:

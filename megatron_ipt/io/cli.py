@@ -18,7 +18,7 @@ _OS_PROBLEMS = {
     errno.EPERM: "operation not permitted",
     errno.EROFS: "read-only file system",
     errno.ENOENT: "no such file or directory",
-    errno.ENOTDIR: "not a directory (a path component is a file)",
+    errno.ENOTDIR: "not a directory",
     errno.EISDIR: "is a directory",
     errno.EEXIST: "exists already",
     errno.EIO: "input/output error",

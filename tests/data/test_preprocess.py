@@ -134,6 +134,7 @@ BAD_LINES = {
     "invalid UTF-8": b'{"text": "caf\xe9 latin-1 bytes"}\n',
     "invalid Unicode": b'{"text": "lone \\ud800 surrogate"}\n',
     "not a JSON object": b'["a", "list"]\n',
+    "too deeply nested": b"[" * 100_000 + b"\n",  # RecursionError (a traceback) before
 }
 
 
