@@ -27,7 +27,7 @@ import numpy as np
 
 from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
-from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path
+from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
 from megatron_ipt.io.inputs import (
     InputError,
     Shard,
@@ -432,11 +432,10 @@ def find_optimal_workers(config: PreprocessConfig, workers_to_check: List[int], 
     """Megatron-LM's --find-optimal-num-workers: pack the first `max_documents` documents of the input once per
     worker count, into a scratch directory, and return [(workers, docs/s)] fastest first. The real output is not
     written. The sample is cut into a few byte ranges per worker so that every count has work for all workers."""
-    import tempfile
-
     output_dir = os.path.dirname(os.path.abspath(config.output_prefix))
-    os.makedirs(output_dir, exist_ok=True)  # the scratch space sits where the real run will write
-    with tempfile.TemporaryDirectory(prefix="find_workers.", dir=output_dir) as scratch:
+    check_writable_dir(output_dir)  # the scratch space sits where the real run will write
+    clean_once(output_dir)
+    with scratch_dir(os.path.join(output_dir, "find_workers")) as scratch:
         sample = os.path.join(scratch, "sample.jsonl")
         documents = 0
         with open(sample, "wb") as out:

@@ -206,6 +206,17 @@ def publish(pairs: Sequence[Tuple[str, str]]) -> None:
     _roll_forward(directory, _tag(), names)
 
 
+@contextlib.contextmanager
+def scratch_dir(base: str):
+    """A working directory `owned_path(base)`, removed on exit; a killed run's goes with the next `remove_stale`."""
+    path = owned_path(base)
+    os.makedirs(path)
+    try:
+        yield path
+    finally:
+        remove_path(path)
+
+
 def check_writable_dir(directory: str) -> None:
     """Create `directory` if needed and check, with a probe file, that files can be created in it: the tools
     call it before their work so that an unwritable output fails at once, not after hours. Raises the OSError,
