@@ -218,7 +218,7 @@ def main(argv=None) -> int:
             threads=a.threads,
         )
         result = build_corpus(cfg)
-    except (InputError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (InputError, OSError, ValueError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e)
     print(format_summary(result.summary, a.output_dir.rstrip("/"), tokenizer.to_flags()))
     for example in result.skipped.examples:

@@ -13,6 +13,7 @@ import sys
 
 def build_tasks_main(argv) -> int:
     from megatron_ipt.evaluation.build import build_tasks, read_documents
+    from megatron_ipt.io.atomic import check_writable_dir
     from megatron_ipt.io.cli import report_error
     from megatron_ipt.io.inputs import InputError
 
@@ -30,11 +31,12 @@ def build_tasks_main(argv) -> int:
     p.add_argument("--max-items", type=int, default=None, help="items per task (default: one per usable document)")
     a = p.parse_args(argv)
     try:
+        check_writable_dir(a.output_dir)  # before the work, not after it
         texts = read_documents(a.input, a.text_key)
         summary = build_tasks(
             texts, a.output_dir, a.seed, a.num_options, a.max_passage_words, a.max_sentence_words, a.max_items, a.input
         )
-    except (InputError, ValueError) as e:
+    except (InputError, ValueError, OSError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e, has_skip_flag=False)
     print(
         f"{summary['documents']} documents ({summary['skipped_documents']} without two consecutive short sentences skipped) -> "

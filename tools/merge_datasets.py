@@ -8,8 +8,10 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.data.indexed import DTYPE_NAMES, merge_datasets, read_index_header
+from megatron_ipt.data.indexed import DTYPE_NAMES, check_pair, merge_datasets, read_index_header
 from megatron_ipt.data.tokenizer import add_refused_arg
+from megatron_ipt.io.atomic import check_writable_dir, remove_stale
+from megatron_ipt.io.cli import report_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def find_datasets(directory: str) -> list:
     """The prefixes of the `.bin/.idx` pairs in `directory`, sorted; a file without its partner is an error.
-    Unfinished outputs (`*.inprogress`) are not datasets and are skipped."""
+    Unfinished outputs (temporary `*.{pid}@{host}.tmp` names) are not datasets and are skipped."""
     if not os.path.isdir(directory):
         raise ValueError(f"--input {directory}: not a directory")
     names = {n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n))}
@@ -46,6 +48,7 @@ def find_datasets(directory: str) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        remove_stale(args.input)  # a shard whose writer was killed while publishing is finished (or removed) first
         prefixes = find_datasets(args.input)
         output_dir = os.path.dirname(os.path.abspath(args.output_prefix))
         if os.path.samefile(output_dir, args.input) if os.path.isdir(output_dir) else False:
@@ -53,6 +56,9 @@ def main(argv=None) -> int:
                 f"--output-prefix {args.output_prefix} is inside --input {args.input}: a second run would merge the "
                 f"output into itself; write it elsewhere"
             )
+        check_writable_dir(output_dir)  # before the copy, not after it
+        for prefix in prefixes:
+            check_pair(prefix)  # a truncated or mismatched input stops here, named
         headers = {prefix: read_index_header(prefix) for prefix in prefixes}
         dtypes = {DTYPE_NAMES.get(h["dtype_code"], h["dtype_code"]) for h in headers.values()}
         if len(dtypes) > 1:
@@ -65,8 +71,7 @@ def main(argv=None) -> int:
             )
         merge_datasets(prefixes, args.output_prefix)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error(e, has_skip_flag=False)
     documents = sum(h["document_count"] for h in headers.values())
     sequences = sum(h["sequence_count"] for h in headers.values())
     print(

@@ -229,7 +229,7 @@ def main(argv=None) -> int:
             print_worker_search(find_optimal_workers(config, args.workers_to_check, args.max_documents))
             return 0
         result = preprocess(config)
-    except (InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, OSError, ValueError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e)
     print_summary(result)
     if args.num_shards > 1:

@@ -1,7 +1,7 @@
 """tools/build_corpus.py's work: read inputs, decontaminate, apply a recipe, write the corpus atomically.
 
-Output directory (written as ``OUT.inprogress-PID`` and renamed when complete, so a half-written corpus never
-carries the final name):
+Output directory (written as ``OUT.{pid}@{host}.tmp`` and published with megatron_ipt.io.atomic when complete,
+so a half-written corpus never carries the final name; see "Reliability" in docs/corpus.md):
 - mixed (default): ``corpus-00000.jsonl`` ... (``docs_per_shard`` lines each), every line
   ``{"text": ..., "source": "augmented" | "raw" | "tuning" | "general_instruction"}``, shuffled across sources;
 - ``per_source_outputs``: ``{source}.jsonl`` with each source's documents once, and the ``--data-path``
@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,16 @@ import orjson
 
 from megatron_ipt.data.tokenizer import TokenizerSpec
 from megatron_ipt.formats.records import Document
+from megatron_ipt.io.atomic import (
+    check_writable_dir,
+    clean_once,
+    fsync_dir,
+    fsync_file,
+    naming,
+    owned_path,
+    publish,
+    remove_path,
+)
 from megatron_ipt.io.jsonl import BadLines
 
 from . import decontam
@@ -111,8 +120,9 @@ def _summary_config(cfg: BuildConfig) -> dict:
     return config
 
 
-def _write_lines(path: str, lines):
-    with open(path, "wb") as f:
+def _write_lines(path: str, lines, shown: str):
+    """Write `lines` to `path` (in the temporary directory); a failed write names `shown`, the final file."""
+    with naming(shown), open(path, "wb") as f:
         for line in lines:
             f.write(line)
 
@@ -150,6 +160,10 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     if cfg.docs_per_shard < 1:
         raise ValueError("--docs-per-shard must be at least 1")
     _check_output_dir(cfg.output_dir, cfg.overwrite)
+    out = cfg.output_dir.rstrip("/") or "/"
+    parent = os.path.dirname(os.path.abspath(out))
+    check_writable_dir(parent)  # before the work, not after it
+    clean_once(parent)  # what killed runs left: their `OUT.{pid}@{host}.tmp` directories
     tokenizer = cfg.tokenizer.build(cfg.threads)
     notes = [n for n in [_rounds_note(cfg.collections, cfg.recipe)] if n]
 
@@ -171,9 +185,8 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
             f"{stats['texts:converted']:,}: synthesize more of the raw texts"
         )
 
-    out = cfg.output_dir.rstrip("/")
-    tmp = f"{out}.inprogress-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = owned_path(out)
+    remove_path(tmp)
     os.makedirs(tmp)
     try:
         outputs, data_path = [], None
@@ -195,7 +208,9 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
             for source in weights:
                 name = f"{source}.jsonl"
                 _write_lines(
-                    os.path.join(tmp, name), (_json_line(Document(t, source).to_json()) for t in pools[source].texts)
+                    os.path.join(tmp, name),
+                    (_json_line(Document(t, source).to_json()) for t in pools[source].texts),
+                    os.path.join(out, name),
                 )
                 outputs.append(name)
             data_path = " ".join(f"{figures[s]['share']:.6f} {os.path.join(out, s)}_text_document" for s in weights)
@@ -207,10 +222,13 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
                 _write_lines(
                     os.path.join(tmp, name),
                     (_json_line(Document(pools[s].texts[i], s).to_json()) for s, i in chunk),
+                    os.path.join(out, name),
                 )
                 outputs.append(name)
         if report is not None:
-            _write_lines(os.path.join(tmp, FLAGGED), (_json_line(r) for r in report.flagged))
+            _write_lines(
+                os.path.join(tmp, FLAGGED), (_json_line(r) for r in report.flagged), os.path.join(out, FLAGGED)
+            )
         seconds = time.perf_counter() - t0
         summary = {
             "recipe": cfg.recipe,
@@ -241,24 +259,20 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
             },
             "notes": notes,
         }
-        with open(os.path.join(tmp, SUMMARY), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-        _replace_dir(tmp, out)
+        _write_lines(os.path.join(tmp, SUMMARY), [json.dumps(summary, indent=1).encode()], os.path.join(out, SUMMARY))
+        _fsync_tree(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)
         raise
+    publish([(tmp, out)])  # the old corpus is deleted only once the new one has its name
     return BuildResult(summary, notes, bad)
 
 
-def _replace_dir(tmp: str, out: str):
-    """Move the finished corpus to its name; an older corpus there is removed only after that."""
-    if not os.path.exists(out):
-        os.rename(tmp, out)
-        return
-    old = f"{out}.old-{os.getpid()}"
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+def _fsync_tree(directory: str):
+    """Flush the corpus files to disk before it is published under its name."""
+    for name in os.listdir(directory):
+        fsync_file(os.path.join(directory, name))
+    fsync_dir(directory)
 
 
 def budget_from_summary(path: str) -> int:

@@ -1,21 +1,47 @@
 """Python face of the native MMIDIDX builder (csrc/indexed_builder.cpp).
 
-Writers are atomic: tokens go to `{prefix}.bin.inprogress`, the index to `{prefix}.idx.inprogress`, and both are
-renamed only when finalize succeeded, the `.idx` last. A killed or failed build therefore never leaves a
-`.bin/.idx` pair that `megatron.core`'s `IndexedDataset.exists` would take for a finished dataset.
+Writers are atomic: tokens and index go to temporary names owned by the writing process
+(`{prefix}.bin.{pid}@{host}.tmp`, megatron_ipt.io.atomic), are flushed to disk, and are published together with
+`io.atomic.publish` as [bin, idx]: an older index is moved aside before the `.bin` changes and the new one renamed
+in after it, so a `.idx` beside a `.bin` always belongs to it (megatron-core's reader, which checks nothing, and
+ours, which checks the size with `check_pair`, never meet a mismatched pair), and the old pair is deleted only once
+the new one is in place. A killed build leaves the old dataset or the new one (rolled forward by the next run) and
+leftovers that the next writer in that directory removes. A failed build leaves nothing of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import os
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from megatron_ipt import _native
+from megatron_ipt.io.atomic import clean_once, fsync_file, owned_path, publish, remove_path, target_of
 
-INPROGRESS = ".inprogress"
 DTYPE_NAMES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 8: "uint16"}
+
+
+_ERRNO_BY_MESSAGE = {os.strerror(code): code for code in errno.errorcode}
+
+
+@contextlib.contextmanager
+def _os_errors():
+    """The native builder reports a failed system call as RuntimeError("cannot write FILE: <strerror>"): raise it
+    as the OSError it is, naming the output (not its temporary name), so that the tools print "PATH: no space
+    left on device"."""
+    try:
+        yield
+    except RuntimeError as e:
+        head, _, reason = str(e).rpartition(": ")
+        words = head.split(" ", 2)
+        code = _ERRNO_BY_MESSAGE.get(reason)
+        if code is None or len(words) < 3 or words[0] != "cannot":
+            raise
+        raise OSError(code, reason, target_of(words[2])) from None
 
 
 def optimal_dtype_code(vocab_size: int) -> int:
@@ -28,6 +54,43 @@ def read_index_header(prefix: str) -> dict:
     return _native.read_index_header(prefix + ".idx")
 
 
+def expected_bin_size(prefix: str) -> int:
+    """The `.bin` size `{prefix}.idx` describes (its last sequence's pointer plus length); raises ValueError naming
+    the `.idx` when it is truncated or not an index."""
+    idx = prefix + ".idx"
+    try:
+        header = read_index_header(prefix)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    n, d = header["sequence_count"], header["document_count"]
+    header_size = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
+    want = header_size + 4 * n + 8 * n + 8 * d
+    size = os.path.getsize(idx)
+    if size < want:
+        raise ValueError(f"{idx}: truncated index ({size} bytes, its header says {want})")
+    if n == 0:
+        return 0
+    with open(idx, "rb") as f:
+        f.seek(header_size + 4 * (n - 1))
+        last_length = int(np.frombuffer(f.read(4), dtype=np.int32)[0])
+        f.seek(header_size + 4 * n + 8 * (n - 1))
+        last_pointer = int(np.frombuffer(f.read(8), dtype=np.int64)[0])
+    itemsize = np.dtype(DTYPE_NAMES[header["dtype_code"]]).itemsize
+    return last_pointer + last_length * itemsize
+
+
+def check_pair(prefix: str) -> None:
+    """Raise ValueError naming the files unless `{prefix}.idx` is complete and describes a `.bin` of exactly the
+    size `{prefix}.bin` has (a truncated or foreign `.bin`, or an index of another build)."""
+    want = expected_bin_size(prefix)
+    size = os.path.getsize(prefix + ".bin")
+    if size != want:
+        raise ValueError(
+            f"{prefix}.bin is {size:,} bytes but {prefix}.idx describes {want:,}: the two files are not one dataset "
+            "(truncated, or from different builds); rebuild it"
+        )
+
+
 class IndexedDatasetWriter:
     """Streams documents into `{prefix}.bin/.idx` with bounded memory; see module docstring for atomicity."""
 
@@ -38,39 +101,43 @@ class IndexedDatasetWriter:
         self.dtype_code = dtype_code if dtype_code is not None else optimal_dtype_code(vocab_size)
         directory = os.path.dirname(os.path.abspath(prefix))
         os.makedirs(directory, exist_ok=True)
-        self._builder = _native.IndexedBuilder(prefix + ".bin" + INPROGRESS, self.dtype_code)
+        clean_once(directory)  # what killed runs left here
+        self._bin_tmp, self._idx_tmp = owned_path(prefix + ".bin"), owned_path(prefix + ".idx")
+        with _os_errors():
+            self._builder = _native.IndexedBuilder(self._bin_tmp, self.dtype_code)
         self._done = False
 
     # -- appending ------------------------------------------------------------------------------------------
     def add_batch(self, tokens: np.ndarray, lengths: np.ndarray, sequences_per_document: Optional[np.ndarray] = None):
         """Tokens back to back with one length per sequence; without `sequences_per_document`, one sequence per
         document and a length of 0 is an empty document (as Megatron writes an empty text)."""
-        self._builder.add_batch(tokens, lengths, sequences_per_document)
+        with _os_errors():
+            self._builder.add_batch(tokens, lengths, sequences_per_document)
 
     def add_documents(self, documents: Sequence[Sequence[int]], append_token: Optional[int] = None):
         """One token list per document (the shape tokenizers return); an empty list is an empty document.
         `append_token` (e.g. EOD) ends every non-empty document."""
-        self._builder.add_documents(documents, -1 if append_token is None else append_token)
+        with _os_errors():
+            self._builder.add_documents(documents, -1 if append_token is None else append_token)
 
     def add_index(self, prefix: str):
         """Append a finished dataset (native copy of its .bin, shifted index)."""
-        self._builder.add_index(prefix)
+        with _os_errors():
+            self._builder.add_index(prefix)
 
     # -- finishing ------------------------------------------------------------------------------------------
     def finalize(self) -> str:
         """Write the index and publish both files under their final names. Returns the prefix."""
-        bin_tmp, idx_tmp = self.prefix + ".bin" + INPROGRESS, self.prefix + ".idx" + INPROGRESS
         try:
-            self._builder.finalize(idx_tmp)
-            # Drop a stale index first: an old .idx must never pair with the new .bin, even for an instant.
-            if os.path.exists(self.prefix + ".idx"):
-                os.remove(self.prefix + ".idx")
-            os.replace(bin_tmp, self.prefix + ".bin")
-            os.replace(idx_tmp, self.prefix + ".idx")
+            with _os_errors():
+                self._builder.finalize(self._idx_tmp)
+            for path in (self._bin_tmp, self._idx_tmp):
+                fsync_file(path)
         except BaseException:
             self.abort()
             raise
-        self._done = True
+        self._done = True  # from here on a failure is rolled forward, never undone (io.atomic.publish)
+        publish([(self._bin_tmp, self.prefix + ".bin"), (self._idx_tmp, self.prefix + ".idx")])
         return self.prefix
 
     def abort(self):
@@ -78,10 +145,13 @@ class IndexedDatasetWriter:
         if self._done:
             return
         self._done = True
-        self._builder.abort()
-        for path in (self.prefix + ".bin" + INPROGRESS, self.prefix + ".idx" + INPROGRESS):
-            if os.path.exists(path):
-                os.remove(path)
+        try:
+            self._builder.abort()
+        except RuntimeError:
+            pass  # it flushes its buffers first, which fails again on a full disk; its files are removed below
+        # The temporary files and the native builder's side files (named after the .bin's temporary name).
+        for path in glob.glob(glob.escape(self._bin_tmp) + "*") + [self._idx_tmp]:
+            remove_path(path)
 
     @property
     def sequence_count(self) -> int:

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ import numpy as np
 
 from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
+from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
 from megatron_ipt.io.inputs import (
     InputError,
     Shard,
@@ -37,6 +37,7 @@ from megatron_ipt.io.inputs import (
     line_number_at,
 )
 from megatron_ipt.io.jsonl import BadLines, LineError, parse_keys
+from megatron_ipt.process import die_with_parent
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
@@ -202,6 +203,7 @@ _worker: dict = {}
 
 
 def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
+    die_with_parent()  # a killed preprocess must not leave its workers tokenizing into a dead run's parts
     logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
     _worker.update(
         config=config, progress=progress, part_dir=part_dir, tokenizer=config.tokenizer.build(config.threads_per_worker)
@@ -295,6 +297,9 @@ class PreprocessResult:
 def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     """Run the packing stage. Raises InputError for bad input (nothing finished-looking is left)."""
     start = time.time()
+    output_dir = os.path.dirname(os.path.abspath(config.output_prefix))
+    check_writable_dir(output_dir)  # before any work, not after it
+    clean_once(output_dir)  # the parts and temporary files of killed runs
     files = expand_inputs(config.input)
     task = task_slice(files, config.num_shards, config.shard_index)
     files = list(dict.fromkeys(shard.path for shard in task))  # the files this task reads part of
@@ -317,8 +322,8 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     if workers == 1:
         stats = pack_shards(shards, outputs, config, tokenizer, _ReportingProgress(progress, reporter))
     else:
-        part_dir = f"{config.output_prefix}.parts.{os.getpid()}.inprogress"
-        os.makedirs(part_dir, exist_ok=True)
+        part_dir = owned_path(f"{config.output_prefix}.parts")
+        os.makedirs(part_dir)
         try:
             # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (OOM killer, segfault) breaks the
             # pool with an error instead of leaving its task pending forever.
@@ -346,13 +351,26 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
                 stats.add(results[i])
             for key, prefix in outputs.items():
                 merge_datasets([os.path.join(part_dir, f"{i:06d}_{key}") for i in range(len(shards))], prefix)
+        except OSError as e:
+            raise _name_the_output(e, part_dir, outputs) from None
         finally:
-            shutil.rmtree(part_dir, ignore_errors=True)
+            remove_path(part_dir)
     reporter.update(*progress.snapshot())
     reporter.close()
     return PreprocessResult(
         stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size, describe(tokenizer)
     )
+
+
+def _name_the_output(error: OSError, part_dir: str, outputs: Dict[str, str]) -> OSError:
+    """A worker's failed write names its part file (`000003_text.bin` in the run's temporary directory): name the
+    output it was for instead, which is what the user knows (same directory, same disk)."""
+    if error.filename and os.path.dirname(error.filename) == part_dir:
+        stem, ext = os.path.splitext(os.path.basename(error.filename))
+        key = stem.split("_", 1)[-1]
+        if key in outputs:
+            return type(error)(error.errno, error.strerror, outputs[key] + ext)
+    return error
 
 
 def describe(tokenizer: Tokenizer) -> str:
@@ -414,11 +432,10 @@ def find_optimal_workers(config: PreprocessConfig, workers_to_check: List[int], 
     """Megatron-LM's --find-optimal-num-workers: pack the first `max_documents` documents of the input once per
     worker count, into a scratch directory, and return [(workers, docs/s)] fastest first. The real output is not
     written. The sample is cut into a few byte ranges per worker so that every count has work for all workers."""
-    import tempfile
-
     output_dir = os.path.dirname(os.path.abspath(config.output_prefix))
-    os.makedirs(output_dir, exist_ok=True)  # the scratch space sits where the real run will write
-    with tempfile.TemporaryDirectory(prefix="find_workers.", dir=output_dir) as scratch:
+    check_writable_dir(output_dir)  # the scratch space sits where the real run will write
+    clean_once(output_dir)
+    with scratch_dir(os.path.join(output_dir, "find_workers")) as scratch:
         sample = os.path.join(scratch, "sample.jsonl")
         documents = 0
         with open(sample, "wb") as out:

@@ -29,6 +29,7 @@ from typing import Dict, List
 
 from megatron_ipt.evaluation.tasks import write_task
 from megatron_ipt.formats.records import TaskItem
+from megatron_ipt.io.atomic import owned_path, publish, remove_path
 from megatron_ipt.io.inputs import expand_inputs
 from megatron_ipt.io.jsonl import BadLines, key_values, read_jsonl
 from megatron_ipt.text import sentences
@@ -146,7 +147,25 @@ def build_tasks(
         "rc_next_sentence_choice": "gold: the passage's withheld last sentence; distractors: sentences of other documents not in this one",
         "rc_sentence_completion": "answer: the second half of a passage sentence, given its first half",
     }
-    for name in TASKS:
+    # The three files are written under temporary names and published together: a failed or killed run never
+    # leaves a mix of old and new task files (nor a temporary file: the next run removes a killed one's).
+    paths = [os.path.join(output_dir, f"{name}.jsonl") for name in TASKS]
+    try:
+        _write_tasks(paths, items, rules, source, seed, num_options, max_passage_words, max_sentence_words)
+    except BaseException:
+        for path in paths:
+            remove_path(owned_path(path))
+        raise
+    publish([(owned_path(path), path) for path in paths])
+    return {
+        "items": Counter({k: len(v) for k, v in items.items()}),
+        "skipped_documents": len(texts) - len(usable),
+        "documents": len(texts),
+    }
+
+
+def _write_tasks(paths, items, rules, source, seed, num_options, max_passage_words, max_sentence_words):
+    for name, path in zip(TASKS, paths):
         kind_metrics = ["exact_match", "token_f1"] if name == "rc_sentence_completion" else ["accuracy"]
         header = {
             "name": name,
@@ -158,9 +177,4 @@ def build_tasks(
             "max_passage_words": max_passage_words,
             "max_sentence_words": max_sentence_words,
         }
-        write_task(os.path.join(output_dir, f"{name}.jsonl"), items[name], header)
-    return {
-        "items": Counter({k: len(v) for k, v in items.items()}),
-        "skipped_documents": len(texts) - len(usable),
-        "documents": len(texts),
-    }
+        write_task(owned_path(path), items[name], header)

@@ -5,6 +5,9 @@
 syntax is exactly `json`'s) or says precisely what is wrong. Lone surrogates smuggled in by JSON escapes
 ("\\ud800") are not text and no tokenizer takes them, so they are rejected too. A bad line raises `LineError`;
 `BadLines` turns it into an `InputError` naming the file and line, or (with --skip-bad-lines) counts it.
+
+Nesting is limited to about 1000 levels of `[`/`{` ("too deeply nested"; orjson stops at 1024, `json` recurses
+once per level and would die of RecursionError on a line of 100,000 `[`); nothing here walks a value recursively.
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ def json_type(value) -> str:
 def _load(raw: bytes):
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e):
+            raise _too_deep() from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -97,6 +101,12 @@ def _load(raw: bytes):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise LineError("malformed JSON", f"{e.msg} (column {e.colno})") from None
+    except RecursionError:  # a line orjson refused for another reason, nested deeper than Python recurses
+        raise _too_deep() from None
+
+
+def _too_deep() -> LineError:
+    return LineError("too deeply nested", "more levels of [ or { than the parser follows (about 1000)")
 
 
 def _may_hold_surrogates(raw: bytes) -> bool:
@@ -105,27 +115,33 @@ def _may_hold_surrogates(raw: bytes) -> bool:
 
 
 def _check_text(value, path: tuple):
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise LineError(
-                "invalid Unicode", f"{_location(path)} has a lone surrogate U+{ord(value[e.start]):04X}"
-            ) from None
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_text(v, path + (i,))
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_text(v, path + (k,))
+    # Iterative: orjson returns values nested up to 1024 deep, past Python's recursion limit.
+    stack = [(value, path)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise LineError(
+                    "invalid Unicode", f"{_location(path)} has a lone surrogate U+{ord(value[e.start]):04X}"
+                ) from None
+        elif isinstance(value, list):
+            stack.extend((v, path + (i,)) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            stack.extend((v, path + (k,)) for k, v in reversed(list(value.items())))
 
 
 def _location(path: tuple) -> str:
-    """`key 'text'`, `key 'QA_list'[0]['Q']`, `[2]['context']` or, for a bare string, `the line`."""
+    """`key 'text'`, `key 'QA_list'[0]['Q']`, `[2]['context']` or, for a bare string, `the line` (a deep path is
+    shortened to its first and last steps)."""
     if not path:
         return "the line"
     head, rest = (f"key {path[0]!r}", path[1:]) if isinstance(path[0], str) else ("", path)
-    return head + "".join(f"[{p!r}]" for p in rest)
+    steps = [f"[{p!r}]" for p in rest]
+    if len(steps) > 8:
+        steps = steps[:4] + [f"...({len(steps) - 8} more)..."] + steps[-4:]
+    return head + "".join(steps)
 
 
 @dataclass

@@ -206,7 +206,7 @@ def test_bad_collection_lines_error_or_are_skipped_and_counted(tmp_path, real_co
     assert main(["--recipe", "general", "--collections", str(path), *tokenizer_flags, "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:6: not a collection" in err and "--tuning-data" in err and "--skip-bad-lines" in err
-    assert not out.exists() and not list(tmp_path.glob("out.inprogress*"))
+    assert not out.exists() and not list(tmp_path.glob("out.*"))
     summary, docs = build(out, tokenizer_flags, "--recipe", "general", "--collections", str(path), "--skip-bad-lines")
     assert summary["skipped_lines"] == {"not a collection": 1, "malformed JSON": 1, "bad pair": 1, "bad entry": 1}
     printed = capsys.readouterr().out
@@ -310,8 +310,11 @@ def test_output_packs_with_preprocess_data(tmp_path, collections_file, tokenizer
 
 
 def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(
-    tmp_path, collections_file, tokenizer_flags, monkeypatch
+    tmp_path, collections_file, tokenizer_flags, monkeypatch, capsys
 ):
+    """Disk full on the second shard: one line naming the file, the previous corpus intact, nothing else left."""
+    import errno
+
     from megatron_ipt.corpus import build as build_module
 
     out = tmp_path / "out"
@@ -319,28 +322,19 @@ def test_a_failed_build_leaves_the_previous_corpus_and_no_partial_output(
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     real_write, calls = build_module._write_lines, []
 
-    def dying_write(path, lines):
+    def full_disk_write(path, lines, shown):
         calls.append(path)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        real_write(path, lines)
+        with build_module.naming(shown):
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")  # what a failed write() raises
+            real_write(path, lines, shown)
 
-    monkeypatch.setattr(build_module, "_write_lines", dying_write)
-    with pytest.raises(OSError, match="disk full"):
-        main(
-            [
-                "--recipe",
-                "general",
-                "--collections",
-                collections_file,
-                *tokenizer_flags,
-                "--output-dir",
-                str(out),
-                "--docs-per-shard",
-                "50",
-                "--overwrite",
-            ]
-        )
+    monkeypatch.setattr(build_module, "_write_lines", full_disk_write)
+    capsys.readouterr()
+    args = ["--recipe", "general", "--collections", collections_file, *tokenizer_flags, "--output-dir", str(out)]
+    assert main([*args, "--docs-per-shard", "50", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {out}/corpus-00001.jsonl: no space left on device\n"
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -372,3 +366,46 @@ def test_general_counts_unsynthesized_raw_input_in_the_fraction(
     assert abs(r["texts:converted"] - 0.5 * r["texts:total"]) <= 1  # here: every collection is converted
     raw_docs = {d["text"] for d in docs if d["source"] == "raw"}
     assert set(extra) <= raw_docs
+
+
+def test_deeply_nested_line_is_a_line_error(tmp_path, real_collections, tokenizer_flags, capsys):
+    """100,000 `[` on a line: RecursionError (a traceback) before; now file:line, or a counted skip."""
+    path = tmp_path / "cols.jsonl"
+    good = [json.dumps(c.to_json()) for c in real_collections[:5]]
+    path.write_text("\n".join(good[:2] + ["[" * 100_000] + good[2:]) + "\n")
+    out = tmp_path / "out"
+    assert main(["--recipe", "general", "--collections", str(path), *tokenizer_flags, "--output-dir", str(out)]) == 1
+    assert f"error: {path}:3: too deeply nested" in capsys.readouterr().err
+    summary, _ = build(out, tokenizer_flags, "--recipe", "general", "--collections", str(path), "--skip-bad-lines")
+    assert summary["skipped_lines"] == {"too deeply nested": 1}
+
+
+def test_killed_at_any_step_the_next_run_finds_the_old_or_the_new_corpus(tmp_path, collections_file, tokenizer_flags):
+    """build_corpus --overwrite killed (no cleanup runs) at each file-system step of its write and publish: the
+    next run's cleanup leaves the previous corpus or the new one, complete, and no leftover."""
+    from megatron_ipt.io import atomic
+    from tests.io.test_atomic import kill_at_step
+
+    out = tmp_path / "out"
+    args = ["--collections", collections_file, *tokenizer_flags, "--output-dir", str(out), "--overwrite"]
+
+    def content():
+        return {n: (out / n).read_bytes() for n in sorted(os.listdir(out))} if out.exists() else None
+
+    def without_times(corpus):
+        return {n: b if n != "summary.json" else json.loads(b)["outputs"] for n, b in corpus.items()}
+
+    assert main(["--recipe", "general", *args]) == 0
+    new = without_times(content())
+    assert main(["--recipe", "vanilla", *args]) == 0
+    old = without_times(content())
+    step, finished = 1, False
+    while not finished:
+        finished = kill_at_step(step, lambda: main(["--recipe", "general", *args]))
+        atomic.remove_stale(str(tmp_path))
+        assert without_times(content()) in (old, new), step
+        assert os.listdir(tmp_path) == ["out"], step
+        if not finished and without_times(content()) != old:
+            assert main(["--recipe", "vanilla", *args]) == 0
+        step += 1
+    assert step > 3 and without_times(content()) == new

@@ -149,3 +149,41 @@ def test_build_tasks_reports_bad_input_lines(tmp_path):
     path.write_text('{"text": "One. Two."}\n{"txt": "x"}\n')
     with pytest.raises(InputError, match=r"held.jsonl:2: missing key: 'text'"):
         build.read_documents(str(path))
+
+
+def test_build_tasks_deeply_nested_line_is_a_line_error(tmp_path, capsys):
+    path = tmp_path / "held.jsonl"
+    path.write_text('{"text": "One. Two."}\n' + "[" * 100_000 + "\n")
+    assert _cli().main(["build-tasks", "--input", str(path), "--output-dir", str(tmp_path / "t")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {path}:2: too deeply nested")
+
+
+def test_build_tasks_out_of_space_or_unwritable_is_one_line_and_leaves_the_old_files(
+    held_out, tmp_path, capsys, monkeypatch
+):
+    import errno
+    import stat
+
+    from megatron_ipt.io import atomic
+
+    cli, out = _cli(), tmp_path / "t"
+    assert cli.main(["build-tasks", "--input", held_out, "--output-dir", str(out), "--seed", "7"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_fsync, calls = atomic.os.fsync, []
+
+    def full_disk_on_the_second_file(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # a task file, not the directory
+            calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk_on_the_second_file)
+    capsys.readouterr()
+    assert cli.main(["build-tasks", "--input", held_out, "--output-dir", str(out), "--seed", "8"]) == 1
+    assert capsys.readouterr().err == f"error: {out / 'rc_next_sentence_choice.jsonl'}: no space left on device\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new file, no mix, no .tmp
+    monkeypatch.undo()
+    (tmp_path / "a-file").write_text("x")
+    assert cli.main(["build-tasks", "--input", held_out, "--output-dir", str(tmp_path / "a-file")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a-file'}: not a directory\n"

@@ -84,3 +84,34 @@ def test_report_error_hints_at_skip_bad_lines_only_for_skippable_lines(capsys):
 def test_input_error_survives_pickling():  # preprocess workers raise it in another process
     error = pickle.loads(pickle.dumps(InputError("a.jsonl", 2, "missing key: 'text'", skippable=True)))
     assert (str(error), error.skippable) == ("a.jsonl:2: missing key: 'text'", True)
+
+
+# A line nested deeper than the parser follows: RecursionError in `json` before; a line error now. Each variant
+# takes a different path: orjson's own depth limit, a line orjson refuses for another reason (NaN) handed to
+# `json`, a deep but valid value whose strings are checked for lone surrogates, and one in an unused key.
+DEEP = [
+    b"[" * 100_000,
+    b"[" * 100_000 + b"]" * 100_000,
+    b"[" * 1000 + b"NaN" + b"]" * 1000,
+    b'{"text": "fine", "meta": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+
+
+@pytest.mark.parametrize("raw", DEEP, ids=["open", "balanced", "json-fallback", "unused-key"])
+def test_deeply_nested_json_is_a_line_error_not_a_recursion_error(tmp_path, raw):
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n' + raw + b"\n")
+    with pytest.raises(InputError) as info:
+        list(read_jsonl(str(path), BadLines()))
+    assert str(info.value).startswith(f"{path}:2: too deeply nested") and info.value.skippable
+    with pytest.raises(LineError, match="too deeply nested"):
+        parse_keys(raw, ["text"])
+    bad = BadLines(skip=True)
+    assert [n for n, _ in read_jsonl(str(path), bad)] == [1] and bad.counts == {"too deeply nested": 1}
+
+
+def test_deep_valid_values_are_checked_without_recursion():
+    """orjson accepts 1000 levels, more than Python recurses: the lone-surrogate check must not recurse."""
+    assert parse_line(b"[" * 1000 + b'"\\ud83d\\ude00"' + b"]" * 1000) is not None
+    with pytest.raises(LineError, match=r"invalid Unicode: \[0\]\[0\]\[0\]\[0\]\.\.\.\(2 more\)\.\.\."):
+        parse_line(b"[" * 10 + b'"\\ud800"' + b"]" * 10)
