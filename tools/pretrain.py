@@ -3,10 +3,23 @@
 import os
 import sys
 
-from megatron_ipt.training import config, loop, models
+from megatron_ipt.training import config, loop, models, preflight
+from megatron_ipt.training.errors import TrainingInputError
 
 
 def main(argv=None) -> int:
+    preflight.die_with_launcher()  # first: a rank must not outlive a torchrun killed while it starts up
+    try:
+        return _main(argv)
+    except TrainingInputError as error:  # a bad input, checkpoint or output: one line, once (preflight.report)
+        return preflight.report(error)
+    except SystemExit as error:  # a flag error: the same, instead of once per rank
+        if not isinstance(error.code, str):
+            raise
+        return preflight.report(error)
+
+
+def _main(argv) -> int:
     args = config.build_parser().parse_args(argv)
     training = config.TrainingConfig.from_args(args)
     data = training.data
@@ -21,7 +34,7 @@ def main(argv=None) -> int:
     except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
-    _check_split_first(training)
+    run = _check_inputs_first(training)
     try:
         result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
@@ -31,19 +44,25 @@ def main(argv=None) -> int:
         from megatron_ipt.training import parallel
 
         parallel.destroy()
-    if int(os.environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", 0)) == 0 and result["iteration"] >= run.train_iters:  # an early exit said why
         print(f"training done at iteration {result['iteration']}", flush=True)
     return 0
 
 
-def _check_split_first(training) -> None:
-    """The split guard before the model is built (minutes on a large model): the data-parallel size from the
-    launcher's WORLD_SIZE, as megatron's process groups will make it."""
+def _check_inputs_first(training):
+    """What can be checked before the model is built (minutes on a large model), with the data-parallel size from
+    the launcher's WORLD_SIZE, as megatron's process groups will make it: the outputs can be written, each dataset
+    is sound (its token ids are scanned by one rank per node, LOCAL_RANK 0, and cached), and the split guard.
+    Returns the resolved config."""
     from megatron_ipt.training import data
 
     p = training.parallel
     model_parallel = p.tensor_model_parallel_size * p.pipeline_model_parallel_size
-    data.check_split(training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel)))
+    run = training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel))
+    preflight.check_outputs(training)
+    data.check_data(run, scan_ids=int(os.environ.get("LOCAL_RANK", 0)) == 0)
+    data.check_split(run)
+    return run
 
 
 if __name__ == "__main__":  # required: dist_checkpointing's save spawns a Manager process that re-imports this file
