@@ -35,6 +35,12 @@ def _main(argv) -> int:
         raise SystemExit(f"error: {error}") from None
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
     run = _check_inputs_first(training)
+    if training.checkpoint.save:
+        # dist_checkpointing's writer keeps a multiprocessing Manager (spawned at the first save, in the rank's
+        # session) that would outlive a killed rank: start it now, bound to the rank's life (and deaf to SIGTERM)
+        from megatron_ipt.training.callbacks import preemption
+
+        preemption.shield_checkpoint_writer()
     try:
         result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
