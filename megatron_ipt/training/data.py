@@ -279,10 +279,9 @@ def check_dataset(prefix: str) -> dict:
     lengths = np.memmap(idx, np.int32, "r", offset=_IDX_FIXED, shape=(sequences,))
     pointers = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 4 * sequences, shape=(sequences,))
     starts = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 12 * sequences, shape=(documents,))
-    byte_lengths = lengths.astype(np.int64) * dtype.itemsize
-    if lengths.min() < 0 or pointers[0] != 0 or not np.array_equal(pointers[1:], pointers[:-1] + byte_lengths[:-1]):
+    if lengths.min() < 0 or not _pointers_tile(lengths, pointers, dtype.itemsize):
         raise TrainingInputError(f"{idx}: corrupt: its sequence lengths and pointers disagree")
-    if documents < 1 or starts[0] != 0 or starts[-1] != sequences or np.any(np.diff(starts) < 0):
+    if documents < 1 or starts[0] != 0 or starts[-1] != sequences or not _non_decreasing(starts):
         raise TrainingInputError(f"{idx}: corrupt: its document boundaries do not cover its {sequences} sequences")
     tokens = int(lengths.sum(dtype=np.int64))
     if tokens == 0:
@@ -291,6 +290,25 @@ def check_dataset(prefix: str) -> dict:
     if have < need:
         raise TrainingInputError(f"{bin_}: truncated: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes)")
     return {"dtype": dtype, "sequences": sequences, "documents": documents - 1, "tokens": tokens}
+
+
+def _pointers_tile(lengths, pointers, itemsize: int) -> bool:
+    """Each sequence starts where the one before ended, the first at 0; in chunks (an index of 100M sequences
+    would otherwise need GBs of temporaries on every rank)."""
+    expected = 0
+    for start in range(0, len(lengths), _SCAN_CHUNK):
+        chunk = lengths[start : start + _SCAN_CHUNK].astype(np.int64) * itemsize
+        starts = np.cumsum(chunk) - chunk + expected
+        if not np.array_equal(pointers[start : start + _SCAN_CHUNK], starts):
+            return False
+        expected = int(starts[-1] + chunk[-1])
+    return True
+
+
+def _non_decreasing(values) -> bool:
+    return all(
+        not np.any(np.diff(values[start : start + _SCAN_CHUNK + 1]) < 0) for start in range(0, len(values), _SCAN_CHUNK)
+    )
 
 
 def _stamp_of(prefix: str) -> list:

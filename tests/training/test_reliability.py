@@ -240,3 +240,11 @@ def test_errors_are_printed_by_rank_0_and_recorded_for_torchrun(tmp_path, monkey
     monkeypatch.setenv("RANK", "0")
     preflight.report(SystemExit("--split 1,0,0: bad"))
     assert capsys.readouterr().err == "error: --split 1,0,0: bad\n"
+
+
+def test_the_split_guard_speaks_once(corpus):
+    """A flag error found by every rank (here samples asked of an empty validation part) is one line, not one per
+    rank."""
+    out = run(corpus, 2, "--train-iters", "2", "--split", "999,1,0", "--eval-interval", "1", expect_rc=1)
+    assert out.count("asked of the empty valid part") == 2, out[-3000:]  # the line, and torchrun's summary of it
+    _one_line_error(out, "--split 999,1,0")
