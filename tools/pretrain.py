@@ -3,11 +3,23 @@
 import os
 import sys
 
-from megatron_ipt.training import config, loop, models
+from megatron_ipt.training import config, loop, models, preflight
 from megatron_ipt.training.errors import TrainingInputError
 
 
 def main(argv=None) -> int:
+    preflight.die_with_launcher()  # first: a rank must not outlive a torchrun killed while it starts up
+    try:
+        return _main(argv)
+    except TrainingInputError as error:  # a bad input, checkpoint or output: one line, once (preflight.report)
+        return preflight.report(error)
+    except SystemExit as error:  # a flag error: the same, instead of once per rank
+        if not isinstance(error.code, str):
+            raise
+        return preflight.report(error)
+
+
+def _main(argv) -> int:
     args = config.build_parser().parse_args(argv)
     training = config.TrainingConfig.from_args(args)
     data = training.data
@@ -28,33 +40,41 @@ def main(argv=None) -> int:
             raise SystemExit("--loss-mask-data reads a loss mask beside each --data-path prefix: not with --mock-data")
         tuning_data.check_prefixes(data.data_path, training.model.seq_length)
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
-    _check_split_first(training)
+    run = _check_inputs_first(training)
+    if training.checkpoint.save:
+        # dist_checkpointing's writer keeps a multiprocessing Manager (spawned at the first save, in the rank's
+        # session) that would outlive a killed rank: start it now, bound to the rank's life (and deaf to SIGTERM)
+        from megatron_ipt.training.callbacks import preemption
+
+        preemption.shield_checkpoint_writer()
     try:
         result = loop.train(training, tokenizer)
     except loop.NonFiniteLoss as error:
         print(f"error: {error}; exiting (pass --skip-nonfinite-loss to skip such steps)", file=sys.stderr, flush=True)
         return 2
-    except TrainingInputError as error:  # a bad checkpoint, --load or --save: one line (rank 0), no traceback
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
     finally:
         from megatron_ipt.training import parallel
 
         parallel.destroy()
-    if int(os.environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", 0)) == 0 and result["iteration"] >= run.train_iters:  # an early exit said why
         print(f"training done at iteration {result['iteration']}", flush=True)
     return 0
 
 
-def _check_split_first(training) -> None:
-    """The split guard before the model is built (minutes on a large model): the data-parallel size from the
-    launcher's WORLD_SIZE, as megatron's process groups will make it."""
+def _check_inputs_first(training):
+    """What can be checked before the model is built (minutes on a large model), with the data-parallel size from
+    the launcher's WORLD_SIZE, as megatron's process groups will make it: the outputs can be written, each dataset
+    is sound (its token ids are scanned by one rank per node, LOCAL_RANK 0, and cached), and the split guard.
+    Returns the resolved config."""
     from megatron_ipt.training import data
 
     p = training.parallel
     model_parallel = p.tensor_model_parallel_size * p.pipeline_model_parallel_size
-    data.check_split(training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel)))
+    run = training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel))
+    preflight.check_outputs(training)
+    data.check_data(run, scan_ids=int(os.environ.get("LOCAL_RANK", 0)) == 0)
+    data.check_split(run)
+    return run
 
 
 if __name__ == "__main__":  # required: dist_checkpointing's save spawns a Manager process that re-imports this file

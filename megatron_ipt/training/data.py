@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from megatron.core.datasets.utils import get_blend_from_list
 
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.training import parallel
+from megatron_ipt.training.errors import TrainingInputError
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -113,8 +115,8 @@ def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
         try:
             with open(stamp_path) as f:
                 stale = json.load(f) != stamp
-        except (OSError, ValueError):
-            stale = bool(os.listdir(cache_dir))
+        except (OSError, ValueError):  # our token-id cache (keyed by file stamps itself) is no sign of staleness
+            stale = bool(set(os.listdir(cache_dir)) - {TOKEN_IDS_FILE})
         if stale:
             shutil.rmtree(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
@@ -161,15 +163,14 @@ def build_datasets(run, tokenizer):
         return train, valid, test, ["mock"]
     prefixes, weights = get_blend_from_list(config.data.data_path)
     matrix, notes = plan_splits(prefixes, config.data.split, sizes)
-    cache_dir = config.data.data_cache_path or os.path.join(
-        os.path.dirname(os.path.abspath(prefixes[0])), "index-cache"
-    )
+    cache_dir = index_cache_dir(config.data.data_cache_path, prefixes)
     if torch.distributed.get_rank() == 0:
         for note in notes:
             print(note, flush=True)
         if ensure_fresh_cache(cache_dir, prefixes):
             print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
     torch.distributed.barrier()
+    check_index_cache(cache_dir)  # megatron-core unpickles what it finds there: plain integer arrays only
     dataset_config = GPTDatasetConfig(
         blend=(prefixes, weights), split=config.data.split, path_to_cache=cache_dir, **common
     )
@@ -218,3 +219,187 @@ def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[d
             for key in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask", "dataset_id")
             if key in samples[0]
         }
+
+
+# -- Input checks (issue 13): a dataset, its token ids and the index cache are checked before megatron-core opens
+# them, so a corrupt or mismatched file is one TrainingInputError naming it instead of a rank traceback, a hang or a
+# run that trains on garbage (ids past the vocabulary train at TP>1 with a frozen loss). ------------------------------
+
+_IDX_HEADER = b"MMIDIDX\x00\x00"
+_IDX_FIXED = 34  # header 9 + version 8 + dtype code 1 + sequence count 8 + document count 8 bytes
+_TOKEN_DTYPES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
+TOKEN_IDS_FILE = "token-ids.json"  # in the index cache directory: each .bin's id range, keyed by the files' stamps
+_SCAN_CHUNK = 1 << 24  # tokens per step of the id scan (32 MiB of uint16): bounded memory on any .bin
+
+
+def index_cache_dir(data_cache_path: Optional[str], prefixes: List[str]) -> str:
+    """Where megatron-core's index cache for these prefixes lives: --data-cache-path, else index-cache/ next to the
+    first prefix."""
+    return data_cache_path or os.path.join(os.path.dirname(os.path.abspath(prefixes[0])), "index-cache")
+
+
+def check_dataset(prefix: str) -> dict:
+    """What megatron-core's IndexedDataset would trip on (with an assertion, a numpy error or not at all), checked
+    first: both files present, a Megatron index of the length its header says, a known token dtype, sequence
+    pointers that tile the `.bin`, a `.bin` as long as they say, and at least one token. Raises TrainingInputError
+    naming the file; returns {"dtype", "sequences", "documents", "tokens"}."""
+    idx, bin_ = prefix + ".idx", prefix + ".bin"
+    missing = [path for path in (idx, bin_) if not os.path.isfile(path)]
+    if len(missing) == 2:
+        raise TrainingInputError(f"--data-path {prefix}: no dataset there ({idx} and {bin_} do not exist)")
+    if missing:
+        other = bin_ if missing[0] == idx else idx
+        raise TrainingInputError(f"{missing[0]} does not exist, but {other} does: a dataset is a .bin/.idx pair")
+    size = os.path.getsize(idx)
+    with open(idx, "rb") as f:
+        head = f.read(_IDX_FIXED)
+    if head[:9] != _IDX_HEADER[: len(head[:9])] or len(head) < _IDX_FIXED:
+        what = "truncated" if head[:9] == _IDX_HEADER[: len(head[:9])] else "not a Megatron index (bad header)"
+        raise TrainingInputError(f"{idx}: {what} ({size} bytes)")
+    version, code, sequences, documents = struct.unpack("<QBQQ", head[9:])
+    if version != 1:
+        raise TrainingInputError(f"{idx}: index version {version}, expected 1")
+    if code not in _TOKEN_DTYPES:
+        raise TrainingInputError(f"{idx}: unknown token dtype code {code} (known: {sorted(_TOKEN_DTYPES)})")
+    dtype = np.dtype(_TOKEN_DTYPES[code])
+    expected = _IDX_FIXED + 12 * sequences + 8 * documents  # int32 lengths, int64 pointers, int64 document starts
+    if size < expected:
+        raise TrainingInputError(
+            f"{idx}: truncated: {size} bytes, but its header's {sequences} sequences and {documents} document "
+            f"boundaries need {expected}"
+        )
+    if sequences == 0:
+        raise TrainingInputError(f"{prefix}: empty dataset ({idx} indexes no documents)")
+    lengths = np.memmap(idx, np.int32, "r", offset=_IDX_FIXED, shape=(sequences,))
+    pointers = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 4 * sequences, shape=(sequences,))
+    starts = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 12 * sequences, shape=(documents,))
+    if lengths.min() < 0 or not _pointers_tile(lengths, pointers, dtype.itemsize):
+        raise TrainingInputError(f"{idx}: corrupt: its sequence lengths and pointers disagree")
+    if documents < 1 or starts[0] != 0 or starts[-1] != sequences or not _non_decreasing(starts):
+        raise TrainingInputError(f"{idx}: corrupt: its document boundaries do not cover its {sequences} sequences")
+    tokens = int(lengths.sum(dtype=np.int64))
+    if tokens == 0:
+        raise TrainingInputError(f"{prefix}: empty dataset (its {documents - 1} documents hold no tokens)")
+    need, have = tokens * dtype.itemsize, os.path.getsize(bin_)
+    if have < need:
+        raise TrainingInputError(f"{bin_}: truncated: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes)")
+    return {"dtype": dtype, "sequences": sequences, "documents": documents - 1, "tokens": tokens}
+
+
+def _pointers_tile(lengths, pointers, itemsize: int) -> bool:
+    """Each sequence starts where the one before ended, the first at 0; in chunks (an index of 100M sequences
+    would otherwise need GBs of temporaries on every rank)."""
+    expected = 0
+    for start in range(0, len(lengths), _SCAN_CHUNK):
+        chunk = lengths[start : start + _SCAN_CHUNK].astype(np.int64) * itemsize
+        starts = np.cumsum(chunk) - chunk + expected
+        if not np.array_equal(pointers[start : start + _SCAN_CHUNK], starts):
+            return False
+        expected = int(starts[-1] + chunk[-1])
+    return True
+
+
+def _non_decreasing(values) -> bool:
+    return all(
+        not np.any(np.diff(values[start : start + _SCAN_CHUNK + 1]) < 0) for start in range(0, len(values), _SCAN_CHUNK)
+    )
+
+
+def _stamp_of(prefix: str) -> list:
+    return [[st.st_size, st.st_mtime_ns] for st in (os.stat(prefix + ".bin"), os.stat(prefix + ".idx"))]
+
+
+def scan_token_ids(prefix: str, dtype, tokens: int) -> Tuple[int, int]:
+    """(smallest, largest) token id in `prefix.bin`'s first `tokens` tokens, read in bounded chunks."""
+    ids = np.memmap(prefix + ".bin", dtype, "r", shape=(tokens,))
+    low, high = None, None
+    for start in range(0, tokens, _SCAN_CHUNK):
+        chunk = ids[start : start + _SCAN_CHUNK]
+        low = chunk.min() if low is None else min(low, chunk.min())
+        high = chunk.max() if high is None else max(high, chunk.max())
+    return int(low), int(high)
+
+
+def token_id_range(prefix: str, cache_dir: str, dtype, tokens: int) -> Tuple[int, int]:
+    """`scan_token_ids`, cached in `cache_dir/token-ids.json` (plain JSON) under the .bin/.idx sizes and mtimes, so
+    a rerun on the same files does not read the .bin again."""
+    path = os.path.join(cache_dir, TOKEN_IDS_FILE)
+    key, stamp = os.path.abspath(prefix), _stamp_of(prefix)
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        entry = cached.get(key) if isinstance(cached, dict) else None
+    except (OSError, ValueError):
+        cached, entry = {}, None
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry["min"], entry["max"]
+    low, high = scan_token_ids(prefix, dtype, tokens)
+    cached = cached if isinstance(cached, dict) else {}
+    cached[key] = {"stamp": stamp, "min": low, "max": high}
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"  # one per process: ranks of several nodes may write it at once
+    with open(tmp, "w") as f:
+        json.dump(cached, f, indent=1)
+    os.replace(tmp, path)
+    return low, high
+
+
+def check_token_ids(prefix: str, cache_dir: str, vocab_size: int, tokenizer: str, info: dict) -> None:
+    """Every id of `prefix` in [0, vocab_size): an id past the model's vocabulary fails with an IndexError at TP=1
+    and silently trains a frozen loss at TP>1 (the vocab-parallel embedding masks it)."""
+    low, high = token_id_range(prefix, cache_dir, info["dtype"], info["tokens"])
+    if high >= vocab_size or low < 0:
+        bad = f"max id {high}" if high >= vocab_size else f"min id {low}"
+        raise TrainingInputError(
+            f"{prefix}: token {bad} is outside the vocabulary of {vocab_size} ({tokenizer}): the dataset was "
+            "tokenized with another tokenizer (or --vocab-size is too small)"
+        )
+
+
+def check_index_cache(cache_dir: str) -> None:
+    """megatron-core loads its index cache with numpy.load(allow_pickle=True): an object array in a `.npy` there
+    would run code when unpickled. Its own files are plain integer arrays; anything else is refused, header read
+    only (nothing unpickled)."""
+    if not os.path.isdir(cache_dir):
+        return
+    for name in sorted(os.listdir(cache_dir)):
+        if not name.endswith(".npy"):
+            continue
+        path = os.path.join(cache_dir, name)
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                _, _, dtype = read[version](f)
+        except (OSError, ValueError, KeyError, SyntaxError) as error:
+            raise TrainingInputError(f"{path}: not a plain .npy index file ({error}); delete it") from None
+        if dtype.hasobject or dtype.kind not in "biu":
+            raise TrainingInputError(
+                f"{path}: index cache file holds {dtype} data, not integers (megatron-core would unpickle it); "
+                "refusing to load it: delete it"
+            )
+
+
+def check_data(run, cache_dir: Optional[str] = None, scan_ids: bool = True) -> None:
+    """Every input check above, for a run's `--data-path` (nothing with --mock-data): structure, token ids against
+    the model's vocabulary (when `scan_ids`), and the index cache. TrainingInputError on the first problem."""
+    config = run.config
+    if config.data.mock_data or not config.data.data_path:
+        return
+    prefixes = get_blend_from_list(config.data.data_path)[0]
+    cache_dir = cache_dir or index_cache_dir(config.data.data_cache_path, prefixes)
+    tokenizer = config.data.tokenizer.model if config.data.tokenizer else "no tokenizer"
+    for prefix in prefixes:
+        info = check_dataset(prefix)
+        if scan_ids:
+            check_token_ids(prefix, cache_dir, config.model.vocab_size, tokenizer, info)
+    check_index_cache(cache_dir)

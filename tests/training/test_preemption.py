@@ -81,3 +81,4 @@ def test_exit_duration_saves_and_stops(corpus, tmp_path):
     out = run(corpus, 2, "--train-iters", "5", "--exit-duration-in-mins", "0", "--save", ck)
     assert "exiting program after 0 minutes (--exit-duration-in-mins); stopped after iteration 1 of 5" in out
     assert "iteration        2/" not in out and checkpoint.latest_iteration(ck) == 1
+    assert "training done" not in out  # it stopped early, and said why
