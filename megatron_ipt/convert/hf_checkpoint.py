@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from megatron_ipt.convert import hf_io, llama
 from megatron_ipt.convert.llama import ConversionError
+from megatron_ipt.io import atomic
 from megatron_ipt.training.config import (
     HF_CONFIG_KEY,
     PRESETS,
@@ -66,6 +67,7 @@ def _check_save_dir(save_dir: str) -> None:
 
     if not os.path.isdir(save_dir):
         return
+    atomic.remove_stale(save_dir)  # temporaries a killed import left (only a dead process's)
     if os.path.exists(os.path.join(save_dir, checkpoint.MARKER)):
         raise ConversionError(f"{save_dir}: already holds a checkpoint; choose a new --save directory")
     ours = {checkpoint.MODEL_FILE, checkpoint.MODEL_FILE + ".tmp", TOKENIZER_DIR, "iter_0000000.tmp"}

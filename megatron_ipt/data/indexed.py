@@ -15,7 +15,7 @@ import contextlib
 import errno
 import glob
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -105,7 +105,7 @@ class IndexedDatasetWriter:
         self._bin_tmp, self._idx_tmp = owned_path(prefix + ".bin"), owned_path(prefix + ".idx")
         with _os_errors():
             self._builder = _native.IndexedBuilder(self._bin_tmp, self.dtype_code)
-        self._done = False
+        self._done = self._finished = False
 
     # -- appending ------------------------------------------------------------------------------------------
     def add_batch(self, tokens: np.ndarray, lengths: np.ndarray, sequences_per_document: Optional[np.ndarray] = None):
@@ -128,6 +128,11 @@ class IndexedDatasetWriter:
     # -- finishing ------------------------------------------------------------------------------------------
     def finalize(self) -> str:
         """Write the index and publish both files under their final names. Returns the prefix."""
+        finalize_together([self])
+        return self.prefix
+
+    def _finish(self) -> List[Tuple[str, str]]:
+        """Write the index and flush both temporary files; the [(temporary, final)] pairs to publish."""
         try:
             with _os_errors():
                 self._builder.finalize(self._idx_tmp)
@@ -136,9 +141,8 @@ class IndexedDatasetWriter:
         except BaseException:
             self.abort()
             raise
-        self._done = True  # from here on a failure is rolled forward, never undone (io.atomic.publish)
-        publish([(self._bin_tmp, self.prefix + ".bin"), (self._idx_tmp, self.prefix + ".idx")])
-        return self.prefix
+        self._finished = True
+        return [(self._bin_tmp, self.prefix + ".bin"), (self._idx_tmp, self.prefix + ".idx")]
 
     def abort(self):
         """Remove everything this writer created; finished outputs of earlier runs are left alone."""
@@ -146,7 +150,8 @@ class IndexedDatasetWriter:
             return
         self._done = True
         try:
-            self._builder.abort()
+            if not self._finished:
+                self._builder.abort()
         except RuntimeError:
             pass  # it flushes its buffers first, which fails again on a full disk; its files are removed below
         # The temporary files and the native builder's side files (named after the .bin's temporary name).
@@ -173,6 +178,23 @@ class IndexedDatasetWriter:
             self.finalize()
         else:
             self.abort()
+
+
+def finalize_together(writers: Sequence[IndexedDatasetWriter]) -> None:
+    """Finish writers of one directory and publish all their files in one commit, in the order given: a dataset
+    that must never be seen without another (a loss mask beside its text) goes first. A failure before the
+    commit removes every writer's files; from the commit on it is rolled forward (io.atomic.publish)."""
+    pairs: List[Tuple[str, str]] = []
+    try:
+        for writer in writers:
+            pairs += writer._finish()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for writer in writers:
+        writer._done = True  # from here on a failure is rolled forward, never undone
+    publish(pairs)
 
 
 def merge_datasets(prefixes: Iterable[str], output_prefix: str) -> str:

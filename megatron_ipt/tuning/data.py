@@ -44,9 +44,10 @@ Outputs: ``{prefix}_text_document.{bin,idx}`` (one packed sequence = one documen
 ``{prefix}_loss_mask_document.{bin,idx}`` (uint8, the same document lengths; ``mask[i] = 1`` iff token ``i`` is a
 target that carries loss: the pairs from ``<QUE>`` through the final ``</s>``; contexts, ``<s>`` and the
 ``<CON>`` block 0). Training takes ``labels = tokens[1:]`` and ``loss_mask = mask[1:]``. Then ``{prefix}.tuning.json``,
-the summary. Publication order: any old text index and summary are removed first, then the mask, the text dataset
-and the summary are published (each atomically), so a text dataset that exists always has its mask, and an
-interrupted run leaves nothing that looks finished.
+the summary. Publication: the four files are published in one commit (io.atomic.publish: the old outputs are
+moved aside, the new renamed in, mask before text, then the old deleted; a run killed in between is finished by
+the next), so a text dataset is never seen without its own mask and the previous outputs stay whole until the new
+ones are complete; the summary is written last (an old one is removed first).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_ipt.data.indexed import DTYPE_NAMES, IndexedDatasetWriter, optimal_dtype_code
+from megatron_ipt.data.indexed import DTYPE_NAMES, IndexedDatasetWriter, finalize_together, optimal_dtype_code
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
 from megatron_ipt.formats.records import Entry
 from megatron_ipt.formats.wire import ANS, BOS, END, EOS, QUE, cook_context, cook_pairs, pair_type, parse_pred
@@ -453,16 +454,22 @@ def build_tuning_data(cfg: TuningDataConfig) -> dict:
     outputs = cfg.outputs()
     order = list(range(len(packed.tokens)))
     random.Random(f"{cfg.seed}:sequences").shuffle(order)
-    for stale in (outputs["text"] + ".idx", outputs["summary"]):  # never pair an old text index with a new mask
-        if os.path.exists(stale):
-            os.remove(stale)
     write_start = time.time()
-    for key, arrays, code in (("loss_mask", packed.masks, MASK_DTYPE_CODE), ("text", packed.tokens, dtype_code)):
-        with IndexedDatasetWriter(outputs[key], dtype_code=code) as writer:
+    writers = []
+    try:
+        for key, arrays, code in (("loss_mask", packed.masks, MASK_DTYPE_CODE), ("text", packed.tokens, dtype_code)):
+            writers.append(IndexedDatasetWriter(outputs[key], dtype_code=code))
             for i in range(0, len(order), 1024):
                 chunk = [arrays[j] for j in order[i : i + 1024]]
                 lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
-                writer.add_batch(np.concatenate(chunk).astype(np.int32, copy=False), lengths)
+                writers[-1].add_batch(np.concatenate(chunk).astype(np.int32, copy=False), lengths)
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    if os.path.exists(outputs["summary"]):  # an old summary never describes the new data
+        os.remove(outputs["summary"])
+    finalize_together(writers)  # one commit, mask first: a text dataset never appears without its mask
     summary = {
         "what": "synthesizer tuning data (tools/build_tuning_data.py): packed few-shot sequences + loss mask",
         "stand_in": any(d["stand_in"] for d in summary_datasets.values()),

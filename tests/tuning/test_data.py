@@ -199,6 +199,8 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(tmp_path, optic
     plain = write_jsonl(tmp_path / "rows.jsonl", opticks_rows)
     out = tmp_path / "o"
     build(out, mistral_flags, "--input", plain)  # a finished earlier build
+    finished = sorted(p for p in os.listdir(tmp_path) if p.startswith("o"))
+    before = {p: (tmp_path / p).read_bytes() for p in finished}
     real = tuning_data.IndexedDatasetWriter.add_batch
 
     def fail_on_text(self, tokens, lengths, *rest):
@@ -209,9 +211,9 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(tmp_path, optic
     monkeypatch.setattr(tuning_data.IndexedDatasetWriter, "add_batch", fail_on_text)
     with pytest.raises(OSError):
         main(["--input", plain, *mistral_flags, "--output-prefix", str(out), "--seed", "7"])
-    # The old text index and summary are gone (never paired with the new mask), nothing half-written is left.
-    assert not os.path.exists(f"{out}_text_document.idx") and not os.path.exists(f"{out}.tuning.json")
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".inprogress")]
+    # The earlier build is untouched (text, mask and summary still belong together), nothing half-written is left.
+    assert sorted(os.listdir(tmp_path)) == sorted(finished + ["rows.jsonl"])
+    assert {p: (tmp_path / p).read_bytes() for p in finished} == before
     monkeypatch.undo()
     tokens, masks, _ = build(out, mistral_flags, "--input", plain, "--seed", "7")  # a rerun finishes
     assert all(len(t) == len(m) for t, m in zip(tokens, masks))
