@@ -7,10 +7,12 @@ See docs/tuning.md."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tuning.data import (
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
         a = parse_standin_args(argv[1:])
         try:
             s = make_standin(a.output_dir, a.seed, a.holdout_fraction, a.max_words, a.max_pairs, a.overwrite)
-        except (FileExistsError, ValueError) as e:
+        except (OSError, ValueError) as e:  # OSError: an existing non-stand-in dir, no space left (named)
             return report_error(e, has_skip_flag=False)
         for name, d in s["datasets"].items():
             print(
@@ -176,8 +178,9 @@ def main(argv=None) -> int:
             ngram=a.ngram_size,
             skip_bad_lines=a.skip_bad_lines,
         )
+        check_writable_dir(os.path.dirname(os.path.abspath(a.output_prefix)))  # before the work, not after it
         summary = build_tuning_data(cfg)
-    except (InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, OSError, ValueError) as e:  # OSError: missing input, unwritable output, no space left
         return report_error(e)
     print(format_summary(summary))
     return 0

@@ -231,3 +231,11 @@ def test_a_sequence_never_holds_two_copies_of_a_row():
     pack_examples("d", [a, b, a], encoded, 100, np.uint16, packed, stats)
     assert [t.tolist() for t in packed.tokens] == [[1, 5, 6, 7, 1, 8, 9], [1, 5, 6, 7]]
     assert [m.tolist() for m in packed.masks] == [[0, 0, 1, 1, 0, 0, 1], [0, 0, 1, 1]]
+
+
+def test_an_unwritable_output_is_one_line_before_the_work(tmp_path, opticks_rows, mistral_flags, capsys):
+    plain = write_jsonl(tmp_path / "rows.jsonl", opticks_rows)
+    (tmp_path / "file").write_text("a regular file, not a directory")
+    assert main(["--input", plain, *mistral_flags, "--output-prefix", str(tmp_path / "file" / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "file") in err and "Traceback" not in err
