@@ -8,10 +8,13 @@ megatron-to-hf --load DIR --hf-dir OUT [--model model.json] [--tokenizer-dir TOK
 """
 
 import argparse
+import os
 import sys
 
 from megatron_ipt.convert.hf_checkpoint import DTYPES, export_hf, import_hf
 from megatron_ipt.convert.llama import ConversionError
+from megatron_ipt.io.atomic import check_writable_dir
+from megatron_ipt.io.cli import report_error
 from megatron_ipt.training.errors import TrainingInputError
 
 
@@ -49,6 +52,8 @@ def main(argv=None) -> int:
     to_hf.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: the checkpoint's dtype")
     args = parser.parse_args(argv)
     try:
+        output = args.save if args.direction == "hf-to-megatron" else args.hf_dir
+        check_writable_dir(os.path.dirname(os.path.abspath(output)))  # before minutes of conversion, not after
         if args.direction == "hf-to-megatron":
             import_hf(
                 args.hf_dir, args.save, args.tensor_model_parallel_size, args.make_vocab_size_divisible_by, args.dtype
@@ -58,6 +63,8 @@ def main(argv=None) -> int:
     except (ConversionError, TrainingInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # no space left, unwritable output: one line naming the path
+        return report_error(error, has_skip_flag=False)
     return 0
 
 

@@ -202,11 +202,11 @@ def write_safetensors(out_dir: str, tensors: Iterable[Tuple[str, torch.Tensor]],
     weight_map = {}
     for file, shard in zip(names, shards):
         # contiguous copies in the export dtype, one shard at a time
-        save_file(
-            {n: t.detach().to(dtype).contiguous() for n, t in shard},
-            os.path.join(out_dir, file),
-            metadata={"format": "pt"},
-        )
+        path = os.path.join(out_dir, file)
+        try:
+            save_file({n: t.detach().to(dtype).contiguous() for n, t in shard}, path, metadata={"format": "pt"})
+        except Exception as e:  # safetensors reports a full disk as its own error type, not an OSError
+            raise ConversionError(f"{path}: cannot write: {e}") from None
         weight_map.update({n: file for n, _ in shard})
     if len(shards) > 1:
         with open(os.path.join(out_dir, INDEX_FILE), "w", encoding="utf-8") as f:

@@ -145,3 +145,29 @@ def test_cli_prints_one_line_and_exits_1(hf_dir, tmp_path):
         "tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", directory, "--save", tmp_path / "o", expect_rc=1
     )
     assert out.strip() == f"error: {directory}/config.json: rms_norm_eps is 'tiny'; expected a positive finite number"
+
+
+def test_a_full_disk_or_unwritable_output_is_one_line_and_leaves_nothing(hf_dir, tmp_path):
+    directory, _ = hf_dir
+    (tmp_path / "file").write_text("a regular file, not a directory")
+    out = run(
+        "tools/convert_checkpoint.py",
+        "hf-to-megatron",
+        "--hf-dir",
+        directory,
+        "--save",
+        tmp_path / "file" / "o",
+        expect_rc=1,
+    )
+    assert out.strip().startswith("error: ") and f"{tmp_path}/file" in out and "Traceback" not in out
+    run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", directory, "--save", tmp_path / "ours")
+    # the export under a 64 KB file-size limit: the kernel's EFBIG, as a full disk would fail the write
+    limited = (
+        "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16)); sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    export = ["tools/convert_checkpoint.py", "megatron-to-hf", "--load", tmp_path / "ours", "--hf-dir", tmp_path / "e"]
+    out = run("-c", limited, *export, expect_rc=1)
+    assert "error: " in out and "model.safetensors: cannot write" in out and "Traceback" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "hf", "ours"]  # no half-written export left
