@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from megatron_ipt.io.atomic import write_json_atomic
+from megatron_ipt.io.atomic import check_writable_dir, write_json_atomic
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.io.jsonl import BadLines
@@ -102,8 +102,10 @@ def main(argv=None) -> int:
 
     bad = BadLines(skip=args.skip_bad_lines)
     try:
+        if args.output:  # an unwritable --output fails now, not after the generations
+            check_writable_dir(os.path.dirname(os.path.abspath(args.output)))
         rows = read_heldout(args.input, args.split, bad, args.max_rows)
-    except InputError as error:
+    except (InputError, OSError) as error:
         return report_error(error)
     if not rows:
         print(f"error: {' '.join(args.input)}: no rows with pairs to judge", file=sys.stderr)
@@ -143,18 +145,21 @@ def main(argv=None) -> int:
     print()
     print(judge.format_table(results, gold))
     if args.output:
-        write_json_atomic(
-            args.output,
-            {
-                "input": args.input,
-                "split": args.split,
-                "rows": len(rows),
-                "engine": args.engine,
-                "models": dict(zip(names, args.model)),
-                "gold": gold,
-                "results": results,
-            },
-        )
+        try:
+            write_json_atomic(
+                args.output,
+                {
+                    "input": args.input,
+                    "split": args.split,
+                    "rows": len(rows),
+                    "engine": args.engine,
+                    "models": dict(zip(names, args.model)),
+                    "gold": gold,
+                    "results": results,
+                },
+            )
+        except OSError as error:  # no space left: named, nothing half-written (atomic)
+            return report_error(error, has_skip_flag=False)
         print(f"\nwrote {args.output}")
     return 0
 

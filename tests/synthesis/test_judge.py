@@ -114,3 +114,23 @@ def test_the_tool_reads_a_collection_valid_split_every_dataset_in_turn(tmp_path)
     report = json.loads(out.read_text())
     assert report["rows"] == 4 and report["split"] == "valid"
     assert report["gold"]["texts"] == 4
+
+
+def test_an_unwritable_output_fails_before_any_generation(tmp_path, capsys):
+    from tools.judge_synthesizer import main
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"context": "some text", "QA_list": [{"Q": "q", "A": "a"}]}])
+    (tmp_path / "file").write_text("a regular file, not a directory")
+    argv = [
+        "--input",
+        str(path),
+        "--engine",
+        "rules",
+        "--model",
+        "rules",
+        "--output",
+        str(tmp_path / "file" / "j.json"),
+    ]
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert out.err.startswith(f"error: {tmp_path}/file") and "judging" not in out.out
