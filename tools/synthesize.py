@@ -13,6 +13,7 @@ from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
 from megatron_ipt.synthesis.prompting import PROMPT_STYLES
+from megatron_ipt.synthesis.rounds import DEFAULT_MAX_IN_FLIGHT, SCHEDULES
 from megatron_ipt.synthesis.runner import (
     DEFAULT_MAX_FAILURE_RATE,
     FAILURE_RATE_EXIT,
@@ -77,6 +78,21 @@ def build_parser():
         choices=PROMPT_STYLES,
         help="wire: the synthesizer's format as is; oneshot/chat: with a demonstration, for "
         "general instruct models (see megatron_ipt/synthesis/prompting.py)",
+    )
+    syn.add_argument(
+        "--schedule",
+        default="pipelined",
+        choices=SCHEDULES,
+        help="pipelined: a chain's next round is asked for as soon as its last is parsed, while other chains are in "
+        "flight; barrier: one generate call per round over all its texts (the reference procedure). Same "
+        "collections either way",
+    )
+    syn.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="pipelined: generations asked and not yet answered (default: --max-concurrency for openai, "
+        f"{DEFAULT_MAX_IN_FLIGHT} for the others)",
     )
     add_tokenizer_args(
         ap,
@@ -169,6 +185,8 @@ def main(argv=None):
             tuple(k for k in args.carry_keys.split(",") if k),
             progress=lambda total: Progress(total, args.log_interval),
             max_failure_rate=args.max_failure_rate,
+            schedule=args.schedule,
+            max_in_flight=args.max_in_flight,
         )
     # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings;
     # OutputError: a part or the manifest could not be written (disk full, read-only)

@@ -9,6 +9,8 @@ otherwise the paper's estimate, whitespace words x 1.5, with long runs without s
 (``words_x15``).
 """
 
+import asyncio
+import heapq
 import math
 import re
 from dataclasses import dataclass
@@ -42,24 +44,38 @@ def demonstration(chain) -> str:
     return "".join(cook_example(e.context, e.qa_list) for e in chain[start:])
 
 
+def chain_prompt(text, chain, budget, count_tokens=words_x15):
+    """The prompt of ``text`` continuing ``chain`` (its earlier entries, [] for a new chain): the chain's
+    demonstration before the text while it fits ``budget`` tokens. Sets the chain's last followed_by_next.
+    One chain's prompt depends on that chain alone, which is what lets chains run independently."""
+    if not chain:
+        return cook_context(text)
+    chain[-1].followed_by_next = False
+    if chain[-1].qa_list:
+        candidate = demonstration(chain) + cook_context(text)
+        if count_tokens(candidate) <= budget:
+            chain[-1].followed_by_next = True
+            return candidate
+    return cook_context(text)
+
+
+def chain_entry(text, chain, pairs, extra):
+    """The entry of ``text`` after ``chain`` with its ``pairs`` (None = failed generation: zero pairs, no link)."""
+    pairs = pairs or []
+    linked = bool(chain) and bool(chain[-1].followed_by_next) and len(pairs) > 0
+    return Entry(text, pairs, linked, carried=carried_keys(extra))
+
+
 def build_round(texts, prev, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None):
     """Items ``{"text", "chain", "prompt", "extra"}`` for one round; mutates followed_by_next of previous chains."""
     budget = max_model_len - max_new_tokens
     items = []
     for i, text in enumerate(texts):
         extra = extras[i] if extras else {}
-        if i >= len(prev):
-            items.append({"text": text, "chain": [], "prompt": cook_context(text), "extra": extra})
-            continue
-        chain = prev[i]
-        prompt = cook_context(text)
-        chain[-1].followed_by_next = False
-        if chain[-1].qa_list:
-            candidate = demonstration(chain) + cook_context(text)
-            if count_tokens(candidate) <= budget:
-                chain[-1].followed_by_next = True
-                prompt = candidate
-        items.append({"text": text, "chain": chain, "prompt": prompt, "extra": extra})
+        chain = prev[i] if i < len(prev) else []
+        items.append(
+            {"text": text, "chain": chain, "prompt": chain_prompt(text, chain, budget, count_tokens), "extra": extra}
+        )
     # Leftover chains are kept: prepended (never connected) to the chains of this round's items.
     for k, chain in enumerate(prev[len(texts) :]):
         chain[-1].followed_by_next = False
@@ -79,10 +95,9 @@ def finish_round(items, results):
         if it["prompt"] is None:
             out.append(it["chain"])
             continue
-        pairs = results[k] or []
+        pairs = results[k]
         k += 1
-        linked = bool(it["chain"]) and bool(it["chain"][-1].followed_by_next) and len(pairs) > 0
-        out.append(it["chain"] + [Entry(it["text"], pairs, linked, carried=carried_keys(it["extra"]))])
+        out.append(it["chain"] + [chain_entry(it["text"], it["chain"], pairs, it["extra"])])
     return out
 
 
@@ -99,17 +114,34 @@ class PartResult:
     generated: int  # prompts sent to the engine (the others reused ``earlier`` results)
 
 
+SCHEDULES = ("pipelined", "barrier")
+DEFAULT_MAX_IN_FLIGHT = 256  # generations asked and not yet answered, for engines that do not set their own
+
+
 def synthesize_part(
     texts,
-    generate,
+    engine,
     rounds=1,
     max_model_len=4096,
     max_new_tokens=400,
     count_tokens=words_x15,
     extras=None,
     earlier=None,
+    schedule="barrier",
+    max_in_flight=None,
 ):
     """Run all M rounds over ``texts`` (round r gets texts[r*B:(r+1)*B]); returns a PartResult.
+
+    ``engine``: an engine (``generate(prompts)``; for ``pipelined``, ``agenerate(prompt)`` and ``run(coroutine)``
+    too, see engines/base.py) or a plain batch function ``generate(prompts)``.
+
+    ``schedule``: ``barrier`` (the reference procedure) asks for each round's generations in one ``generate``
+    call and starts round r+1 when all of round r is back. ``pipelined`` runs each chain on its own: text
+    r*B+i (chain i's round r) is asked for as soon as chain i's round r-1 is parsed, while other chains are in
+    flight, with at most ``max_in_flight`` generations asked and unanswered (default: the engine's
+    ``max_in_flight``, else DEFAULT_MAX_IN_FLIGHT), later rounds first. Both give the same result: a text's
+    prompt depends on its own chain alone (``chain_prompt``), so the order in which generations come back
+    changes nothing; the pipelined run's prompts are checked against the barrier layout on assembly.
 
     ``extras`` (optional, one dict per text) are extra keys copied into that text's entry. ``earlier``
     (optional) is ``{text index: (prompt, pairs)}`` from an earlier run of the same texts: a text whose prompt
@@ -117,6 +149,39 @@ def synthesize_part(
     generation. A run is determined by each text's pairs, so giving the earlier results of every text that did
     not fail regenerates exactly the failed texts and the later-round texts whose prompts (demonstrations)
     they change: the result is the run that had no failures."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    generate = engine if not hasattr(engine, "generate") else engine.generate
+    if schedule == "barrier" or not texts:
+        return _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier)
+    if hasattr(engine, "agenerate"):
+        agenerate, run = engine.agenerate, engine.run
+        if max_in_flight is None:
+            max_in_flight = getattr(engine, "max_in_flight", None)
+    else:
+        agenerate, run = BatchingAdapter(generate).agenerate, asyncio.run
+    results, generated = _pipelined(
+        texts,
+        agenerate,
+        run,
+        rounds,
+        max_model_len - max_new_tokens,
+        count_tokens,
+        extras,
+        earlier,
+        DEFAULT_MAX_IN_FLIGHT if max_in_flight is None else max_in_flight,
+    )
+    # The chains' results laid out as the barrier schedule lays them out; every prompt must be the one the
+    # pipelined run sent (else the replay would ask for a generation).
+    part = _barrier(texts, _replay_only, rounds, max_model_len, max_new_tokens, count_tokens, extras, results)
+    return PartResult(part.collections, part.failed, part.prompts, generated)
+
+
+def _replay_only(prompts):
+    raise AssertionError("pipelined and barrier schedules built different prompts")
+
+
+def _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier):
     bsz = math.ceil(len(texts) / rounds) if texts else 0
     prev, failed, prompts, generated = [], [], [None] * len(texts), 0
     for r in range(rounds):
@@ -146,11 +211,118 @@ def synthesize_part(
     return PartResult([Collection(chain) for chain in prev], failed, prompts, generated)
 
 
+def _pipelined(texts, agenerate, run, rounds, budget, count_tokens, extras, earlier, max_in_flight):
+    """``({text index: (prompt, pairs)}, generations asked)``, chain by chain: chain i is texts i, B+i, 2B+i, ..."""
+    bsz = math.ceil(len(texts) / rounds)
+    results, generated = {}, 0
+
+    async def chain(i, gate):
+        nonlocal generated
+        entries = []
+        for r in range(rounds):
+            j = r * bsz + i
+            if j >= len(texts):
+                break
+            prompt = chain_prompt(texts[j], entries, budget, count_tokens)
+            known = earlier.get(j) if earlier else None
+            if known is not None and known[0] in (None, prompt):
+                pairs = known[1]
+            else:
+                await gate.acquire((-r, i))  # a chain further along goes first: its prefix is still cached
+                try:
+                    pred = await agenerate(prompt)
+                finally:
+                    gate.release()
+                generated += 1
+                pairs = parse_pred(pred, dedup=True) if pred else None
+            results[j] = (prompt, pairs)
+            entries.append(chain_entry(texts[j], entries, pairs, extras[j] if extras else {}))
+
+    async def main():
+        gate = _Gate(max_in_flight)
+        await asyncio.gather(*(chain(i, gate) for i in range(bsz)))
+
+    run(main())
+    return results, generated
+
+
+class _Gate:
+    """At most ``slots`` holders; waiters are let in by smallest key (not arrival), so the scheduler decides
+    which generation goes next."""
+
+    def __init__(self, slots):
+        if slots < 1:
+            raise ValueError(f"--max-in-flight {slots}: expected at least 1")
+        self.free, self.waiting = slots, []
+
+    async def acquire(self, key):
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (key, id(turn), turn))
+        await turn  # the slot is handed over by release()
+
+    def release(self):
+        if self.waiting:
+            heapq.heappop(self.waiting)[2].set_result(None)
+        else:
+            self.free += 1
+
+
+class BatchingAdapter:
+    """``agenerate(prompt)`` over a batch ``generate(prompts)`` (engines without their own async path: rules,
+    hf, vllm offline): the prompts asked while a batch runs make up the next batch. The batch call runs on the
+    event loop's thread (blocking it), as the engine's own code expects."""
+
+    def __init__(self, generate):
+        self.generate, self.queue, self.draining = generate, [], False
+
+    async def agenerate(self, prompt):
+        answer = asyncio.get_running_loop().create_future()
+        self.queue.append((prompt, answer))
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await answer
+
+    async def _drain(self):
+        try:
+            while self.queue:
+                # Let every chain that is ready (just answered, or just let through the gate) ask first, so
+                # the batch is as full as the in-flight bound allows.
+                seen = -1
+                while seen != len(self.queue):
+                    seen = len(self.queue)
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                batch, self.queue = self.queue, []
+                try:
+                    outs = list(self.generate([p for p, _ in batch]))
+                    if len(outs) != len(batch):
+                        raise RuntimeError(f"engine returned {len(outs)} generations for {len(batch)} prompts")
+                except BaseException as e:
+                    for _, answer in batch:
+                        answer.set_exception(e)
+                    raise
+                for (_, answer), out in zip(batch, outs):
+                    answer.set_result(out)
+        finally:
+            self.draining = False
+
+
 def synthesize_rounds(
-    texts, generate, rounds=1, max_model_len=4096, max_new_tokens=400, count_tokens=words_x15, extras=None
+    texts,
+    generate,
+    rounds=1,
+    max_model_len=4096,
+    max_new_tokens=400,
+    count_tokens=words_x15,
+    extras=None,
+    schedule="barrier",
 ):
     """Run all M rounds over ``texts``; returns (list of Collection, number of failed generations)."""
-    r = synthesize_part(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras)
+    r = synthesize_part(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, schedule=schedule)
     return r.collections, len(r.failed)
 
 

@@ -225,6 +225,8 @@ def run(
     carry_keys=("id", "source"),
     progress=None,
     max_failure_rate=DEFAULT_MAX_FAILURE_RATE,
+    schedule="pipelined",
+    max_in_flight=None,
 ):
     """Synthesize this shard; returns the summary dict (see ``format_summary``).
 
@@ -232,7 +234,8 @@ def run(
     them. The run stops after a part when more than ``max_failure_rate`` of this run's generations failed
     (``summary["stopped"]``). ``progress(total)`` (optional) returns an object with ``update(n)`` and
     ``close()``; it is told about every text as its generation finishes (and about the texts kept from an
-    earlier run)."""
+    earlier run). ``schedule``/``max_in_flight``: how each part's rounds are scheduled
+    (rounds.synthesize_part); the files do not depend on them."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} not in [0, {num_shards})")
     if rounds < 1 or part_size < 1:
@@ -323,7 +326,15 @@ def run(
             if earlier is None:  # made from scratch: whatever an earlier run recorded does not describe it
                 for key in ("done", "stats", "failed", "sha256", "pending"):
                     part.pop(key, None)
-            result = synthesize_part(part_texts, engine.generate, extras=part_extras, earlier=earlier, **synth)
+            result = synthesize_part(
+                part_texts,
+                engine,
+                extras=part_extras,
+                earlier=earlier,
+                schedule=schedule,
+                max_in_flight=max_in_flight,
+                **synth,
+            )
             kept = len(part_texts) - result.generated
             if bar and kept:
                 bar.update(kept)

@@ -117,3 +117,20 @@ def test_split_long_text_cuts_an_unbreakable_word():
     )  # 1 token per character
     assert "".join(pieces).replace(" ", "") == "ab" + "x" * 100 + "cd"
     assert all(len(cook_context(p)) <= 40 for p in pieces)
+
+
+def test_pipelined_schedule_equals_barrier():
+    """Chains run on their own (round r+1 of a chain asked as soon as its round r is parsed, a few in flight):
+    same collections, failures, prompts and generation count as one generate call per round, for every layout
+    of texts over rounds (short last rounds, leftover chains) and with failed generations."""
+    from megatron_ipt.synthesis.rounds import synthesize_part
+
+    names = [f"FAIL{i}" if i % 7 == 3 else f"T{i}" for i in range(23)]
+    for rounds in (1, 2, 3, 4):
+        for n in (1, 2, 5, 7, 23):
+            a = synthesize_part(names[:n], echo_engine(barrier := []), rounds, schedule="barrier")
+            b = synthesize_part(names[:n], echo_engine(piped := []), rounds, schedule="pipelined", max_in_flight=2)
+            assert [c.to_json() for c in a.collections] == [c.to_json() for c in b.collections], (rounds, n)
+            assert (a.failed, a.prompts, a.generated) == (b.failed, b.prompts, b.generated)
+            assert sorted(p for call in barrier for p in call) == sorted(p for call in piped for p in call)
+            assert max(len(call) for call in piped) <= 2  # the in-flight bound holds the batches too

@@ -11,8 +11,13 @@ run samples the same way. Every engine also offers:
 - ``usage``: prompts, failures, prompt and generated tokens, seconds spent in ``generate``; tokens are the
   model's own counts where it reports them (hf, vllm, openai), else ``count_tokens`` of the texts.
 - ``on_progress``: called with the number of prompts just finished, as they finish.
+- ``agenerate(prompt)`` (a coroutine, run with ``run(coroutine)`` on the engine's own event loop): one
+  generation, for the pipelined schedule (rounds.synthesize_part). Engines with an async path of their own
+  (openai) override it; the others get ``rounds.BatchingAdapter``, which batches the prompts asked meanwhile
+  into ``generate`` calls. ``max_in_flight``: the engine's default bound on generations asked and unanswered.
 """
 
+import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,7 +26,7 @@ from typing import List, Optional
 from megatron_ipt.data.tokenizer import TokenizerSpec
 
 from ..prompting import PromptStyle
-from ..rounds import words_x15
+from ..rounds import DEFAULT_MAX_IN_FLIGHT, BatchingAdapter, words_x15
 
 logger = logging.getLogger("megatron_ipt.synthesis")
 
@@ -58,6 +63,8 @@ def load_token_counter(spec: TokenizerSpec):
 
 class Engine:
     name = "base"
+    max_in_flight = DEFAULT_MAX_IN_FLIGHT
+    _loop = _batcher = None
 
     def __init__(self, max_new_tokens=400, temperature=0.0, style: PromptStyle = None, token_counter=None):
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
@@ -97,22 +104,33 @@ class Engine:
         results = self._generate(rendered)
         if len(results) != len(rendered):
             raise RuntimeError(f"{self.name} engine returned {len(results)} results for {len(rendered)} prompts")
-        out = []
-        for text, gen in zip(rendered, results):
-            self.usage.prompts += 1
-            if not gen.text or not isinstance(gen.text, str):  # an engine's malformed answer fails its item only
-                self.usage.failures += 1
-                out.append(None)
-                continue
-            self.usage.prompt_tokens += int(
-                gen.prompt_tokens if gen.prompt_tokens is not None else self._count_text(text)
-            )
-            self.usage.generated_tokens += int(
-                gen.generated_tokens if gen.generated_tokens is not None else self._count_text(gen.text)
-            )
-            out.append(self.style.restore(gen.text))
+        out = [self._account(text, gen) for text, gen in zip(rendered, results)]
         self.usage.seconds += time.perf_counter() - start
         return out
+
+    def _account(self, text, gen: Generation) -> Optional[str]:
+        """Count one finished generation of the rendered prompt ``text`` in ``usage``; its restored text, or None."""
+        self.usage.prompts += 1
+        if not gen.text or not isinstance(gen.text, str):  # an engine's malformed answer fails its item only
+            self.usage.failures += 1
+            return None
+        self.usage.prompt_tokens += int(gen.prompt_tokens if gen.prompt_tokens is not None else self._count_text(text))
+        self.usage.generated_tokens += int(
+            gen.generated_tokens if gen.generated_tokens is not None else self._count_text(gen.text)
+        )
+        return self.style.restore(gen.text)
+
+    async def agenerate(self, prompt: str) -> Optional[str]:
+        if self._batcher is None:
+            self._batcher = BatchingAdapter(lambda prompts: self.generate(prompts))
+        return await self._batcher.agenerate(prompt)
+
+    def run(self, coroutine):
+        """Run ``coroutine`` to its end on the engine's event loop (one loop for the engine's life: an async
+        client's connections belong to the loop that opened them)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coroutine)
 
     def _generate(self, texts: List[str]) -> List[Generation]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -141,4 +159,6 @@ class Engine:
             self.on_progress(n)
 
     def close(self):
-        pass
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

@@ -95,3 +95,4 @@ class VLLMEngine(Engine):
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+        super().close()
