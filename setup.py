@@ -37,6 +37,7 @@ setup(
         "tiktoken",  # the library behind TiktokenFileTokenizer where the native encoder steps aside
         "psutil",
         "safetensors",  # Hugging Face weights in and out (tools/convert_checkpoint.py)
+        "httpx",  # the openai synthesis engine's async HTTP client (megatron_ipt/synthesis/engines/openai.py)
     ],
     extras_require={
         "gpu": ["vllm", "transformer-engine[pytorch]"],

@@ -1,7 +1,8 @@
 """Client for any OpenAI-compatible ``/v1/completions`` server, e.g. ``vllm serve`` replicas, so many GPUs
 or nodes serve one run (examples/synthesize_vllm_serve.sh).
 
-One prompt per request, at most ``max_concurrency`` requests in flight (threads), spread round-robin over
+One prompt per request (``agenerate``: an async request on httpx's AsyncClient, so the pipelined schedule keeps
+the server's batch full), at most ``max_concurrency`` requests in flight, spread round-robin over
 the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (``request_timeout``
 seconds without a byte), loses its connection, or gets HTTP 408/429/5xx or a malformed answer (not JSON, no
 ``choices``, a ``text`` that is not a string, a ``usage`` that is not an object of counts) is retried up to
@@ -18,16 +19,13 @@ it), so the literal ``<s>`` of the prompt is the only BOS (the convention of for
 from the server's ``usage``.
 """
 
-import http.client
+import asyncio
 import itertools
-import json
 import os
 import random
-import threading
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from megatron_ipt.formats.wire import EOS
 
@@ -96,9 +94,10 @@ class OpenAIEngine(Engine):
         self.base_urls, self.max_retries, self.timeout, self.backoff = urls, max_retries, request_timeout, backoff
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._next_url = itertools.cycle(range(len(urls)))
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai")
-        self.max_concurrency = max_concurrency
+        if max_concurrency < 1:
+            raise ValueError(f"--max-concurrency {max_concurrency}: expected at least 1")
+        self.max_concurrency = self.max_in_flight = max_concurrency
+        self._client = self._slots = None  # made on the engine's event loop, at the first request
         super().__init__(
             max_new_tokens,
             temperature,
@@ -125,45 +124,48 @@ class OpenAIEngine(Engine):
             self.body["seed"] = seed
 
     def _url(self):
-        with self._lock:
-            return self.base_urls[next(self._next_url)]
+        return self.base_urls[next(self._next_url)]
 
-    def _request(self, url, body=None):
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
+    async def _request(self, url, body=None):
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            # timeout: connect, and each read/write, may take at most this long ("seconds without an answer")
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.max_concurrency)
+            self._client = httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace")
-            raise RequestFailed(f"HTTP {e.code} from {url}: {detail}", retry=e.code in RETRY_STATUS) from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # refused, reset, timeout
-            raise RequestFailed(f"{url}: {getattr(e, 'reason', None) or e!r}", retry=True, answered=False) from None
+            if body is None:
+                resp = await self._client.get(url)
+            else:
+                resp = await self._client.post(url, json=body)
+        except httpx.HTTPError as e:  # refused, reset, dropped, timed out
+            raise RequestFailed(f"{url}: {e!r}", retry=True, answered=False) from None
+        if resp.status_code >= 400:
+            detail = resp.content[:300].decode("utf-8", "replace")
+            raise RequestFailed(
+                f"HTTP {resp.status_code} from {url}: {detail}", retry=resp.status_code in RETRY_STATUS
+            ) from None
         try:
-            return json.loads(raw)
+            return resp.json()
         except ValueError:
-            raise RequestFailed(f"{url}: answer is not JSON: {raw[:200]!r}", retry=True) from None
+            raise RequestFailed(f"{url}: answer is not JSON: {resp.content[:200]!r}", retry=True) from None
 
-    def _with_retries(self, path, body=None, parse=lambda answer: answer):
+    async def _with_retries(self, path, body=None, parse=lambda answer: answer):
         for attempt in range(self.max_retries + 1):
             try:
-                return parse(self._request(self._url() + path, body))
+                return parse(await self._request(self._url() + path, body))
             except RequestFailed as e:
                 if not e.retry or attempt == self.max_retries:
                     raise
                 delay = min(MAX_BACKOFF, self.backoff * 2**attempt) * (1 + 0.25 * random.random())
                 logger.info("openai: %s; retry %d/%d in %.1f s", e, attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
+                await asyncio.sleep(delay)
 
     def _served_models(self):
         """The model names a server lists at ``/models`` (None: it answers, but with no list we can read), asked
         at start with the usual retries, so that a run whose servers cannot be reached stops before it begins
         instead of failing every generation."""
         try:
-            answer = self._with_retries("/models")
+            answer = self.run(self._with_retries("/models"))
         except RequestFailed as e:
             if not e.answered:
                 raise RuntimeError(
@@ -176,17 +178,36 @@ class OpenAIEngine(Engine):
             return None
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] or None
 
-    def _one(self, text):
-        try:
-            return self._with_retries("/completions", dict(self.body, prompt=text), parse=_completion)
-        except RequestFailed as e:
-            logger.warning("openai: no generation for one prompt: %s", e)
-            return Generation(None)
-        finally:
-            self.progress(1)
+    async def agenerate(self, prompt):
+        """One generation (None: failed after the retries), counted in ``usage``; at most ``max_concurrency``
+        in flight. ``usage.seconds`` counts the time at least one request was in flight."""
+        rendered = self.style.render(prompt)
+        if self._slots is None:
+            self._slots, self._busy, self._busy_since = asyncio.Semaphore(self.max_concurrency), 0, 0.0
+        async with self._slots:
+            if self._busy == 0:
+                self._busy_since = time.perf_counter()
+            self._busy += 1
+            try:
+                gen = await self._with_retries("/completions", dict(self.body, prompt=rendered), parse=_completion)
+            except RequestFailed as e:
+                logger.warning("openai: no generation for one prompt: %s", e)
+                gen = Generation(None)
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self.usage.seconds += time.perf_counter() - self._busy_since
+                self.progress(1)
+        return self._account(rendered, gen)
 
-    def _generate(self, texts):
-        return list(self._pool.map(self._one, texts))
+    def generate(self, prompts):
+        async def all_of():
+            return await asyncio.gather(*(self.agenerate(p) for p in prompts))
+
+        return list(self.run(all_of()))
 
     def close(self):
-        self._pool.shutdown(wait=True)
+        if self._client is not None:
+            self.run(self._client.aclose())
+            self._client = None
+        super().close()
