@@ -9,6 +9,14 @@ engine batched vs one prompt at a time. Real text (Newton's Opticks), real model
 3. hf only: the round-0 prompts with --batch-size vs one prompt at a time (same greedy outputs checked).
 Also the rules engine's texts/s through the pipeline on the whole embedded corpus (no model: the pipeline
 itself is what is measured there).
+
+    PYTHONPATH=. python benchmarks/synthesis.py --mode schedule [--texts 192] [--cap 16] [--decode-ms 10]
+
+4. schedule: the openai engine against a canned OpenAI-compatible server that simulates continuous batching
+   (at most --cap sequences decode together; each step costs --decode-ms plus --prefill-us per prompt token of
+   the sequences it admits; a request generates a number of tokens fixed by its text). Wall time of
+   ``--schedule pipelined`` and ``barrier`` (tools/synthesize.py's runner, M = 2 and 3) against the ideal: the
+   same requests, with no dependencies between them, sent at once (one continuous batch). Same files checked.
 """
 
 import argparse
@@ -16,6 +24,7 @@ import json
 import os
 import tempfile
 import time
+import zlib
 
 from megatron_ipt.assets import default_corpus, opticks_paragraphs, smollm2_hf_dir
 from megatron_ipt.formats.wire import cook_context
@@ -39,18 +48,126 @@ def _fmt(xs):
     return ", ".join(f"{x:.2f}" for x in xs)
 
 
+class SimulatedServer:
+    """An OpenAI-compatible /v1/completions server whose answer times follow a continuous-batching model (see
+    the module doc). Answers are a function of the prompt (greedy): one pair, its answer as many words as the
+    request's generated tokens, 8-64 by the text; prompt tokens are the prompt's words."""
+
+    def __init__(self, cap, decode_s, prefill_s):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.cap, self.decode_s, self.prefill_s = cap, decode_s, prefill_s
+        self.waiting, self.cond, self.prompts = [], threading.Condition(), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, payload):
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self.reply({"object": "list", "data": [{"id": "sim", "object": "model"}]})
+
+            def do_POST(self):
+                prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+                ctx = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
+                n = 8 + zlib.crc32(ctx.encode()) % 57
+                done = threading.Event()
+                with outer.cond:
+                    outer.prompts.append(prompt)
+                    outer.waiting.append([len(prompt.split()), n, done])
+                    outer.cond.notify()
+                done.wait()
+                text = f"<QUE> what of {ctx.split()[0]}? <ANS> " + " ".join(["so"] * n) + " </END>"
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n}
+                self.reply({"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._engine, daemon=True).start()
+
+    def _engine(self):
+        running = []  # [prompt tokens, tokens left, event]
+        while True:
+            with self.cond:
+                while not running and not self.waiting:
+                    self.cond.wait()
+                admitted = self.waiting[: self.cap - len(running)]
+                del self.waiting[: len(admitted)]
+            running += admitted
+            time.sleep(self.decode_s + self.prefill_s * sum(r[0] for r in admitted))
+            for r in running:
+                r[1] -= 1
+                if r[1] == 0:
+                    r[2].set()
+            running = [r for r in running if r[1] > 0]
+
+
+def schedule_benchmark(opts):
+    texts = [" ".join(t.split()[: 40 + 7 * i % 200]) for i, t in enumerate(opticks_paragraphs())]
+    texts = [t for t in texts if len(t.split()) >= 30][: opts.texts]
+    server = SimulatedServer(opts.cap, opts.decode_ms / 1e3, opts.prefill_us / 1e6)
+    print(
+        f"simulated server: batch cap {opts.cap}, {opts.decode_ms} ms per decode step, {opts.prefill_us} us per "
+        f"prompt token; {len(texts)} texts, client in flight {opts.in_flight}"
+    )
+    print(
+        f"{'M':>2} {'requests':>8} {'ideal s':>8} {'pipelined s':>11} {'barrier s':>9} {'pipelined/ideal':>15} "
+        f"{'barrier/ideal':>13} {'same files':>10}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.jsonl")
+        write_jsonl(src, texts)
+        for rounds in opts.schedule_rounds:
+            engine = build_engine("openai", base_url=server.url, max_concurrency=opts.in_flight, max_new_tokens=64)
+            wall, files = {}, {}
+            for schedule in ("pipelined", "barrier"):
+                out = os.path.join(tmp, f"{schedule}{rounds}")
+                server.prompts = []
+                _, wall[schedule] = timed(run, src, out, engine, rounds=rounds, part_size=len(texts), schedule=schedule)
+                files[schedule] = [open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))]
+                prompts = list(server.prompts)
+            _, ideal = timed(engine.generate, prompts)  # the same requests at once: one continuous batch
+            engine.close()
+            print(
+                f"{rounds:>2} {len(prompts):>8} {ideal:>8.2f} {wall['pipelined']:>11.2f} {wall['barrier']:>9.2f} "
+                f"{wall['pipelined'] / ideal:>14.3f}x {wall['barrier'] / ideal:>12.3f}x "
+                f"{str(files['pipelined'] == files['barrier']):>10}"
+            )
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--mode", default="engine", choices=["engine", "schedule"])
+    p.add_argument("--cap", type=int, default=16, help="schedule: the simulated server's batch-size cap")
+    p.add_argument("--decode-ms", type=float, default=10.0, help="schedule: one decode step of the batch")
+    p.add_argument("--prefill-us", type=float, default=20.0, help="schedule: prefill cost per prompt token")
+    p.add_argument("--in-flight", type=int, default=32, help="schedule: the client's requests in flight")
+    p.add_argument("--schedule-rounds", type=int, nargs="+", default=[2, 3])
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
     p.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
-    p.add_argument("--texts", type=int, default=8)
+    p.add_argument("--texts", type=int, default=None, help="default: 8; schedule: 192")
     p.add_argument("--words", type=int, default=80, help="words per text")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
     opts = p.parse_args()
+    if opts.mode == "schedule":
+        opts.texts = opts.texts or 192
+        return schedule_benchmark(opts)
 
+    opts.texts = opts.texts or 8
     settings = dict(max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size, max_model_len=2048)
     if opts.engine == "vllm":
         settings.update(model=opts.model or smollm2_hf_dir(), dtype="bfloat16", enforce_eager=True)
@@ -86,6 +203,7 @@ def main():
                 max_model_len=2048,
                 max_new_tokens=opts.max_new_tokens,
                 part_size=len(texts),
+                schedule="barrier",  # raw replays each round's one generate call
             )
             engine.generate = generate
         pipeline_runs.append(secs)
