@@ -81,11 +81,12 @@ def build_parser():
     )
     syn.add_argument(
         "--schedule",
-        default="pipelined",
+        default=None,
         choices=SCHEDULES,
         help="pipelined: a chain's next round is asked for as soon as its last is parsed, while other chains are in "
         "flight; barrier: one generate call per round over all its texts (the reference procedure). Same "
-        "collections either way",
+        "collections either way. Default: pipelined, except barrier for --engine hf (its batches are made of "
+        "whatever is pending, and left padding can change a greedy output, so a run would depend on timing)",
     )
     syn.add_argument(
         "--max-in-flight",
@@ -185,7 +186,7 @@ def main(argv=None):
             tuple(k for k in args.carry_keys.split(",") if k),
             progress=lambda total: Progress(total, args.log_interval),
             max_failure_rate=args.max_failure_rate,
-            schedule=args.schedule,
+            schedule=args.schedule or ("barrier" if args.engine == "hf" else "pipelined"),
             max_in_flight=args.max_in_flight,
         )
     # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings;
