@@ -361,18 +361,19 @@ def run(
         save_manifest(False)
     stats, before = Counter(), Counter()
     stopped = None
+    expected = -(-layout["texts"] // part_size) if layout["texts"] is not None else None  # known on resume
     usage_before = engine.usage.as_dict()
     bar = progress(layout["texts"]) if progress else None  # the total is known on resume only
     engine.on_progress = bar.update if bar else None
     try:
         for p, (part_texts, part_extras) in enumerate(chunks()):
             read = stream.sha256()  # the input up to this part's last text
+            if expected is not None and p >= expected:  # the earlier run read all the input: it had fewer texts
+                raise changed({"texts": (layout["texts"], f"more than {p * part_size}")})
             if p < len(parts):
                 part = parts[p]
                 if part.get("input_sha256", read) != read:
                     raise changed({f"input_sha256 up to part {p}": (part["input_sha256"], read)})
-            elif resume and layout["input_sha256"]:  # the earlier run read all the input, and had fewer parts
-                raise changed({"parts": (len(parts), f"more than {p}")})
             else:
                 part = {}
                 parts.append(part)
