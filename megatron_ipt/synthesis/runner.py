@@ -1,17 +1,19 @@
 """Sharded, resumable synthesis driver.
 
 Input records (JSONL, in input order; blank lines ignored) are dealt to ``num_shards`` shards round-robin: the
-i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once and keeps only its
-own records. Each record's text is split into pieces that fit one prompt (``rounds.split_long_text``); the
-shard's pieces are processed in parts of ``part_size``, each part going through all M rounds and written as
+i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once, as a stream, and keeps
+only the part it is making (``ShardStream``). Each record's text is split into pieces that fit one prompt
+(``rounds.split_long_text``); the shard's pieces are processed in parts of ``part_size``, each part going
+through all M rounds and written as
 ``{out}/shard{S:05d}-part{P:05d}.jsonl`` (one ``Collection`` per line, megatron_ipt/formats/records.py) via temp
 file + rename.
 Every entry also carries the input record's ``carry_keys`` (default ``id``, ``source``) and, for a split
 text, ``piece``/``pieces``.
 
-``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts) and is rewritten after
-every part; ``resume`` skips finished parts and refuses a changed input or changed settings, so a killed run
-continues without duplicating or losing texts.
+``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts, each with the hash of the
+input up to its last text) and is rewritten as parts start and finish; ``resume`` skips finished parts and
+refuses a changed input (checked part by part as it is streamed) or changed settings, so a killed run continues
+without duplicating or losing texts.
 """
 
 import hashlib
