@@ -429,3 +429,24 @@ def test_resume_of_a_manifest_with_only_the_whole_input_hash(corpus, tmp_path):
     path.write_text(path.read_text().replace("Light", "light", 1))
     with pytest.raises(ValueError, match="the input changed"):
         run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)
+
+
+def test_a_late_bad_line_keeps_the_parts_before_it_and_resume_goes_on(corpus, tmp_path):
+    path, texts = corpus
+    clean, out = tmp_path / "clean", tmp_path / "o"
+    eng = build_engine("rules")
+    run(str(path), str(clean), eng, rounds=2, part_size=10)
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    path.write_text("".join(lines[:35] + ["{broken\n"] + lines[36:]))
+    with pytest.raises(InputError, match=r"in.jsonl:36: malformed JSON"):
+        run(str(path), str(out), eng, rounds=2, part_size=10)
+    assert sorted(f for f in os.listdir(out) if f.endswith(".jsonl")) == [
+        f"shard00000-part0000{p}.jsonl" for p in range(3)
+    ]
+    path.write_text(original)
+    s = run(str(path), str(out), eng, rounds=2, part_size=10, resume=True)
+    assert s["skipped_texts"] == 30 and s["texts"] == 20
+    assert {f: open(out / f).read() for f in os.listdir(out) if f.endswith(".jsonl")} == {
+        f: open(clean / f).read() for f in os.listdir(clean) if f.endswith(".jsonl")
+    }
