@@ -1,22 +1,26 @@
 """Sharded, resumable synthesis driver.
 
 Input records (JSONL, in input order; blank lines ignored) are dealt to ``num_shards`` shards round-robin: the
-i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once and keeps only its
-own records. Each record's text is split into pieces that fit one prompt (``rounds.split_long_text``); the
-shard's pieces are processed in parts of ``part_size``, each part going through all M rounds and written as
+i-th record goes to shard ``i % num_shards``, so a Slurm array task reads the input once, as a stream, and keeps
+only the part it is making (``ShardStream``). Each record's text is split into pieces that fit one prompt
+(``rounds.split_long_text``); the shard's pieces are processed in parts of ``part_size``, each part going
+through all M rounds and written as
 ``{out}/shard{S:05d}-part{P:05d}.jsonl`` (one ``Collection`` per line, megatron_ipt/formats/records.py) via temp
 file + rename.
 Every entry also carries the input record's ``carry_keys`` (default ``id``, ``source``) and, for a split
 text, ``piece``/``pieces``.
 
-``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts) and is rewritten after
-every part; ``resume`` skips finished parts and refuses a changed input or changed settings, so a killed run
-continues without duplicating or losing texts.
+``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts, each with the hash of the
+input up to its last text) and is rewritten as parts start and finish; ``resume`` skips finished parts and
+refuses a changed input (checked part by part as it is streamed) or changed settings, so a killed run continues
+without duplicating or losing texts.
 """
 
 import hashlib
+import itertools
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -24,46 +28,95 @@ from collections import Counter
 
 from megatron_ipt.formats.wire import pair_type
 from megatron_ipt.io.atomic import write_atomic
-from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines
+from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines, open_binary
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, parse_line, string_field
 
 from .rounds import entry_sources, split_long_text, synthesize_part
 
 
-def read_shard(spec, text_key="text", carry_keys=("id", "source"), num_shards=1, shard_index=0, skip_bad_lines=False):
-    """(texts, extras, info) of this shard's records; info has the input's sha256 and line counts.
+class ShardStream:
+    """This shard's texts, streamed from the input: ``take(n)`` returns the next n (text, extra) pieces, so only
+    the part being made is in memory, never the shard.
 
-    A bad line raises InputError(file, line, problem), or with ``skip_bad_lines`` is counted by kind."""
-    files = expand_inputs(spec)
+    Every line of the input is read (record i goes to shard ``i % num_shards``, and only parsing tells a record
+    from a blank or bad line) and hashed as it goes: ``sha256()`` is the hash of the input read so far, the whole
+    input's (the same value as before streaming) once ``exhausted``. A bad line raises InputError(file, line,
+    problem) when the stream reaches it, or with ``skip_bad_lines`` is counted by kind."""
+
+    def __init__(
+        self,
+        spec,
+        split,
+        text_key="text",
+        carry_keys=("id", "source"),
+        num_shards=1,
+        shard_index=0,
+        skip_bad_lines=False,
+    ):
+        self.files = expand_inputs(spec)
+        self.digest = hashlib.sha256()
+        self.bad = BadLines(skip=skip_bad_lines)
+        self.records = self.blank = self.in_shard = self.pieces = 0
+        self.exhausted = False
+        self._stream = self._pieces(split, text_key, carry_keys, num_shards, shard_index)
+
+    def _pieces(self, split, text_key, carry_keys, num_shards, shard_index):
+        for path in self.files:
+            self.digest.update(b"\0file\0")
+            for _, number, raw in iter_lines(Shard(path)):
+                self.digest.update(raw)
+                if not raw.strip():
+                    self.blank += 1
+                    continue
+                try:
+                    text, extra = _text_and_carried(parse_line(raw), text_key, carry_keys)
+                except LineError as e:
+                    self.bad.handle(path, number, e)
+                    continue
+                mine = self.records % num_shards == shard_index
+                self.records += 1
+                if mine:
+                    self.in_shard += 1
+                    pieces = split(text)
+                    for k, piece in enumerate(pieces):
+                        self.pieces += 1
+                        yield piece, (extra if len(pieces) == 1 else dict(extra, piece=k, pieces=len(pieces)))
+        self.exhausted = True
+
+    def take(self, n):
+        """The next ``n`` pieces as (texts, extras); fewer at the end of the input."""
+        got = list(itertools.islice(self._stream, n))
+        return [t for t, _ in got], [e for _, e in got]
+
+    def drain(self):
+        """Read the rest of the input (counts and hash) without keeping a text."""
+        for _ in self._stream:
+            pass
+
+    def sha256(self):
+        return self.digest.copy().hexdigest()
+
+    def info(self):
+        return {
+            "files": len(self.files),
+            "input_sha256": self.sha256() if self.exhausted else None,
+            "records": self.records,
+            "blank_lines": self.blank,
+            "skipped_lines": dict(self.bad.counts),
+            "skipped_examples": self.bad.examples,
+        }
+
+
+def hash_input(files):
+    """The sha256 ``ShardStream`` computes for the whole input, read in blocks (no parsing): for manifests of a
+    version that recorded only the whole input's hash, checked before a resumed run skips anything."""
     digest = hashlib.sha256()
-    texts, extras = [], []
-    bad = BadLines(skip=skip_bad_lines)
-    records = blank = 0
     for path in files:
         digest.update(b"\0file\0")
-        for _, number, raw in iter_lines(Shard(path)):
-            digest.update(raw)
-            if not raw.strip():
-                blank += 1
-                continue
-            try:
-                text, extra = _text_and_carried(parse_line(raw), text_key, carry_keys)
-            except LineError as e:
-                bad.handle(path, number, e)
-                continue
-            if records % num_shards == shard_index:
-                texts.append(text)
-                extras.append(extra)
-            records += 1
-    info = {
-        "files": len(files),
-        "input_sha256": digest.hexdigest(),
-        "records": records,
-        "blank_lines": blank,
-        "skipped_lines": dict(bad.counts),
-        "skipped_examples": bad.examples,
-    }
-    return texts, extras, info
+        with open_binary(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _text_and_carried(record, text_key, carry_keys):
@@ -73,16 +126,6 @@ def _text_and_carried(record, text_key, carry_keys):
     if not text.strip():
         raise LineError("empty text", f"key {text_key!r} is blank")
     return text, {k: record[k] for k in carry_keys if k in record}
-
-
-def split_pieces(texts, extras, max_model_len, max_new_tokens, count_tokens):
-    out_texts, out_extras = [], []
-    for text, extra in zip(texts, extras):
-        pieces = split_long_text(text, max_model_len, max_new_tokens, count_tokens)
-        for k, piece in enumerate(pieces):
-            out_texts.append(piece)
-            out_extras.append(extra if len(pieces) == 1 else dict(extra, piece=k, pieces=len(pieces)))
-    return out_texts, out_extras
 
 
 def collection_stats(cols):
@@ -243,18 +286,24 @@ def run(
     if not 0 <= max_failure_rate <= 1:
         raise ValueError(f"--max-failure-rate {max_failure_rate}: expected a fraction in [0, 1]")
     start = time.perf_counter()
-    texts, extras, info = read_shard(input_spec, text_key, carry_keys, num_shards, shard_index, skip_bad_lines)
-    records = len(texts)
-    texts, extras = split_pieces(texts, extras, max_model_len, max_new_tokens, engine.count_tokens)
     check_output_dir(output_dir)
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"--output-dir {output_dir}: cannot create it ({_reason(e)})") from None
+    stream = ShardStream(
+        input_spec,
+        lambda text: split_long_text(text, max_model_len, max_new_tokens, engine.count_tokens),
+        text_key,
+        carry_keys,
+        num_shards,
+        shard_index,
+        skip_bad_lines,
+    )
+    first = [stream.take(part_size)]  # a bad line in the first part stops the run before anything is written
     # Anything that changes which text lands in which part, or how pairs are made, must not change on resume.
+    # The input's hash and counts are known once the stream has read it all (None until then); each part also
+    # records the hash of the input up to its last text, so a resumed run checks the input part by part as it
+    # streams it, and never skips a part made of other texts.
     layout = {
         "input": input_spec,
-        "input_sha256": info["input_sha256"],
+        "input_sha256": None,
         "text_key": text_key,
         "skip_bad_lines": skip_bad_lines,
         "rounds": rounds,
@@ -263,53 +312,81 @@ def run(
         "part_size": part_size,
         "max_model_len": max_model_len,
         "max_new_tokens": max_new_tokens,
-        "records": records,
-        "texts": len(texts),
+        "records": None,
+        "texts": None,
         **engine.describe(),
     }
+    from_input = ("input_sha256", "records", "texts")
     manifest_path = os.path.join(output_dir, f"manifest-shard{shard_index:05d}.json")
+
+    def changed(diff):
+        return ValueError(
+            f"{manifest_path}: --resume with different input or settings (the input changed); (old, new): {diff}"
+        )
+
     old = {}
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as f:
             old = json.load(f)
         if resume:
-            diff = {k: (old.get(k), v) for k, v in layout.items() if old.get(k) != v}
+            diff = {k: (old.get(k), v) for k, v in layout.items() if k not in from_input and old.get(k) != v}
             if diff:
-                hint = " (the input changed)" if "input_sha256" in diff else ""
-                raise ValueError(
-                    f"{manifest_path}: --resume with different input or settings{hint}; (old, new): {diff}"
-                )
-    parts = [
-        {"file": f"shard{shard_index:05d}-part{p:05d}.jsonl", "texts": len(texts[s : s + part_size])}
-        for p, s in enumerate(range(0, len(texts), part_size))
-    ]
-    if not resume:
-        existing = [p["file"] for p in parts if os.path.exists(os.path.join(output_dir, p["file"]))]
+                raise ValueError(f"{manifest_path}: --resume with different input or settings; (old, new): {diff}")
+            if old.get("input_sha256") and any("input_sha256" not in q for q in old.get("parts", [])):
+                whole = hash_input(stream.files)  # an earlier version's manifest: only the whole input is known
+                if whole != old["input_sha256"]:
+                    raise changed({"input_sha256": (old["input_sha256"], whole)})
+            layout.update({k: old.get(k) for k in from_input})
+    if not resume and os.path.isdir(output_dir):
+        mine = re.compile(rf"shard{shard_index:05d}-part\d+\.jsonl")
+        existing = sorted(f for f in os.listdir(output_dir) if mine.fullmatch(f))
         if existing:
             raise FileExistsError(f"{os.path.join(output_dir, existing[0])} exists; pass --resume to continue a run")
-    else:  # keep every record of the earlier run until its part is looked at: a kill must not lose one
-        known = {p.get("file"): p for p in old.get("parts", [])}
-        for part in parts:
-            part.update({k: v for k, v in known.get(part["file"], {}).items() if k != "texts"})
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--output-dir {output_dir}: cannot create it ({_reason(e)})") from None
+    # On resume, every record of the earlier run is kept until its part is looked at: a kill must not lose one.
+    parts = [dict(q) for q in old.get("parts", [])] if resume else []
 
     def save_manifest(complete):
         manifest = dict(layout, parts=parts, complete=complete)
         _write(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "the manifest")
 
+    def chunks():  # one part's texts at a time: the caller drops each before the next is read
+        chunk = first.pop()
+        while chunk[0]:
+            yield chunk
+            chunk = stream.take(part_size)
+
     synth = dict(
         rounds=rounds, max_model_len=max_model_len, max_new_tokens=max_new_tokens, count_tokens=engine.count_tokens
     )
-    save_manifest(False)
+    if not (resume and old):  # a resumed run keeps the earlier manifest until it has something to add
+        save_manifest(False)
     stats, before = Counter(), Counter()
     stopped = None
+    expected = -(-layout["texts"] // part_size) if layout["texts"] is not None else None  # known on resume
     usage_before = engine.usage.as_dict()
-    bar = progress(len(texts)) if progress else None
+    bar = progress(layout["texts"]) if progress else None  # the total is known on resume only
     engine.on_progress = bar.update if bar else None
     try:
-        for p, part in enumerate(parts):
+        for p, (part_texts, part_extras) in enumerate(chunks()):
+            read = stream.sha256()  # the input up to this part's last text
+            if expected is not None and p >= expected:  # the earlier run read all the input: it had fewer texts
+                raise changed({"texts": (layout["texts"], f"more than {p * part_size}")})
+            if p < len(parts):
+                part = parts[p]
+                if part.get("input_sha256", read) != read:
+                    raise changed({f"input_sha256 up to part {p}": (part["input_sha256"], read)})
+            else:
+                part = {}
+                parts.append(part)
+            fresh = "file" not in part
+            part.update(file=f"shard{shard_index:05d}-part{p:05d}.jsonl", texts=len(part_texts), input_sha256=read)
+            if fresh:
+                save_manifest(False)  # the part is known from here on, with the input it is made of
             path = os.path.join(output_dir, part["file"])
-            lo = p * part_size
-            part_texts, part_extras = texts[lo : lo + part_size], extras[lo : lo + part_size]
             earlier, retried = None, 0
             record = _record_of(part, path) if os.path.exists(path) else None
             if record is not None and not record.get("failed"):
@@ -355,7 +432,16 @@ def run(
         engine.on_progress = None
         if bar:
             bar.close()
-    save_manifest(all(part.get("done") for part in parts))
+    stream.drain()  # a stopped run still counts the rest (no text kept), so its summary and manifest are whole
+    made = -(-stream.pieces // part_size)  # the parts this input has
+    new = {"input_sha256": stream.sha256(), "records": stream.in_shard, "texts": stream.pieces}
+    diff = {k: (layout[k], v) for k, v in new.items() if layout[k] not in (None, v)}
+    if len(parts) > made:  # an earlier run (killed before it read all the input) had parts beyond its end
+        diff["parts"] = (len(parts), made)
+    if resume and diff:
+        raise changed(diff)
+    layout.update(new)
+    save_manifest(all(part.get("done") for part in parts) and len(parts) == made)
     files = Counter()
     for part in parts:
         if part.get("done"):
@@ -363,10 +449,10 @@ def run(
     usage = {k: v - usage_before[k] for k, v in engine.usage.as_dict().items()}
     return dict(
         stats,
-        **info,
-        records_in_shard=records,
-        pieces=len(texts),
-        parts=len(parts),
+        **stream.info(),
+        records_in_shard=stream.in_shard,
+        pieces=stream.pieces,
+        parts=made,
         written=dict(files),
         usage=usage,
         done_before=dict(before),
@@ -430,8 +516,9 @@ def format_summary(s):
 
 
 class Progress:
-    """A tqdm bar over texts on a terminal; otherwise a log line every ``log_interval`` texts. Thread-safe
-    (the openai engine reports from its worker threads)."""
+    """A tqdm bar over texts on a terminal; otherwise a log line every ``log_interval`` texts. ``total`` is None
+    when it is not known yet (the input is streamed). Thread-safe (the openai engine reports from its worker
+    threads)."""
 
     def __init__(self, total, log_interval=1000, desc="synthesize"):
         self.total, self.done, self.log_interval = total, 0, max(1, log_interval)
@@ -448,7 +535,8 @@ class Progress:
                 self.bar.update(n)
             elif self.done // self.log_interval > before // self.log_interval or self.done == self.total:
                 rate = self.done / max(time.time() - self.start, 1e-9)
-                print(f"synthesized {self.done}/{self.total} texts ({rate:.2f} texts/s)", file=sys.stderr, flush=True)
+                of = f"/{self.total}" if self.total is not None else ""
+                print(f"synthesized {self.done}{of} texts ({rate:.2f} texts/s)", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -199,7 +199,7 @@ def test_progress_counts_every_text(corpus, tmp_path):
             seen.append("closed")
 
     run(str(path), str(tmp_path / "o"), build_engine("rules"), rounds=2, part_size=20, progress=Bar)
-    assert seen[0] == ("total", 50) and seen[-1] == "closed"
+    assert seen[0] == ("total", None) and seen[-1] == "closed"  # streamed: the total is not known up front
     assert sum(seen[1:-1]) == 50 and len(seen[1:-1]) == 6  # 3 parts x 2 rounds
 
 
@@ -357,3 +357,96 @@ def test_words_x15_counts_ordinary_text_as_the_paper_does():
             assert words_x15(text) == len(text.split(" ")) * 1.5
     url = "https://example.org/a/very/long/path/to/some/page.html"
     assert words_x15(f"see {url}") == 1.5 + len(url) and words_x15("see " + "x" * 32) == 3.0
+
+
+def test_a_shard_is_streamed_one_part_at_a_time(corpus, tmp_path, monkeypatch):
+    """Generation starts after the first part's lines are read, not the whole input's, and no part is held
+    beyond the next one being read: memory follows the part size, not the shard (the old code read the shard
+    into lists before the first generation)."""
+    from megatron_ipt.synthesis import runner
+
+    path, texts = corpus
+    read = []
+
+    def counting(shard):
+        for line in iter_lines(shard):
+            read.append(1)
+            yield line
+
+    class Watching(RulesEngine):
+        def _generate(self, prompts):
+            lines_read.append(len(read))
+            return super()._generate(prompts)
+
+    from megatron_ipt.io.inputs import iter_lines
+
+    monkeypatch.setattr(runner, "iter_lines", counting)
+    lines_read = []
+    run(str(path), str(tmp_path / "o"), Watching(), rounds=2, part_size=5, num_shards=2, shard_index=1)
+    # part p (5 texts of shard 1 = records 1, 3, ..., 9 + 10p) is made once its last line, 10 (p + 1), is read
+    assert lines_read == [10 * (p + 1) for p in range(5) for _ in range(2)]
+    assert len(read) == 50
+
+
+def test_resume_checks_the_input_part_by_part(corpus, tmp_path):
+    """A resumed run refuses an input changed under any part, including one it would skip, and a change after
+    the shard's last text, before the end of the input; the parts already there stay as they were."""
+    path, texts = corpus
+    out = tmp_path / "out"
+    eng = build_engine("rules")
+    run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0)
+    kept = {f: open(out / f).read() for f in os.listdir(out)}
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    for k in (26, 49):  # record 26 is in part 2 of shard 0; record 49 is shard 1's, after shard 0's last text
+        edited = lines[:k] + [json.dumps({"id": k, "text": "An edited text."}) + "\n"] + lines[k + 1 :]
+        path.write_text("".join(edited))
+        with pytest.raises(ValueError, match="the input changed"):
+            run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0, resume=True)
+        assert {f: open(out / f).read() for f in os.listdir(out)} == kept
+    path.write_text(original)
+    s = run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0, resume=True)
+    assert s["skipped_texts"] == 25 and not s.get("texts")
+
+
+def test_resume_of_a_manifest_with_only_the_whole_input_hash(corpus, tmp_path):
+    """Manifests written before streaming have no per-part input hash: the whole input is hashed (in blocks,
+    unparsed) before anything is skipped, with the same value the stream computes."""
+    from megatron_ipt.synthesis.runner import hash_input
+
+    path, texts = corpus
+    out = tmp_path / "out"
+    eng = build_engine("rules")
+    run(str(path), str(out), eng, rounds=2, part_size=20)
+    manifest_path = out / "manifest-shard00000.json"
+    manifest = json.load(open(manifest_path))
+    assert hash_input([str(path)]) == manifest["input_sha256"]
+    for part in manifest["parts"]:
+        del part["input_sha256"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)["skipped_texts"] == 50
+    manifest_path.write_text(json.dumps(manifest))
+    path.write_text(path.read_text().replace("Light", "light", 1))
+    with pytest.raises(ValueError, match="the input changed"):
+        run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)
+
+
+def test_a_late_bad_line_keeps_the_parts_before_it_and_resume_goes_on(corpus, tmp_path):
+    path, texts = corpus
+    clean, out = tmp_path / "clean", tmp_path / "o"
+    eng = build_engine("rules")
+    run(str(path), str(clean), eng, rounds=2, part_size=10)
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    path.write_text("".join(lines[:35] + ["{broken\n"] + lines[36:]))
+    with pytest.raises(InputError, match=r"in.jsonl:36: malformed JSON"):
+        run(str(path), str(out), eng, rounds=2, part_size=10)
+    assert sorted(f for f in os.listdir(out) if f.endswith(".jsonl")) == [
+        f"shard00000-part0000{p}.jsonl" for p in range(3)
+    ]
+    path.write_text(original)
+    s = run(str(path), str(out), eng, rounds=2, part_size=10, resume=True)
+    assert s["skipped_texts"] == 30 and s["texts"] == 20
+    assert {f: open(out / f).read() for f in os.listdir(out) if f.endswith(".jsonl")} == {
+        f: open(clean / f).read() for f in os.listdir(clean) if f.endswith(".jsonl")
+    }
