@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from megatron_ipt.formats.wire import BOS, EOS, cook_context, cook_pairs, parse_pred
 from megatron_ipt.tuning import data as tuning_data
@@ -195,7 +194,9 @@ def test_decontamination_drops_overlapping_pairs_and_rows(tmp_path, opticks_rows
     assert summary["decontamination"]["eval_texts"] == 2
 
 
-def test_an_interrupted_build_leaves_nothing_that_looks_finished(tmp_path, opticks_rows, mistral_flags, monkeypatch):
+def test_an_interrupted_build_leaves_nothing_that_looks_finished(
+    tmp_path, opticks_rows, mistral_flags, monkeypatch, capsys
+):
     plain = write_jsonl(tmp_path / "rows.jsonl", opticks_rows)
     out = tmp_path / "o"
     build(out, mistral_flags, "--input", plain)  # a finished earlier build
@@ -209,8 +210,9 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(tmp_path, optic
         return real(self, tokens, lengths, *rest)
 
     monkeypatch.setattr(tuning_data.IndexedDatasetWriter, "add_batch", fail_on_text)
-    with pytest.raises(OSError):
-        main(["--input", plain, *mistral_flags, "--output-prefix", str(out), "--seed", "7"])
+    assert main(["--input", plain, *mistral_flags, "--output-prefix", str(out), "--seed", "7"]) == 1
+    err = capsys.readouterr().err  # one line, no traceback
+    assert err.startswith("error: ") and "no space left on device" in err and "Traceback" not in err
     # The earlier build is untouched (text, mask and summary still belong together), nothing half-written is left.
     assert sorted(os.listdir(tmp_path)) == sorted(finished + ["rows.jsonl"])
     assert {p: (tmp_path / p).read_bytes() for p in finished} == before
