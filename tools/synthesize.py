@@ -92,8 +92,8 @@ def build_parser():
         "--max-in-flight",
         type=int,
         default=None,
-        help="pipelined: generations asked and not yet answered (default: --max-concurrency for openai, "
-        f"{DEFAULT_MAX_IN_FLIGHT} for the others)",
+        help="pipelined: chains in flight, each with at most one generation asked (default: --max-concurrency "
+        f"for openai, the engine's --max-num-seqs for vllm, {DEFAULT_MAX_IN_FLIGHT} for the others)",
     )
     add_tokenizer_args(
         ap,
@@ -112,6 +112,12 @@ def build_parser():
     gpu.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     gpu.add_argument("--dtype", default=None, help="vllm: auto (default); hf: float32 (default)")
     gpu.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start)")
+    gpu.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=None,
+        help="vllm: sequences in one batch (default: vLLM's); also the default --max-in-flight of the vllm engine",
+    )
 
     http = ap.add_argument_group("openai engine")
     http.add_argument(
@@ -147,6 +153,7 @@ ENGINE_SETTINGS = (
     "gpu_memory_utilization",
     "dtype",
     "enforce_eager",
+    "max_num_seqs",
     "base_url",
     "api_key",
     "max_concurrency",

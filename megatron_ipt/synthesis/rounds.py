@@ -112,6 +112,8 @@ class PartResult:
     failed: List[int]  # indices (into the texts) of the texts whose generation failed: zero pairs, no link
     prompts: List[Optional[str]]  # the prompt each text got
     generated: int  # prompts sent to the engine (the others reused ``earlier`` results)
+    demonstrations: int = 0  # generated prompts that carry their chain's demonstration (after a generation of this run)
+    extending: int = 0  # of those, the prompts that start with exactly their chain's last prompt + generation
 
 
 SCHEDULES = ("pipelined", "barrier")
@@ -138,10 +140,20 @@ def synthesize_part(
     ``schedule``: ``barrier`` (the reference procedure) asks for each round's generations in one ``generate``
     call and starts round r+1 when all of round r is back. ``pipelined`` runs each chain on its own: text
     r*B+i (chain i's round r) is asked for as soon as chain i's round r-1 is parsed, while other chains are in
-    flight, with at most ``max_in_flight`` generations asked and unanswered (default: the engine's
-    ``max_in_flight``, else DEFAULT_MAX_IN_FLIGHT), later rounds first. Both give the same result: a text's
-    prompt depends on its own chain alone (``chain_prompt``), so the order in which generations come back
-    changes nothing; the pipelined run's prompts are checked against the barrier layout on assembly.
+    flight. At most ``max_in_flight`` chains run at once (default: the engine's ``max_in_flight``, else
+    DEFAULT_MAX_IN_FLIGHT), each with at most one generation asked; a chain keeps its place from its first
+    generation to its last, so its next round goes to the engine at once, while its prefix (last prompt +
+    generation) is still in the engine's prefix cache, instead of queueing behind chains that have not started.
+    Both give the same result: a text's prompt depends on its own chain alone (``chain_prompt``), so the order in
+    which generations come back changes nothing; the pipelined run's prompts are checked against the barrier
+    layout on assembly. If a generation raises (not a failed item: those are None), the other chains are
+    cancelled and the error propagates.
+
+    Prefix check: a prompt with a demonstration is ``demonstration(chain) + cook_context(text)``, and the
+    demonstration re-renders the chain's last entry from its parsed pairs; when the model wrote its pairs in the
+    template's exact form, the prompt therefore starts with the chain's last prompt followed by its generation,
+    which is what an engine's prefix cache can reuse. ``PartResult.demonstrations``/``extending`` count how
+    often that held (see ``prefix_extends``).
 
     ``extras`` (optional, one dict per text) are extra keys copied into that text's entry. ``earlier``
     (optional) is ``{text index: (prompt, pairs)}`` from an earlier run of the same texts: a text whose prompt
@@ -153,14 +165,15 @@ def synthesize_part(
         raise ValueError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     generate = engine if not hasattr(engine, "generate") else engine.generate
     if schedule == "barrier" or not texts:
-        return _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier)
+        part, preds = _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier)
+        return _with_prefix_check(part, texts, rounds, preds)
     if hasattr(engine, "agenerate"):
         agenerate, run = engine.agenerate, engine.run
         if max_in_flight is None:
             max_in_flight = getattr(engine, "max_in_flight", None)
     else:
         agenerate, run = BatchingAdapter(generate).agenerate, asyncio.run
-    results, generated = _pipelined(
+    results, preds = _pipelined(
         texts,
         agenerate,
         run,
@@ -173,8 +186,28 @@ def synthesize_part(
     )
     # The chains' results laid out as the barrier schedule lays them out; every prompt must be the one the
     # pipelined run sent (else the replay would ask for a generation).
-    part = _barrier(texts, _replay_only, rounds, max_model_len, max_new_tokens, count_tokens, extras, results)
-    return PartResult(part.collections, part.failed, part.prompts, generated)
+    part, _ = _barrier(texts, _replay_only, rounds, max_model_len, max_new_tokens, count_tokens, extras, results)
+    return _with_prefix_check(PartResult(part.collections, part.failed, part.prompts, len(preds)), texts, rounds, preds)
+
+
+def prefix_extends(prompt, last_prompt, last_generation):
+    """Whether ``prompt`` starts with exactly its chain's last prompt followed by that prompt's generation: the
+    condition for an engine's prefix cache to serve all of them (at the token level a tokenizer may still merge
+    differently across the join; the engine's reported cache hits are the measure of that)."""
+    return prompt.startswith(last_prompt + last_generation)
+
+
+def _with_prefix_check(part, texts, rounds, preds):
+    """``part`` with the prefix check of its generated prompts (``preds``: {text index: generation} of this run;
+    text j's chain predecessor is j - B)."""
+    bsz = math.ceil(len(texts) / rounds) if texts else 0
+    for j, prompt in enumerate(part.prompts):
+        last = j - bsz
+        if last < 0 or j not in preds or not preds.get(last) or prompt == cook_context(texts[j]):
+            continue
+        part.demonstrations += 1
+        part.extending += prefix_extends(prompt, part.prompts[last], preds[last])
+    return part
 
 
 def _replay_only(prompts):
@@ -183,7 +216,7 @@ def _replay_only(prompts):
 
 def _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier):
     bsz = math.ceil(len(texts) / rounds) if texts else 0
-    prev, failed, prompts, generated = [], [], [None] * len(texts), 0
+    prev, failed, prompts, preds = [], [], [None] * len(texts), {}
     for r in range(rounds):
         lo = r * bsz
         cur = texts[lo : lo + bsz]
@@ -200,50 +233,58 @@ def _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_token
             else:
                 todo.append(i)
         if todo:
-            preds = list(generate([asked[i]["prompt"] for i in todo]))
-            if len(preds) != len(todo):
-                raise RuntimeError(f"engine returned {len(preds)} generations for {len(todo)} prompts")
-            generated += len(todo)
-            for i, pred in zip(todo, preds):
+            generations = list(generate([asked[i]["prompt"] for i in todo]))
+            if len(generations) != len(todo):
+                raise RuntimeError(f"engine returned {len(generations)} generations for {len(todo)} prompts")
+            for i, pred in zip(todo, generations):
+                preds[lo + i] = pred
                 results[i] = parse_pred(pred, dedup=True) if pred else None
         prev = finish_round(items, results)
         failed += [lo + i for i, pairs in enumerate(results) if pairs is None]
-    return PartResult([Collection(chain) for chain in prev], failed, prompts, generated)
+    return PartResult([Collection(chain) for chain in prev], failed, prompts, len(preds)), preds
 
 
 def _pipelined(texts, agenerate, run, rounds, budget, count_tokens, extras, earlier, max_in_flight):
-    """``({text index: (prompt, pairs)}, generations asked)``, chain by chain: chain i is texts i, B+i, 2B+i, ..."""
+    """``({text index: (prompt, pairs)}, {text index: generation asked in this run})``, chain by chain: chain i
+    is texts i, B+i, 2B+i, ..."""
     bsz = math.ceil(len(texts) / rounds)
-    results, generated = {}, 0
+    results, preds = {}, {}
 
     async def chain(i, gate):
-        nonlocal generated
-        entries = []
-        for r in range(rounds):
-            j = r * bsz + i
-            if j >= len(texts):
-                break
-            prompt = chain_prompt(texts[j], entries, budget, count_tokens)
-            known = earlier.get(j) if earlier else None
-            if known is not None and known[0] in (None, prompt):
-                pairs = known[1]
-            else:
-                await gate.acquire((-r, i))  # a chain further along goes first: its prefix is still cached
-                try:
-                    pred = await agenerate(prompt)
-                finally:
-                    gate.release()
-                generated += 1
-                pairs = parse_pred(pred, dedup=True) if pred else None
-            results[j] = (prompt, pairs)
-            entries.append(chain_entry(texts[j], entries, pairs, extras[j] if extras else {}))
+        entries, holding = [], False
+        try:
+            for r in range(rounds):
+                j = r * bsz + i
+                if j >= len(texts):
+                    break
+                prompt = chain_prompt(texts[j], entries, budget, count_tokens)
+                known = earlier.get(j) if earlier else None
+                if known is not None and known[0] in (None, prompt):
+                    pairs = known[1]
+                else:
+                    if not holding:  # from its first generation on, the chain keeps its place (see synthesize_part)
+                        await gate.acquire(i)
+                        holding = True
+                    preds[j] = pred = await agenerate(prompt)
+                    pairs = parse_pred(pred, dedup=True) if pred else None
+                results[j] = (prompt, pairs)
+                entries.append(chain_entry(texts[j], entries, pairs, extras[j] if extras else {}))
+        finally:
+            if holding:
+                gate.release()
 
     async def main():
         gate = _Gate(max_in_flight)
-        await asyncio.gather(*(chain(i, gate) for i in range(bsz)))
+        chains = [asyncio.ensure_future(chain(i, gate)) for i in range(bsz)]
+        try:
+            await asyncio.gather(*chains)
+        finally:  # one chain raising cancels the others (nothing is left to run on the engine's loop)
+            for task in chains:
+                task.cancel()
+            await asyncio.gather(*chains, return_exceptions=True)
 
     run(main())
-    return results, generated
+    return results, preds
 
 
 class _Gate:
@@ -264,10 +305,12 @@ class _Gate:
         await turn  # the slot is handed over by release()
 
     def release(self):
-        if self.waiting:
-            heapq.heappop(self.waiting)[2].set_result(None)
-        else:
-            self.free += 1
+        while self.waiting:
+            turn = heapq.heappop(self.waiting)[2]
+            if not turn.done():  # skip a waiter that was cancelled
+                turn.set_result(None)
+                return
+        self.free += 1
 
 
 class BatchingAdapter:
@@ -296,17 +339,21 @@ class BatchingAdapter:
                     seen = len(self.queue)
                     for _ in range(3):
                         await asyncio.sleep(0)
-                batch, self.queue = self.queue, []
+                batch, self.queue = [(p, a) for p, a in self.queue if not a.done()], []
+                if not batch:  # every waiting chain was cancelled
+                    break
                 try:
                     outs = list(self.generate([p for p, _ in batch]))
                     if len(outs) != len(batch):
                         raise RuntimeError(f"engine returned {len(outs)} generations for {len(batch)} prompts")
                 except BaseException as e:
                     for _, answer in batch:
-                        answer.set_exception(e)
+                        if not answer.done():  # a cancelled chain's answer is done already
+                            answer.set_exception(e)
                     raise
                 for (_, answer), out in zip(batch, outs):
-                    answer.set_result(out)
+                    if not answer.done():
+                        answer.set_result(out)
         finally:
             self.draining = False
 

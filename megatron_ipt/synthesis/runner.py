@@ -424,7 +424,14 @@ def run(
             del part["pending"]
             part.update(written, done=True)
             save_manifest(False)
-            stats.update(texts=result.generated, skipped_texts=kept, retried=retried, failures=len(result.failed))
+            stats.update(
+                texts=result.generated,
+                skipped_texts=kept,
+                retried=retried,
+                failures=len(result.failed),
+                demonstration_prompts=result.demonstrations,
+                prefix_extending=result.extending,
+            )
             if stats["texts"] and stats["failures"] > max_failure_rate * stats["texts"]:
                 stopped = p
                 break
@@ -502,6 +509,25 @@ def format_summary(s):
         f"generated {u['generated_tokens']:,} ({u['generated_tokens'] / secs:,.0f}/s)",
         f"time           {secs:.1f} s ({generated / secs:,.1f} texts/s; {u['seconds']:.1f} s in the engine)",
     ]
+    shown = s.get("demonstration_prompts", 0)
+    if shown or u.get("cache_reports"):
+        extending = s.get("prefix_extending", 0)
+        cache = (
+            f"prefix cache {u['cached_prompt_tokens']:,} of {u['prompt_tokens']:,} prompt tokens "
+            f"({u['cached_prompt_tokens'] / max(u['prompt_tokens'], 1):.1%}"
+            + (
+                f"; reported for {u['cache_reports']} of {u['prompts']} generations)"
+                if u["cache_reports"] < u["prompts"]
+                else ")"
+            )
+            if u.get("cache_reports")
+            else "prefix cache not reported by this engine"
+        )
+        lines.insert(
+            -1,
+            f"prefixes       {extending} of {shown} prompts with a demonstration start with their chain's last "
+            f"prompt + generation; {cache}",
+        )
     if s.get("skipped_texts"):
         b = s["done_before"]
         lines.append(

@@ -95,16 +95,10 @@ class FaultServer:
                     for kind, answer in malformed.items():  # "<kind>once": malformed at the first attempt only
                         if ctx == kind or (ctx == kind + "once" and n == 1):
                             return self.reply(200, answer)
-                    self.reply(
-                        200,
-                        {
-                            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-                            "usage": {
-                                "prompt_tokens": len(req["prompt"].split()),
-                                "completion_tokens": len(text.split()),
-                            },
-                        },
-                    )
+                    usage = {"prompt_tokens": len(req["prompt"].split()), "completion_tokens": len(text.split())}
+                    if ctx.startswith("cached"):  # as vllm serve --enable-prompt-tokens-details; "cachedbad": garbled
+                        usage["prompt_tokens_details"] = {"cached_tokens": "x" if ctx == "cachedbad" else 3}
+                    self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
                 finally:
                     with outer.lock:
                         outer.inflight -= 1
@@ -379,3 +373,15 @@ def test_kill_9_during_a_pipelined_run_then_resume_equals_barrier(tmp_path, when
         assert outputs(tmp_path / "o") == outputs(tmp_path / "clean")
     finally:
         s.close()
+
+
+def test_prefix_cache_hits_reported_by_the_server_are_counted(server):
+    """``usage.prompt_tokens_details.cached_tokens`` (vllm serve --enable-prompt-tokens-details) is summed; a server
+    that does not send it, or sends garbage there, leaves the item whole and the count unreported."""
+    eng = engine(server.url)
+    try:
+        out = eng.generate([cook_context(c) for c in ("cached0", "plain", "cached1", "cachedbad")])
+    finally:
+        eng.close()
+    assert all(out) and eng.usage.failures == 0
+    assert (eng.usage.cached_prompt_tokens, eng.usage.cache_reports) == (6, 2)

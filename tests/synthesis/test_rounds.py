@@ -1,5 +1,9 @@
+import asyncio
+
+import pytest
+
 from megatron_ipt.formats.wire import cook_context
-from megatron_ipt.synthesis.rounds import synthesize_rounds
+from megatron_ipt.synthesis.rounds import synthesize_part, synthesize_rounds
 
 
 def echo_engine(log):
@@ -134,3 +138,48 @@ def test_pipelined_schedule_equals_barrier():
             assert (a.failed, a.prompts, a.generated) == (b.failed, b.prompts, b.generated)
             assert sorted(p for call in barrier for p in call) == sorted(p for call in piped for p in call)
             assert max(len(call) for call in piped) <= 2  # the in-flight bound holds the batches too
+
+
+@pytest.mark.parametrize("schedule", ["barrier", "pipelined"])
+def test_prefix_check_counts_prompts_extending_their_chains_last_prompt_and_generation(schedule):
+    """A generation in the template's exact form comes back verbatim in the next prompt (the prefix an engine can
+    reuse); one with a tail after its last </END> (cut by max tokens) is re-rendered without it."""
+    names = [f"T{i}" for i in range(6)] + ["FAIL6", "T7"]
+    echo = echo_engine([])
+    r = synthesize_part(names, echo, 2, schedule=schedule)
+    # chains T0->T4, T1->T5, T2->FAIL6, T3->T7: four round-2 prompts, each with its chain's demonstration
+    assert (r.demonstrations, r.extending) == (4, 4)
+    r = synthesize_part(names, lambda prompts: [g and g + " And then" for g in echo(prompts)], 2, schedule=schedule)
+    assert (r.demonstrations, r.extending) == (4, 0) and r.failed == [6]
+
+
+def test_a_raising_generation_cancels_the_other_chains():
+    """An engine error (not a failed item: those are None) stops the part at once: the other chains are
+    cancelled, and nothing of this part is left on the engine's event loop to run during its next part."""
+
+    class Engine:
+        def __init__(self):
+            self.loop, self.finished = asyncio.new_event_loop(), []
+
+        def generate(self, prompts):
+            raise AssertionError("the pipelined schedule uses agenerate")
+
+        def run(self, coroutine):
+            return self.loop.run_until_complete(coroutine)
+
+        async def agenerate(self, prompt):
+            ctx = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
+            if ctx == "BOOM":
+                await asyncio.sleep(0.01)
+                raise RuntimeError("engine broke")
+            await asyncio.sleep(0.2)
+            self.finished.append(ctx)
+            return f"<QUE> about {ctx}? <ANS> {ctx} </END>"
+
+    eng = Engine()
+    with pytest.raises(RuntimeError, match="engine broke"):
+        synthesize_part(["T0", "BOOM", "T2", "T3", "T4", "T5"], eng, 2, schedule="pipelined", max_in_flight=4)
+    assert eng.finished == [] and not asyncio.all_tasks(eng.loop)
+    eng.run(asyncio.sleep(0.3))
+    assert eng.finished == []
+    eng.loop.close()

@@ -163,6 +163,56 @@ def test_offline_engine_in_multi_round_synthesis(offline):
         assert entries[prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]].qa_list == parse_pred(gen)
 
 
+@needs_vllm
+def test_offline_pipelined_schedule_equals_barrier_and_reports_the_prefix_cache(offline, tmp_path):
+    """The pipelined schedule's requests join the running engine (add_request + step) instead of one LLM.generate
+    per round: same collections and prompts; every generation reports its prefix-cache hits into usage, and
+    the summary shows them; nothing is left running in the engine."""
+    from megatron_ipt.synthesis.rounds import synthesize_part
+    from megatron_ipt.synthesis.runner import format_summary, run
+
+    texts = [" ".join(p.split()[:120]) for p in opticks_paragraphs() if len(p.split()) >= 120][:6]
+    results, usage = {}, {}
+    for schedule in ("barrier", "pipelined"):
+        offline.llm.reset_prefix_cache()
+        before = offline.usage.as_dict()
+        results[schedule] = synthesize_part(
+            texts, offline, 2, MAX_MODEL_LEN, NEW_TOKENS, offline.count_tokens, schedule=schedule
+        )
+        usage[schedule] = {k: v - before[k] for k, v in offline.usage.as_dict().items()}
+    a, b = results["barrier"], results["pipelined"]
+    assert [c.to_json() for c in a.collections] == [c.to_json() for c in b.collections] and a.prompts == b.prompts
+    assert all(u["prompts"] == u["cache_reports"] == 6 for u in usage.values())
+    assert usage["pipelined"]["cached_prompt_tokens"] > 0  # the --prompt-style oneshot demonstration, at least
+    assert not offline.llm.llm_engine.has_unfinished_requests()
+    assert offline.max_in_flight == offline.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    summary = format_summary(
+        run(str(src), str(tmp_path / "o"), offline, 2, max_model_len=MAX_MODEL_LEN, max_new_tokens=NEW_TOKENS)
+    )
+    assert "prompts with a demonstration start with" in summary and "prefix cache " in summary
+    assert "not reported" not in summary
+
+
+@needs_vllm
+def test_offline_cancelled_request_is_aborted_in_the_engine(offline, prompts):
+    """A chain cancelled mid-generation (another chain raised) takes its request out of the engine."""
+    import asyncio
+
+    async def one_cancelled():
+        keep = asyncio.ensure_future(offline.agenerate(prompts[0]))
+        drop = asyncio.ensure_future(offline.agenerate(prompts[1]))
+        await asyncio.sleep(0)  # both requests are in the engine now
+        drop.cancel()
+        return await keep, drop
+
+    out, drop = offline.run(one_cancelled())
+    assert out and out.startswith("<QUE>") and drop.cancelled()
+    assert not offline.llm.llm_engine.has_unfinished_requests()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,3 +363,4 @@ def test_serve_script_flags_parse_with_vllms_parser():
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:])
         assert args.model_tag == "instruction-pretrain/instruction-synthesizer" and args.max_model_len == 4096
         assert args.served_model_name == ["synthesizer"] and args.tensor_parallel_size == 1
+        assert args.enable_prompt_tokens_details  # cache hits in every answer's usage, for the summary

@@ -9,7 +9,9 @@ run samples the same way. Every engine also offers:
   length guard and the long-text split. The model's tokenizer when the engine has one (hf, vllm) or one was
   given (``--tokenizer``); otherwise the paper's whitespace words x 1.5.
 - ``usage``: prompts, failures, prompt and generated tokens, seconds spent in ``generate``; tokens are the
-  model's own counts where it reports them (hf, vllm, openai), else ``count_tokens`` of the texts.
+  model's own counts where it reports them (hf, vllm, openai), else ``count_tokens`` of the texts. Where the
+  engine reports prefix-cache hits (vllm; openai when the server sends ``prompt_tokens_details``), the prompt
+  tokens served from the cache and the number of generations that reported them.
 - ``on_progress``: called with the number of prompts just finished, as they finish.
 - ``agenerate(prompt)`` (a coroutine, run with ``run(coroutine)`` on the engine's own event loop): one
   generation, for the pipelined schedule (rounds.synthesize_part). Engines with an async path of their own
@@ -38,6 +40,8 @@ class Usage:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
+    cached_prompt_tokens: int = 0  # prompt tokens served from the engine's prefix cache
+    cache_reports: int = 0  # generations whose engine said how many of their prompt tokens were cached
 
     def as_dict(self):
         return asdict(self)
@@ -50,6 +54,7 @@ class Generation:
     text: Optional[str]
     prompt_tokens: Optional[int] = None
     generated_tokens: Optional[int] = None
+    cached_tokens: Optional[int] = None  # prompt tokens served from the prefix cache, None = not reported
 
 
 def load_token_counter(spec: TokenizerSpec):
@@ -118,6 +123,9 @@ class Engine:
         self.usage.generated_tokens += int(
             gen.generated_tokens if gen.generated_tokens is not None else self._count_text(gen.text)
         )
+        if gen.cached_tokens is not None:
+            self.usage.cached_prompt_tokens += int(gen.cached_tokens)
+            self.usage.cache_reports += 1
         return self.style.restore(gen.text)
 
     async def agenerate(self, prompt: str) -> Optional[str]:

