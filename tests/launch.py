@@ -31,7 +31,8 @@ def launcher(nproc=None) -> list:
 
 
 def environment(**extra) -> dict:
-    return dict(os.environ, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **extra)
+    """The test environment for a launched script; `extra` adds or overrides (e.g. OMP_NUM_THREADS) variables."""
+    return {**os.environ, "PYTHONPATH": REPO, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **extra}
 
 
 def run(*argv, nproc=None, env=None, expect_rc=0, timeout=600) -> str:
