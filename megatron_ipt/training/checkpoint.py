@@ -344,13 +344,10 @@ def save_weights(save_dir: str, modules, iteration: int = 0, keep_last: int = 0)
 def latest_iteration(load_dir: str) -> Optional[int]:
     """The iteration the marker names, None without a marker; TrainingInputError if it cannot be read."""
     path = os.path.join(load_dir, MARKER)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read().strip()
-    except FileNotFoundError:
+    text = files.read_text(path, "it")
+    if text is None:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        raise TrainingInputError(f"{path}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
+    text = text.strip()
     if not text.isdigit():
         raise TrainingInputError(f"{path}: line 1 is {text[:40]!r}, expected an iteration number")
     return int(text)

@@ -220,17 +220,25 @@ def write_checksums(directory: str) -> None:
         write_atomic(os.path.join(directory, CHECKSUMS), [f"{digests[n]}  {n}\n" for n in names])
 
 
-def _read_checksums(directory: str) -> Optional[Dict[str, str]]:
-    path = os.path.join(directory, CHECKSUMS)
+def read_text(path: str, what: str) -> Optional[str]:
+    """A small text file of a checkpoint directory (the tracker, the checksum list): None if it does not exist (an
+    older or unfinished checkpoint), TrainingInputError naming it and `what` it is if it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            return f.read()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
-        raise TrainingInputError(f"{path}: cannot read the checksum list ({error})") from None
+        raise TrainingInputError(f"{path}: cannot read {what} ({getattr(error, 'strerror', None) or error})") from None
+
+
+def _read_checksums(directory: str) -> Optional[Dict[str, str]]:
+    path = os.path.join(directory, CHECKSUMS)
+    text = read_text(path, "the checksum list")
+    if text is None:
+        return None
     digests = {}
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         digest, sep, name = line.partition("  ")
         if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest) or os.path.isabs(name) or ".." in name.split("/"):
             raise TrainingInputError(f"{path}: line {number} is not '<sha256>  <file>': {line[:80]!r}")

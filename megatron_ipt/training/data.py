@@ -138,44 +138,62 @@ def check_split(run) -> None:
         plan_splits(get_blend_from_list(run.config.data.data_path)[0], run.config.data.split, requested_samples(run))
 
 
+def gpt_dataset_config(run, tokenizer, blend=None, cache_dir=None, matrix=None, *, eod_mask_loss: bool):
+    """megatron-core's GPTDatasetConfig for a run, one for both dataset paths: pre-training's (GPTDataset,
+    MockGPTDataset: `blend` None) and `--loss-mask-data`'s (tuning_data.TuningDataset, whose own loss mask replaces
+    --eod-mask-loss). `blend`, `cache_dir` and `matrix` as prepare_blend gives them."""
+    config = run.config
+    built = GPTDatasetConfig(
+        blend=blend,
+        split=config.data.split if blend else None,
+        path_to_cache=cache_dir,
+        random_seed=config.init.seed,
+        sequence_length=config.model.seq_length,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=eod_mask_loss,
+        create_attention_mask=config.data.create_attention_mask_in_dataloader,
+        mmap_bin_files=config.data.mmap_bin_files,
+        num_dataset_builder_threads=config.data.num_dataset_builder_threads,
+    )
+    if matrix is not None:
+        built.split_matrix = matrix  # without the empty parts no sample is asked of (plan_splits)
+    return built
+
+
+def prepare_blend(run, prefixes: List[str], sizes: List[int], stamped: Optional[List[str]] = None):
+    """The split matrix for `sizes` samples of the `--data-path` blend `prefixes` and its index cache directory,
+    made fresh on rank 0 (every rank waits for it). `stamped`: the prefixes whose `.bin/.idx` the cache depends on,
+    `prefixes` without it."""
+    matrix, notes = plan_splits(prefixes, run.config.data.split, sizes)
+    cache_dir = index_cache_dir(run.config.data.data_cache_path, prefixes)
+    if torch.distributed.get_rank() == 0:
+        for note in notes:
+            print(note, flush=True)
+        if ensure_fresh_cache(cache_dir, prefixes if stamped is None else stamped):
+            print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
+    torch.distributed.barrier()
+    return matrix, cache_dir
+
+
 def build_datasets(run, tokenizer):
     """Train/valid/test datasets for a run (a config.ResolvedConfig); blends from `--data-path`, or synthetic tokens
     with `--mock-data`. Sized as Megatron-LM's `get_train_valid_test_num_samples` (megatron/training/training.py)
     sizes them: train_iters x global batch training samples and (train_iters // eval_interval + 1) x eval_iters x
     global batch validation samples; no test samples (the loop has no test pass). Returns (train, valid, test, the
     data sources' names)."""
-    config = run.config
     sizes = requested_samples(run)
-    common = dict(
-        random_seed=config.init.seed,
-        sequence_length=config.model.seq_length,
-        tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=config.data.eod_mask_loss,
-        create_attention_mask=config.data.create_attention_mask_in_dataloader,
-        mmap_bin_files=config.data.mmap_bin_files,
-        num_dataset_builder_threads=config.data.num_dataset_builder_threads,
-    )
-    if config.data.mock_data:
-        dataset_config = GPTDatasetConfig(blend=None, split=None, path_to_cache=None, **common)
-        train, valid, test = BlendedMegatronDatasetBuilder(MockGPTDataset, sizes, lambda: True, dataset_config).build()
+    eod_mask_loss = run.config.data.eod_mask_loss
+    if run.config.data.mock_data:
+        mock = gpt_dataset_config(run, tokenizer, eod_mask_loss=eod_mask_loss)
+        train, valid, test = BlendedMegatronDatasetBuilder(MockGPTDataset, sizes, lambda: True, mock).build()
         return train, valid, test, ["mock"]
-    prefixes, weights = get_blend_from_list(config.data.data_path)
-    matrix, notes = plan_splits(prefixes, config.data.split, sizes)
-    cache_dir = index_cache_dir(config.data.data_cache_path, prefixes)
-    if torch.distributed.get_rank() == 0:
-        for note in notes:
-            print(note, flush=True)
-        if ensure_fresh_cache(cache_dir, prefixes):
-            print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
-    torch.distributed.barrier()
+    prefixes, weights = get_blend_from_list(run.config.data.data_path)
+    matrix, cache_dir = prepare_blend(run, prefixes, sizes)
     check_index_cache(cache_dir)  # megatron-core unpickles what it finds there: plain integer arrays only
-    dataset_config = GPTDatasetConfig(
-        blend=(prefixes, weights), split=config.data.split, path_to_cache=cache_dir, **common
-    )
-    dataset_config.split_matrix = matrix  # without the empty parts no sample is asked of (plan_splits)
-    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, dataset_config).build()
+    blended = gpt_dataset_config(run, tokenizer, (prefixes, weights), cache_dir, matrix, eod_mask_loss=eod_mask_loss)
+    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, blended).build()
     return train, valid, test, [os.path.basename(p) for p in prefixes]
 
 

@@ -16,7 +16,7 @@ causal mask no real token attends to it. Documents are visited in a fresh seeded
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -134,34 +134,14 @@ def build_datasets(run, tokenizer):
     `--split`, sized as training/data.py sizes pre-training's. Returns (train, valid, test, the sources' names)."""
     from megatron_ipt.training import data
 
-    config = run.config
     sizes = data.requested_samples(run)
-    prefixes, weights = get_blend_from_list(list(config.data.data_path))
-    matrix, notes = data.plan_splits(prefixes, config.data.split, sizes)
-    cache_dir = config.data.data_cache_path or os.path.join(
-        os.path.dirname(os.path.abspath(prefixes[0])), "index-cache"
+    prefixes, weights = get_blend_from_list(list(run.config.data.data_path))
+    masks = [mask_prefix(p) for p in prefixes]  # the loss masks beside the text: the index cache depends on both
+    matrix, cache_dir = data.prepare_blend(run, prefixes, sizes, stamped=prefixes + masks)
+    # the cache holds the blend's indices (BlendedDataset); TuningDataset itself caches nothing, and its loss mask
+    # comes from the mask files, not from eod_mask_loss
+    dataset_config = data.gpt_dataset_config(
+        run, tokenizer, (prefixes, weights), cache_dir, matrix, eod_mask_loss=False
     )
-    every_file: List[str] = prefixes + [mask_prefix(p) for p in prefixes]
-    if torch.distributed.get_rank() == 0:
-        for note in notes:
-            print(note, flush=True)
-        if data.ensure_fresh_cache(cache_dir, every_file):
-            print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
-    torch.distributed.barrier()
-    dataset_config = GPTDatasetConfig(
-        blend=(prefixes, weights),
-        split=config.data.split,
-        path_to_cache=cache_dir,  # the blend's indices (BlendedDataset); TuningDataset itself caches nothing
-        random_seed=config.init.seed,
-        sequence_length=config.model.seq_length,
-        tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=False,
-        create_attention_mask=config.data.create_attention_mask_in_dataloader,
-        mmap_bin_files=config.data.mmap_bin_files,
-        num_dataset_builder_threads=config.data.num_dataset_builder_threads,
-    )
-    dataset_config.split_matrix = matrix
     train, valid, test = BlendedMegatronDatasetBuilder(TuningDataset, sizes, lambda: True, dataset_config).build()
     return train, valid, test, [os.path.basename(p) for p in prefixes]

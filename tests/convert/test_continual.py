@@ -10,7 +10,7 @@ import torch
 
 from megatron_ipt import assets
 from megatron_ipt.corpus import SAMPLE_GENERAL_INSTRUCTIONS
-from tests.convert.conftest import run
+from tests.launch import run
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow  # ~2.5 min on 2 cores: 6 training steps of the full 135M model on 1024 tokens each

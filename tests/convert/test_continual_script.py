@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from megatron_ipt.training import config
-from tests.convert.conftest import REPO
+from tests.conftest import REPO
 from tests.training.helpers import training_config
 
 SCRIPT = os.path.join(REPO, "examples", "continual_llama3_8b_fp8.sh")

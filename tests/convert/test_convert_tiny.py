@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_ipt.training.config import pad_vocab
-from tests.convert.conftest import run
+from tests.launch import run
 
 pytestmark = pytest.mark.slow  # ~55 s: 10 conversions, one torchrun (2 processes) over three layouts
 transformers = pytest.importorskip("transformers")

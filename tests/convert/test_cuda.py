@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from tests.convert.conftest import run
 from tests.cuda import DEVICE, needs
+from tests.launch import run
 
 pytestmark = pytest.mark.cuda
 transformers = pytest.importorskip("transformers")

@@ -10,8 +10,8 @@ import torch
 
 from megatron_ipt.convert import hf_checkpoint, hf_io, llama
 from megatron_ipt.convert.llama import ConversionError
-from tests.convert.conftest import run
 from tests.convert.test_layout import LLAMA
+from tests.launch import run
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 from megatron_ipt.convert import hf_checkpoint, llama
 from megatron_ipt.convert.llama import ConversionError
 from megatron_ipt.training import config
-from tests.convert.conftest import run
+from tests.launch import run
 from tests.training.helpers import training_config
 
 LLAMA = {

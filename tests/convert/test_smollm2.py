@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from megatron_ipt import assets
-from tests.convert.conftest import run
+from tests.launch import run
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow  # ~45 s: conversion of 135M parameters, two forward passes on 2 x 128 tokens

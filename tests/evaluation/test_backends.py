@@ -5,9 +5,6 @@ real SmolLM2-135M-Instruct above chance on a built reading-comprehension task.""
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -15,36 +12,28 @@ from megatron_ipt import assets
 from megatron_ipt.evaluation import build, runner, tasks
 from megatron_ipt.evaluation.hf_backend import HFModel
 from megatron_ipt.evaluation.lm import LanguageModel
-from tests.conftest import REPO, write_jsonl
+from tests.conftest import write_jsonl
 from tests.evaluation.tiny_llama import make_tiny_llama
+from tests.launch import run
 
 NLL_TOLERANCE = 1e-4  # float32, different kernels and reduction orders (measured: ~2e-6)
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(*args, nproc=None):
-    launcher = (
-        [sys.executable]
-        if nproc is None
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            str(nproc),
-            "--master-port",
-            str(_port()),
-        ]
+def evaluate_tiny(checkpoint, task_dir, *flags, nproc=None):
+    """tools/evaluate.py as the backend comparisons run it: 12 new tokens, micro-batches of 3."""
+    return run(
+        "tools/evaluate.py",
+        "--load",
+        checkpoint,
+        "--tasks",
+        task_dir,
+        "--max-new-tokens",
+        "12",
+        "--micro-batch-size",
+        "3",
+        *flags,
+        nproc=nproc,
     )
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    proc = subprocess.run(launcher + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout
 
 
 def _predictions(directory, name):
@@ -64,7 +53,7 @@ def _scalars(tb_dir, tag):
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     hf = make_tiny_llama(str(root / "hf"))
-    _run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", hf, "--save", str(root / "ck"))
+    run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", hf, "--save", str(root / "ck"))
     return hf, str(root / "ck")
 
 
@@ -98,20 +87,10 @@ def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, hf_lm, tmp_p
     report = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None)
     hf_predictions = report.pop("_predictions")
     assert report["tasks"]["FPB"]["metrics"].keys() == {"accuracy", "weighted_f1"}
-    common = [
-        "tools/evaluate.py",
-        "--load",
+    evaluate_tiny(ck, task_dir, "--predictions-dir", str(tmp_path / "tp1"))
+    out = evaluate_tiny(
         ck,
-        "--tasks",
         task_dir,
-        "--max-new-tokens",
-        "12",
-        "--micro-batch-size",
-        "3",
-    ]
-    _run(*common, "--predictions-dir", str(tmp_path / "tp1"))
-    out = _run(
-        *common,
         "--tensor-model-parallel-size",
         "2",
         "--predictions-dir",
@@ -164,7 +143,7 @@ def test_trained_checkpoint_sentencepiece_tp1(tmp_path):
     tokenizer = assets.mistral_tokenizer_model()
     data = make(str(tmp_path / "pydoc_text_document"), assets.pydoc_topics()[:20], tokenizer)
     ck = str(tmp_path / "ck")
-    _run(
+    run(
         "tools/pretrain.py",
         "--model",
         "tiny",
@@ -184,7 +163,7 @@ def test_trained_checkpoint_sentencepiece_tp1(tmp_path):
     )
     task_dir = str(tmp_path / "tasks")
     build.build_tasks(assets.pydoc_topics()[40:], task_dir, max_sentence_words=20, max_items=4)
-    _run(
+    run(
         "tools/evaluate.py",
         "--load",
         ck,

@@ -8,8 +8,9 @@ import pytest
 from megatron_ipt import assets
 from megatron_ipt.evaluation import build, runner, tasks
 from tests.cuda import DEVICE, needs
-from tests.evaluation.test_backends import NLL_TOLERANCE, _predictions, _run
+from tests.evaluation.test_backends import NLL_TOLERANCE, _predictions, evaluate_tiny
 from tests.evaluation.tiny_llama import make_tiny_llama, train_tiny_tokenizer
+from tests.launch import run
 
 pytestmark = pytest.mark.cuda
 pytest.importorskip("transformers")
@@ -19,7 +20,7 @@ pytest.importorskip("transformers")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     hf = make_tiny_llama(str(root / "hf"), tokenizer_dir=train_tiny_tokenizer(str(root / "tokenizer")))
-    _run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", hf, "--save", str(root / "ck"))
+    run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", hf, "--save", str(root / "ck"))
     task_dir = str(root / "tasks")
     build.build_tasks(assets.pydoc_topics()[:40], task_dir, max_passage_words=60, max_items=5)
     return hf, str(root / "ck"), task_dir
@@ -34,21 +35,8 @@ def test_both_backends_agree_on_the_gpu(tiny, tmp_path, tp):
     hf_lm = HFModel(hf_dir, batch_size=4, dtype="float32")
     assert hf_lm.device.type == DEVICE
     hf_predictions = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None).pop("_predictions")
-    out = _run(
-        "tools/evaluate.py",
-        "--load",
-        ck,
-        "--tasks",
-        task_dir,
-        "--max-new-tokens",
-        "12",
-        "--micro-batch-size",
-        "3",
-        "--tensor-model-parallel-size",
-        str(tp),
-        "--predictions-dir",
-        str(tmp_path / "ours"),
-        nproc=tp,
+    out = evaluate_tiny(
+        ck, task_dir, "--tensor-model-parallel-size", str(tp), "--predictions-dir", str(tmp_path / "ours"), nproc=tp
     )
     assert "rc_sentence_choice" in out
     for task in loaded:

@@ -5,17 +5,15 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 import torch
 
 from megatron_ipt.training import checkpoint
 from megatron_ipt.training.checkpoint_files import LOCK
-from tests.training.helpers import REPO, command, environment, run, scalars
+from tests.training.helpers import REPO, background, command, environment, run, scalars, wait_for
 
 
 def tensors(directory, tmp_path):
@@ -115,21 +113,6 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1_with_same_loss(corpus, tmp_path):
     assert tp2[4] < math.log(32000) - 0.01  # trained weights, not a fresh init
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a job this test started: torchrun, its ranks (each in a session of its own) and their children (the
-    checkpoint writer processes), all by pid."""
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for process in tree:
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-
-
 def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
     """SIGKILL the whole job while the iteration-4 checkpoint is written but not committed (checkpoint.STALL_ENV
     holds it there): `latest` stays at 2, the next run resumes from 2 and deletes the leftover. While the first job
@@ -137,20 +120,8 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
     deleted the live save's `.tmp` as "never committed"); once it is dead, its lock is taken over."""
     ck, log = str(tmp_path / "ck"), tmp_path / "killed.log"
     flags = ["--train-iters", "6", "--save", ck, "--save-interval", "2", "--use-distributed-optimizer"]
-    with open(log, "w") as out:
-        job = subprocess.Popen(
-            command(corpus, 2, *flags),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment(**{checkpoint.STALL_ENV: "4"}),
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while len(re.findall(r"stalling, pid (\d+)", log.read_text())) < 2:
-            assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+    with background(log, corpus, 2, *flags, env={checkpoint.STALL_ENV: "4"}) as job:
+        wait_for(job, log, lambda text: len(re.findall(r"stalling, pid (\d+)", text)) >= 2)
         owner = json.load(open(os.path.join(ck, LOCK)))
         second = subprocess.run(
             command(corpus, 2, *flags, "--load", ck), cwd=REPO, env=environment(), capture_output=True, text=True
@@ -160,9 +131,6 @@ def test_a_killed_save_never_becomes_latest(corpus, tmp_path):
             second.stderr
         )
         assert os.path.isdir(os.path.join(ck, "iter_0000004.tmp"))
-    finally:
-        kill_tree(job.pid)
-        job.wait()
     assert checkpoint.latest_iteration(ck) == 2
     assert sorted(os.listdir(ck)) == [
         "iter_0000002",

@@ -3,15 +3,12 @@
 
 import re
 import signal
-import subprocess
-import time
 
 import psutil
 import pytest
 
 from megatron_ipt.training import checkpoint
-from tests.training.helpers import REPO, command, environment, run, scalars
-from tests.training.test_checkpoint import kill_tree
+from tests.training.helpers import background, run, scalars, wait_for
 
 
 @pytest.mark.slow  # three runs, ~40 s on 2 busy cores
@@ -35,25 +32,11 @@ def test_sigterm_saves_exits_0_and_the_resumed_run_is_bit_identical(corpus, tmp_
         "--tensorboard-dir",
         str(tmp_path / "a"),
     ]
-    with open(log, "w") as out:
-        job = subprocess.Popen(
-            command(corpus, 2, *signalled),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment(),
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "iteration        3/      20" not in log.read_text():
-            assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
+    with background(log, corpus, 2, *signalled) as job:
+        wait_for(job, log, "iteration        3/      20")
         for process in psutil.Process(job.pid).children(recursive=True):
             process.send_signal(signal.SIGTERM)
         assert job.wait(timeout=120) == 0, log.read_text()[-3000:]
-    finally:
-        kill_tree(job.pid)
     text = log.read_text()
     stopped = re.search(
         r"exiting program after receiving SIGTERM; stopped after iteration (\d+) of 20, checkpoint saved in (\S+)", text

@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
@@ -18,8 +17,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from megatron_ipt.training import data, preflight
 from megatron_ipt.training.errors import TrainingInputError
-from tests.training.helpers import REPO, command, environment, run
-from tests.training.test_checkpoint import kill_tree
+from tests.training.helpers import background, run, wait_for
 
 
 def _copy(prefix, directory):
@@ -57,34 +55,22 @@ def test_ranks_die_with_a_killed_launcher(corpus, tmp_path):
     Manager process they started are all gone within seconds, instead of training on and saving into --save."""
     ck, log = str(tmp_path / "ck"), tmp_path / "run.log"
     flags = ["--train-iters", "1000", "--save", ck, "--save-interval", "2"]
-    with open(log, "w") as out:
-        job = subprocess.Popen(
-            command(corpus, 2, *flags),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment(),
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "iteration        3/    1000" not in log.read_text():  # after the first save: the writer is up
-            assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
+    with background(log, corpus, 2, *flags) as job:
+        wait_for(job, log, "iteration        3/    1000")  # after the first save: the writer is up
         tree = psutil.Process(job.pid).children(recursive=True)
-        ranks = [p for p in tree if "tools/pretrain.py" in " ".join(p.cmdline()) and p.ppid() == job.pid]
-        assert len(ranks) == 2 and all(os.getsid(p.pid) != os.getsid(job.pid) for p in ranks)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        gone, alive = psutil.wait_procs(tree, timeout=10)
-        assert not alive, [" ".join(p.cmdline())[:100] for p in alive]
-    finally:
-        kill_tree(job.pid)
-        for process in tree if "tree" in locals() else []:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
+        try:
+            ranks = [p for p in tree if "tools/pretrain.py" in " ".join(p.cmdline()) and p.ppid() == job.pid]
+            assert len(ranks) == 2 and all(os.getsid(p.pid) != os.getsid(job.pid) for p in ranks)
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+            gone, alive = psutil.wait_procs(tree, timeout=10)
+            assert not alive, [" ".join(p.cmdline())[:100] for p in alive]
+        finally:
+            for process in tree:
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 # -- 2./3. corrupt datasets: one line naming the file, before the model is built ------------------------------------

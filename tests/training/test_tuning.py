@@ -2,7 +2,6 @@
 gradients from masked-in targets only, and the loss on pair tokens falls."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from megatron_ipt.training import config as cfg
 from megatron_ipt.training import loop, models, parallel, tuning_data
-from tests.training.helpers import run, scalars, tags
+from tests.training.helpers import free_port, run, scalars, tags
 from tests.training.tuning_fixtures import make_tuning
 
 SEQ = 128
@@ -62,10 +61,7 @@ def test_a_sample_is_one_packed_sequence_never_mixed(tuning):
 
 @pytest.fixture()
 def tiny_model():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="1", RANK="0")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="1", RANK="0")
     model = cfg.ModelConfig.load("tiny", seq_length=SEQ, max_position_embeddings=SEQ)
     chunks, _ = models.build(model, cfg.ParallelConfig(), cfg.PrecisionConfig())
     try:
