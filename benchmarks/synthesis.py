@@ -6,7 +6,9 @@ engine batched vs one prompt at a time. Real text (Newton's Opticks), real model
 1. pipeline: runner.run over a JSONL of the texts (read + hash + split with the tokenizer + M rounds + parse +
    atomic writes + manifest), timed end to end; every generate call's prompts are recorded.
 2. raw: engine.generate called again on exactly those prompt lists, timed.  Goal: pipeline / raw <= 1.05.
-3. hf only: the round-0 prompts with --batch-size vs one prompt at a time (same greedy outputs checked).
+3. hf only: the round-0 prompts with --batch-size vs one prompt at a time (same greedy outputs checked); and the
+   runner with --schedule pipelined (continuous refill of length-sorted batches) vs barrier: wall time, the model
+   batches each made, same files or not.
 Also the rules engine's texts/s through the pipeline on the whole embedded corpus (no model: the pipeline
 itself is what is measured there).
 
@@ -185,6 +187,41 @@ def schedule_benchmark(opts):
             )
 
 
+def hf_schedules(engine, texts, opts):
+    """hf: the runner with --schedule barrier vs pipelined (continuous refill of length-sorted batches), same
+    texts, interleaved --repeats times; the model batches each made, and whether the files are the same."""
+    engine.batch_size, engine._batcher = opts.batch_size, None
+    generate_batch, walls, files, batches = engine._generate_batch, {}, {}, {}
+    settings = dict(rounds=opts.rounds, max_model_len=2048, max_new_tokens=opts.max_new_tokens, part_size=len(texts))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.jsonl")  # one input path: the manifests name it
+        write_jsonl(src, texts)
+        for k in range(opts.repeats):
+            for schedule in ("barrier", "pipelined"):
+                sizes = batches[schedule] = []
+
+                def counting(batch_ids, sizes=sizes):
+                    sizes.append(len(batch_ids))
+                    return generate_batch(batch_ids)
+
+                engine._generate_batch, out = counting, os.path.join(tmp, f"{schedule}{k}")
+                try:
+                    _, secs = timed(run, src, out, engine, schedule=schedule, **settings)
+                finally:
+                    engine._generate_batch = generate_batch
+                files[schedule] = [open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))]
+                walls.setdefault(schedule, []).append(secs)
+    for schedule in ("barrier", "pipelined"):
+        print(
+            f"hf --schedule {schedule:<9}                {min(walls[schedule]):8.2f} s   runs: {_fmt(walls[schedule])}"
+            f"   model batches: {' '.join(map(str, batches[schedule]))}"
+        )
+    print(
+        f"hf pipelined / barrier                   {min(walls['pipelined']) / min(walls['barrier']):8.3f}x   "
+        f"(same files: {files['pipelined'] == files['barrier']})"
+    )
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", default="engine", choices=["engine", "schedule"])
@@ -276,6 +313,7 @@ def main():
             f"one-at-a-time / batched                  {single_s / batched_s:8.2f}x   "
             f"(same outputs: {batched == single})"
         )
+        hf_schedules(engine, texts, opts)
 
     rules = build_engine("rules")
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +325,7 @@ def main():
     print(
         f"rules engine, embedded corpus ({len(records)} records, {s['pieces']} texts, --rounds 2): "
         f"{s['pieces'] / secs:,.0f} texts/s through the pipeline, {s['pieces'] / s['usage']['seconds']:,.0f} "
-        f"texts/s in the engine, {s['pairs'] / s['pieces']:.2f} pairs/text"
+        f"texts/s in the engine, {s['written']['pairs'] / s['pieces']:.2f} pairs/text"
     )
     engine.close()
 
