@@ -30,7 +30,8 @@ itself is what is measured there).
    reference procedure (``barrier``: one LLM.generate per round over the round's texts), same engine, prefix cache
    reset before each run. Texts/s, prompt and generated tokens/s, prefix-cache hits, prompts that extend their
    chain's last prompt + generation, texts with the same pairs. The engine's batch cap (--max-num-seqs 8) and KV
-   cache (--kv-cache-tokens) stand for a GPU whose round holds many more texts than a batch.
+   cache (--kv-cache-tokens 24576) stand for a GPU whose round holds many more texts than a batch and whose KV
+   cache is mostly taken by the running batch.
 """
 
 import argparse
@@ -362,8 +363,9 @@ def main():
     p.add_argument(
         "--kv-cache-tokens",
         type=int,
-        default=32768,
-        help="vllm-schedule: KV cache size in tokens (0: vLLM's default); default about two full batches at 2k tokens",
+        default=24576,
+        help="vllm-schedule: KV cache size in tokens (0: vLLM's default); the default is about 1.5 batches of 8 of "
+        "the longest (M=3) sequences of the default texts, as tight as a GPU's cache under a full batch",
     )
     p.add_argument("--max-model-len", type=int, default=4096, help="vllm-schedule")
     p.add_argument("--min-words", type=int, default=150, help="vllm-schedule: texts of at least this many words")
