@@ -157,8 +157,11 @@ class VLLMEngine(Engine):
                     outs = self.llm.llm_engine.step()
                 except Exception as e:  # an engine error fails what is in flight, not the run
                     logger.warning("vllm: generation failed for %d prompt(s): %s", len(self._requests), e)
-                    self.llm.llm_engine.abort_request(list(self._requests))
                     failed, self._requests = self._requests, {}
+                    try:
+                        self.llm.llm_engine.abort_request(list(failed))
+                    except Exception:  # a dead engine has nothing left to abort; the waiters must still be answered
+                        pass
                     for answer in failed.values():
                         if not answer.done():
                             answer.set_result(Generation(None))
