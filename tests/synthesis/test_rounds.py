@@ -183,3 +183,12 @@ def test_a_raising_generation_cancels_the_other_chains():
     eng.run(asyncio.sleep(0.3))
     assert eng.finished == []
     eng.loop.close()
+
+
+def test_a_chain_keeps_its_place_until_its_last_round():
+    """With one chain in flight, a chain's next round is asked before any chain that has not started: its prefix
+    (last prompt + generation) is then still in the engine's cache."""
+    log = []
+    synthesize_part([f"T{i}" for i in range(6)], echo_engine(log), 2, schedule="pipelined", max_in_flight=1)
+    asked = [p.rsplit("<CON> ", 1)[1].split(" </CON>")[0] for call in log for p in call]
+    assert asked == ["T0", "T3", "T1", "T4", "T2", "T5"]  # chain i is texts i, 3 + i
