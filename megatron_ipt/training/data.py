@@ -175,6 +175,8 @@ def prepare_blend(run, prefixes: List[str], sizes: List[int], stamped: Optional[
             print(f"data index cache {cache_dir} did not match its .bin/.idx files: rebuilt", flush=True)
     torch.distributed.barrier()
     check_index_cache(cache_dir)  # megatron-core unpickles what it finds there: plain integer arrays only
+    # Rank 0 writes new index files as soon as megatron-core's builder starts: no rank may still be reading them.
+    torch.distributed.barrier()
     return matrix, cache_dir
 
 
