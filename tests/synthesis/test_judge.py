@@ -8,6 +8,7 @@ import sys
 from megatron_ipt.formats.records import Entry
 from megatron_ipt.synthesis import judge
 from tests.conftest import REPO, write_jsonl
+from tests.launch import run
 
 VALID = "<QUE> What is it? <ANS> A prism. </END>\n\n<QUE> Pick one\nOptions:\n- red\n- blue <ANS> red </END>"
 
@@ -42,33 +43,26 @@ def test_the_tool_side_by_side_with_the_rules_engine(real_texts, tmp_path):
     rows.append({"context": "no pairs here", "QA_list": []})
     path = write_jsonl(tmp_path / "heldout.jsonl", rows)
     out = tmp_path / "judge.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "tools/judge_synthesizer.py",
-            "--input",
-            path,
-            "--engine",
-            "rules",
-            "--model",
-            "rules",
-            "--model",
-            "rules",
-            "--name",
-            "one",
-            "--name",
-            "two",
-            "--output",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    output = run(
+        "tools/judge_synthesizer.py",
+        "--input",
+        path,
+        "--engine",
+        "rules",
+        "--model",
+        "rules",
+        "--model",
+        "rules",
+        "--name",
+        "one",
+        "--name",
+        "two",
+        "--output",
+        out,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "judging 6 held-out rows" in proc.stdout
-    assert "format validity (% texts with >= 1 valid pair)" in proc.stdout
+    assert "judging 6 held-out rows" in output
+    assert "format validity (% texts with >= 1 valid pair)" in output
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"one", "two"}
     for setting in ("zero-shot", "few-shot"):
@@ -90,27 +84,20 @@ def test_the_tool_reads_a_collection_valid_split_every_dataset_in_turn(tmp_path)
 
     make_standin(str(tmp_path / "standin"), max_words=60)
     out = tmp_path / "judge.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "tools/judge_synthesizer.py",
-            "--input",
-            str(tmp_path / "standin"),
-            "--max-rows",
-            "4",
-            "--engine",
-            "rules",
-            "--model",
-            "rules",
-            "--output",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run(
+        "tools/judge_synthesizer.py",
+        "--input",
+        tmp_path / "standin",
+        "--max-rows",
+        "4",
+        "--engine",
+        "rules",
+        "--model",
+        "rules",
+        "--output",
+        out,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["rows"] == 4 and report["split"] == "valid"
     assert report["gold"]["texts"] == 4
