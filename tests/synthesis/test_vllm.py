@@ -59,6 +59,15 @@ def test_missing_vllm_is_a_clear_error(tmp_path, capsys):
     assert "error: the vllm engine needs vLLM" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_max_num_seqs_below_one_is_refused_before_vllm_loads(tmp_path, capsys):
+    from tools.synthesize import main
+
+    (tmp_path / "in.jsonl").write_text('{"text": "A text."}\n')
+    argv = ["--input", str(tmp_path / "in.jsonl"), "--output-dir", str(tmp_path / "o"), "--engine", "vllm"]
+    assert main([*argv, "--model", "m", "--max-num-seqs", "0"]) == 1
+    assert "error: --max-num-seqs 0: expected at least 1" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """SmolLM2 whose tokenizer adds <|im_start|> (id 1) as BOS unless told not to."""

@@ -68,6 +68,8 @@ class VLLMEngine(Engine):
                 "--engine vllm needs --model (e.g. instruction-pretrain/instruction-synthesizer "
                 "or a local HF directory)"
             )
+        if max_num_seqs is not None and max_num_seqs < 1:
+            raise ValueError(f"--max-num-seqs {max_num_seqs}: expected at least 1 (leave it out for vLLM's default)")
         vllm = import_vllm()
         self.model, self.max_model_len = model, max_model_len
         self.llm = vllm.LLM(
@@ -78,7 +80,7 @@ class VLLMEngine(Engine):
             dtype=dtype,
             enforce_eager=enforce_eager,
             seed=seed,
-            **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
+            **({"max_num_seqs": max_num_seqs} if max_num_seqs is not None else {}),
             **({"kv_cache_memory_bytes": kv_cache_memory_bytes} if kv_cache_memory_bytes else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
