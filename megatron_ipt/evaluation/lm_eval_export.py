@@ -25,12 +25,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import string
 from typing import List
 
 from megatron_ipt.evaluation.tasks import CHOICE, Task
-from megatron_ipt.io.atomic import write_atomic, write_json_atomic, write_jsonl_atomic
+from megatron_ipt.io.atomic import (
+    owned_path,
+    publish,
+    remove_path,
+    remove_stale,
+    write_atomic,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from megatron_ipt.io.inputs import InputError
 
 MANIFEST = "lm_eval_export.json"
@@ -137,7 +144,7 @@ def _check_output_dir(output_dir: str) -> None:
 
 def export_tasks(tasks: List[Task], output_dir: str, max_new_tokens: int) -> List[str]:
     """Write the tasks' lm-eval YAML + JSONL into `output_dir`, replacing an earlier export there as a whole:
-    everything is written to a sibling temporary directory first, then renamed into place. Returns the task
+    everything is written to a temporary directory next to it first, then published (io.atomic). Returns the task
     names."""
     for task in tasks:
         if not _NAME.fullmatch(task.name):
@@ -151,8 +158,11 @@ def export_tasks(tasks: List[Task], output_dir: str, max_new_tokens: int) -> Lis
         raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     final = os.path.abspath(output_dir)
     _check_output_dir(final)
-    tmp, old = f"{final}.tmp-{os.getpid()}", f"{final}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # The export is written whole into this process's temporary directory, then published over the earlier one
+    # (io.atomic: a killed export leaves the earlier export or the complete new one, and its leftovers are
+    # cleared by the next run that writes next to it).
+    remove_stale(os.path.dirname(final))
+    tmp = owned_path(final)
     os.makedirs(tmp)
     try:
         for task in tasks:
@@ -168,17 +178,8 @@ def export_tasks(tasks: List[Task], output_dir: str, max_new_tokens: int) -> Lis
             },
         }
         write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
-        moved = False
-        try:
-            if os.path.isdir(final):
-                os.replace(final, old)
-                moved = True
-            os.replace(tmp, final)
-        except BaseException:
-            if moved:  # put the earlier export back rather than leave nothing
-                os.replace(old, final)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    publish([(tmp, final)])
     return [t.name for t in tasks]

@@ -5,6 +5,9 @@ The format checks always run. The test that loads the export with lm-eval's own 
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -117,6 +120,24 @@ def test_a_rerun_replaces_an_earlier_export_as_a_whole(tmp_path):
     assert sorted(os.listdir(out)) == [MANIFEST, "second.jsonl", "second.yaml"]
     assert "max_gen_toks: 7" in (out / "second.yaml").read_text()
     assert sorted(os.listdir(tmp_path)) == ["first.jsonl", "out", "second.jsonl"]  # no temporary directory left
+
+
+def test_a_killed_exports_leftovers_go_with_the_next_export(tmp_path):
+    """A kill -9 between writing and publishing leaves the export's temporary directory (named after its dead
+    pid, as every atomic writer's is): the next export next to it removes it and keeps the earlier export whole
+    until its own is complete."""
+    cli = _cli()
+    first = write_jsonl(tmp_path / "first.jsonl", [{"prompt": "p", "answers": "a"}])
+    out = tmp_path / "out"
+    assert cli.main(["export-lm-eval", "--tasks", first, "--output-dir", str(out)]) == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid no live process has
+    leftover = tmp_path / f"out.{dead.pid}@{socket.gethostname()}.tmp"
+    leftover.mkdir()
+    (leftover / "first.jsonl").write_text("half")
+    assert cli.main(["export-lm-eval", "--tasks", first, "--output-dir", str(out)]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["first.jsonl", "out"]
+    assert sorted(os.listdir(out)) == sorted([MANIFEST, "first.jsonl", "first.yaml"])
 
 
 def test_lm_eval_loads_the_export_and_builds_our_requests(exported, tmp_path, monkeypatch):
