@@ -241,7 +241,7 @@ def engine_schedule_benchmark(opts):
     )
     header = (
         f"{'M':>2} {'schedule':>9} {'wall s':>7} {'texts/s':>7} {'prompt tok/s':>12} {'gen tok/s':>9} "
-        f"{'cached':>7} {'extending':>9}"
+        f"{'gen/prompt':>10} {'cached':>7} {'extending':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "in.jsonl")
@@ -273,7 +273,8 @@ def engine_schedule_benchmark(opts):
                 u = s["usage"]
                 print(
                     f"{rounds:>2} {schedule:>9} {wall:>7.1f} {s['texts'] / wall:>7.2f} {u['prompt_tokens'] / wall:>12,.0f} "
-                    f"{u['generated_tokens'] / wall:>9,.1f} {u['cached_prompt_tokens'] / max(u['prompt_tokens'], 1):>7.1%} "
+                    f"{u['generated_tokens'] / wall:>9,.1f} {u['generated_tokens'] / max(u['prompts'], 1):>10.0f} "
+                    f"{u['cached_prompt_tokens'] / max(u['prompt_tokens'], 1):>7.1%} "
                     f"{s['prefix_extending']:>4}/{s['demonstration_prompts']:<4}"
                 )
             same = sum(files["barrier"][k] == v for k, v in files["pipelined"].items())
