@@ -37,13 +37,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="accepted for Megatron-LM compatibility: it keeps newlines when sentences are split, and texts are "
         "never split here, so their newlines are always kept",
     )
-    g = add_tokenizer_args(p)
+    g = add_tokenizer_args(p, null_tokenizer=True)
     g.add_argument(
         "--vocab-size",
         type=int,
         default=None,
         help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
-        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's)",
+        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's). NullTokenizer: "
+        "required, the text's ids are 0..N-1 and N is the end-of-document id",
     )
     g.add_argument(
         "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
@@ -163,7 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             "--max-documents only sets the size of each --find-optimal-num-workers trial (as in Megatron-LM); "
             "to pack part of a corpus, give a part of it as --input, or use --num-shards/--shard-index"
         )
-    args.tokenizer = dataclasses.replace(TokenizerSpec.from_args(args), vocab_size=args.vocab_size)
+    spec = TokenizerSpec.from_args(args)
+    if spec is None:  # add_tokenizer_args leaves this check to the tool: NullTokenizer names no file
+        p.error(
+            "one of the arguments --tokenizer-model --vocab-file is required (no file: --tokenizer-type NullTokenizer)"
+        )
+    args.tokenizer = dataclasses.replace(spec, vocab_size=args.vocab_size)
     return args
 
 

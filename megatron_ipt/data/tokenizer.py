@@ -14,6 +14,9 @@ tokenizer library, so the ids we write are the ids Megatron-LM would write:
 - `GPT2BPETokenizer`: GPT-2's byte-level BPE from a `vocab.json` + `merges.txt` pair (`--vocab-file`,
   `--merge-file`), encoded as megatron-core does (Hugging Face's GPT-2 tokenizer over those two files: GPT-2's
   regex, no prefix space, `<|endoftext|>` recognised as the special token it is and used as EOD).
+- `NullTokenizer`: pre-tokenized text, as Megatron-LM's: a document's text is its token ids, decimal integers
+  separated by whitespace; `--vocab-size N` takes ids 0..N-1, N is the EOD, so the vocabulary has N + 1 ids. No
+  files; for --mock-data benchmarks and data tokenized elsewhere.
 
 Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, InstructLM) and byte-level BPE models
 (Llama-3-style tokenizer.json, cl100k tiktoken files) are encoded by our own native encoders (csrc/), id-exact
@@ -41,7 +44,8 @@ SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "L
 HUGGINGFACE_TYPES = ("HuggingFaceTokenizer", "Llama3Tokenizer")
 TIKTOKEN_TYPES = ("TiktokenFileTokenizer",)
 GPT2_TYPES = ("GPT2BPETokenizer",)  # a vocab.json + merges.txt pair (--vocab-file, --merge-file)
-TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES + GPT2_TYPES
+NULL_TYPES = ("NullTokenizer",)  # pre-tokenized text: token ids as decimal integers (--vocab-size, no files)
+TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES + GPT2_TYPES + NULL_TYPES
 GPT2_EOD = "<|endoftext|>"
 TIKTOKEN_PATTERNS = ("cl100k", "llama3")  # TiktokenFileTokenizer's pre-tokenization regexes
 
@@ -361,6 +365,61 @@ class GPT2BPETokenizer(_ByteLevelNative):
         return {**super().unique_identifiers, "merge_file": self.merge_file}
 
 
+class NullTokenizer(Tokenizer):
+    """Megatron-LM's NullTokenizer: the text is the token ids, decimal integers separated by whitespace. `vocab_size`
+    is Megatron's --vocab-size (the ids before EOD): ids 0..vocab_size-1 are the text's, vocab_size is the EOD, so
+    the tokenizer's vocabulary has vocab_size + 1 ids (padded like any other by --make-vocab-size-divisible-by).
+    Where Megatron-LM trusts the text (int() of each space-separated word, any value), an id the model could not
+    embed is an error here, naming it."""
+
+    library_name = "built-in"  # no library: the ids are parsed here (Megatron's metadata names it "null")
+
+    def __init__(self, vocab_size: int, tokenizer_type: str = "NullTokenizer"):
+        if vocab_size < 1:
+            raise ValueError(f"--vocab-size {vocab_size}: NullTokenizer needs a positive vocabulary size")
+        self.tokenizer_type = tokenizer_type
+        self.model_path = f"{tokenizer_type} --vocab-size {vocab_size}"  # what messages name: there is no file
+        self.null_vocab_size = vocab_size
+        self.vocab_size = vocab_size + 1
+        self.eod, self.bos = vocab_size, None
+
+    def encode(self, text: str) -> List[int]:
+        if _NULL_TEXT.fullmatch(text):  # the common case, digits and whitespace only: checked in one pass
+            ids = [int(word) for word in text.split()]
+            if not ids or max(ids) < self.null_vocab_size:
+                return ids
+        for word in text.split():  # find the word to name
+            if not _NULL_DIGITS.fullmatch(word[1:] if word.startswith("-") else word):
+                raise ValueError(
+                    f"NullTokenizer: token {word[:40]!r} is not a decimal integer (the text must be token ids "
+                    f"separated by whitespace)"
+                )
+            if word.startswith("-"):
+                raise ValueError(f"NullTokenizer: token {word[:40]} is negative (token ids are 0 or more)")
+            if len(word) > 18 or int(word) >= self.null_vocab_size:
+                raise ValueError(
+                    f"NullTokenizer: token {word[:40]} is outside --vocab-size {self.null_vocab_size} (ids "
+                    f"0..{self.null_vocab_size - 1}; {self.null_vocab_size} is the end-of-document id)"
+                )
+        raise AssertionError(f"NullTokenizer: {text[:80]!r} failed a check that none of its words fails")
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    @property
+    def unique_identifiers(self) -> dict:
+        return {"class": type(self).__name__, "tokenizer_type": self.tokenizer_type, "vocab_size": self.vocab_size}
+
+
+# NullTokenizer's text: ASCII digits and whitespace (the str.split whitespace that separates the ids); one id, at
+# most 18 digits (what int64 holds, and short of int()'s digit limit: a longer one is too large for any vocabulary).
+_NULL_TEXT = re.compile(r"(?:\s*[0-9]{1,18}(?![0-9]))*\s*")
+_NULL_DIGITS = re.compile(r"[0-9]+")
+
+
 def build_tokenizer(
     tokenizer_type: str,
     tokenizer_model: str,
@@ -370,9 +429,17 @@ def build_tokenizer(
     native: bool = True,
     tiktoken_pattern: str = "cl100k",
     merge_file: Optional[str] = None,
+    vocab_size: Optional[int] = None,
 ) -> Tokenizer:
     """Build a tokenizer from Megatron's `--tokenizer-type` and `--tokenizer-model` values (GPT2BPETokenizer:
-    `tokenizer_model` is the vocab.json and `merge_file` the merges.txt)."""
+    `tokenizer_model` is the vocab.json and `merge_file` the merges.txt; NullTokenizer: no model, `vocab_size` is
+    Megatron's --vocab-size)."""
+    if tokenizer_type in NULL_TYPES:
+        if tokenizer_model:
+            raise ValueError(f"--tokenizer-type {tokenizer_type} reads no tokenizer file (got {tokenizer_model})")
+        if vocab_size is None:
+            raise ValueError(f"--tokenizer-type {tokenizer_type} needs --vocab-size")
+        return NullTokenizer(vocab_size, tokenizer_type)
     if tokenizer_type in GPT2_TYPES:
         if not tokenizer_model or not merge_file:
             raise ValueError(f"--tokenizer-type {tokenizer_type} needs --vocab-file and --merge-file")
@@ -410,6 +477,7 @@ METADATA_LIBRARIES = {
     **{t: "huggingface" for t in HUGGINGFACE_TYPES},
     **{t: "tiktoken" for t in TIKTOKEN_TYPES},
     **{t: "megatron" for t in GPT2_TYPES},
+    **{t: "null" for t in NULL_TYPES},
 }
 
 
@@ -419,10 +487,11 @@ class TokenizerSpec:
 
     The one description every tool shares: preprocess_data, build_corpus, pretrain, synthesize and evaluate all
     declare their tokenizer flags through `add_tokenizer_args` and read them back with `from_args`.
-    GPT2BPETokenizer: `model` is the vocab.json (--vocab-file) and `merge_file` the merges.txt (--merge-file)."""
+    GPT2BPETokenizer: `model` is the vocab.json (--vocab-file) and `merge_file` the merges.txt (--merge-file).
+    NullTokenizer: no `model` (None); `vocab_size` is Megatron's --vocab-size, the ids before its EOD."""
 
     type: str
-    model: str
+    model: Optional[str]
     include_special_tokens: bool = True  # --tokenizer-hf-no-include-special-tokens turns it off
     tiktoken_pattern: str = "cl100k"  # --tiktoken-file-pattern
     native: bool = True  # --no-native-tokenizer turns it off
@@ -445,6 +514,8 @@ class TokenizerSpec:
         """The spec the parsed flags of `add_tokenizer_args` describe; None when no model was given (tools where the
         tokenizer is optional). A missing type is inferred from the model path. Flags that contradict each other
         stop the tool with a one-line message (SystemExit, as argparse does)."""
+        if args.tokenizer_type in NULL_TYPES:
+            return cls._null_from_args(args)
         vocab_file, merge_file = getattr(args, "vocab_file", None), getattr(args, "merge_file", None)
         if vocab_file or merge_file:
             if args.tokenizer_type not in GPT2_TYPES:
@@ -476,6 +547,30 @@ class TokenizerSpec:
             spec.check_metadata(args.tokenizer_metadata)
         return spec
 
+    @classmethod
+    def _null_from_args(cls, args) -> "TokenizerSpec":
+        """NullTokenizer's flags: --vocab-size (the tool's own flag: preprocess_data's, or the model's in training),
+        and no tokenizer files."""
+        given = [flag for flag in ("tokenizer_model", "vocab_file", "merge_file") if getattr(args, flag, None)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise SystemExit(
+                f"error: --tokenizer-type {args.tokenizer_type} reads no tokenizer file (the text is the token ids): "
+                f"drop {flag} {getattr(args, given[0])}"
+            )
+        vocab_size = getattr(args, "vocab_size", None)
+        if vocab_size is None:
+            raise SystemExit(
+                f"error: --tokenizer-type {args.tokenizer_type} needs --vocab-size N (token ids 0..N-1; N is the "
+                "end-of-document id)"
+            )
+        if vocab_size < 1:
+            raise SystemExit(f"error: --vocab-size {vocab_size}: --tokenizer-type {args.tokenizer_type} needs N >= 1")
+        spec = cls(type=args.tokenizer_type, model=None, native=not args.no_native_tokenizer, vocab_size=vocab_size)
+        if getattr(args, "tokenizer_metadata", None):
+            spec.check_metadata(args.tokenizer_metadata)
+        return spec
+
     def check_metadata(self, path: str) -> None:
         """Megatron-LM's `--tokenizer-metadata` JSON: the library it names must be the one this type uses (the type
         already decides everything else the file could say, so nothing more is read from it)."""
@@ -499,6 +594,8 @@ class TokenizerSpec:
                 f"--tokenizer-type {self.type} --vocab-file {shlex.quote(self.model)} "
                 f"--merge-file {shlex.quote(self.merge_file or '')}"
             )
+        elif self.type in NULL_TYPES:
+            flags = f"--tokenizer-type {self.type}"  # and --vocab-size, below
         else:
             flags = f"--tokenizer-type {self.type} --tokenizer-model {shlex.quote(self.model)}"
         if not self.include_special_tokens:
@@ -520,8 +617,10 @@ class TokenizerSpec:
             native=self.native,
             tiktoken_pattern=self.tiktoken_pattern,
             merge_file=self.merge_file,
+            vocab_size=self.vocab_size,
         )
-        if self.vocab_size is not None and tokenizer.vocab_size > self.vocab_size:
+        # NullTokenizer's vocab_size is the ids before its EOD: its ids fit by construction
+        if self.vocab_size is not None and tokenizer.vocab_size > self.vocab_size and self.type not in NULL_TYPES:
             raise ValueError(
                 f"--vocab-size {self.vocab_size}: the tokenizer {self.model} has {tokenizer.vocab_size} tokens; "
                 f"its ids would not fit a vocabulary of {self.vocab_size}"
@@ -554,12 +653,15 @@ def add_tokenizer_args(
     title: str = "tokenizer",
     model_help: str = "SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
     model_aliases: Sequence[str] = (),
+    null_tokenizer: bool = False,
 ):
     """Declare the tokenizer flags (Megatron-LM's names) on `parser`, in a group of their own; returns the group.
     `required`: a tokenizer must be given, --tokenizer-model or (GPT2BPETokenizer) --vocab-file (else the tokenizer
     is optional and `from_args` may return None). `default_type`: --tokenizer-type when not given (None: required
     with the model, or inferred from its path when the tokenizer is optional). `model_aliases`: other option strings
-    for --tokenizer-model that a tool documented before (synthesize's `--tokenizer`)."""
+    for --tokenizer-model that a tool documented before (synthesize's `--tokenizer`). `null_tokenizer`: the tool
+    takes NullTokenizer (pre-tokenized text: token ids), which needs a `--vocab-size` flag the tool declares itself;
+    elsewhere naming it is a one-line parse error saying where it belongs."""
     g = parser.add_argument_group(title)
     if default_type:
         type_default = f" (default: {default_type})"
@@ -570,15 +672,32 @@ def add_tokenizer_args(
         )
     else:
         type_default = ""
+
+    def tokenizer_type(value: str) -> str:
+        if value in NULL_TYPES and not null_tokenizer:
+            raise argparse.ArgumentTypeError(
+                f"{value} is not for this tool: its text is token ids (pre-tokenized data), and this tool works on "
+                "text; NullTokenizer is for tools/preprocess_data.py and tools/pretrain.py"
+            )
+        return value
+
     g.add_argument(
         "--tokenizer-type",
-        choices=TOKENIZER_TYPES,
+        type=tokenizer_type,
+        choices=TOKENIZER_TYPES if null_tokenizer else tuple(t for t in TOKENIZER_TYPES if t not in NULL_TYPES),
         default=default_type,
         required=required and default_type is None,
-        help="Megatron-LM's tokenizer type" + type_default,
+        help="Megatron-LM's tokenizer type"
+        + type_default
+        + (
+            "; NullTokenizer: the text is token ids separated by whitespace, below --vocab-size"
+            if null_tokenizer
+            else ""
+        ),
     )
     # One of the two names the tokenizer's files: argparse says so when neither is given to a tool that needs one.
-    model_or_vocab = g.add_mutually_exclusive_group(required=required)
+    # (NullTokenizer names no file: a tool taking it checks for the files itself, after parsing)
+    model_or_vocab = g.add_mutually_exclusive_group(required=required and not null_tokenizer)
     model_or_vocab.add_argument(
         "--tokenizer-model", *model_aliases, dest="tokenizer_model", default=None, help=model_help
     )

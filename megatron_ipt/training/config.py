@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.data.tokenizer import NULL_TYPES, TokenizerSpec, add_tokenizer_args
 
 # The blocks every preset builds (Llama/Mistral-style): what a Megatron-LM script says with --normalization RMSNorm
 # --swiglu --disable-bias-linear --position-embedding-type rope --attention-dropout 0 --hidden-dropout 0.
@@ -186,6 +186,10 @@ class ModelConfig:
         """The flags of `add_model_args`: `--model` (else `default_model`) overridden by the shape flags given; with
         neither, the shape flags alone (`from_flags`; the vocabulary size defaults to the tokenizer's)."""
         flags = {name: getattr(args, name) for name in MODEL_FIELDS}
+        if getattr(args, "tokenizer_type", None) in NULL_TYPES:
+            # Megatron-LM's --vocab-size is NullTokenizer's (the ids before its EOD); the model's vocabulary is the
+            # tokenizer's, one more (then padded), as Megatron-LM sizes it from every tokenizer
+            flags["vocab_size"] = TokenizerSpec.from_args(args).build().vocab_size
         model = args.model or default_model
         if model:
             return cls.load(model, **flags)
@@ -754,7 +758,7 @@ def add_data_args(parser) -> None:
         "Megatron-LM's --sft (JSONL conversations)",
     )
     parser.set_defaults(**{name: value for name, value in _defaults(DataConfig).items() if name != "tokenizer"})
-    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
+    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer", null_tokenizer=True)
 
 
 def add_checkpoint_args(parser) -> None:

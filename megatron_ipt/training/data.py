@@ -417,7 +417,8 @@ def check_data(run, cache_dir: Optional[str] = None, scan_ids: bool = True) -> N
         return
     prefixes = get_blend_from_list(config.data.data_path)[0]
     cache_dir = cache_dir or index_cache_dir(config.data.data_cache_path, prefixes)
-    tokenizer = config.data.tokenizer.model if config.data.tokenizer else "no tokenizer"
+    spec = config.data.tokenizer
+    tokenizer = (spec.model or f"{spec.type} --vocab-size {spec.vocab_size}") if spec else "no tokenizer"
     for prefix in prefixes:
         info = check_dataset(prefix)
         if scan_ids:
