@@ -202,8 +202,10 @@ class _Progress:
 _worker: dict = {}
 
 
-def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str):
-    die_with_parent()  # a killed preprocess must not leave its workers tokenizing into a dead run's parts
+def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str, parent: int):
+    # a killed preprocess must not leave its workers tokenizing into a dead run's parts (also one killed while
+    # this worker was still starting: hence the parent's own pid)
+    die_with_parent(parent=parent)
     logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
     _worker.update(
         config=config, progress=progress, part_dir=part_dir, tokenizer=config.tokenizer.build(config.threads_per_worker)
@@ -331,7 +333,7 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
                 min(workers, len(shards)),
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(config, progress, part_dir),
+                initargs=(config, progress, part_dir, os.getpid()),
             ) as pool:
                 pending = [pool.submit(_run_part, (i, s)) for i, s in enumerate(shards)]
                 try:
