@@ -31,7 +31,8 @@ itself is what is measured there).
    reset before each run. Texts/s, prompt and generated tokens/s, prefix-cache hits, prompts that extend their
    chain's last prompt + generation, texts with the same pairs. The engine's batch cap (--max-num-seqs 8) and KV
    cache (--kv-cache-tokens 24576) stand for a GPU whose round holds many more texts than a batch and whose KV
-   cache is mostly taken by the running batch.
+   cache is mostly taken by the running batch. Then the bound prefix reuse puts on the ratio on this engine: the
+   prefill-only rate times the demonstration tokens (all a cache could serve) against the reference's wall time.
 """
 
 import argparse
@@ -246,6 +247,7 @@ def engine_schedule_benchmark(opts):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "in.jsonl")
         write_jsonl(src, texts)
+        bounds = {}
         for rounds in opts.schedule_rounds:
             print(header)
             best, files = {}, {}
@@ -282,7 +284,40 @@ def engine_schedule_benchmark(opts):
                 f"M={rounds}: pipelined is {best['barrier'][0] / best['pipelined'][0]:.2f}x the reference procedure's "
                 f"throughput (goal >= 1.3x); texts with the same pairs and links: {same} of {len(texts)}"
             )
+            bounds[rounds] = best["barrier"]
+        prefill_bound(engine, texts, bounds)
     engine.close()
+
+
+def prefill_bound(engine, texts, bounds):
+    """What prefix reuse can win at most on this engine. Every text's own context is in exactly one prompt and
+    can never come from the cache; the rest of the prompt tokens (the demonstrations: earlier prompts and
+    generations of the chain) at best all can. The prefill-only rate (max_tokens 1, cold cache) of the texts' own
+    prompts times those tokens is what caching can save of a reference run's wall time (decoding unchanged), and
+    bounds pipelined / reference from above (the round tails aside, which on a CPU cost little: a decode step's
+    cost there grows with its batch)."""
+    from vllm import SamplingParams
+
+    engine.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    outs = engine.llm.generate(
+        [cook_context(t) for t in texts], SamplingParams(max_tokens=1, temperature=0), use_tqdm=False
+    )
+    secs = time.perf_counter() - start
+    own = sum(len(o.prompt_token_ids) for o in outs)
+    per_token = secs / own
+    print(
+        f"prefill alone: {own / secs:,.0f} prompt tokens/s ({len(texts)} prompts of the texts' own contexts, "
+        f"{own:,} tokens, cold cache)"
+    )
+    for rounds, (wall, s) in bounds.items():
+        prompts = s["usage"]["prompt_tokens"]
+        saved = max(prompts - own, 0) * per_token
+        print(
+            f"M={rounds}: prompts take ~{prompts * per_token:.1f} s of the reference's {wall:.1f} s; with every "
+            f"demonstration token ({max(prompts - own, 0):,} of {prompts:,}) from the cache, pipelined / reference "
+            f"is at most {wall / (wall - saved):.2f}x"
+        )
 
 
 def _pairs_by_text(out_dir):
