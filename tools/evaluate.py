@@ -28,13 +28,27 @@ def build_tasks_main(argv) -> int:
     p.add_argument("--num-options", type=int, default=4)
     p.add_argument("--max-passage-words", type=int, default=120)
     p.add_argument("--max-sentence-words", type=int, default=40, help="a longer sentence ends a passage")
-    p.add_argument("--max-items", type=int, default=None, help="items per task (default: one per usable document)")
+    p.add_argument(
+        "--passages-per-document",
+        type=int,
+        default=1,
+        help="items from up to this many non-overlapping passages of each document (more items per held-out text)",
+    )
+    p.add_argument("--max-items", type=int, default=None, help="items per task (default: one per usable passage)")
     a = p.parse_args(argv)
     try:
         check_writable_dir(a.output_dir)  # before the work, not after it
         texts = read_documents(a.input, a.text_key)
         summary = build_tasks(
-            texts, a.output_dir, a.seed, a.num_options, a.max_passage_words, a.max_sentence_words, a.max_items, a.input
+            texts,
+            a.output_dir,
+            a.seed,
+            a.num_options,
+            a.max_passage_words,
+            a.max_sentence_words,
+            a.max_items,
+            a.input,
+            a.passages_per_document,
         )
     except (InputError, ValueError, OSError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e, has_skip_flag=False)

@@ -9,6 +9,7 @@ import logging
 import sys
 
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.engines import ENGINES, build_engine
@@ -58,6 +59,11 @@ def build_parser():
         "(default: %(default)s); failed texts are recorded and --resume retries them",
     )
     io.add_argument("--log-interval", type=int, default=1000, help="texts between progress lines off a terminal")
+    io.add_argument(
+        "--summary-json",
+        default=None,
+        help="also write this run's summary (counts, tokens, engine seconds) as JSON here (written atomically)",
+    )
 
     syn = ap.add_argument_group("synthesis")
     syn.add_argument("--engine", default="rules", choices=ENGINES)
@@ -203,6 +209,11 @@ def main(argv=None):
     finally:
         engine.close()
     print(format_summary(summary))
+    if args.summary_json:
+        try:
+            write_json_atomic(args.summary_json, summary)
+        except OSError as e:
+            return report_error(OutputError(f"--summary-json {args.summary_json}: could not write: {e.strerror or e}"))
     stopped = failure_rate_error(summary)
     if stopped:
         print(f"error: {stopped}", file=sys.stderr)

@@ -46,23 +46,29 @@ def read_documents(spec: str, text_key: str = "text") -> List[str]:
     return texts
 
 
-def _passage(text: str, max_words: int, max_sentence_words: int) -> List[str]:
-    """The first run of consecutive sentences of at most `max_sentence_words` words each (sentences become options
-    and answers, which must fit a model's context), extended up to `max_words` words."""
+def _passages(text: str, max_words: int, max_sentence_words: int, limit: int = 1) -> List[List[str]]:
+    """Up to `limit` passages of the text, in order and not overlapping: each a run of at least two consecutive
+    sentences of at most `max_sentence_words` words each (sentences become options and answers, which must fit a
+    model's context), extended up to `max_words` words."""
+    found: List[List[str]] = []
     run: List[str] = []
     for sentence in sentences(text):
         n = len(sentence.split())
         if n > max_sentence_words:
             if len(run) >= 2:
-                break
+                found.append(run)
             run = []
-            continue
-        if run and sum(len(s.split()) for s in run) + n > max_words:
+        elif run and sum(len(s.split()) for s in run) + n > max_words:
             if len(run) >= 2:
-                break
-            run = []  # one sentence and this one do not fit: start again here
-        run.append(sentence)
-    return run
+                found.append(run)
+            run = [sentence]  # one sentence and this one do not fit: start again here
+        else:
+            run.append(sentence)
+        if len(found) == limit:
+            return found
+    if len(run) >= 2:
+        found.append(run)
+    return found[:limit]
 
 
 def _options(rng: random.Random, gold: str, pool: List[tuple], doc: int, doc_text: str, n: int):
@@ -91,11 +97,16 @@ def build_tasks(
     max_sentence_words: int = 40,
     max_items: int = None,
     source: str = "",
+    passages_per_document: int = 1,
 ) -> Dict[str, object]:
-    """Write the three task files into `output_dir`; returns {"items": {task: n}, "skipped_documents": n}."""
-    passages = [_passage(t, max_passage_words, max_sentence_words) for t in texts]
-    usable = [d for d, p in enumerate(passages) if len(p) >= 2]
-    pool = [(d, s) for d in usable for s in passages[d]]
+    """Write the three task files into `output_dir`; returns {"items": {task: n}, "skipped_documents": n}.
+    `passages_per_document` > 1 makes items from several non-overlapping passages of a long document (more items
+    from the same held-out text: narrower intervals in an ablation)."""
+    if passages_per_document < 1:
+        raise ValueError(f"--passages-per-document {passages_per_document} must be at least 1")
+    passages = [_passages(t, max_passage_words, max_sentence_words, passages_per_document) for t in texts]
+    usable = [d for d, p in enumerate(passages) if p]
+    pool = [(d, s) for d in usable for passage in passages[d] for s in passage]
     if len({d for d, _ in pool}) < num_options:
         raise ValueError(
             f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
@@ -103,9 +114,9 @@ def build_tasks(
         )
     items: Dict[str, List[TaskItem]] = {name: [] for name in TASKS}
     rngs = {name: random.Random(f"{seed}:{name}") for name in TASKS}
-    for d in usable[:max_items] if max_items else usable:
-        doc_id = f"doc{d}"
-        passage = passages[d]
+    for d, k in ((d, k) for d in usable for k in range(len(passages[d]))):
+        doc_id = f"doc{d}" if k == 0 else f"doc{d}-p{k}"
+        passage = passages[d][k]
         doc_text = " ".join(texts[d].split())
         text = " ".join(passage)
 
@@ -142,6 +153,8 @@ def build_tasks(
                 id=f"{doc_id}-complete",
             )
         )
+    if max_items:
+        items = {name: rows[:max_items] for name, rows in items.items()}
     rules = {
         "rc_sentence_choice": "gold: a sentence of the passage; distractors: sentences of other documents not in this one",
         "rc_next_sentence_choice": "gold: the passage's withheld last sentence; distractors: sentences of other documents not in this one",
