@@ -1,0 +1,548 @@
+"""The ablation's report: per-run evaluation files in, RUN/report/{report.json, report.md, figures/*.png} out.
+
+The orchestrator calls, once every run is trained and evaluated,
+
+    write_report(run_dir, ReportInputs(arms=("vanilla", "mix", "ipt"), ipt_arms=("ipt",),
+                                       baselines=("vanilla", "mix"), seeds=(1, 2, 3),
+                                       tokens={"ipt": {1: RunTokens(tokens_seen, global_batch_tokens), ...}, ...},
+                                       synthesis={"ipt": SynthesisCost(engine, prompt_tokens, generated_tokens,
+                                                                       engine_seconds, raw_tokens, gpus)},
+                                       stage_seconds={"synthesize": 812.0, ...}))  -> the report as a dict
+
+and reads, per arm and seed (the layout tools/ablate.py makes):
+
+    RUN/eval/<arm>/seed<S>/report.json               tools/evaluate.py --output
+    RUN/eval/<arm>/seed<S>/predictions/<task>.jsonl  tools/evaluate.py --predictions-dir (same item order everywhere)
+    RUN/tensorboard/<arm>-seed<S>/                   the run's training events (`lm loss validation` by iteration)
+
+Every number in report.json comes from those files: a run's value of a task metric is the one in its report.json,
+an arm's value is the mean over seeds, and only the intervals come from the per-item rows (stats.py; the rows are
+checked to reproduce each run's metric first, so a stale predictions file is an error, not a quiet mismatch).
+Differences are every IPT arm minus every baseline. Which metric decides a task (DECIDING) is fixed by its kind:
+for multiple choice the gold option's log-likelihood margin, not its raw log-likelihood (raw likelihood moves with
+familiarity with the format; the margin is what discriminates) nor accuracy (coarse at small scale); those are
+reported beside it with their own verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from megatron_ipt.io.atomic import owned_path, remove_path, write_atomic, write_json_atomic
+from megatron_ipt.io.inputs import InputError
+
+from . import stats
+
+# Which metric carries the verdict for a task of each kind (tools/evaluate.py's kinds).
+DECIDING = {"multiple_choice": "gold_margin", "generation": "gold_nll", "perplexity": "nll_per_token"}
+LOWER_IS_BETTER = frozenset({"gold_nll", "nll_per_token", "perplexity"})
+VALIDATION_TAG, TRAINING_TAG = "lm loss validation", "lm loss"  # Megatron's names (training/callbacks/logger.py)
+NOT_TESTED = "not tested (no per-item values)"
+# A run's metric must equal the mean its rows give (both are the same sums, in another order).
+_RTOL, _ATOL = 1e-6, 1e-9
+
+
+@dataclass(frozen=True)
+class RunTokens:
+    """What one run trained on: tokens seen, and its global batch in tokens (the allowed spread between runs)."""
+
+    tokens_seen: int
+    global_batch_tokens: int
+
+
+@dataclass(frozen=True)
+class SynthesisCost:
+    """What making one IPT arm's corpus cost: the engine's token counts and seconds for `raw_tokens` raw tokens
+    synthesized; `gpus` the engine held (0 for a CPU engine or an HTTP server whose GPUs are not ours to count)."""
+
+    engine: str
+    prompt_tokens: int
+    generated_tokens: int
+    engine_seconds: float
+    raw_tokens: int
+    gpus: int = 0
+
+    def __post_init__(self):
+        if self.raw_tokens <= 0:
+            raise ValueError(f"synthesis cost of {self.engine}: raw_tokens must be > 0, got {self.raw_tokens}")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the orchestrator knows that the run files do not (see the module docstring)."""
+
+    arms: Tuple[str, ...]  # the order of tables and figures
+    ipt_arms: Tuple[str, ...]  # each compared with each baseline: ipt - vanilla, ipt - mix
+    baselines: Tuple[str, ...]  # ("vanilla", "mix"), or ("vanilla",) without a mix arm
+    seeds: Tuple[int, ...]  # the same seeds for every arm: runs are paired by seed
+    tokens: Mapping[str, Mapping[int, RunTokens]]  # arm -> seed -> tokens
+    synthesis: Mapping[str, SynthesisCost] = field(default_factory=dict)  # per IPT arm
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per stage, where known
+    resamples: int = 10_000
+    bootstrap_seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self):
+        unknown = [a for a in (*self.ipt_arms, *self.baselines) if a not in self.arms]
+        if unknown or not self.ipt_arms or not self.baselines or not self.seeds:
+            raise ValueError(f"report inputs: ipt_arms and baselines must be non-empty arms of {self.arms}")
+        missing = [f"{a}/seed{s}" for a in self.arms for s in self.seeds if s not in self.tokens.get(a, {})]
+        if missing:
+            raise ValueError(f"report inputs: no tokens seen for {', '.join(missing)}")
+
+    @property
+    def comparisons(self) -> List[Tuple[str, str]]:
+        return [(i, b) for i in self.ipt_arms for b in self.baselines]
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One task in one run: its report.json entry and its per-item rows."""
+
+    kind: str
+    metrics: Dict[str, float]
+    rows: List[dict]
+    path: str  # the predictions file, for errors
+
+
+@dataclass(frozen=True)
+class Run:
+    arm: str
+    seed: int
+    iteration: Optional[int]
+    tasks: Dict[str, TaskRun]
+    report_path: str
+
+
+def run_eval_dir(run_dir: str, arm: str, seed: int) -> str:
+    return os.path.join(run_dir, "eval", arm, f"seed{seed}")
+
+
+def tensorboard_dir(run_dir: str, arm: str, seed: int) -> str:
+    return os.path.join(run_dir, "tensorboard", f"{arm}-seed{seed}")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(path, None, "missing (was this run evaluated?)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, f"not JSON: {e.msg}") from None
+
+
+def _read_rows(path: str) -> List[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise InputError(path, n, f"not JSON: {e.msg}") from None
+    except FileNotFoundError:
+        raise InputError(path, None, "missing (evaluate with --predictions-dir)") from None
+    return rows
+
+
+def collect(run_dir: str, arms, seeds) -> Dict[Tuple[str, int], Run]:
+    """Every run's evaluation, checked to cover the same tasks and the same items in the same order."""
+    runs, first = {}, None
+    for arm in arms:
+        for seed in seeds:
+            directory = run_eval_dir(run_dir, arm, seed)
+            report_path = os.path.join(directory, "report.json")
+            report = _read_json(report_path)
+            tasks = {}
+            for name, task in sorted(report.get("tasks", {}).items()):
+                path = os.path.join(directory, "predictions", f"{name}.jsonl")
+                rows = _read_rows(path)
+                if len(rows) != task["items"]:
+                    raise InputError(path, None, f"{len(rows)} rows, but {report_path} says {task['items']} items")
+                metrics = {k: v for k, v in task["metrics"].items() if isinstance(v, (int, float))}
+                tasks[name] = TaskRun(task["kind"], metrics, rows, path)
+            run = Run(arm, seed, report.get("iteration"), tasks, report_path)
+            if first is None:
+                first = run
+            else:
+                _check_same_items(first, run)
+            runs[arm, seed] = run
+    return runs
+
+
+def _check_same_items(first: Run, run: Run) -> None:
+    if set(run.tasks) != set(first.tasks):
+        raise InputError(
+            run.report_path, None, f"tasks {sorted(run.tasks)} != {sorted(first.tasks)} in {first.report_path}"
+        )
+    for name, task in run.tasks.items():
+        ref = first.tasks[name]
+        if len(task.rows) != len(ref.rows):
+            raise InputError(task.path, None, f"{len(task.rows)} items, but {ref.path} has {len(ref.rows)}")
+        if [r.get("line") for r in task.rows] != [r.get("line") for r in ref.rows]:
+            raise InputError(
+                task.path, None, f"items are not those of {ref.path} in the same order (their lines differ)"
+            )
+
+
+def _item_values(task: TaskRun, metric: str) -> Optional[Tuple[np.ndarray, Optional[np.ndarray], bool]]:
+    """(values, weights, exp transform) of one metric over the task's items, or None where rows do not carry it."""
+    if task.kind == "perplexity" and metric in ("nll_per_token", "perplexity"):
+        tokens = np.array([r["tokens"] for r in task.rows], dtype=np.float64)
+        nll = np.array([r["nll_sum"] for r in task.rows], dtype=np.float64)
+        values = np.divide(nll, tokens, out=np.zeros_like(nll), where=tokens > 0)  # weight 0 rows count for nothing
+        return values, tokens, metric == "perplexity"
+    if task.rows and all(isinstance(r.get(metric), (int, float)) for r in task.rows):
+        return np.array([r[metric] for r in task.rows], dtype=np.float64), None, False
+    return None
+
+
+def _sample(runs, arm, seeds, task_name, metric) -> Optional[Tuple[stats.Sample, bool]]:
+    """One arm's per-item sample of a metric over seeds, checked against each run's reported value."""
+    parts = [_item_values(runs[arm, s].tasks[task_name], metric) for s in seeds]
+    if any(p is None for p in parts):
+        return None
+    weights = None if parts[0][1] is None else np.stack([p[1] for p in parts])
+    sample = stats.Sample(np.stack([p[0] for p in parts]), weights)
+    transform = parts[0][2]
+    per_seed = np.exp(sample.per_seed()) if transform else sample.per_seed()
+    for seed, value in zip(seeds, per_seed):
+        task = runs[arm, seed].tasks[task_name]
+        if not math.isclose(value, task.metrics[metric], rel_tol=_RTOL, abs_tol=_ATOL):
+            raise InputError(
+                task.path,
+                None,
+                f"rows give {metric} {float(value)!r}, but the run's report.json says {task.metrics[metric]!r}",
+            )
+    return sample, transform
+
+
+def _metric_report(runs, inputs: ReportInputs, task_name: str, metric: str, draws: stats.Draws) -> dict:
+    """Per arm: the runs' values, their mean and interval; per comparison: the paired difference and verdict."""
+    higher = metric not in LOWER_IS_BETTER
+    samples = {arm: _sample(runs, arm, inputs.seeds, task_name, metric) for arm in inputs.arms}
+    per_item = all(s is not None for s in samples.values())
+    out = {"higher_is_better": higher, "per_item": per_item, "arms": {}, "differences": {}}
+    per_seed = {arm: [runs[arm, s].tasks[task_name].metrics[metric] for s in inputs.seeds] for arm in inputs.arms}
+    for arm in inputs.arms:
+        entry = {"mean": float(np.mean(per_seed[arm])), "per_seed": dict(zip(map(str, inputs.seeds), per_seed[arm]))}
+        if per_item:
+            sample, exp = samples[arm]
+            e = stats.estimate(sample, draws, np.exp if exp else None, inputs.level)
+            entry.update(low=e.low, high=e.high)
+        out["arms"][arm] = entry
+    for a, b in inputs.comparisons:
+        entry = {"a": a, "b": b, "mean": float(np.mean(np.subtract(per_seed[a], per_seed[b])))}
+        if per_item:
+            (sa, exp), (sb, _) = samples[a], samples[b]
+            d = stats.difference(sa, sb, draws, higher, np.exp if exp else None, inputs.level)
+            entry.update(low=d.low, high=d.high, verdict=d.verdict)
+        else:
+            entry["verdict"] = NOT_TESTED
+        out["differences"][f"{a} - {b}"] = entry
+    return out
+
+
+def _read_curves(run_dir: str, inputs: ReportInputs) -> Tuple[Optional[str], Dict[str, Dict[int, tuple]]]:
+    """(tag, arm -> seed -> (iterations, values)) of the validation loss, else the training loss, else (None, {})."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = {}
+    for arm in inputs.arms:
+        for seed in inputs.seeds:
+            path = tensorboard_dir(run_dir, arm, seed)
+            if os.path.isdir(path):
+                acc = EventAccumulator(path, size_guidance={"scalars": 0})  # 0: keep every point
+                acc.Reload()
+                tags = set(acc.Tags().get("scalars", []))
+                scalars[arm, seed] = {t: acc.Scalars(t) for t in (VALIDATION_TAG, TRAINING_TAG) if t in tags}
+    for tag in (VALIDATION_TAG, TRAINING_TAG):
+        if scalars and all(tag in s for s in scalars.values()):
+            curves = {}
+            for (arm, seed), s in scalars.items():
+                points = sorted({e.step: e.value for e in s[tag]}.items())  # a resumed run rewrites steps: last wins
+                curves.setdefault(arm, {})[seed] = (np.array([p[0] for p in points]), np.array([p[1] for p in points]))
+            return tag, curves
+    return None, {}
+
+
+def _loss_report(tag: Optional[str], curves) -> dict:
+    out = {"tag": tag, "arms": {}}
+    for arm, seeds in curves.items():
+        final = {str(s): {"iteration": int(it[-1]), "value": float(v[-1])} for s, (it, v) in seeds.items()}
+        out["arms"][arm] = {"final_mean": float(np.mean([f["value"] for f in final.values()])), "per_seed": final}
+    return out
+
+
+def _tokens_report(inputs: ReportInputs) -> dict:
+    """Tokens seen per run, and whether every run saw the same number within one global batch."""
+    runs = {a: {str(s): inputs.tokens[a][s].tokens_seen for s in inputs.seeds} for a in inputs.arms}
+    seen = [inputs.tokens[a][s].tokens_seen for a in inputs.arms for s in inputs.seeds]
+    batch = max(inputs.tokens[a][s].global_batch_tokens for a in inputs.arms for s in inputs.seeds)
+    spread = max(seen) - min(seen)
+    equal = spread <= batch
+    message = (
+        f"tokens seen are equal within one global batch: spread {spread:,} <= {batch:,}"
+        if equal
+        else f"FAILED: tokens seen differ by {spread:,}, more than one global batch ({batch:,}): the arms are not "
+        "at equal tokens, so their differences mix the recipe with the amount of training"
+    )
+    return {"runs": runs, "spread": spread, "global_batch_tokens": batch, "equal": equal, "message": message}
+
+
+def _cost_report(inputs: ReportInputs) -> dict:
+    """Each IPT arm's synthesis cost, and that cost scaled to one billion raw tokens with the same engine."""
+    out = {}
+    for arm, c in inputs.synthesis.items():
+        scale = 1e9 / c.raw_tokens
+        per_billion = {
+            "engine_seconds": c.engine_seconds * scale,
+            "prompt_tokens": c.prompt_tokens * scale,
+            "generated_tokens": c.generated_tokens * scale,
+        }
+        if c.gpus:
+            per_billion["gpu_hours"] = c.engine_seconds * c.gpus * scale / 3600.0
+        out[arm] = {**c.__dict__, "per_billion_raw_tokens": per_billion}
+    return out
+
+
+def build_report(run_dir: str, inputs: ReportInputs) -> Tuple[dict, dict]:
+    """(report, curves): the report's content (report.json) and the loss curves for the figure."""
+    runs = collect(run_dir, inputs.arms, inputs.seeds)
+    first = runs[inputs.arms[0], inputs.seeds[0]]
+    tasks = {}
+    for name, task in sorted(first.tasks.items()):
+        draws = stats.Draws(len(task.rows), len(inputs.seeds), inputs.resamples, inputs.bootstrap_seed)
+        metrics = {m: _metric_report(runs, inputs, name, m, draws) for m in task.metrics}
+        deciding = DECIDING.get(task.kind)
+        tasks[name] = {
+            "kind": task.kind,
+            "items": len(task.rows),
+            "deciding_metric": deciding if deciding in metrics else None,
+            "metrics": metrics,
+        }
+    headline = []
+    for name, task in tasks.items():
+        metric = task["deciding_metric"]
+        for key, d in task["metrics"][metric]["differences"].items() if metric else []:
+            headline.append({"task": name, "metric": metric, "comparison": key, **d})
+    tag, curves = _read_curves(run_dir, inputs)
+    report = {
+        "arms": list(inputs.arms),
+        "ipt_arms": list(inputs.ipt_arms),
+        "baselines": list(inputs.baselines),
+        "seeds": list(inputs.seeds),
+        "deciding_metrics": DECIDING,
+        "bootstrap": {
+            "resamples": inputs.resamples,
+            "seed": inputs.bootstrap_seed,
+            "level": inputs.level,
+            "resampled": "items and seeds" if len(inputs.seeds) > 1 else "items only (one seed)",
+        },
+        "verdicts": headline,
+        "tasks": tasks,
+        "iterations": {a: {str(s): runs[a, s].iteration for s in inputs.seeds} for a in inputs.arms},
+        "loss": _loss_report(tag, curves),
+        "tokens": _tokens_report(inputs),
+        "synthesis_cost": _cost_report(inputs),
+        "stage_seconds": dict(inputs.stage_seconds),
+    }
+    return report, curves
+
+
+def write_report(run_dir: str, inputs: ReportInputs) -> dict:
+    """Write RUN/report/report.json, report.md and figures/{validation_loss,metrics}.png; returns the report."""
+    report, curves = build_report(run_dir, inputs)
+    out = os.path.join(run_dir, "report")
+    figures = os.path.join(out, "figures")
+    os.makedirs(figures, exist_ok=True)
+    written = {"metrics": _save_figure(_metrics_figure(report), os.path.join(figures, "metrics.png"))}
+    if curves:
+        written["loss"] = _save_figure(_loss_figure(report, curves), os.path.join(figures, "validation_loss.png"))
+    report["figures"] = {k: os.path.relpath(v, out) for k, v in written.items()}
+    write_json_atomic(os.path.join(out, "report.json"), report)
+    write_atomic(os.path.join(out, "report.md"), format_markdown(report))
+    return report
+
+
+# --- figures (matplotlib's Figure without pyplot: headless, no global backend state) ---
+
+
+def _save_figure(fig, path: str) -> str:
+    tmp = owned_path(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return path
+
+
+def _loss_figure(report: dict, curves):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for arm in report["arms"]:
+        seeds = curves.get(arm)
+        if not seeds:
+            continue
+        common = sorted(set.intersection(*(set(it.tolist()) for it, _ in seeds.values())))  # seeds log alike
+        values = np.stack([np.interp(common, it, v) for it, v in seeds.values()])
+        line = ax.plot(common, values.mean(axis=0), label=f"{arm} (mean of {len(seeds)} seeds)")[0]
+        ax.fill_between(common, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+    validation = report["loss"]["tag"] == VALIDATION_TAG
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(report["loss"]["tag"] if validation else "lm loss (training; no validation logged)")
+    ax.set_title(("Validation" if validation else "Training") + " loss per arm (band: min-max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _metrics_figure(report: dict):
+    from matplotlib.figure import Figure
+
+    tasks = list(report["tasks"].items())
+    fig = Figure(figsize=(4.2 * max(1, len(tasks)), 4))
+    for k, (name, task) in enumerate(tasks, 1):
+        ax = fig.add_subplot(1, len(tasks), k)
+        metric = task["deciding_metric"] or next(iter(task["metrics"]))
+        m = task["metrics"][metric]
+        arms = report["arms"]
+        means = np.array([m["arms"][a]["mean"] for a in arms])
+        if m["per_item"]:
+            err = np.array(
+                [[means[i] - m["arms"][a]["low"], m["arms"][a]["high"] - means[i]] for i, a in enumerate(arms)]
+            )
+            ax.bar(arms, means, yerr=err.T, capsize=4, color=[f"C{i}" for i in range(len(arms))])
+        else:
+            ax.bar(arms, means, color=[f"C{i}" for i in range(len(arms))])
+        lo, hi = (
+            (means.min(), means.max())
+            if not m["per_item"]
+            else (min(m["arms"][a]["low"] for a in arms), max(m["arms"][a]["high"] for a in arms))
+        )
+        pad = 0.15 * (hi - lo) or 0.05 * (abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)  # zoomed: the arms differ by little next to the metric's size
+        ax.set_title(f"{name}\n{metric} ({'higher' if m['higher_is_better'] else 'lower'} is better)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Deciding metric per task: mean over seeds, {report['bootstrap']['level']:.0%} interval")
+    return fig
+
+
+# --- report.md ---
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4g}"
+
+
+def _signed(x) -> str:
+    return f"{x:+.4g}"
+
+
+def _diff_cell(d: dict) -> str:
+    if "low" not in d:
+        return f"{_signed(d['mean'])} ({d['verdict']})"
+    return f"{_signed(d['mean'])} [{_signed(d['low'])}, {_signed(d['high'])}] **{d['verdict']}**"
+
+
+def _arm_cell(a: dict) -> str:
+    return f"{_num(a['mean'])} [{_num(a['low'])}, {_num(a['high'])}]" if "low" in a else _num(a["mean"])
+
+
+def format_markdown(report: dict) -> str:
+    keys = [f"{a} - {b}" for a in report["ipt_arms"] for b in report["baselines"]]
+    boot = report["bootstrap"]
+    level = f"{boot['level']:.0%}"
+    out = ["# Ablation report", ""]
+    if not report["tokens"]["equal"]:
+        out += [f"**{report['tokens']['message']}**", ""]
+    out += [
+        "## Verdict",
+        "",
+        f"Per task, the deciding metric's difference (mean over seeds) with its {level} interval "
+        f"({boot['resamples']:,} bootstrap resamples over {boot['resampled']}); the verdict is read from the interval.",
+        "",
+        "| task | deciding metric | " + " | ".join(k.replace(" - ", " − ") for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for name, task in report["tasks"].items():
+        metric = task["deciding_metric"]
+        if metric is None:
+            cells = ["(its deciding metric is not in the runs' reports)"] * len(keys)
+        else:
+            cells = [_diff_cell(task["metrics"][metric]["differences"][k]) for k in keys]
+        out.append(f"| {name} | {metric or DECIDING.get(task['kind'], '-')} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Deciding metrics: " + "; ".join(f"{k}: `{v}`" for k, v in report["deciding_metrics"].items()) + ". For "
+        "multiple choice the margin of the gold option's log-likelihood decides, not its raw log-likelihood "
+        "(`gold_loglik`, which moves with familiarity with the format) nor accuracy (coarse at this scale); both "
+        "are shown below with their own verdicts.",
+        "",
+        f"*No difference detected at this scale* means the {level} interval contains 0 with "
+        f"{len(report['seeds'])} seed(s) and this many items: a difference smaller than about the interval's "
+        "half-width may exist and go unseen. It is not evidence that the arms are equal; more seeds, more items or "
+        "more tokens narrow the interval.",
+    ]
+    if boot["resampled"].startswith("items only"):
+        out += ["", "With one seed only the items are resampled: the intervals leave out seed-to-seed variation."]
+    for name, task in report["tasks"].items():
+        out += ["", f"## {name} ({task['kind']}, {task['items']} items)", ""]
+        out += ["| metric | " + " | ".join(report["arms"]) + " | " + " | ".join(keys) + " |"]
+        out += ["|---|" + "---|" * (len(report["arms"]) + len(keys))]
+        for metric, m in task["metrics"].items():
+            label = f"{metric} ({'↑' if m['higher_is_better'] else '↓'})"
+            label = f"**{label}, decides**" if metric == task["deciding_metric"] else label
+            cells = [_arm_cell(m["arms"][a]) for a in report["arms"]] + [_diff_cell(m["differences"][k]) for k in keys]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", "## Training", ""]
+    loss = report["loss"]
+    if loss["tag"]:
+        out += [
+            f"Final `{loss['tag']}` (mean over seeds): "
+            + ", ".join(f"{a} {_num(v['final_mean'])}" for a, v in loss["arms"].items())
+            + "."
+        ]
+    else:
+        out += ["No TensorBoard loss curves were found under tensorboard/."]
+    out += ["", "Every arm × seed is its own TensorBoard run: `tensorboard --logdir RUN/tensorboard`.", ""]
+    tokens = report["tokens"]
+    out += ["| arm | " + " | ".join(f"seed {s}" for s in report["seeds"]) + " |"]
+    out += ["|---|" + "---|" * len(report["seeds"])]
+    out += [f"| {a} | " + " | ".join(f"{t:,}" for t in runs.values()) + " |" for a, runs in tokens["runs"].items()]
+    out += ["", ("" if tokens["equal"] else "**") + tokens["message"] + ("" if tokens["equal"] else "**")]
+    if report["stage_seconds"]:
+        out += ["", "Wall time per stage: " + ", ".join(f"{k} {v:,.0f} s" for k, v in report["stage_seconds"].items())]
+    if report["synthesis_cost"]:
+        out += [
+            "",
+            "## What the IPT corpus cost",
+            "",
+            "| arm | engine | raw tokens | prompt tokens | generated tokens | engine s | per 1B raw tokens |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for arm, c in report["synthesis_cost"].items():
+            p = c["per_billion_raw_tokens"]
+            scaled = f"{p['engine_seconds'] / 3600:,.1f} engine h, {p['generated_tokens']:.3g} generated tokens"
+            if "gpu_hours" in p:
+                scaled += f", {p['gpu_hours']:,.1f} GPU h"
+            out.append(
+                f"| {arm} | {c['engine']} | {c['raw_tokens']:,} | {c['prompt_tokens']:,} | "
+                f"{c['generated_tokens']:,} | {c['engine_seconds']:,.1f} | {scaled} |"
+            )
+    figures = report.get("figures", {})
+    if figures:
+        out += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
+    return "\n".join(out) + "\n"
