@@ -387,57 +387,78 @@ def _save_figure(fig, path: str) -> str:
     return path
 
 
+def _seed_band(seeds: Dict[int, tuple]) -> Tuple[np.ndarray, np.ndarray]:
+    """(iterations, values (seeds, iterations)) on the iterations every seed logged (runs of one schedule log alike)."""
+    common = np.array(sorted(set.intersection(*(set(it.tolist()) for it, _ in seeds.values()))))
+    return common, np.stack([np.interp(common, it, v) for it, v in seeds.values()])
+
+
 def _loss_figure(report: dict, curves):
+    """Left: each arm's loss, mean over seeds with the min-max band. Right: each arm minus the first baseline,
+    where differences far smaller than the loss's own fall are visible."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    for arm in report["arms"]:
-        seeds = curves.get(arm)
-        if not seeds:
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    ax, delta = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    baseline = report["baselines"][0]
+    ref = _seed_band(curves[baseline]) if baseline in curves else None
+    for i, arm in enumerate(report["arms"]):
+        if arm not in curves:
             continue
-        common = sorted(set.intersection(*(set(it.tolist()) for it, _ in seeds.values())))  # seeds log alike
-        values = np.stack([np.interp(common, it, v) for it, v in seeds.values()])
-        line = ax.plot(common, values.mean(axis=0), label=f"{arm} (mean of {len(seeds)} seeds)")[0]
-        ax.fill_between(common, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
-    validation = report["loss"]["tag"] == VALIDATION_TAG
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(report["loss"]["tag"] if validation else "lm loss (training; no validation logged)")
-    ax.set_title(("Validation" if validation else "Training") + " loss per arm (band: min-max over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        steps, values = _seed_band(curves[arm])
+        label = f"{arm} ({len(curves[arm])} seeds)"
+        ax.plot(steps, values.mean(axis=0), color=f"C{i}", label=label)
+        ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=f"C{i}", alpha=0.2)
+        if ref is not None and arm != baseline:
+            base = np.interp(steps, ref[0], ref[1].mean(axis=0))
+            delta.plot(steps, values.mean(axis=0) - base, color=f"C{i}", label=label)
+            delta.fill_between(steps, values.min(axis=0) - base, values.max(axis=0) - base, color=f"C{i}", alpha=0.2)
+    tag = report["loss"]["tag"]
+    name = tag if tag == VALIDATION_TAG else "lm loss (training; no validation logged)"
+    ax.set(xlabel="iteration", ylabel=name, title=f"{name}: mean over seeds, band min-max")
+    delta.axhline(0.0, color="black", linewidth=0.8)
+    delta.set(xlabel="iteration", ylabel=f"minus {baseline}'s mean", title=f"{name} minus {baseline} (below 0: lower)")
+    for a in (ax, delta):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
     return fig
 
 
 def _metrics_figure(report: dict):
+    """Per task, the deciding metric: top, each arm's mean and interval; bottom, each comparison's difference
+    and interval against 0, colored by its verdict. Points with error bars, not bars: the axes are zoomed to the
+    intervals (the arms differ by little next to the metric's size), and a bar's length would mean nothing."""
     from matplotlib.figure import Figure
 
     tasks = list(report["tasks"].items())
-    fig = Figure(figsize=(4.2 * max(1, len(tasks)), 4))
-    for k, (name, task) in enumerate(tasks, 1):
-        ax = fig.add_subplot(1, len(tasks), k)
+    keys = [f"{a} - {b}" for a in report["ipt_arms"] for b in report["baselines"]]
+    colors = {stats.BETTER: "tab:green", stats.WORSE: "tab:red"}
+    level = f"{report['bootstrap']['level']:.0%}"
+    fig = Figure(figsize=(4.2 * max(1, len(tasks)), 7), layout="constrained")
+    for k, (name, task) in enumerate(tasks):
+        top, bottom = fig.add_subplot(2, len(tasks), k + 1), fig.add_subplot(2, len(tasks), len(tasks) + k + 1)
         metric = task["deciding_metric"] or next(iter(task["metrics"]))
         m = task["metrics"][metric]
-        arms = report["arms"]
-        means = np.array([m["arms"][a]["mean"] for a in arms])
-        if m["per_item"]:
-            err = np.array(
-                [[means[i] - m["arms"][a]["low"], m["arms"][a]["high"] - means[i]] for i, a in enumerate(arms)]
-            )
-            ax.bar(arms, means, yerr=err.T, capsize=4, color=[f"C{i}" for i in range(len(arms))])
-        else:
-            ax.bar(arms, means, color=[f"C{i}" for i in range(len(arms))])
-        lo, hi = (
-            (means.min(), means.max())
-            if not m["per_item"]
-            else (min(m["arms"][a]["low"] for a in arms), max(m["arms"][a]["high"] for a in arms))
-        )
-        pad = 0.15 * (hi - lo) or 0.05 * (abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)  # zoomed: the arms differ by little next to the metric's size
-        ax.set_title(f"{name}\n{metric} ({'higher' if m['higher_is_better'] else 'lower'} is better)", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Deciding metric per task: mean over seeds, {report['bootstrap']['level']:.0%} interval")
+        for x, arm in enumerate(report["arms"]):
+            _point(top, x, m["arms"][arm], f"C{x}")
+        for x, key in enumerate(keys):
+            _point(bottom, x, m["differences"][key], colors.get(m["differences"][key]["verdict"], "tab:gray"))
+        direction = "higher" if m["higher_is_better"] else "lower"
+        top.set_xticks(range(len(report["arms"])), report["arms"])
+        top.set_title(f"{name}\n{metric} ({direction} is better), {level} interval", fontsize=9)
+        bottom.axhline(0.0, color="black", linewidth=0.8)
+        bottom.set_xticks(range(len(keys)), [k.replace(" - ", " −\n") for k in keys], fontsize=8)
+        bottom.set_title("difference (green: better, red: worse, gray: none detected)", fontsize=8)
+        for a in (top, bottom):
+            a.grid(axis="y", alpha=0.3)
+            a.margins(x=0.2)
     return fig
+
+
+def _point(ax, x: int, entry: dict, color: str) -> None:
+    """A mean with its interval as an error bar (just the point where there is no interval)."""
+    yerr = [[entry["mean"] - entry["low"]], [entry["high"] - entry["mean"]]] if "low" in entry else None
+    ax.errorbar([x], [entry["mean"]], yerr=yerr, fmt="o", color=color, capsize=5, markersize=7)
 
 
 # --- report.md ---
@@ -453,8 +474,12 @@ def _signed(x) -> str:
 
 def _diff_cell(d: dict) -> str:
     if "low" not in d:
-        return f"{_signed(d['mean'])} ({d['verdict']})"
+        return f"{_signed(d['mean'])}, {d['verdict']}"
     return f"{_signed(d['mean'])} [{_signed(d['low'])}, {_signed(d['high'])}] **{d['verdict']}**"
+
+
+def _label(key: str) -> str:
+    return key.replace(" - ", " − ")
 
 
 def _arm_cell(a: dict) -> str:
@@ -471,10 +496,12 @@ def format_markdown(report: dict) -> str:
     out += [
         "## Verdict",
         "",
-        f"Per task, the deciding metric's difference (mean over seeds) with its {level} interval "
-        f"({boot['resamples']:,} bootstrap resamples over {boot['resampled']}); the verdict is read from the interval.",
+        f"Per task, the deciding metric's difference, mean over seeds [{level} interval] "
+        f"({boot['resamples']:,} bootstrap resamples over {boot['resampled']}, paired by seed and item); the verdict "
+        "is read from the interval, never from the mean alone. Arms below: mean over seeds [interval]; ↑/↓: higher/"
+        "lower is better.",
         "",
-        "| task | deciding metric | " + " | ".join(k.replace(" - ", " − ") for k in keys) + " |",
+        "| task | deciding metric | " + " | ".join(_label(k) for k in keys) + " |",
         "|---|---|" + "---|" * len(keys),
     ]
     for name, task in report["tasks"].items():
@@ -492,7 +519,7 @@ def format_markdown(report: dict) -> str:
         "are shown below with their own verdicts.",
         "",
         f"*No difference detected at this scale* means the {level} interval contains 0 with "
-        f"{len(report['seeds'])} seed(s) and this many items: a difference smaller than about the interval's "
+        f"{len(report['seeds'])} seed(s) and each task's items: a difference smaller than about the interval's "
         "half-width may exist and go unseen. It is not evidence that the arms are equal; more seeds, more items or "
         "more tokens narrow the interval.",
     ]
@@ -500,7 +527,7 @@ def format_markdown(report: dict) -> str:
         out += ["", "With one seed only the items are resampled: the intervals leave out seed-to-seed variation."]
     for name, task in report["tasks"].items():
         out += ["", f"## {name} ({task['kind']}, {task['items']} items)", ""]
-        out += ["| metric | " + " | ".join(report["arms"]) + " | " + " | ".join(keys) + " |"]
+        out += ["| metric | " + " | ".join(report["arms"]) + " | " + " | ".join(_label(k) for k in keys) + " |"]
         out += ["|---|" + "---|" * (len(report["arms"]) + len(keys))]
         for metric, m in task["metrics"].items():
             label = f"{metric} ({'↑' if m['higher_is_better'] else '↓'})"

@@ -77,7 +77,8 @@ def _ppl_rows(rng, tokens, shift):
 
 def _write_run(run_dir, arm, seed, iteration, base, shift):
     """One run's report.json and predictions, the numbers computed as tools/evaluate.py computes them."""
-    rng = np.random.default_rng(seed)  # the same noise for the same seed: vanilla and ipt_same are identical
+    # Each run its own noise, except ipt_same, which repeats vanilla's runs exactly.
+    rng = np.random.default_rng([seed, ARMS.index("vanilla" if arm == "ipt_same" else arm)])
     rows = {
         "rc_choice": _mc_rows(rng, base["rc_choice"], shift),
         "rc_completion": _gen_rows(rng, base["rc_completion"], shift),
