@@ -225,25 +225,26 @@ def _sample(runs, arm, seeds, task_name, metric) -> Optional[Tuple[stats.Sample,
     return sample, transform
 
 
-def _metric_report(runs, inputs: ReportInputs, task_name: str, metric: str, draws: stats.Draws) -> dict:
+def _metric_report(runs, inputs: ReportInputs, task_name: str, metric: str, draws: Optional[stats.Draws]) -> dict:
     """Per arm: the runs' values, their mean and interval; per comparison: the paired difference and verdict."""
     higher = metric not in LOWER_IS_BETTER
     samples = {arm: _sample(runs, arm, inputs.seeds, task_name, metric) for arm in inputs.arms}
-    per_item = all(s is not None for s in samples.values())
+    per_item = draws is not None and all(s is not None for s in samples.values())
     out = {"higher_is_better": higher, "per_item": per_item, "arms": {}, "differences": {}}
     per_seed = {arm: [runs[arm, s].tasks[task_name].metrics[metric] for s in inputs.seeds] for arm in inputs.arms}
+    resampled = {}
     for arm in inputs.arms:
         entry = {"mean": float(np.mean(per_seed[arm])), "per_seed": dict(zip(map(str, inputs.seeds), per_seed[arm]))}
         if per_item:
             sample, exp = samples[arm]
-            e = stats.estimate(sample, draws, np.exp if exp else None, inputs.level)
+            resampled[arm] = stats.resample(sample, draws, np.exp if exp else None)
+            e = stats.estimate(resampled[arm], inputs.level)
             entry.update(low=e.low, high=e.high)
         out["arms"][arm] = entry
     for a, b in inputs.comparisons:
         entry = {"a": a, "b": b, "mean": float(np.mean(np.subtract(per_seed[a], per_seed[b])))}
         if per_item:
-            (sa, exp), (sb, _) = samples[a], samples[b]
-            d = stats.difference(sa, sb, draws, higher, np.exp if exp else None, inputs.level)
+            d = stats.difference(resampled[a], resampled[b], higher, inputs.level)
             entry.update(low=d.low, high=d.high, verdict=d.verdict)
         else:
             entry["verdict"] = NOT_TESTED
@@ -320,7 +321,11 @@ def build_report(run_dir: str, inputs: ReportInputs) -> Tuple[dict, dict]:
     first = runs[inputs.arms[0], inputs.seeds[0]]
     tasks = {}
     for name, task in sorted(first.tasks.items()):
-        draws = stats.Draws(len(task.rows), len(inputs.seeds), inputs.resamples, inputs.bootstrap_seed)
+        draws = (  # an empty task has nothing to resample: its means are reported without intervals
+            stats.Draws(len(task.rows), len(inputs.seeds), inputs.resamples, inputs.bootstrap_seed)
+            if task.rows
+            else None
+        )
         metrics = {m: _metric_report(runs, inputs, name, m, draws) for m in task.metrics}
         deciding = DECIDING.get(task.kind)
         tasks[name] = {
