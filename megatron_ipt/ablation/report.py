@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -187,6 +187,12 @@ def _check_same_items(first: Run, run: Run) -> None:
         ref = first.tasks[name]
         if len(task.rows) != len(ref.rows):
             raise InputError(task.path, None, f"{len(task.rows)} items, but {ref.path} has {len(ref.rows)}")
+        if set(task.metrics) != set(ref.metrics):
+            raise InputError(
+                run.report_path,
+                None,
+                f"{name}: metrics {sorted(task.metrics)} != {sorted(ref.metrics)} in {first.report_path}",
+            )
         if [r.get("line") for r in task.rows] != [r.get("line") for r in ref.rows]:
             raise InputError(
                 task.path, None, f"items are not those of {ref.path} in the same order (their lines differ)"
@@ -275,8 +281,9 @@ def _read_curves(run_dir: str, inputs: ReportInputs) -> Tuple[Optional[str], Dic
     return None, {}
 
 
-def _loss_report(tag: Optional[str], curves) -> dict:
-    out = {"tag": tag, "arms": {}}
+def _loss_report(tag: Optional[str], curves, inputs: ReportInputs) -> dict:
+    missing = [f"{a}-seed{s}" for a in inputs.arms for s in inputs.seeds if s not in curves.get(a, {})]
+    out = {"tag": tag, "runs_without_curves": missing, "arms": {}}
     for arm, seeds in curves.items():
         final = {str(s): {"iteration": int(it[-1]), "value": float(v[-1])} for s, (it, v) in seeds.items()}
         out["arms"][arm] = {"final_mean": float(np.mean([f["value"] for f in final.values()])), "per_seed": final}
@@ -311,7 +318,7 @@ def _cost_report(inputs: ReportInputs) -> dict:
         }
         if c.gpus:
             per_billion["gpu_hours"] = c.engine_seconds * c.gpus * scale / 3600.0
-        out[arm] = {**c.__dict__, "per_billion_raw_tokens": per_billion}
+        out[arm] = {**asdict(c), "per_billion_raw_tokens": per_billion}
     return out
 
 
@@ -355,7 +362,7 @@ def build_report(run_dir: str, inputs: ReportInputs) -> Tuple[dict, dict]:
         "verdicts": headline,
         "tasks": tasks,
         "iterations": {a: {str(s): runs[a, s].iteration for s in inputs.seeds} for a in inputs.arms},
-        "loss": _loss_report(tag, curves),
+        "loss": _loss_report(tag, curves, inputs),
         "tokens": _tokens_report(inputs),
         "synthesis_cost": _cost_report(inputs),
         "stage_seconds": dict(inputs.stage_seconds),
@@ -370,8 +377,11 @@ def write_report(run_dir: str, inputs: ReportInputs) -> dict:
     figures = os.path.join(out, "figures")
     os.makedirs(figures, exist_ok=True)
     written = {"metrics": _save_figure(_metrics_figure(report), os.path.join(figures, "metrics.png"))}
+    loss_png = os.path.join(figures, "validation_loss.png")
     if curves:
-        written["loss"] = _save_figure(_loss_figure(report, curves), os.path.join(figures, "validation_loss.png"))
+        written["loss"] = _save_figure(_loss_figure(report, curves), loss_png)
+    else:
+        remove_path(loss_png)  # an earlier report's figure would show curves this report did not read
     report["figures"] = {k: os.path.relpath(v, out) for k, v in written.items()}
     write_json_atomic(os.path.join(out, "report.json"), report)
     write_atomic(os.path.join(out, "report.md"), format_markdown(report))
@@ -435,7 +445,7 @@ def _metrics_figure(report: dict):
     intervals (the arms differ by little next to the metric's size), and a bar's length would mean nothing."""
     from matplotlib.figure import Figure
 
-    tasks = list(report["tasks"].items())
+    tasks = [(name, task) for name, task in report["tasks"].items() if task["metrics"]]
     keys = [f"{a} - {b}" for a in report["ipt_arms"] for b in report["baselines"]]
     colors = {stats.BETTER: "tab:green", stats.WORSE: "tab:red"}
     level = f"{report['bootstrap']['level']:.0%}"
@@ -547,6 +557,11 @@ def format_markdown(report: dict) -> str:
             + ", ".join(f"{a} {_num(v['final_mean'])}" for a, v in loss["arms"].items())
             + "."
         ]
+        if loss["runs_without_curves"]:
+            out += [
+                "",
+                "No loss curves for " + ", ".join(loss["runs_without_curves"]) + " (no events under tensorboard/).",
+            ]
     else:
         out += ["No TensorBoard loss curves were found under tensorboard/."]
     out += ["", "Every arm × seed is its own TensorBoard run: `tensorboard --logdir RUN/tensorboard`.", ""]

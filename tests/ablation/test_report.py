@@ -207,7 +207,7 @@ def test_verdicts_planted_and_identical(report):
 
 def test_loss_curves_come_from_the_events(report):
     loss = report["loss"]
-    assert loss["tag"] == "lm loss validation"
+    assert loss["tag"] == "lm loss validation" and loss["runs_without_curves"] == []
     for arm in ARMS:
         per_seed = loss["arms"][arm]["per_seed"]
         for seed in SEEDS:
@@ -256,6 +256,7 @@ def test_token_mismatch_beyond_one_global_batch_is_flagged(run_dir, tmp_path):
     md = open(os.path.join(copy, "report", "report.md")).read()
     assert md.splitlines()[2].startswith("**FAILED: tokens seen differ by 2,048")
     assert not os.path.exists(os.path.join(copy, "report", "figures", "validation_loss.png"))  # no events: none
+    assert "No TensorBoard loss curves" in md
 
 
 def test_one_seed_resamples_items_only(run_dir):
@@ -292,4 +293,32 @@ def test_missing_or_mismatched_runs_are_named(run_dir, tmp_path):
         write_report(copy, _inputs())
     os.remove(os.path.join(copy, "eval", "ipt", "seed3", "report.json"))
     with pytest.raises(InputError, match=r"ipt/seed3/report.json: missing"):
+        collect(copy, ARMS, SEEDS)
+
+
+def test_training_loss_stands_in_where_no_validation_was_logged(run_dir, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    copy = _broken_copy(run_dir, tmp_path)
+    for arm in ARMS:
+        for seed in SEEDS[:2]:  # seed 3 has no events at all
+            writer = SummaryWriter(os.path.join(copy, "tensorboard", f"{arm}-seed{seed}"))
+            for it in (1, 2, 3):
+                writer.add_scalar("lm loss", 5.0 - it - SHIFT[arm], it)
+            writer.close()
+    loss = write_report(copy, _inputs())["loss"]
+    assert loss["tag"] == "lm loss" and loss["runs_without_curves"] == [f"{a}-seed3" for a in ARMS]
+    assert loss["arms"]["ipt"]["final_mean"] == pytest.approx(2.0 - SHIFT["ipt"])
+    assert os.path.getsize(os.path.join(copy, "report", "figures", "validation_loss.png")) > 0
+    md = open(os.path.join(copy, "report", "report.md")).read()
+    assert "Final `lm loss`" in md and "No loss curves for vanilla-seed3" in md
+
+
+def test_runs_reporting_different_metrics_are_named(run_dir, tmp_path):
+    copy = _broken_copy(run_dir, tmp_path)
+    path = os.path.join(copy, "eval", "ipt", "seed2", "report.json")
+    report = json.load(open(path))
+    del report["tasks"]["rc_choice"]["metrics"]["gold_margin"]
+    json.dump(report, open(path, "w"))
+    with pytest.raises(InputError, match=r"ipt/seed2/report.json: rc_choice: metrics .* != "):
         collect(copy, ARMS, SEEDS)
