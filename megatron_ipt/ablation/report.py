@@ -178,6 +178,11 @@ def collect(run_dir: str, arms, seeds) -> Dict[Tuple[str, int], Run]:
     return runs
 
 
+def _item_key(row: dict) -> tuple:
+    """What identifies an item across runs (held-out documents have no id: their file and line)."""
+    return row.get("path"), row.get("line"), row.get("id")
+
+
 def _check_same_items(first: Run, run: Run) -> None:
     if set(run.tasks) != set(first.tasks):
         raise InputError(
@@ -193,9 +198,9 @@ def _check_same_items(first: Run, run: Run) -> None:
                 None,
                 f"{name}: metrics {sorted(task.metrics)} != {sorted(ref.metrics)} in {first.report_path}",
             )
-        if [r.get("line") for r in task.rows] != [r.get("line") for r in ref.rows]:
+        if [_item_key(r) for r in task.rows] != [_item_key(r) for r in ref.rows]:
             raise InputError(
-                task.path, None, f"items are not those of {ref.path} in the same order (their lines differ)"
+                task.path, None, f"items are not those of {ref.path} in the same order (their lines or ids differ)"
             )
 
 

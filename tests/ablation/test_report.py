@@ -70,7 +70,12 @@ def _gen_rows(rng, base, shift):
 
 def _ppl_rows(rng, tokens, shift):
     return [
-        {"line": i + 1, "tokens": int(t), "nll_sum": float(t * (3.0 - shift + rng.normal(0, 0.05)))}
+        {
+            "path": "held_out.jsonl",
+            "line": i + 1,
+            "tokens": int(t),
+            "nll_sum": float(t * (3.0 - shift + rng.normal(0, 0.05))),
+        }
         for i, t in enumerate(tokens)
     ]
 
