@@ -9,7 +9,7 @@ run's statistic before seeds are averaged (`perplexity` = exp(nll_per_token) per
 
 Point estimate: the mean over seeds of the runs' statistics. Interval: each bootstrap draw resamples the items
 with replacement (once, shared by every seed and every arm: all runs score the same task files) and the seeds
-with replacement (shared by every arm: the same seed means the same initialization and data order), recomputes
+with replacement (shared by every arm: the same seed means the same initialization), recomputes
 every run's statistic on the resampled items, and averages over the resampled seeds. Both levels vary because
 both are what a rerun would vary: other items from the same kind of task, other seeds. With one seed only the
 items are resampled (the interval then says nothing about seed-to-seed variation; the report says so).
@@ -22,9 +22,10 @@ at this scale".
 
 Draws are a pure function of (items, seeds, resamples, seed): every call with the same `Draws` sees the same
 resamples, which is what pairs arms and metrics. Use: `resample(Sample(values, weights), draws)` once per arm
-and metric, then `estimate(arm)` and `difference(arm_a, arm_b, higher_is_better)`. Item resamples are made as count matrices in chunks (a few MB
-each) and applied with one matrix product per chunk, so 10,000 draws over 500 items x 3 seeds x 3 arms take
-milliseconds per metric.
+and metric, then `estimate(arm)` and `difference(arm_a, arm_b, higher_is_better)`. Item resamples are made as
+count matrices in chunks (16 MB each) and applied with one matrix product per chunk: 10,000 draws of 500 items
+x 3 seeds take about 0.1 s per arm and metric (a whole report, 4 arms x 3 tasks x 500 items, 13 s on the
+shared 2-core machine).
 """
 
 from __future__ import annotations
