@@ -31,6 +31,7 @@ setup(
         "sentencepiece",
         "tokenizers",
         "tensorboard",
+        "matplotlib>=3.6",  # the ablation report's figures (megatron_ipt/ablation/report.py, Agg backend)
         "tqdm",
         "zstandard",
         "orjson",
