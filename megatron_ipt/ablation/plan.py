@@ -24,7 +24,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-
 KINDS = ("vanilla", "mix", "ipt")
 RECIPES = ("general", "domain")
 ENGINES_WITH_MODEL = ("vllm", "hf")  # the openai engine names a server's model; rules needs none

@@ -114,7 +114,7 @@ def build_tasks(
         )
     items: Dict[str, List[TaskItem]] = {name: [] for name in TASKS}
     rngs = {name: random.Random(f"{seed}:{name}") for name in TASKS}
-    for d, k in ((d, k) for d in usable for k in range(len(passages[d]))):
+    for d, k in [(doc, k) for doc in usable for k in range(len(passages[doc]))]:
         doc_id = f"doc{d}" if k == 0 else f"doc{d}-p{k}"
         passage = passages[d][k]
         doc_text = " ".join(texts[d].split())
