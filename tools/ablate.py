@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     try:  # everything about the plan is checked before any work starts
         plan = load_plan(args.plan, args.overrides)
         check_held_out(plan)
-        unique = pipeline.check_budget_reachable(plan)
+        # the budget check tokenizes the corpus: a dry run (e.g. DRY_RUN=1 of a GPU script) only prints the plan
+        unique = None if args.dry_run else pipeline.check_budget_reachable(plan)
         plan_json = resolved(plan)
     except (PlanError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -390,41 +390,56 @@ def build_stages(plan: Plan, run_dir: str, workers: int = 1) -> List[Stage]:
 
 def report_inputs(plan: Plan, run_dir: str, stages: List[Stage]):
     """What the report needs beyond the per-run evaluation files: read from the stages' markers."""
-    from megatron_ipt.ablation.report import ReportInputs
+    from megatron_ipt.ablation.report import ReportInputs, RunTokens, SynthesisCost
 
     paths = Paths(run_dir)
     markers = {s.name: read_marker(run_dir, s) or {} for s in stages}
     tokens = {
-        (arm.name, seed): markers[f"train/{arm.name}/seed{seed}"].get("tokens_seen")
+        arm.name: {
+            seed: RunTokens(markers[f"train/{arm.name}/seed{seed}"]["tokens_seen"], plan.tokens_per_iteration)
+            for seed in plan.seeds
+        }
         for arm in plan.arms
-        for seed in plan.seeds
     }
     synthesis = {}
     for arm in plan.arms:
         if arm.kind != "ipt":
             continue
-        key = arm.synthesizer.key()
-        facts = markers.get(f"synthesize/{key}", {})
-        synthesis[arm.name] = dict(
-            engine=facts.get("engine") or arm.synthesizer.engine,
-            prompt_tokens=int(facts.get("usage", {}).get("prompt_tokens", 0)),
-            generated_tokens=int(facts.get("usage", {}).get("generated_tokens", 0)),
-            engine_seconds=float(facts.get("usage", {}).get("seconds", 0.0)),
-            raw_tokens=_raw_tokens_synthesized(plan, paths),
-        )
+        facts = markers.get(f"synthesize/{arm.synthesizer.key()}", {})
+        usage = facts.get("usage", {})
+        raw_tokens = _raw_tokens_synthesized(plan, paths)
+        if raw_tokens:
+            synthesis[arm.name] = SynthesisCost(
+                engine=facts.get("engine") or arm.synthesizer.engine,
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                generated_tokens=int(usage.get("generated_tokens", 0)),
+                engine_seconds=float(usage.get("seconds", 0.0)),
+                raw_tokens=raw_tokens,
+                gpus=_synthesis_gpus(arm.synthesizer),
+            )
     seconds: Dict[str, float] = {}
     for s in stages:
         seconds[s.kind] = seconds.get(s.kind, 0.0) + float(markers[s.name].get("seconds", 0.0))
     return ReportInputs(
-        arms=[a.name for a in plan.arms],
-        ipt_arms=[a.name for a in plan.arms if a.kind == "ipt"],
-        baselines=[a.name for a in plan.arms if a.kind != "ipt"],
-        seeds=list(plan.seeds),
-        tokens_seen=tokens,
-        tokens_per_global_batch=plan.tokens_per_iteration,
-        stage_seconds=seconds,
+        arms=tuple(a.name for a in plan.arms),
+        ipt_arms=tuple(a.name for a in plan.arms if a.kind == "ipt"),
+        baselines=tuple(a.name for a in plan.arms if a.kind != "ipt"),
+        seeds=tuple(plan.seeds),
+        tokens=tokens,
         synthesis=synthesis,
+        stage_seconds=seconds,
     )
+
+
+def _synthesis_gpus(synth) -> int:
+    """GPUs an engine held: vLLM's --tensor-parallel-size (1 by default); 0 for CPU engines and remote servers."""
+    if synth.engine != "vllm":
+        return 0
+    value = None
+    for i, a in enumerate(synth.args):
+        if a == "--tensor-parallel-size" and i + 1 < len(synth.args):
+            value = synth.args[i + 1]
+    return int(value or 1)
 
 
 _RAW_TOKENS: Dict[str, int] = {}

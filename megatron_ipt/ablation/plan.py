@@ -328,7 +328,13 @@ def parse_plan(raw: dict, source: str, base_dir: str) -> Plan:
             model = synth.model
             if not model:
                 fail(f"{key}: engine {engine} needs a model: add --model DIR to {key}.args")
-            local = model.startswith((".", "/", "~")) or model.count("/") != 1
+            # a local directory, unless it reads as a hub id (org/name) whose org is no local directory either
+            first = model.split("/")[0]
+            local = (
+                model.startswith((".", "/", "~"))
+                or model.count("/") != 1
+                or os.path.isdir(os.path.join(base_dir, first))
+            )
             if local:
                 resolved = model if os.path.isabs(model) else os.path.normpath(os.path.join(base_dir, model))
                 if not os.path.isdir(resolved):
