@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from megatron_ipt.ablation.plan import PlanError, differing_keys, load_plan, resolved
-from tests.conftest import write_jsonl
-from tests.launch import run
+from tests.conftest import REPO, write_jsonl
+from tests.launch import environment, run
 
 
 @pytest.fixture
@@ -142,3 +144,32 @@ def test_dry_run_prints_every_stage_and_runs_nothing(inputs):
         assert stage in out
     assert "--train-iters 78" in out and "--token-budget 20000" in out
     assert not os.path.exists(tmp_path / "run")
+
+
+def dry_run(script, *argv) -> str:
+    """A launch script as a user runs it, with this interpreter first on PATH (the scripts call `python`)."""
+    env = environment(DRY_RUN="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    out = subprocess.run(
+        ["bash", os.path.join(REPO, "examples", script), *map(str, argv)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return out.stdout
+
+
+def test_gpu_example_scripts_print_their_plan_and_commands(tmp_path, real_texts, mistral_model):
+    """examples/ablation_*.sh with DRY_RUN=1: the plan resolves and every stage's command is printed, nothing runs."""
+    corpus = write_jsonl(tmp_path / "raw.jsonl", [{"text": t} for t in real_texts[:20]])
+    held = write_jsonl(tmp_path / "held.jsonl", [{"text": t} for t in real_texts[20:30]])
+    tuning = write_jsonl(tmp_path / "tuning.jsonl", [{"context": "A text.", "QA_list": [{"Q": "Q?", "A": "A."}]}])
+    general = write_jsonl(tmp_path / "orca.jsonl", [{"question": "Hi?", "response": "Hello."}])
+    hf = tmp_path / "Meta-Llama-3-8B"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    general_run = dry_run("ablation_general_500m.sh", corpus, held, tuning, mistral_model, tmp_path / "g")
+    assert "--model instructlm-500m" in general_run and "--train-iters 1907" in general_run
+    assert "--nproc-per-node 8" in general_run and "--engine vllm" in general_run
+    assert general_run.count("tools/pretrain.py") == 9 and general_run.count("tools/evaluate.py --load") == 9
+    domain = dry_run("ablation_domain_continual.sh", corpus, held, general, hf, tmp_path / "d")
+    assert "hf-to-megatron --hf-dir " + str(hf) in domain and "--recipe domain" in domain and "--rounds 3" in domain
+    assert "--tokenizer-type HuggingFaceTokenizer" in domain and "--tensor-model-parallel-size 2" in domain
+    assert not os.path.exists(tmp_path / "g") and not os.path.exists(tmp_path / "d")
