@@ -9,7 +9,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: test test-vllm quickstart bench lint docs clean gpu-check synthesizer-demo
+.PHONY: test test-vllm quickstart bench lint docs clean gpu-check synthesizer-demo ablation-demo
 
 $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ quickstart: $(STAMP)
 # issue 14: tune SmolLM2-135M-Instruct into a synthesizer on STAND-IN data, on CPU (~25 min on 2 cores; docs/tuning.md)
 synthesizer-demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/tune_synthesizer_cpu.sh
+
+# issue 22: does IPT help at the tiny model's scale? Vanilla vs Mix vs IPT x 3 seeds on CPU (~45 min; docs/ablation.md)
+ablation-demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/ablation_demo.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenizers.py
