@@ -110,6 +110,30 @@ def test_gold_nll_is_the_best_answers_mean_nll_as_the_continuation_space_answer(
         assert scores[name] == sum(r[name] for r in rows) / len(rows)
 
 
+def test_gold_nll_leaves_out_answers_too_long_for_the_context_and_an_item_with_none_is_an_error(lm):
+    long_answer = " ".join(WORDS * 3)
+    item = TaskItem(PROMPTS[0], answers=[long_answer, "Paris"], line=1)
+    task = tasks.Task("qa", "qa.jsonl", tasks.GENERATION, ["exact_match", "token_f1"], [item])
+    saved = lm.max_length
+    try:
+        lm.max_length = 12  # room for "Paris" after a cut prompt, not for the long answer
+        row = _evaluate(lm, [task])[1]["qa"][0]
+        alone = _evaluate(
+            lm,
+            [
+                tasks.Task(
+                    "p", "p.jsonl", tasks.GENERATION, ["exact_match"], [TaskItem(PROMPTS[0], answers=["Paris"], line=1)]
+                )
+            ],
+        )[1]["p"][0]
+        assert row["gold_nll"] == alone["gold_nll"]
+        item.answers = [long_answer]
+        with pytest.raises(InputError, match=r"^qa.jsonl:1: no answer can be scored: answer 0 is \d+ tokens, too long"):
+            _evaluate(lm, [task])
+    finally:
+        lm.max_length = saved
+
+
 def test_generation_item_metrics_average_to_the_task_metrics():
     answers = [["The cat sat."], ["dog", "a red fox"], ["12.5%"]]
     preds = ["cat sat", "red fox jumps", "0.125"]
