@@ -101,7 +101,13 @@ def run_main(argv) -> int:
     from megatron_ipt.training import config
 
     own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    own.add_argument("--tasks", nargs="+", required=True, help="task files, globs or directories of *.jsonl")
+    own.add_argument("--tasks", nargs="+", default=[], help="task files, globs or directories of *.jsonl")
+    own.add_argument(
+        "--held-out-text",
+        default=None,
+        help="JSONL documents (file, glob or directory) whose perplexity is reported as the task held_out_text",
+    )
+    own.add_argument("--held-out-text-key", default="text", help="the documents' text key")
     own.add_argument("--hf-model", default=None, help="a Hugging Face model directory (else --load DIR + model flags)")
     own.add_argument(
         "--hf-dtype",
@@ -152,6 +158,8 @@ def run_main(argv) -> int:
         parents=[own, checkpoint],
     )
     opts = p.parse_args(argv)
+    if not opts.tasks and not opts.held_out_text:
+        p.error("nothing to evaluate: give --tasks, --held-out-text or both")
     if opts.hf_model:
         _, checkpoint_flags = own.parse_known_args(argv)
         if checkpoint_flags:
@@ -181,6 +189,8 @@ def run_main(argv) -> int:
         predictions_dir=opts.predictions_dir,
         tensorboard_dir=opts.tensorboard_dir,
         step=opts.step,
+        held_out_text=opts.held_out_text,
+        held_out_text_key=opts.held_out_text_key,
     )
 
 

@@ -9,7 +9,12 @@ within each `class_id` group, then the plain mean over groups).
 
 Generation: SQuAD normalization (lower case, punctuation and English articles removed, whitespace collapsed),
 then exact match and token F1, each the best over the gold answers; `numeric_em` is ConvFinQA's (the first
-number of the gold within 0.01 of any number in the prediction).
+number of the gold within 0.01 of any number in the prediction). Each is the mean of a per-item score (written
+per item with --predictions-dir).
+
+Continuous metrics, in nats (not percentages), for signal at small scale where accuracy barely moves:
+`gold_loglik` and `gold_margin` (multiple choice, from the options' mean NLLs: `option_loglik_scores`),
+`gold_nll` (generation) and held-out perplexity, computed by the runner from the model's NLLs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Dict, List, Optional, Sequence
 
 CHOICE_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "grouped_weighted_f1")
 GENERATION_METRICS = ("exact_match", "token_f1", "numeric_em")
+# Reported for every task of their kind, in nats (the rest are percentages).
+NATS_METRICS = ("gold_loglik", "gold_margin", "gold_nll", "nll_per_token")
 
 
 def accuracy(golds: Sequence[int], preds: Sequence[int]) -> float:
@@ -83,13 +90,20 @@ def _token_f1(gold: str, pred: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def exact_match_item(golds: Sequence[str], pred: str) -> float:
+    return 100.0 * max(normalize_answer(a) == normalize_answer(pred) for a in golds)
+
+
+def token_f1_item(golds: Sequence[str], pred: str) -> float:
+    return 100.0 * max(_token_f1(a, pred) for a in golds)
+
+
 def exact_match(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
-    hits = [max(normalize_answer(a) == normalize_answer(p) for a in golds) for golds, p in zip(answers, preds)]
-    return 100.0 * sum(hits) / len(preds)
+    return mean([exact_match_item(golds, p) for golds, p in zip(answers, preds)])
 
 
 def token_f1(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
-    return 100.0 * sum(max(_token_f1(a, p) for a in golds) for golds, p in zip(answers, preds)) / len(preds)
+    return mean([token_f1_item(golds, p) for golds, p in zip(answers, preds)])
 
 
 _NUMBER = re.compile(r"[-+]?\.?\d+(?:,\d\d\d)*\.?\d*(?:[eE][-+]?\d+)?%*")
@@ -107,13 +121,20 @@ def numbers_in(text: str) -> List[float]:
     return values
 
 
+def numeric_em_item(golds: Sequence[str], pred: str) -> float:
+    gold_numbers = numbers_in(golds[0])
+    hit = gold_numbers and any(math.isclose(n, gold_numbers[0], abs_tol=1e-2) for n in numbers_in(pred))
+    return 100.0 if hit else 0.0
+
+
 def numeric_em(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
-    hits = 0
-    for golds, pred in zip(answers, preds):
-        gold_numbers = numbers_in(golds[0])
-        if gold_numbers and any(math.isclose(n, gold_numbers[0], abs_tol=1e-2) for n in numbers_in(pred)):
-            hits += 1
-    return 100.0 * hits / len(preds)
+    return mean([numeric_em_item(golds, p) for golds, p in zip(answers, preds)])
+
+
+def mean(values: Sequence[float]) -> float:
+    """The plain mean: every task metric that is a mean over items is computed by this one function from the
+    per-item values (--predictions-dir), so the mean of the written item values is the task's metric."""
+    return sum(values) / len(values)
 
 
 def choice_scores(
@@ -129,6 +150,23 @@ def choice_scores(
     return scores
 
 
+GENERATION_ITEM_METRICS = {"exact_match": exact_match_item, "token_f1": token_f1_item, "numeric_em": numeric_em_item}
+
+
+def generation_item_scores(names: Sequence[str], golds: Sequence[str], pred: str) -> Dict[str, float]:
+    """One generation item's score (0 or 100 for the exact matches, 0-100 for token F1) for each metric named."""
+    return {name: GENERATION_ITEM_METRICS[name](golds, pred) for name in names}
+
+
 def generation_scores(names: Sequence[str], answers: List[List[str]], preds: List[str]) -> Dict[str, float]:
-    functions = {"exact_match": exact_match, "token_f1": token_f1, "numeric_em": numeric_em}
-    return {name: functions[name](answers, preds) for name in names}
+    items = [generation_item_scores(names, golds, pred) for golds, pred in zip(answers, preds)]
+    return {name: mean([item[name] for item in items]) for name in names}
+
+
+def option_loglik_scores(option_nlls: Sequence[float], gold: int) -> Dict[str, float]:
+    """Continuous scores of one multiple-choice item from its options' mean per-token NLLs (nats):
+    `gold_loglik` = -NLL of the gold option; `gold_margin` = gold_loglik minus the best wrong option's (positive:
+    the gold option is preferred). They move before accuracy does, which is what small-scale ablations need."""
+    gold_loglik = -option_nlls[gold]
+    best_wrong = max(-nll for j, nll in enumerate(option_nlls) if j != gold)
+    return {"gold_loglik": gold_loglik, "gold_margin": gold_loglik - best_wrong}

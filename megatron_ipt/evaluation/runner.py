@@ -11,6 +11,8 @@ import time
 from typing import Callable, List, Optional
 
 from megatron_ipt.evaluation import metrics
+from megatron_ipt.evaluation.held_out import NAME as HELD_OUT
+from megatron_ipt.evaluation.held_out import HeldOutText, score_held_out
 from megatron_ipt.evaluation.lm import LanguageModel
 from megatron_ipt.evaluation.tasks import CHOICE, Task
 from megatron_ipt.io.atomic import write_atomic
@@ -26,50 +28,90 @@ def _fit(start: List[int], prompt: List[int], room: int):
     return start + prompt[len(prompt) - keep :], keep < len(prompt)
 
 
-def score_multiple_choice(task: Task, lm: LanguageModel):
-    """Each option is the continuation " " + option; its score is the mean NLL of its tokens (tokenized
-    together with the prompt, the harness's way); the prediction is the option with the lowest mean NLL."""
+def _continuation_requests(task: Task, lm: LanguageModel, texts: List[List[str]]):
+    """Requests scoring each of `texts[i]` as the continuation " " + text of item i's prompt, tokenized together
+    with the prompt (the harness's way: the text's tokens are the tail of the joint tokenization), the prompt cut
+    on the left to fit --max-length. Per item: a (context, continuation) request per text, or why that text
+    cannot be scored (a string); and the number of items whose prompt was cut."""
     prompts = lm.encode_batch([item.prompt for item in task.items])
-    joined = lm.encode_batch([item.prompt + " " + option for item in task.items for option in item.options])
-    requests, truncated, k = [], 0, 0
-    for item, prompt in zip(task.items, prompts):
-        cut_any = False
-        for index in range(len(item.options)):
+    joined = lm.encode_batch([item.prompt + " " + text for item, many in zip(task.items, texts) for text in many])
+    per_item, truncated, k = [], 0, 0
+    for item, prompt, many in zip(task.items, prompts, texts):
+        requests, cut_any = [], False
+        for _ in many:
             full = joined[k]
             k += 1
             continuation = full[len(prompt) :]
-            if not continuation:
-                raise InputError(task.path, item.line, f"option {index} adds no tokens after the prompt")
             room = lm.max_length - len(continuation)
-            if room < len(lm.start_ids) + 1:
-                raise InputError(
-                    task.path,
-                    item.line,
-                    f"option {index} is {len(continuation)} tokens, too long for "
-                    f"--max-length {lm.max_length} (the model's context)",
+            if not continuation:
+                requests.append("adds no tokens after the prompt")
+            elif room < len(lm.start_ids) + 1:
+                requests.append(
+                    f"is {len(continuation)} tokens, too long for --max-length {lm.max_length} (the model's context)"
                 )
-            context, cut = _fit(lm.start_ids, full[: len(prompt)], room)
-            if len(context) == 0:
-                raise InputError(task.path, item.line, "empty prompt and no --start-token: nothing to condition on")
-            cut_any |= cut
-            requests.append((context, continuation))
+            else:
+                context, cut = _fit(lm.start_ids, full[: len(prompt)], room)
+                if len(context) == 0:
+                    raise InputError(task.path, item.line, "empty prompt and no --start-token: nothing to condition on")
+                cut_any |= cut
+                requests.append((context, continuation))
+        per_item.append(requests)
         truncated += cut_any
-    nlls = lm.continuation_nlls(requests)
+    return per_item, truncated
+
+
+def _mean_nlls(lm: LanguageModel, requests: List[tuple]) -> List[float]:
+    return [sum(n) / len(n) for n in lm.continuation_nlls(requests)]
+
+
+def score_multiple_choice(task: Task, lm: LanguageModel):
+    """Each option is the continuation " " + option; its score is the mean NLL of its tokens; the prediction is
+    the option with the lowest mean NLL. Per item also: accuracy (0/100), gold_loglik and gold_margin (nats)."""
+    per_item, truncated = _continuation_requests(task, lm, [item.options for item in task.items])
+    requests = []
+    for item, options in zip(task.items, per_item):
+        for index, request in enumerate(options):
+            if isinstance(request, str):
+                raise InputError(task.path, item.line, f"option {index} {request}")
+            requests.append(request)
+    nlls = _mean_nlls(lm, requests)
     predictions, k = [], 0
     for item in task.items:
-        means = [sum(n) / len(n) for n in nlls[k : k + len(item.options)]]
+        means = nlls[k : k + len(item.options)]
         k += len(item.options)
         pred = min(range(len(means)), key=means.__getitem__)
-        predictions.append({"line": item.line, "id": item.id, "gold": item.gold, "pred": pred, "option_nll": means})
+        predictions.append(
+            {
+                "line": item.line,
+                "id": item.id,
+                "gold": item.gold,
+                "pred": pred,
+                "option_nll": means,
+                "accuracy": 100.0 if pred == item.gold else 0.0,
+                **metrics.option_loglik_scores(means, item.gold),
+            }
+        )
     golds = [p["gold"] for p in predictions]
     preds = [p["pred"] for p in predictions]
     scores = metrics.choice_scores(task.metrics, golds, preds, [item.group for item in task.items])
+    for name in ("gold_loglik", "gold_margin"):
+        scores[name] = metrics.mean([p[name] for p in predictions])
     return scores, predictions, truncated
 
 
 def score_generation(task: Task, lm: LanguageModel, max_new_tokens: int):
     """Greedy continuation of the prompt up to `max_new_tokens` (and the model's max length), cut at the first
-    newline and stripped; compared with the gold answers."""
+    newline and stripped; compared with the gold answers. Per item also gold_nll: the gold answer's mean NLL per
+    token as the continuation " " + answer (scored as a multiple-choice option is; the lowest over the answers,
+    those too long for --max-length left out)."""
+    per_item, _ = _continuation_requests(task, lm, [item.answers for item in task.items])
+    gold_requests, owner = [], []
+    for i, (item, answers) in enumerate(zip(task.items, per_item)):
+        fitting = [r for r in answers if not isinstance(r, str)]
+        if not fitting:
+            raise InputError(task.path, item.line, f"no answer can be scored: answer 0 {answers[0]}")
+        gold_requests += fitting
+        owner += [i] * len(fitting)
     room = lm.max_length - min(max_new_tokens, lm.max_length // 2)
     prompts, truncated = [], 0
     for item, ids in zip(task.items, lm.encode_batch([item.prompt for item in task.items])):
@@ -79,19 +121,36 @@ def score_generation(task: Task, lm: LanguageModel, max_new_tokens: int):
         prompts.append(context)
         truncated += cut
     outputs = lm.greedy(prompts, max_new_tokens)
+    gold_nll = [float("inf")] * len(task.items)
+    for i, nll in zip(owner, _mean_nlls(lm, gold_requests)):
+        gold_nll[i] = min(gold_nll[i], nll)
     predictions = []
-    for item, output in zip(task.items, outputs):
+    for item, output, nll in zip(task.items, outputs, gold_nll):
         text = lm.decode(output).split("\n")[0].strip()
-        predictions.append({"line": item.line, "id": item.id, "answers": item.answers, "pred": text})
-    scores = metrics.generation_scores(
-        task.metrics, [item.answers for item in task.items], [p["pred"] for p in predictions]
-    )
+        predictions.append(
+            {
+                "line": item.line,
+                "id": item.id,
+                "answers": item.answers,
+                "pred": text,
+                **metrics.generation_item_scores(task.metrics, item.answers, text),
+                "gold_nll": nll,
+            }
+        )
+    scores = {name: metrics.mean([p[name] for p in predictions]) for name in task.metrics + ["gold_nll"]}
     return scores, predictions, truncated
 
 
-def evaluate(tasks: List[Task], lm: LanguageModel, max_new_tokens: int = MAX_NEW_TOKENS, log=print) -> dict:
-    """Score every task; returns the report (results per task, and the settings that produced them) with the
-    per-item predictions under "_predictions" (written to their own files, not into the report)."""
+def evaluate(
+    tasks: List[Task],
+    lm: LanguageModel,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    log=print,
+    held_out: Optional[HeldOutText] = None,
+) -> dict:
+    """Score every task, then the held-out text's perplexity (if given: the task `held_out_text`); returns the
+    report (results per task, and the settings that produced them) with the per-item predictions under
+    "_predictions" (written to their own files, not into the report)."""
     results, predictions = {}, {}
     for task in tasks:
         began = time.perf_counter()
@@ -115,9 +174,16 @@ def evaluate(tasks: List[Task], lm: LanguageModel, max_new_tokens: int = MAX_NEW
             )
         predictions[task.name] = preds
         if lm.is_writer:
+            log(f"{task.name}: {len(task.items)} items in {seconds:.1f} s | {_scores_line(scores)}")
+    if held_out is not None:
+        began = time.perf_counter()
+        result, predictions[HELD_OUT] = score_held_out(held_out, lm)
+        result["seconds"] = round(time.perf_counter() - began, 3)
+        results[HELD_OUT] = result
+        if lm.is_writer:
             log(
-                f"{task.name}: {len(task.items)} items in {seconds:.1f} s | "
-                + " | ".join(f"{k} {v:.2f}" for k, v in scores.items())
+                f"{HELD_OUT}: {result['items']} documents, {result['tokens']} tokens in {result['seconds']:.1f} s | "
+                + _scores_line(result["metrics"])
             )
     return {
         "model": lm.name,
@@ -132,6 +198,15 @@ def evaluate(tasks: List[Task], lm: LanguageModel, max_new_tokens: int = MAX_NEW
     }
 
 
+def _score(metric: str, value: float) -> str:
+    """Percentages with 2 decimals; nats (differences of a few hundredths matter) with 4."""
+    return f"{value:.4f}" if metric in metrics.NATS_METRICS else f"{value:.2f}"
+
+
+def _scores_line(scores: dict) -> str:
+    return " | ".join(f"{k} {_score(k, v)}" for k, v in scores.items())
+
+
 def format_table(report: dict) -> str:
     rows = [("task", "kind", "items", "metric", "score")]
     for name, result in report["tasks"].items():
@@ -142,11 +217,13 @@ def format_table(report: dict) -> str:
                     result["kind"] if i == 0 else "",
                     str(result["items"]) if i == 0 else "",
                     metric,
-                    f"{value:.2f}",
+                    _score(metric, value),
                 )
             )
         if "chance_accuracy" in result:
             rows.append(("", "", "", "(chance accuracy)", f"{result['chance_accuracy']:.2f}"))
+        if "tokens" in result:  # held-out text: items are documents; the perplexity is per predicted token
+            rows.append(("", "", "", "(tokens)", str(result["tokens"])))
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     lines = [
         "  ".join(
@@ -180,9 +257,10 @@ def _probe_directory(flag: str, path: str, directory: str) -> None:
 
 
 def check_outputs(
-    tasks: List[Task], output: Optional[str], predictions_dir: Optional[str], tensorboard_dir: Optional[str]
+    names: List[str], output: Optional[str], predictions_dir: Optional[str], tensorboard_dir: Optional[str]
 ) -> None:
-    """Every output writable (or its directory creatable), checked before any work; raises OutputError."""
+    """Every output writable (or its directory creatable), checked before any work; `names`: the tasks' names
+    (their prediction files). Raises OutputError."""
     if output:
         if os.path.isdir(output):
             raise OutputError(f"--output {output}: is a directory (give the JSON report's file path)")
@@ -191,8 +269,8 @@ def check_outputs(
         if os.path.exists(predictions_dir) and not os.path.isdir(predictions_dir):
             raise OutputError(f"--predictions-dir {predictions_dir}: exists and is not a directory")
         _probe_directory("--predictions-dir", predictions_dir, os.path.abspath(predictions_dir))
-        for task in tasks:
-            path = os.path.join(predictions_dir, f"{task.name}.jsonl")
+        for name in names:
+            path = os.path.join(predictions_dir, f"{name}.jsonl")
             if os.path.isdir(path):
                 raise OutputError(f"--predictions-dir: {path} is a directory")
     if tensorboard_dir:
@@ -250,16 +328,32 @@ def run(
     predictions_dir: Optional[str] = None,
     tensorboard_dir: Optional[str] = None,
     step: Optional[int] = None,
+    held_out_text: Optional[str] = None,
+    held_out_text_key: str = "text",
 ) -> int:
-    """tools/evaluate.py: load the tasks (so a bad file fails before a model loads), open the model, score, write
-    the outputs. `step`: the TensorBoard step (default: the checkpoint's iteration, or 0)."""
+    """tools/evaluate.py: load the tasks and the held-out text (so a bad file fails before a model loads), open the
+    model, score, write the outputs. `step`: the TensorBoard step (default: the checkpoint's iteration, or 0)."""
+    from megatron_ipt.evaluation.held_out import load_held_out
     from megatron_ipt.evaluation.tasks import load_tasks
 
     rank0 = int(os.environ.get("RANK", 0)) == 0
+    if not task_paths and not held_out_text:
+        if rank0:
+            print("error: nothing to evaluate: give --tasks, --held-out-text or both", file=sys.stderr, flush=True)
+        return 1
     try:
-        tasks = load_tasks(task_paths, skip_bad_lines, limit)
+        tasks = load_tasks(task_paths, skip_bad_lines, limit) if task_paths else []
+        held_out = None
+        if held_out_text:
+            held_out = load_held_out(held_out_text, held_out_text_key, skip_bad_lines)
+            for task in tasks:
+                if task.name == HELD_OUT:
+                    raise InputError(
+                        task.path, None, f"task name {HELD_OUT!r} is the held-out text's (--held-out-text)"
+                    )
+        names = [task.name for task in tasks] + ([HELD_OUT] if held_out else [])
         if rank0:  # the rank that writes (other nodes may not even see these paths); torchrun stops the rest
-            check_outputs(tasks, output, predictions_dir, tensorboard_dir)
+            check_outputs(names, output, predictions_dir, tensorboard_dir)
     except (InputError, OutputError) as e:
         if rank0:
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -268,7 +362,9 @@ def run(
     try:
         if lm.is_writer:
             print(
-                f"model {lm.name} (iteration {lm.iteration}) | {len(tasks)} tasks | max length {lm.max_length} | "
+                f"model {lm.name} (iteration {lm.iteration}) | {len(tasks)} tasks"
+                + (f" + held-out text ({len(held_out.documents)} documents)" if held_out else "")
+                + f" | max length {lm.max_length} | "
                 f"start tokens {lm.start_ids}",
                 flush=True,
             )
@@ -279,8 +375,15 @@ def run(
                         f"first: {task.skipped_examples[0]}",
                         flush=True,
                     )
+            if held_out and (held_out.skipped or held_out.empty):
+                bad = f"; first bad line: {held_out.skipped_examples[0]}" if held_out.skipped else ""
+                print(
+                    f"{held_out.spec}: skipped {held_out.empty} empty documents and "
+                    f"{sum(held_out.skipped.values())} bad lines {dict(held_out.skipped)}{bad}",
+                    flush=True,
+                )
         try:
-            report = evaluate(tasks, lm, max_new_tokens, log=lambda m: print(m, flush=True))
+            report = evaluate(tasks, lm, max_new_tokens, log=lambda m: print(m, flush=True), held_out=held_out)
         except InputError as e:
             if lm.is_writer:
                 print(f"error: {e}", file=sys.stderr, flush=True)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.evaluation import build, runner, tasks
+from megatron_ipt.evaluation import build, held_out, runner, tasks
 from megatron_ipt.evaluation.hf_backend import HFModel
 from megatron_ipt.evaluation.lm import LanguageModel
 from tests.conftest import write_jsonl
@@ -77,20 +77,31 @@ def task_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def held_out_text(tmp_path_factory):
+    """Held-out documents: short ones and one longer than the tiny model's 512 positions (scored in windows)."""
+    texts = [t[:300] for t in assets.opticks_paragraphs()[:3]] + [assets.pydoc_topics()[1][:3000]]
+    return write_jsonl(tmp_path_factory.mktemp("held") / "held_out.jsonl", [{"text": t} for t in texts])
+
+
+@pytest.fixture(scope="module")
 def hf_lm(tiny):
     return HFModel(tiny[0], batch_size=4)
 
 
-def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, hf_lm, tmp_path):
+def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, held_out_text, hf_lm, tmp_path):
     hf_dir, ck = tiny
     loaded = tasks.load_tasks([task_dir])
-    report = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None)
+    held = held_out.load_held_out(held_out_text)
+    report = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None, held_out=held)
     hf_predictions = report.pop("_predictions")
-    assert report["tasks"]["FPB"]["metrics"].keys() == {"accuracy", "weighted_f1"}
-    evaluate_tiny(ck, task_dir, "--predictions-dir", str(tmp_path / "tp1"))
+    assert report["tasks"]["FPB"]["metrics"].keys() == {"accuracy", "weighted_f1", "gold_loglik", "gold_margin"}
+    assert report["tasks"]["held_out_text"]["windows"] == len(held.documents) + 1  # the long one: 2 windows
+    evaluate_tiny(ck, task_dir, "--held-out-text", held_out_text, "--predictions-dir", str(tmp_path / "tp1"))
     out = evaluate_tiny(
         ck,
         task_dir,
+        "--held-out-text",
+        held_out_text,
         "--tensor-model-parallel-size",
         "2",
         "--predictions-dir",
@@ -101,7 +112,7 @@ def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, hf_lm, tmp_p
         str(tmp_path / "tb"),
         nproc=2,
     )
-    assert "rc_sentence_choice" in out and "(chance accuracy)" in out  # the console table
+    assert "rc_sentence_choice" in out and "(chance accuracy)" in out and "(tokens)" in out  # the console table
     for task in loaded:
         for layout in ("tp1", "tp2"):
             ours = _predictions(str(tmp_path / layout), task.name)
@@ -112,6 +123,15 @@ def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, hf_lm, tmp_p
                 if task.kind == tasks.CHOICE:
                     assert max(abs(x - y) for x, y in zip(a["option_nll"], b["option_nll"])) < NLL_TOLERANCE
                     assert len(set(round(x, 3) for x in a["option_nll"])) > 1  # options really differ
+                    for name in ("gold_loglik", "gold_margin"):
+                        assert a[name] == pytest.approx(b[name], abs=2 * NLL_TOLERANCE)
+                else:
+                    assert a["gold_nll"] == pytest.approx(b["gold_nll"], abs=NLL_TOLERANCE)
+    for layout in ("tp1", "tp2"):  # held-out text: the same tokens, the same NLL sums
+        ours, theirs = _predictions(str(tmp_path / layout), "held_out_text"), hf_predictions["held_out_text"]
+        assert [(r["line"], r["tokens"]) for r in ours] == [(r["line"], r["tokens"]) for r in theirs]
+        for a, b in zip(ours, theirs):
+            assert a["nll_sum"] == pytest.approx(b["nll_sum"], abs=NLL_TOLERANCE * a["tokens"])
     generated = [p["pred"] for p in hf_predictions["rc_sentence_completion"]]
     assert any(generated)  # the random model says something, and both backends say the same
     with open(tmp_path / "report.json") as f:
