@@ -113,6 +113,16 @@ def _check_corpus(plan: Plan, arm: Arm, paths: Paths) -> dict:
     with open(os.path.join(paths.corpus(arm.name), "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     sources = summary["sources"]
+    # build_corpus meets each target with whole documents: a budget smaller than a document leaves a source out,
+    # and an IPT arm without its augmented texts would be a vanilla arm under another name
+    empty = [k for k, s in sources.items() if s.get("target_tokens", 0) > 0 and s["documents"] == 0]
+    if empty:
+        raise StageFailed(
+            f"arm {arm.name}: token_budget {plan.token_budget:,} is too small to hold one document of "
+            f"{', '.join(empty)} (targets: "
+            + ", ".join(f"{k} {sources[k]['target_tokens']:,.0f} tokens" for k in empty)
+            + "); raise token_budget"
+        )
     unique = sum(s["pool_tokens"] for s in sources.values())
     text_sources = {k: s for k, s in sources.items() if k in ("raw", "augmented") and s["pool_tokens"]}
     passes = max((s["tokens"] / s["pool_tokens"] for s in text_sources.values()), default=0.0)
