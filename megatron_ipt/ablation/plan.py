@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 KINDS = ("vanilla", "mix", "ipt")
@@ -168,29 +168,9 @@ class Plan:
 
 # -- reading -------------------------------------------------------------------------------------------------
 
-TOP_KEYS = {
-    "corpus",
-    "held_out",
-    "token_budget",
-    "arms",
-    "model",
-    "seq_length",
-    "micro_batch_size",
-    "global_batch_size",
-    "tokenizer",
-    "text_key",
-    "tasks",
-    "build_tasks_args",
-    "synthesizer",
-    "convert_fraction",
-    "instruction_data",
-    "max_epochs",
-    "split",
-    "pretrain_args",
-    "evaluate_args",
-    "seeds",
-    "layout",
-}
+# The plan file's keys are the Plan's fields (the tokenizer's two are one mapping there); required = no default.
+TOP_KEYS = {f.name for f in fields(Plan) if not f.name.startswith("tokenizer_")} | {"tokenizer"}
+REQUIRED = tuple(f.name for f in fields(Plan) if f.default is MISSING and f.default_factory is MISSING)
 SUB_KEYS = {
     "tokenizer": {"type", "model"},
     "synthesizer": {"engine", "rounds", "args"},
@@ -199,16 +179,6 @@ SUB_KEYS = {
     "instruction_data": {"tuning_data", "general_instructions"},
     "arm": {"name", "kind", "recipe", "synthesizer"},
 }
-REQUIRED = (
-    "corpus",
-    "held_out",
-    "token_budget",
-    "arms",
-    "model",
-    "seq_length",
-    "micro_batch_size",
-    "global_batch_size",
-)
 
 
 def read_plan_file(path: str) -> dict:
