@@ -161,3 +161,43 @@ def test_kill_9_mid_run_then_rerun_redoes_nothing_finished_and_reports_the_same(
     clean = read_json(os.path.join(clean_dir, "report", "report.json"))
     resumed = read_json(os.path.join(run_dir, "report", "report.json"))
     assert comparable(resumed) == comparable(clean)
+
+
+def test_continual_pretraining_ablation_from_a_hugging_face_model(tmp_path, real_texts):
+    """model: {hf_dir}: the HF model converted once, every run starts from it (no optimizer or RNG state), and packs,
+    trains and evaluates with the model's own tokenizer. One seed: intervals over items only, and the report says so."""
+    from tests.evaluation.tiny_llama import make_tiny_llama
+
+    hf = make_tiny_llama(str(tmp_path / "tiny-llama"))
+    texts = real_texts[:160]
+    plan = {
+        "corpus": write_jsonl(tmp_path / "train.jsonl", [{"text": t} for i, t in enumerate(texts) if i % 4]),
+        "held_out": write_jsonl(tmp_path / "held.jsonl", [{"text": t} for i, t in enumerate(texts) if i % 4 == 0]),
+        "arms": ["vanilla", "ipt"],
+        "token_budget": 6 * 8 * 128,
+        "max_epochs": 10,
+        "model": {"hf_dir": hf},
+        "seq_length": 128,
+        "micro_batch_size": 4,
+        "global_batch_size": 8,
+        "seeds": [7],
+        "split": "90,10,0",
+        "pretrain_args": ["--lr", "1e-4", "--log-interval", "1"],
+        "build_tasks_args": ["--max-sentence-words", "25", "--max-passage-words", "60", "--max-items", "8"],
+        "evaluate_args": ["--max-new-tokens", "4"],
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    out = run("tools/ablate.py", "--plan", path, "--run-dir", tmp_path / "run", timeout=1200)
+    run_dir = tmp_path / "run"
+    assert "[2/" in out and "convert" in out
+    assert os.path.exists(run_dir / "base" / "model.json")
+    for arm in ("vanilla", "ipt"):
+        train_log = (run_dir / "logs" / f"train-{arm}-seed7.log").read_text()
+        assert f"--load {run_dir / 'base'} --no-load-optim --no-load-rng" in train_log
+        assert "--tokenizer-type HuggingFaceTokenizer" in train_log
+    report = read_json(run_dir / "report" / "report.json")
+    assert report["bootstrap"]["resampled"] == "items only (one seed)"
+    assert report["tokens"]["equal"] and report["tokens"]["runs"]["ipt"]["7"] == 6 * 8 * 128
+    # both arms were scored on all the held-out documents
+    assert report["tasks"]["held_out_text"]["items"] == 40
