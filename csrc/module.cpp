@@ -158,7 +158,7 @@ PYBIND11_MODULE(_native, m) {
                     int, bool, const std::vector<std::string>&>(),
            py::arg("vocab"), py::arg("merges"), py::arg("pattern"), py::arg("ignore_merges"), py::arg("added_tokens"),
            "vocab: [(token bytes, id)]; merges: [] for tiktoken's rank rule, else [(left bytes, right bytes)] in rank "
-           "order; pattern: 1 Llama-3 / original cl100k regex, 2 tiktoken's possessive cl100k regex.")
+           "order; pattern: 1 Llama-3 / original cl100k regex, 2 tiktoken's possessive cl100k regex, 3 GPT-2's regex.")
       .def_property_readonly_static("unicode_version", [](py::object) { return std::string(mipt::unicode_version()); })
       .def("encode_flat", &encode_flat<mipt::ByteLevelBPE>, py::arg("texts"), py::arg("num_threads") = 1,
            py::arg("append_id") = -1, "(int32 tokens, int64 length per text); a length of -1 marks a text left to the library.")

@@ -1,4 +1,5 @@
-"""Byte-level BPE models (tiktoken files, Llama-3-style tokenizer.json) → our native encoder, when it is exact.
+"""Byte-level BPE models (tiktoken files, Llama-3- and GPT-2-style tokenizer.json, GPT-2's vocab.json + merges.txt)
+→ our native encoder, when it is exact.
 
 `native_from_tiktoken` and `native_from_tokenizer_json` return `(encoder, None)` or `(None, reason)`; the reason
 is what the one log line says when the library is used instead. Only configurations whose every step the
@@ -21,7 +22,9 @@ CL100K_POSSESSIVE_PATTERN = (
     r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"
     r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s"
 )
-PATTERNS = {LLAMA3_PATTERN: 1, CL100K_POSSESSIVE_PATTERN: 2}
+# GPT-2's regex: what the ByteLevel pre-tokenizer splits with when `use_regex` is true (GPT-2, GPT-NeoX, SmolLM2).
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+PATTERNS = {LLAMA3_PATTERN: 1, CL100K_POSSESSIVE_PATTERN: 2, GPT2_PATTERN: 3}
 # tiktoken's cl100k_base: the regex it ships today and its special tokens (not in the .tiktoken file).
 CL100K_SPECIAL_TOKENS = {
     "<|endoftext|>": 100257,
@@ -86,8 +89,14 @@ def native_from_tokenizer_json(spec: dict, library, include_special_tokens: bool
         return None, "it has a normalizer"
     pattern = _split_pattern(spec.get("pre_tokenizer"))
     if pattern not in PATTERNS:
-        return None, "its pre-tokenizer is not Split(<Llama-3/cl100k regex>, Isolated) + ByteLevel(use_regex=False)"
+        return None, (
+            "its pre-tokenizer is neither Split(<Llama-3/cl100k regex>, Isolated) + ByteLevel(use_regex=False) nor "
+            "GPT-2's ByteLevel(use_regex=True, add_prefix_space=False)"
+        )
     decode = {c: b for b, c in bytes_to_unicode().items()}
+    if model.get("unk_token") is not None and not all(c in model["vocab"] for c in decode):
+        # tokenizers gives a byte with no token the unk id; the native encoder only drops it (unk_token null)
+        return None, "BPE unk_token with bytes that have no token of their own"
     vocab: List[Tuple[bytes, int]] = []
     for token, token_id in model["vocab"].items():
         if all(c in decode for c in token):
@@ -109,6 +118,11 @@ def native_from_tokenizer_json(spec: dict, library, include_special_tokens: bool
 
 
 def _split_pattern(pre_tokenizer: Optional[dict]) -> Optional[str]:
+    """The regex a supported pre-tokenizer splits with, else None."""
+    if pre_tokenizer and pre_tokenizer.get("type") == "ByteLevel":  # GPT-2's: its own regex, then the byte map
+        if pre_tokenizer.get("use_regex", True) and not pre_tokenizer.get("add_prefix_space"):
+            return GPT2_PATTERN
+        return None
     if not pre_tokenizer or pre_tokenizer.get("type") != "Sequence":
         return None
     steps = pre_tokenizer.get("pretokenizers", [])

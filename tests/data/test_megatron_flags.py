@@ -37,6 +37,7 @@ def test_gpt2_bpe_ids_equal_hugging_face_gpt2_tokenizer(gpt2_files, real_texts):
     vocab, merges = gpt2_files
     reference = GPT2Tokenizer.from_pretrained(os.path.dirname(vocab))
     ours = build_tokenizer("GPT2BPETokenizer", vocab, merge_file=merges)
+    assert ours.native  # our encoder, GPT-2's regex; the library only for texts holding <|endoftext|>
     tricky = ["don't  \n\n  I'M 12345 x<|endoftext|>y", "", " ", "\u00e9t\u00e9 \u4e2d\u6587 \U0001f600 \t\r\n"]
     texts = real_texts + tricky
     assert ours.encode_batch(texts) == [reference.encode(t) for t in texts]
