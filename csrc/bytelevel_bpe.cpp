@@ -24,23 +24,37 @@ const std::vector<uint8_t>& class_table() {
   return table;
 }
 
-// Decodes UTF-8 (valid: it comes from Python str) into code points and their byte offsets (+ the end offset).
-void decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets) {
-  cps.clear();
-  offsets.clear();
+// Decodes UTF-8 (valid: it comes from Python str) into code points, their classes and byte offsets (+ the end
+// offset), ASCII without a branch per byte class; false when a code point is unassigned in our tables.
+bool decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint8_t>& classes,
+                 std::vector<uint32_t>& offsets) {
+  const auto& table = class_table();
+  const size_t size = s.size();
+  if (cps.size() < size + 1) cps.resize(size + 1), classes.resize(size + 1), offsets.resize(size + 1);
+  uint32_t* cp_out = cps.data();
+  uint8_t* cls_out = classes.data();
+  uint32_t* off_out = offsets.data();
   const auto* u = reinterpret_cast<const uint8_t*>(s.data());
-  for (size_t i = 0; i < s.size();) {
+  size_t n = 0;
+  uint8_t unassigned = 0;
+  for (size_t i = 0; i < size;) {
     uint32_t cp;
     size_t len;
     if (u[i] < 0x80) cp = u[i], len = 1;
     else if (u[i] < 0xE0) cp = ((u[i] & 0x1f) << 6) | (u[i + 1] & 0x3f), len = 2;
     else if (u[i] < 0xF0) cp = ((u[i] & 0x0f) << 12) | ((u[i + 1] & 0x3f) << 6) | (u[i + 2] & 0x3f), len = 3;
     else cp = ((u[i] & 0x07) << 18) | ((u[i + 1] & 0x3f) << 12) | ((u[i + 2] & 0x3f) << 6) | (u[i + 3] & 0x3f), len = 4;
-    cps.push_back(cp);
-    offsets.push_back(static_cast<uint32_t>(i));
+    const uint8_t c = table[cp];
+    unassigned |= c == unicode::kUnassigned;
+    cp_out[n] = cp;
+    cls_out[n] = c;
+    off_out[n] = static_cast<uint32_t>(i);
+    ++n;
     i += len;
   }
-  offsets.push_back(static_cast<uint32_t>(s.size()));
+  off_out[n] = static_cast<uint32_t>(size);
+  cps.resize(n);  // within capacity: no allocation; `classes` keeps its size (only the first n are read)
+  return !unassigned;
 }
 
 // The letter a contraction's character folds to under the regex's case-insensitive match ('ſ' folds to 's').
@@ -108,10 +122,9 @@ inline size_t whitespace_end(size_t i, size_t run, size_t n) {
 // GPT-2's pre-tokenization regex (the ByteLevel pre-tokenizer's with use_regex, GPT-2/GPT-NeoX/SmolLM2), leftmost-first:
 //   's|'t|'re|'ve|'m|'ll|'d (case-sensitive) | ' '?\p{L}+ | ' '?\p{N}+ | ' '?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
 template <typename Fn>
-void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& offsets, const std::vector<uint8_t>& table,
-                Fn& emit) {
+void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& offsets, const uint8_t* classes, Fn& emit) {
   const size_t n = cps.size();
-  auto cls = [&](size_t k) { return static_cast<Class>(table[cps[k]]); };
+  auto cls = [&](size_t k) { return static_cast<Class>(classes[k]); };
   size_t i = 0;
   while (i < n) {
     size_t end = i;
@@ -155,12 +168,11 @@ void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& o
 // code point.
 template <typename Fn>
 bool ByteLevelBPE::split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const {
-  decode_utf8(text, cps, offsets);
-  const auto& table = class_table();
+  thread_local std::vector<uint8_t> classes;
+  if (!decode_utf8(text, cps, classes, offsets)) return false;
   const size_t n = cps.size();
-  for (size_t i = 0; i < n; ++i)
-    if (table[cps[i]] == unicode::kUnassigned) return false;
-  auto cls = [&](size_t k) { return static_cast<Class>(table[cps[k]]); };
+  const uint8_t* table = classes.data();
+  auto cls = [&](size_t k) { return static_cast<Class>(table[k]); };
   auto piece = [&](size_t k) { return cls(k) != unicode::kSpace && cls(k) != unicode::kLetter && cls(k) != unicode::kNumber; };
   if (pattern_ == kGpt2) {
     split_gpt2(cps, offsets, table, emit);

@@ -183,7 +183,11 @@ SentencePieceBPE::SentencePieceBPE(const std::string& model_path) {
     for (size_t i = 0; i < piece.size();) {
       size_t len = std::min(one_char_len(piece.data() + i), piece.size() - i);
       uint32_t cp = decode_char(piece.data() + i, len);
-      if (has_prev) spanned_pairs_.insert((static_cast<uint64_t>(prev) << 32) | cp);
+      if (has_prev) {
+        spanned_pairs_.insert((static_cast<uint64_t>(prev) << 32) | cp);
+        const int a = small_index(prev), b = small_index(cp);
+        if (a >= 0 && b >= 0) small_spanned_[a * kSmall + b] = true;
+      }
       prev = cp;
       has_prev = true;
       i += len;
@@ -192,6 +196,8 @@ SentencePieceBPE::SentencePieceBPE(const std::string& model_path) {
 }
 
 bool SentencePieceBPE::can_split(uint32_t prev, uint32_t next) const {
+  const int a = small_index(prev), b = small_index(next);
+  if (a >= 0 && b >= 0) return !small_spanned_[a * kSmall + b];  // ASCII and ▁: most of real text, no hashing
   return spanned_pairs_.find((static_cast<uint64_t>(prev) << 32) | next) == spanned_pairs_.end();
 }
 

@@ -69,6 +69,10 @@ class SentencePieceBPE {
   std::unordered_map<std::string_view, int> user_defined_;   // frozen, matched longest-first
   size_t longest_user_defined_ = 0;
   std::unordered_set<uint64_t> spanned_pairs_;  // (codepoint a, codepoint b) adjacent inside some piece
+  // The same for the characters of most text, as a table: ASCII (0-127) and ▁ (128).
+  static constexpr int kSmall = 129;
+  static int small_index(uint32_t cp) { return cp < 128 ? static_cast<int>(cp) : cp == 0x2581 ? 128 : -1; }
+  std::vector<bool> small_spanned_ = std::vector<bool>(kSmall * kSmall, false);
   int byte_ids_[256];
   bool byte_fallback_;
   bool add_dummy_prefix_;
