@@ -62,6 +62,20 @@ inline uint64_t unit_hash(std::string_view s) {
   return h | 1;
 }
 
+// a[0, n) == b[0, n), for the short keys of the cache: overlapping word loads, no call.
+inline bool same_bytes(const char* a, const char* b, size_t n) {
+  auto load8 = [](const char* p) { uint64_t w; std::memcpy(&w, p, 8); return w; };
+  auto load4 = [](const char* p) { uint32_t w; std::memcpy(&w, p, 4); return w; };
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    return load8(a) == load8(b) && load8(a + n - 8) == load8(b + n - 8);
+  }
+  if (n >= 4) return load4(a) == load4(b) && load4(a + n - 4) == load4(b + n - 4);
+  for (size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 // The per-thread cache of unit (word/pre-token) -> ids: open addressing over one slot array, keys and ids kept in
 // two arenas (no allocation per entry, one cache line per probe). Bounded: when it holds kMaxEntries units it is
 // emptied and refilled (memory stays bounded on any corpus: about 40 MB per thread at most).
@@ -77,7 +91,7 @@ class UnitCache {
     for (size_t at = h & mask;; at = (at + 1) & mask) {
       const Slot& s = slots_[at];
       if (s.hash == 0) return nullptr;
-      if (s.hash == h && s.key_len == unit.size() && std::memcmp(keys_.data() + s.key_at, unit.data(), unit.size()) == 0) {
+      if (s.hash == h && s.key_len == unit.size() && same_bytes(keys_.data() + s.key_at, unit.data(), unit.size())) {
         count = s.id_count;
         return ids_.data() + s.ids_at;
       }
@@ -140,7 +154,8 @@ inline void encode_cached(UnitCache& cache, std::string_view unit, Encode encode
   const uint64_t h = unit_hash(unit);
   uint32_t count = 0;
   if (const int32_t* ids = cache.find(unit, h, count)) {
-    out.insert(out.end(), ids, ids + count);
+    if (count == 1) out.push_back(*ids);  // most units are one token
+    else out.insert(out.end(), ids, ids + count);
     return;
   }
   cache.scratch.clear();
