@@ -65,7 +65,7 @@ def test_preprocess_with_vocab_and_merge_files(tmp_path, gpt2_files, real_texts)
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--use-gigatoken"], "--use-gigatoken is not supported: our native encoders already do GigaToken's job"),
+        (["--use-gigatoken", "--no-native-tokenizer"], "--use-gigatoken asks for a native encoder"),
         (["--max-documents", "10"], "--max-documents only sets the size of each --find-optimal-num-workers trial"),
         (["--split-sentences"], "--split-sentences is not supported"),
         (["--vocab-file", "v.json"], "argument --vocab-file: not allowed with argument --tokenizer-model"),
@@ -169,3 +169,18 @@ def test_merge_datasets_errors(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     assert merge_datasets.main(["--input", str(tmp_path / "d"), "--output-prefix", str(tmp_path / "d" / "m")]) == 1
     assert "no .bin/.idx datasets" in capsys.readouterr().err
+
+
+def test_use_gigatoken_is_accepted_and_says_which_encoder_runs(tmp_path, real_texts):
+    from megatron_ipt import assets
+
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in real_texts[:20]])
+    model = assets.mistral_tokenizer_model()
+    common = ["--input", path, "--tokenizer-type", "MistralTokenizer", "--tokenizer-model", model, "--append-eod"]
+    fast = run_tool(*common, "--output-prefix", tmp_path / "g", "--use-gigatoken")
+    assert fast.returncode == 0, fast.stderr
+    assert "--use-gigatoken: tokenizing with our native encoder, not GigaToken" in fast.stderr
+    assert "(native encoder)" in fast.stdout
+    plain = run_tool(*common, "--output-prefix", tmp_path / "p")
+    assert plain.returncode == 0, plain.stderr
+    assert same_dataset(f"{tmp_path}/g_text_document", f"{tmp_path}/p_text_document")
