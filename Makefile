@@ -57,7 +57,7 @@ synthesizer-demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/tune_synthesizer_cpu.sh
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_tokenizers.py
+	taskset -c 0 $(PY) benchmarks/bench_tokenizers.py  # per-core rates: one core
 	$(PY) benchmarks/bench_preprocess.py
 	PYTHONPATH=. $(PY) benchmarks/training.py --iters 30
 	PYTHONPATH=. $(PY) benchmarks/synthesis.py

@@ -9,7 +9,9 @@ trained here over the full byte alphabet (the GPT2BPETokenizer vocab.json + merg
 
 Method, as the issue's table: the corpus is --size-mb of real text (the 535 offline documents cycled, as
 benchmarks/bench_preprocess.py writes it), in memory; each encoder is built fresh and encodes all of it once
-("cold": its caches start empty, first-call set-up included), --repeat times interleaved, best kept. The reference
+("cold": its caches start empty, first-call set-up included), --repeat times interleaved, best kept. Seconds are
+CPU seconds of the one thread that encodes (user + system; for the end-to-end run, of the whole child process,
+start-up included): per-core rates that other jobs on a shared machine do not distort as they do wall time. The reference
 libraries, 10-50x slower, encode the first --library-mb only. "end to end" runs `tools/preprocess_data.py
 --workers 1` on the same JSONL (read + encode + write .bin/.idx, process start-up included). Ids are checked
 against the reference library (all unique documents + the hostile strings of the parity tests) and against
@@ -25,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -155,9 +158,9 @@ def time_once(make, encode, texts):
     gc.collect()
     before = rss()
     encoder = make()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     ids = encode(encoder, texts)
-    seconds = time.perf_counter() - t0
+    seconds = time.process_time() - t0
     grown = rss() - before
     del encoder
     return seconds, ids, grown
@@ -198,7 +201,7 @@ def end_to_end(corpus: str, work: str, flags) -> float:
         "1",
         *flags,
     ]
-    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
         cmd,
         check=True,
@@ -207,7 +210,8 @@ def end_to_end(corpus: str, work: str, flags) -> float:
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": REPO},
     )
-    return time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _mtok(rate) -> str:
