@@ -61,7 +61,7 @@ ablation-demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/ablation_demo.sh
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_tokenizers.py
+	taskset -c 0 $(PY) benchmarks/bench_tokenizers.py  # per-core rates: one core
 	$(PY) benchmarks/bench_preprocess.py
 	PYTHONPATH=. $(PY) benchmarks/training.py --iters 30
 	PYTHONPATH=. $(PY) benchmarks/synthesis.py

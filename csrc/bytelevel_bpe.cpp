@@ -24,23 +24,37 @@ const std::vector<uint8_t>& class_table() {
   return table;
 }
 
-// Decodes UTF-8 (valid: it comes from Python str) into code points and their byte offsets (+ the end offset).
-void decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets) {
-  cps.clear();
-  offsets.clear();
+// Decodes UTF-8 (valid: it comes from Python str) into code points, their classes and byte offsets (+ the end
+// offset), ASCII without a branch per byte class; false when a code point is unassigned in our tables.
+bool decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint8_t>& classes,
+                 std::vector<uint32_t>& offsets) {
+  const auto& table = class_table();
+  const size_t size = s.size();
+  if (cps.size() < size + 1) cps.resize(size + 1), classes.resize(size + 1), offsets.resize(size + 1);
+  uint32_t* cp_out = cps.data();
+  uint8_t* cls_out = classes.data();
+  uint32_t* off_out = offsets.data();
   const auto* u = reinterpret_cast<const uint8_t*>(s.data());
-  for (size_t i = 0; i < s.size();) {
+  size_t n = 0;
+  uint8_t unassigned = 0;
+  for (size_t i = 0; i < size;) {
     uint32_t cp;
     size_t len;
     if (u[i] < 0x80) cp = u[i], len = 1;
     else if (u[i] < 0xE0) cp = ((u[i] & 0x1f) << 6) | (u[i + 1] & 0x3f), len = 2;
     else if (u[i] < 0xF0) cp = ((u[i] & 0x0f) << 12) | ((u[i + 1] & 0x3f) << 6) | (u[i + 2] & 0x3f), len = 3;
     else cp = ((u[i] & 0x07) << 18) | ((u[i + 1] & 0x3f) << 12) | ((u[i + 2] & 0x3f) << 6) | (u[i + 3] & 0x3f), len = 4;
-    cps.push_back(cp);
-    offsets.push_back(static_cast<uint32_t>(i));
+    const uint8_t c = table[cp];
+    unassigned |= c == unicode::kUnassigned;
+    cp_out[n] = cp;
+    cls_out[n] = c;
+    off_out[n] = static_cast<uint32_t>(i);
+    ++n;
     i += len;
   }
-  offsets.push_back(static_cast<uint32_t>(s.size()));
+  off_out[n] = static_cast<uint32_t>(size);
+  cps.resize(n);  // within capacity: no allocation; `classes` keeps its size (only the first n are read)
+  return !unassigned;
 }
 
 // The letter a contraction's character folds to under the regex's case-insensitive match ('ſ' folds to 's').
@@ -62,7 +76,7 @@ ByteLevelBPE::ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab
                            bool ignore_merges, const std::vector<std::string>& added_tokens)
     : tiktoken_rule_(merges.empty()), pattern_(pattern), ignore_merges_(ignore_merges || merges.empty()),
       added_tokens_(added_tokens) {
-  if (pattern != kLlama3 && pattern != kCl100kPossessive) throw std::invalid_argument("unknown pre-tokenizer pattern");
+  if (pattern != kLlama3 && pattern != kCl100kPossessive && pattern != kGpt2) throw std::invalid_argument("unknown pre-tokenizer pattern");
   class_table();  // build once, before any thread needs it
   int max_id = -1;
   for (const auto& [bytes, id] : vocab) max_id = std::max(max_id, id);
@@ -71,8 +85,10 @@ ByteLevelBPE::ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab
   for (const auto& [bytes, id] : vocab) ids_.emplace(token_bytes_[id], id);
   for (int b = 0; b < 256; ++b) {
     auto it = ids_.find(std::string_view(reinterpret_cast<const char*>(&b), 1));
-    if (it == ids_.end()) throw std::invalid_argument("unsupported: the vocabulary lacks single-byte token " + std::to_string(b));
-    byte_ids_[b] = it->second;
+    if (it == ids_.end() && tiktoken_rule_)
+      throw std::invalid_argument("unsupported: the vocabulary lacks single-byte token " + std::to_string(b));
+    // tokenizers' BPE (no unk token, no byte fallback: the caller checks) skips a character it has no token for
+    byte_ids_[b] = it == ids_.end() ? -1 : it->second;
   }
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];
@@ -96,6 +112,55 @@ bool ByteLevelBPE::holds_added_token(std::string_view text) const {
   return false;
 }
 
+// The end of the whitespace piece starting at i (a run of whitespace up to `run`): \s+(?!\S) leaves the run's
+// last character to the word after it, unless the text ends with the run; a single whitespace character is \s+.
+inline size_t whitespace_end(size_t i, size_t run, size_t n) {
+  if (run == n) return n;
+  return run - i >= 2 ? run - 1 : i + 1;
+}
+
+// GPT-2's pre-tokenization regex (the ByteLevel pre-tokenizer's with use_regex, GPT-2/GPT-NeoX/SmolLM2), leftmost-first:
+//   's|'t|'re|'ve|'m|'ll|'d (case-sensitive) | ' '?\p{L}+ | ' '?\p{N}+ | ' '?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
+template <typename Fn>
+void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& offsets, const uint8_t* classes, Fn& emit) {
+  const size_t n = cps.size();
+  auto cls = [&](size_t k) { return static_cast<Class>(classes[k]); };
+  size_t i = 0;
+  while (i < n) {
+    size_t end = i;
+    const uint32_t c0 = cps[i];
+    if (c0 == '\'' && i + 1 < n) {
+      const uint32_t a = cps[i + 1], b = i + 2 < n ? cps[i + 2] : 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
+      else if ((a == 'r' || a == 'v') && b == 'e') end = i + 3;
+      else if (a == 'l' && b == 'l') end = i + 3;
+    }
+    if (end == i) {
+      // ' '? then a run of one class: letters, numbers, or neither-whitespace-letter-nor-number
+      const size_t j = (c0 == ' ' && i + 1 < n) ? i + 1 : i;
+      const Class cj = cls(j);
+      if (cj != unicode::kSpace) {
+        end = j + 1;
+        if (cj == unicode::kLetter || cj == unicode::kNumber) {
+          while (end < n && cls(end) == cj) ++end;
+        } else {
+          while (end < n) {
+            const Class ce = cls(end);
+            if (ce == unicode::kSpace || ce == unicode::kLetter || ce == unicode::kNumber) break;
+            ++end;
+          }
+        }
+      } else {  // whitespace: c0 itself is whitespace here (a space followed by whitespace, or another one)
+        size_t run = i;
+        while (run < n && cls(run) == unicode::kSpace) ++run;
+        end = whitespace_end(i, run, n);
+      }
+    }
+    emit(offsets[i], offsets[end]);
+    i = end;
+  }
+}
+
 // The pre-tokenization regex, alternative by alternative, leftmost-first as the regex engines match it:
 //   's|'t|'re|'ve|'m|'ll|'d (case-insensitive) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} | ' '?[^\s\p{L}\p{N}]+[\r\n]*
 //   | (\s++$ in the possessive cl100k variant) | \s*[\r\n]+ | \s+(?!\S) | \s+
@@ -103,13 +168,16 @@ bool ByteLevelBPE::holds_added_token(std::string_view text) const {
 // code point.
 template <typename Fn>
 bool ByteLevelBPE::split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const {
-  decode_utf8(text, cps, offsets);
-  const auto& table = class_table();
+  thread_local std::vector<uint8_t> classes;
+  if (!decode_utf8(text, cps, classes, offsets)) return false;
   const size_t n = cps.size();
-  for (size_t i = 0; i < n; ++i)
-    if (table[cps[i]] == unicode::kUnassigned) return false;
-  auto cls = [&](size_t k) { return static_cast<Class>(table[cps[k]]); };
+  const uint8_t* table = classes.data();
+  auto cls = [&](size_t k) { return static_cast<Class>(table[k]); };
   auto piece = [&](size_t k) { return cls(k) != unicode::kSpace && cls(k) != unicode::kLetter && cls(k) != unicode::kNumber; };
+  if (pattern_ == kGpt2) {
+    split_gpt2(cps, offsets, table, emit);
+    return true;
+  }
   size_t i = 0;
   while (i < n) {
     size_t end = i;
@@ -207,9 +275,17 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     int rank, pos, new_id;
     bool operator<(const Merge& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
-  std::vector<Symbol> symbols(n);
-  for (size_t i = 0; i < n; ++i)
-    symbols[i] = {byte_ids_[static_cast<uint8_t>(piece[i])], static_cast<int>(i) - 1, i + 1 < n ? static_cast<int>(i) + 1 : -1, true};
+  std::vector<Symbol> symbols;
+  symbols.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int id = byte_ids_[static_cast<uint8_t>(piece[i])];
+    if (id < 0) continue;  // a byte with no token: dropped, as tokenizers drops it
+    const int at = static_cast<int>(symbols.size());
+    symbols.push_back({id, at - 1, at + 1, true});
+  }
+  if (symbols.empty()) return;
+  symbols.back().next = -1;
+  const size_t count = symbols.size();
   std::priority_queue<Merge> queue;
   auto lookup = [&](int left, int right) -> const std::pair<int, int>* {
     auto it = merges_.find((static_cast<uint64_t>(symbols[left].id) << 32) | static_cast<uint32_t>(symbols[right].id));
@@ -219,7 +295,7 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     if (left < 0 || symbols[left].next < 0) return;
     if (auto m = lookup(left, symbols[left].next)) queue.push({m->first, left, m->second});
   };
-  for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int>(i));
+  for (size_t i = 0; i + 1 < count; ++i) push(static_cast<int>(i));
   while (!queue.empty()) {
     Merge top = queue.top();
     queue.pop();

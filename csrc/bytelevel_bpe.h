@@ -1,8 +1,8 @@
-// Native encoder for byte-level BPE (GPT-4's cl100k_base / Llama-3 family), id-exact with tiktoken or with the
+// Native encoder for byte-level BPE (GPT-4's cl100k_base / Llama-3 family, and GPT-2's), id-exact with tiktoken or with the
 // Hugging Face `tokenizers` library for the configurations it accepts; the Python side checks a tokenizer's
 // configuration and uses the library for anything else.
 //
-// Pipeline: the pre-tokenization regex (two known patterns, matched by hand-written code with the regex's exact
+// Pipeline: the pre-tokenization regex (three known patterns, matched by hand-written code with the regex's exact
 // leftmost-first semantics), then BPE over the UTF-8 bytes of each piece. Two merge rules exist and both are
 // implemented: tiktoken merges the adjacent pair whose concatenation has the lowest rank; tokenizers merges the
 // adjacent pair with the lowest rank in its merges list. A whole piece that is one token is emitted directly
@@ -29,7 +29,7 @@ const char* unicode_version();  // of the tables the pre-tokenizer classes code 
 
 class ByteLevelBPE {
  public:
-  enum Pattern { kLlama3 = 1, kCl100kPossessive = 2 };
+  enum Pattern { kLlama3 = 1, kCl100kPossessive = 2, kGpt2 = 3 };
 
   // vocab: raw token bytes -> id. merges: empty for tiktoken's rank rule, else (left bytes, right bytes) in rank order.
   ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab,
@@ -63,7 +63,7 @@ class ByteLevelBPE {
   bool tiktoken_rule_;
   int pattern_;
   bool ignore_merges_;
-  int byte_ids_[256];
+  int byte_ids_[256];  // -1: no such single-byte token (tokenizers' rule only: the library drops that byte)
   std::vector<std::string> added_tokens_;
   std::vector<int32_t> prefix_, suffix_;
   bool added_first_byte_[256] = {};

@@ -183,7 +183,11 @@ SentencePieceBPE::SentencePieceBPE(const std::string& model_path) {
     for (size_t i = 0; i < piece.size();) {
       size_t len = std::min(one_char_len(piece.data() + i), piece.size() - i);
       uint32_t cp = decode_char(piece.data() + i, len);
-      if (has_prev) spanned_pairs_.insert((static_cast<uint64_t>(prev) << 32) | cp);
+      if (has_prev) {
+        spanned_pairs_.insert((static_cast<uint64_t>(prev) << 32) | cp);
+        const int a = small_index(prev), b = small_index(cp);
+        if (a >= 0 && b >= 0) small_spanned_[a * kSmall + b] = true;
+      }
       prev = cp;
       has_prev = true;
       i += len;
@@ -191,7 +195,7 @@ SentencePieceBPE::SentencePieceBPE(const std::string& model_path) {
   }
 }
 
-bool SentencePieceBPE::can_split(uint32_t prev, uint32_t next) const {
+bool SentencePieceBPE::can_split_rare(uint32_t prev, uint32_t next) const {
   return spanned_pairs_.find((static_cast<uint64_t>(prev) << 32) | next) == spanned_pairs_.end();
 }
 
@@ -259,12 +263,15 @@ void SentencePieceBPE::encode_unit(std::string_view unit, std::vector<int32_t>& 
 void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::string& normalized,
                                   std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  normalized.clear();
-  if (add_dummy_prefix_) normalized.append(kSpace);
+  // Spaces escaped as ▁ (3 bytes), written into a buffer sized for the worst case (no growth checks per byte).
+  normalized.resize(3 * text.size() + 3);
+  char* w = normalized.data();
+  if (add_dummy_prefix_) std::memcpy(w, kSpace, 3), w += 3;
   for (char c : text) {
-    if (c == ' ') normalized.append(kSpace);
-    else normalized.push_back(c);
+    if (c == ' ') std::memcpy(w, kSpace, 3), w += 3;
+    else *w++ = c;
   }
+  normalized.resize(static_cast<size_t>(w - normalized.data()));
   const size_t first = out.size();
   auto flush = [&](size_t begin, size_t end) {
     if (begin >= end) return;
@@ -286,8 +293,14 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
         continue;
       }
     }
-    size_t len = std::min(one_char_len(all.data() + pos), all.size() - pos);
-    uint32_t cp = decode_char(all.data() + pos, len);
+    size_t len;
+    uint32_t cp;
+    if (static_cast<uint8_t>(all[pos]) < 0x80) {
+      len = 1, cp = static_cast<uint8_t>(all[pos]);
+    } else {
+      len = std::min(one_char_len(all.data() + pos), all.size() - pos);
+      cp = decode_char(all.data() + pos, len);
+    }
     if (has_prev && can_split(prev, cp)) {
       flush(unit_begin, pos);
       unit_begin = pos;

@@ -62,13 +62,22 @@ class SentencePieceBPE {
   void encode_one(std::string_view text, Cache& cache, std::string& normalized, std::vector<int32_t>& out) const;
   void encode_unit(std::string_view unit, std::vector<int32_t>& out) const;
   size_t match_user_defined(std::string_view rest) const;
-  bool can_split(uint32_t prev, uint32_t next) const;
+  bool can_split(uint32_t prev, uint32_t next) const {
+    const int a = small_index(prev), b = small_index(next);
+    if (a >= 0 && b >= 0) return !small_spanned_[a * kSmall + b];  // ASCII and ▁: most of real text, no hashing
+    return can_split_rare(prev, next);
+  }
+  bool can_split_rare(uint32_t prev, uint32_t next) const;
 
   std::vector<SpPiece> pieces_;
   std::unordered_map<std::string_view, int> mergeable_;      // NORMAL pieces: the merge vocabulary
   std::unordered_map<std::string_view, int> user_defined_;   // frozen, matched longest-first
   size_t longest_user_defined_ = 0;
   std::unordered_set<uint64_t> spanned_pairs_;  // (codepoint a, codepoint b) adjacent inside some piece
+  // The same for the characters of most text, as a table: ASCII (0-127) and ▁ (128).
+  static constexpr int kSmall = 129;
+  static int small_index(uint32_t cp) { return cp < 128 ? static_cast<int>(cp) : cp == 0x2581 ? 128 : -1; }
+  std::vector<uint8_t> small_spanned_ = std::vector<uint8_t>(kSmall * kSmall, 0);
   int byte_ids_[256];
   bool byte_fallback_;
   bool add_dummy_prefix_;

@@ -102,6 +102,31 @@ def smollm2_hf_dir(cache_dir: str = None) -> str:
     return cache_dir
 
 
+def smollm2_tokenizer_dir(cache_dir: str = None) -> str:
+    """A Hugging Face directory holding only SmolLM2-135M-Instruct's tokenizer files (tokenizer.json: GPT-2-style
+    ByteLevel pre-tokenizer, 49k vocab), read from the GGUF (transformers, needs `gguf`; ~10 s) once and cached."""
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")), "SmolLM2-tokenizer"
+    )
+    if os.path.exists(os.path.join(cache_dir, "tokenizer.json")):
+        return cache_dir
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    root, name = smollm2_gguf()
+    os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".smollm2-tokenizer-", dir=os.path.dirname(cache_dir))
+    try:
+        AutoTokenizer.from_pretrained(root, gguf_file=name).save_pretrained(tmp)
+        os.replace(tmp, cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cache_dir
+
+
 def default_corpus() -> List[dict]:
     """The quickstart's embedded corpus: every pydoc topic and Opticks paragraph as `{"id", "source", "text"}`."""
     records = [{"id": f"pydoc-{i}", "source": "pydoc", "text": t} for i, t in enumerate(pydoc_topics())]
@@ -110,7 +135,8 @@ def default_corpus() -> List[dict]:
 
 
 def _main(argv=None) -> int:
-    """`python -m megatron_ipt.assets mistral-tokenizer` prints the model path;
+    """`python -m megatron_ipt.assets mistral-tokenizer` prints the model path (`smollm2-tokenizer`: SmolLM2's
+    tokenizer directory);
     `python -m megatron_ipt.assets corpus OUT.jsonl` writes the default corpus (for shell scripts)."""
     import argparse
 
@@ -118,6 +144,7 @@ def _main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("mistral-tokenizer")
     sub.add_parser("smollm2-hf-dir")
+    sub.add_parser("smollm2-tokenizer")
     corpus = sub.add_parser("corpus")
     corpus.add_argument("output")
     args = parser.parse_args(argv)
@@ -125,6 +152,8 @@ def _main(argv=None) -> int:
         print(mistral_tokenizer_model())
     elif args.command == "smollm2-hf-dir":
         print(smollm2_hf_dir())
+    elif args.command == "smollm2-tokenizer":
+        print(smollm2_tokenizer_dir())
     else:
         records = default_corpus()
         from megatron_ipt.io.atomic import write_jsonl_atomic

@@ -164,6 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             "--max-documents only sets the size of each --find-optimal-num-workers trial (as in Megatron-LM); "
             "to pack part of a corpus, give a part of it as --input, or use --num-shards/--shard-index"
         )
+    if args.use_gigatoken and args.no_native_tokenizer:
+        p.error("--use-gigatoken asks for a native encoder and --no-native-tokenizer for the library: give one")
     spec = TokenizerSpec.from_args(args)
     if spec is None:  # add_tokenizer_args leaves this check to the tool: NullTokenizer names no file
         p.error(
@@ -214,6 +216,12 @@ def main(argv=None) -> int:
         print(
             f"note: --partitions {args.partitions} ignored: {args.workers} worker(s) split the input by byte ranges "
             f"and the parts are merged natively",
+            file=sys.stderr,
+        )
+    if args.use_gigatoken:
+        print(
+            "note: --use-gigatoken: tokenizing with our native encoder, not GigaToken (same ids as the reference "
+            "library; measured against GigaToken in docs/preprocess.md#native-tokenizers)",
             file=sys.stderr,
         )
     config = PreprocessConfig(

@@ -19,7 +19,7 @@ tokenizer library, so the ids we write are the ids Megatron-LM would write:
   files; for --mock-data benchmarks and data tokenized elsewhere.
 
 Batch encoding is the point. SentencePiece BPE models (Llama-2, Mistral, InstructLM) and byte-level BPE models
-(Llama-3-style tokenizer.json, cl100k tiktoken files) are encoded by our own native encoders (csrc/), id-exact
+(Llama-3- and GPT-2-style tokenizer.json, GPT-2's vocab.json + merges.txt, cl100k tiktoken files) are encoded by our own native encoders (csrc/), id-exact
 with the libraries and several times faster; models they do not reproduce exactly (unigram, NFKC
 normalization, other regexes, ...) use the library, and one log line says so.
 """
@@ -312,8 +312,8 @@ class TiktokenFileTokenizer(_ByteLevelNative):
 
 class GPT2BPETokenizer(_ByteLevelNative):
     """GPT-2's byte-level BPE from `vocab.json` + `merges.txt`, as megatron-core encodes it (Hugging Face's GPT-2
-    tokenizer over the two files). Our native encoder implements the Llama-3 and cl100k regexes, not GPT-2's, so
-    the `tokenizers` library encodes (in batches, on its own threads)."""
+    tokenizer over the two files), by our native encoder (GPT-2's regex and tokenizers' merge rule); texts holding
+    `<|endoftext|>` go to the library, which splits the special token out."""
 
     library_name = "tokenizers"
 
@@ -349,12 +349,17 @@ class GPT2BPETokenizer(_ByteLevelNative):
         self.bos = None
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         if native:
-            self._use_native(None, "GPT-2's pre-tokenization regex is not one it implements")
+            from megatron_ipt.data.bytelevel import native_from_tokenizer_json
+
+            # The library's own tokenizer.json of the two files: the same reader as HuggingFaceTokenizer's.
+            self._use_native(*native_from_tokenizer_json(json.loads(self._tok.to_str()), self._tok, False))
 
     def _library_encode(self, text: str) -> List[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        if self._native is not None:
+            return super().encode_batch(texts)
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -750,11 +755,12 @@ def add_tokenizer_args(
         help="accepted for Megatron-LM compatibility, no effect: no tokenizer code is ever run here (tokenizer.json, "
         ".model and .tiktoken files are data)",
     )
-    add_refused_arg(
-        g,
+    g.add_argument(
         "--use-gigatoken",
-        reason="our native encoders already do GigaToken's job (whole batches of documents tokenized in C++ on "
-        "several threads, written without Python lists); they are on by default (see --no-native-tokenizer)",
+        action="store_true",
+        help="accepted for Megatron-LM compatibility: it asks for a fast native tokenizer, and our native encoders "
+        "are that, on by default (C++, id-exact with the reference libraries on every family, GPT-2-style "
+        "tokenizers included, bounded caches); GigaToken itself is never used. Contradicts --no-native-tokenizer",
     )
     add_refused_arg(
         g,

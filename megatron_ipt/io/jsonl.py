@@ -111,7 +111,7 @@ def _too_deep() -> LineError:
 
 def _may_hold_surrogates(raw: bytes) -> bool:
     # Only a \uD8xx-\uDFxx escape can make one; the byte search keeps the check off the common path.
-    return b"\\ud" in raw or b"\\uD" in raw
+    return b"\\u" in raw and (b"\\ud" in raw or b"\\uD" in raw)  # one scan when no escape at all
 
 
 def _check_text(value, path: tuple):

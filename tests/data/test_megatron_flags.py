@@ -37,6 +37,7 @@ def test_gpt2_bpe_ids_equal_hugging_face_gpt2_tokenizer(gpt2_files, real_texts):
     vocab, merges = gpt2_files
     reference = GPT2Tokenizer.from_pretrained(os.path.dirname(vocab))
     ours = build_tokenizer("GPT2BPETokenizer", vocab, merge_file=merges)
+    assert ours.native  # our encoder, GPT-2's regex; the library only for texts holding <|endoftext|>
     tricky = ["don't  \n\n  I'M 12345 x<|endoftext|>y", "", " ", "\u00e9t\u00e9 \u4e2d\u6587 \U0001f600 \t\r\n"]
     texts = real_texts + tricky
     assert ours.encode_batch(texts) == [reference.encode(t) for t in texts]
@@ -64,7 +65,7 @@ def test_preprocess_with_vocab_and_merge_files(tmp_path, gpt2_files, real_texts)
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--use-gigatoken"], "--use-gigatoken is not supported: our native encoders already do GigaToken's job"),
+        (["--use-gigatoken", "--no-native-tokenizer"], "--use-gigatoken asks for a native encoder"),
         (["--max-documents", "10"], "--max-documents only sets the size of each --find-optimal-num-workers trial"),
         (["--split-sentences"], "--split-sentences is not supported"),
         (["--vocab-file", "v.json"], "argument --vocab-file: not allowed with argument --tokenizer-model"),
@@ -168,3 +169,18 @@ def test_merge_datasets_errors(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     assert merge_datasets.main(["--input", str(tmp_path / "d"), "--output-prefix", str(tmp_path / "d" / "m")]) == 1
     assert "no .bin/.idx datasets" in capsys.readouterr().err
+
+
+def test_use_gigatoken_is_accepted_and_says_which_encoder_runs(tmp_path, real_texts):
+    from megatron_ipt import assets
+
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in real_texts[:20]])
+    model = assets.mistral_tokenizer_model()
+    common = ["--input", path, "--tokenizer-type", "MistralTokenizer", "--tokenizer-model", model, "--append-eod"]
+    fast = run_tool(*common, "--output-prefix", tmp_path / "g", "--use-gigatoken")
+    assert fast.returncode == 0, fast.stderr
+    assert "--use-gigatoken: tokenizing with our native encoder, not GigaToken" in fast.stderr
+    assert "(native encoder)" in fast.stdout
+    plain = run_tool(*common, "--output-prefix", tmp_path / "p")
+    assert plain.returncode == 0, plain.stderr
+    assert same_dataset(f"{tmp_path}/g_text_document", f"{tmp_path}/p_text_document")
