@@ -66,25 +66,37 @@ def smollm2_gguf() -> tuple:
     return root, SMOLLM2_GGUF
 
 
-def smollm2_hf_dir(cache_dir: str = None) -> str:
-    """A plain Hugging Face directory (config.json, model.safetensors, tokenizer files) of SmolLM2-135M-Instruct,
-    de-quantized from the GGUF once (transformers, needs `gguf`) and cached; vLLM and our converter read it.
-
-    The cache is written to a temporary directory and renamed, so an interrupted export is never reused."""
-    cache_dir = cache_dir or os.path.join(
-        os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")), "SmolLM2-135M-Instruct"
-    )
-    if os.path.exists(os.path.join(cache_dir, "config.json")):
-        return cache_dir
+def _cached_export(name: str, marker: str, export, cache_dir: str = None) -> str:
+    """`export(tmp_dir)` once into the cache (MEGATRON_IPT_CACHE or ~/.cache/megatron-ipt, then `name`); later calls
+    return the cached directory while its `marker` file exists. Written to a temporary directory and renamed, so an
+    interrupted export is never reused."""
     import shutil
     import tempfile
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root, name = smollm2_gguf()
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")), name
+    )
+    if os.path.exists(os.path.join(cache_dir, marker)):
+        return cache_dir
     os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".smollm2-", dir=os.path.dirname(cache_dir))
+    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(cache_dir))
     try:
+        export(tmp)
+        os.replace(tmp, cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cache_dir
+
+
+def smollm2_hf_dir(cache_dir: str = None) -> str:
+    """A plain Hugging Face directory (config.json, model.safetensors, tokenizer files) of SmolLM2-135M-Instruct,
+    de-quantized from the GGUF once (transformers, needs `gguf`) and cached; vLLM and our converter read it."""
+
+    def export(tmp: str) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        root, name = smollm2_gguf()
         gguf_model = AutoModelForCausalLM.from_pretrained(root, gguf_file=name)
         # The tensors are de-quantized to fp32 on load, but the model stays flagged as GGUF-quantized and refuses
         # save_pretrained: rebuild a plain model from the config without the quantization entry.
@@ -95,36 +107,21 @@ def smollm2_hf_dir(cache_dir: str = None) -> str:
         model.load_state_dict(gguf_model.state_dict())
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(root, gguf_file=name).save_pretrained(tmp)
-        os.replace(tmp, cache_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return cache_dir
+
+    return _cached_export("SmolLM2-135M-Instruct", "config.json", export, cache_dir)
 
 
 def smollm2_tokenizer_dir(cache_dir: str = None) -> str:
     """A Hugging Face directory holding only SmolLM2-135M-Instruct's tokenizer files (tokenizer.json: GPT-2-style
     ByteLevel pre-tokenizer, 49k vocab), read from the GGUF (transformers, needs `gguf`; ~10 s) once and cached."""
-    cache_dir = cache_dir or os.path.join(
-        os.environ.get("MEGATRON_IPT_CACHE", os.path.expanduser("~/.cache/megatron-ipt")), "SmolLM2-tokenizer"
-    )
-    if os.path.exists(os.path.join(cache_dir, "tokenizer.json")):
-        return cache_dir
-    import shutil
-    import tempfile
 
-    from transformers import AutoTokenizer
+    def export(tmp: str) -> None:
+        from transformers import AutoTokenizer
 
-    root, name = smollm2_gguf()
-    os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".smollm2-tokenizer-", dir=os.path.dirname(cache_dir))
-    try:
+        root, name = smollm2_gguf()
         AutoTokenizer.from_pretrained(root, gguf_file=name).save_pretrained(tmp)
-        os.replace(tmp, cache_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return cache_dir
+
+    return _cached_export("SmolLM2-tokenizer", "tokenizer.json", export, cache_dir)
 
 
 def default_corpus() -> List[dict]:
