@@ -54,11 +54,28 @@ class Paths:
         return os.path.join(self.run, "eval", arm, f"seed{seed}")
 
 
+def _tokenizer(plan: Plan, paths: Paths):
+    """(type, model) of every run's tokenizer: continual pre-training uses the model's own, as the converter saved it."""
+    if plan.model.hf_dir:
+        return "HuggingFaceTokenizer", os.path.join(paths.base, "tokenizer")
+    return plan.tokenizer_type, plan.tokenizer_model
+
+
 def _tokenizer_flags(plan: Plan, paths: Paths) -> List[str]:
-    if plan.model.hf_dir:  # continual: the model's own tokenizer, as the converter saved it
-        return ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", os.path.join(paths.base, "tokenizer")]
-    flags = ["--tokenizer-type", plan.tokenizer_type]
-    return flags + (["--tokenizer-model", plan.tokenizer_model] if plan.tokenizer_model else [])
+    kind, model = _tokenizer(plan, paths)
+    return ["--tokenizer-type", kind] + (["--tokenizer-model", model] if model else [])
+
+
+def _count_tokens(plan: Plan, paths: Paths, spec: str) -> int:
+    """Tokens of the texts of a JSONL file/glob/directory, with the runs' tokenizer."""
+    from megatron_ipt.corpus.reader import read_texts
+    from megatron_ipt.data.tokenizer import TokenizerSpec
+    from megatron_ipt.io.jsonl import BadLines
+
+    texts = [t for _, t in read_texts(spec, plan.text_key, BadLines())]
+    if not texts:
+        return 0
+    return sum(len(ids) for ids in TokenizerSpec(*_tokenizer(plan, paths)).build().encode_batch(texts))
 
 
 def _model_flags(plan: Plan, paths: Paths) -> List[str]:
@@ -141,7 +158,7 @@ def _check_corpus(plan: Plan, arm: Arm, paths: Paths) -> dict:
     }
 
 
-def _check_training(plan: Plan, arm: Arm, seed: int, paths: Paths, log: str) -> dict:
+def _check_training(plan: Plan, arm: Arm, seed: int, log: str) -> dict:
     """Tokens seen, as the run's own last log line says (consumed samples x sequence length)."""
     consumed = None
     with open(log, encoding="utf-8", errors="replace") as f:
@@ -207,8 +224,8 @@ def build_stages(plan: Plan, run_dir: str, workers: int = 1) -> List[Stage]:
                 outputs=[paths.base],
             )
         )
-    # synthesis: once per distinct synthesizer; a vanilla/mix-only plan still reads the texts through a rules run
-    # (no: every plan has an ipt arm, so the first synthesizer's collections carry the texts for the baselines)
+    # synthesis: once per distinct synthesizer; every plan has an ipt arm, and the first synthesizer's collections
+    # carry the texts for the baselines too
     synth_keys = list(plan.synthesizers)
     for key, synth in plan.synthesizers.items():
         summaries = paths.synth(key) + ".summaries"
@@ -358,7 +375,7 @@ def build_stages(plan: Plan, run_dir: str, workers: int = 1) -> List[Stage]:
                     train_command,
                     outputs=[save, paths.tensorboard_run(arm.name, seed)],
                     resumes=True,
-                    check=lambda arm=arm, seed=seed, log=log: _check_training(plan, arm, seed, paths, log),
+                    check=lambda arm=arm, seed=seed, log=log: _check_training(plan, arm, seed, log),
                     env=quiet,
                 )
             )
@@ -412,12 +429,13 @@ def report_inputs(plan: Plan, run_dir: str, stages: List[Stage]):
         for arm in plan.arms
     }
     synthesis = {}
+    # the texts given to the synthesizer (every synthesizer gets the same ones): the cost per billion raw tokens
+    raw_tokens = _count_tokens(plan, paths, os.path.join(paths.inputs, "synthesize.jsonl"))
     for arm in plan.arms:
         if arm.kind != "ipt":
             continue
         facts = markers.get(f"synthesize/{arm.synthesizer.key()}", {})
         usage = facts.get("usage", {})
-        raw_tokens = _raw_tokens_synthesized(plan, paths)
         if raw_tokens:
             synthesis[arm.name] = SynthesisCost(
                 engine=facts.get("engine") or arm.synthesizer.engine,
@@ -452,32 +470,6 @@ def _synthesis_gpus(synth) -> int:
     return int(value or 1)
 
 
-_RAW_TOKENS: Dict[str, int] = {}
-
-
-def _raw_tokens_synthesized(plan: Plan, paths: Paths) -> Optional[int]:
-    """Tokens of the texts given to the synthesizer (with the plan's tokenizer), for the cost per billion."""
-    path = os.path.join(paths.inputs, "synthesize.jsonl")
-    if path in _RAW_TOKENS:
-        return _RAW_TOKENS[path]
-    if plan.model.hf_dir:
-        from megatron_ipt.data.tokenizer import TokenizerSpec
-
-        spec = TokenizerSpec("HuggingFaceTokenizer", os.path.join(paths.base, "tokenizer"))
-    else:
-        from megatron_ipt.data.tokenizer import TokenizerSpec
-
-        spec = TokenizerSpec(plan.tokenizer_type, plan.tokenizer_model)
-    from megatron_ipt.corpus.reader import read_texts
-    from megatron_ipt.io.jsonl import BadLines
-
-    tokenizer = spec.build()
-    texts = [t for _, t in read_texts(path, plan.text_key, BadLines())]
-    count = sum(len(ids) for ids in tokenizer.encode_batch(texts)) if texts else 0
-    _RAW_TOKENS[path] = count
-    return count
-
-
 def check_budget_reachable(plan: Plan) -> Optional[int]:
     """Before any work: the vanilla arm (the raw texts alone: the smallest of the arms) must reach the budget in
     max_epochs passes. Counts the corpus' tokens with the plan's tokenizer (skipped, returning None, above 1 GiB or
@@ -489,13 +481,7 @@ def check_budget_reachable(plan: Plan) -> Optional[int]:
     files = expand_inputs(plan.corpus)
     if sum(os.path.getsize(f) for f in files) > 1 << 30:
         return None
-    from megatron_ipt.corpus.reader import read_texts
-    from megatron_ipt.data.tokenizer import TokenizerSpec
-    from megatron_ipt.io.jsonl import BadLines
-
-    tokenizer = TokenizerSpec(plan.tokenizer_type, plan.tokenizer_model).build()
-    texts = [t for _, t in read_texts(plan.corpus, plan.text_key, BadLines())]
-    tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
+    tokens = _count_tokens(plan, Paths("."), plan.corpus)  # from scratch: no path of the run directory is read
     most = int(tokens * plan.max_epochs)
     if most < plan.token_budget:
         name = next(a.name for a in plan.arms if a.kind == "vanilla")
