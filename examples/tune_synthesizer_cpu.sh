@@ -7,7 +7,8 @@
 # wall time is appended to $RUN/timings.txt.
 #
 # Sized for 2 shared CPU cores (~25 min in all): pieces of <= 60 words, sequences of 1024 tokens, 40 steps of 2
-# sequences at lr 1e-4. Knobs: RUN, SEQ_LENGTH, TRAIN_ITERS, GLOBAL_BATCH, LR, HELDOUT (texts per source), MAX_NEW.
+# sequences at lr 1e-4. Knobs: RUN, SEQ_LENGTH, TRAIN_ITERS, GLOBAL_BATCH, LR, HELDOUT (texts per source), MAX_NEW,
+# EXPORT_ONLY=1 (stop after step 5: the tuned synthesizer without the synthesis and judge comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
@@ -53,6 +54,11 @@ step "4. tune with the loss mask ($TRAIN_ITERS steps x $GLOBAL_BATCH sequences)"
 step "5. export the tuned checkpoint to HF (with the tokenizer)" \
     python tools/convert_checkpoint.py megatron-to-hf --load "$RUN/tuned" --hf-dir "$RUN/tuned-hf" \
     --tokenizer-dir "$RUN/base/tokenizer"
+if [[ "${EXPORT_ONLY:-0}" == 1 ]]; then
+    echo "== EXPORT_ONLY=1: the tuned synthesizer is $RUN/tuned-hf (steps 6-7 skipped)"
+    cat "$RUN/timings.txt"
+    exit 0
+fi
 
 # Held-out synthesis input: the first $HELDOUT held-out texts of each source (whole documents never tuned on).
 python - "$RUN" "$HELDOUT" <<'EOF'
