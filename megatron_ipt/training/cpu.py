@@ -14,11 +14,15 @@ type checks); this module patches exactly those:
    `model_parallel_cuda_manual_seed` and the RNG tracker work.
 4. `clip_grad_by_total_norm_fp32` without its `torch.cuda.FloatTensor` type assert.
 5. `Tensor.type()` with no argument reports the `torch.cuda.*Tensor` name, which megatron's optimizers compare.
+6. The RNG tracker's "CPU RNG state changed within GPU RNG context" warning is dropped: with 3. the "GPU" generator
+   IS the CPU one, so every dropout inside `fork()` changes it by design (the tracker still restores the outer state
+   on exit), and with dropout > 0 the warning came once per forward pass and drowned the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
@@ -112,11 +116,20 @@ def _patch_torch_cuda():
     torch.Tensor.type = _type
 
 
+_SHARED_GENERATOR_WARNING = "CPU RNG state changed within GPU RNG context"
+
+
+class _DropSharedGeneratorWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _SHARED_GENERATOR_WARNING
+
+
 def _patch_megatron():
     from megatron.core.tensor_parallel import random as mp_random
 
     mp_random._get_cuda_rng_state = lambda *a, **k: torch.get_rng_state()
     mp_random._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+    logging.getLogger(mp_random.__name__).addFilter(_DropSharedGeneratorWarning())
 
     from megatron.core.optimizer import clip_grads
 
