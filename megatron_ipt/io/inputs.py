@@ -55,15 +55,83 @@ def is_compressed(path: str) -> bool:
 
 
 def open_binary(path: str) -> io.BufferedIOBase:
-    """Open for reading bytes, decompressing .gz/.zst(d) on the fly."""
+    """Open for reading bytes, decompressing .gz/.zst(d) on the fly. A compressed file that is truncated or corrupt
+    raises `InputError` naming it when the read reaches the damage (never a quietly shorter stream)."""
     if path.endswith(".gz"):
-        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=_BUFFER)
+        return io.BufferedReader(_Checked(gzip.open(path, "rb"), path, "gzip"), buffer_size=_BUFFER)
     if path.endswith((".zst", ".zstd")):
+        return io.BufferedReader(_Checked(_ZstdFrames(path), path, "zstd"), buffer_size=_BUFFER)
+    return open(path, "rb", buffering=_BUFFER)
+
+
+class _Checked(io.RawIOBase):
+    """A decompressing stream whose library errors (EOFError, zlib.error, BadGzipFile, ZstdError) become one
+    `InputError` naming the file, instead of a traceback from inside the reading thread or process."""
+
+    def __init__(self, stream, path: str, codec: str):
+        self._stream, self._path, self._codec = stream, path, codec
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self._stream.readinto(buffer)
+        except InputError:
+            raise
+        except Exception as error:  # each codec raises its own kinds (EOFError, zlib.error, ZstdError, ...)
+            if isinstance(error, OSError) and error.errno is not None:
+                raise  # a real I/O error (disk, permissions): the tools report those themselves
+            raise InputError(self._path, None, f"truncated or corrupt {self._codec} file ({error})") from None
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Every frame of a .zst file, decompressed. zstandard's own stream reader ends quietly where a file ends
+    inside a frame, which would drop the lines lost with no word; here that is an EOFError."""
+
+    def __init__(self, path: str):
         import zstandard
 
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), buffer_size=_BUFFER)
-    return open(path, "rb", buffering=_BUFFER)
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._in_frame = False  # bytes of the current frame were fed and its end not seen yet
+        self._raw = open(path, "rb")
+        self._out, self._pos = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._pos == len(self._out):
+            chunk = self._raw.read(_BUFFER)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("the file ends inside a zstd frame")
+                return 0
+            self._out, self._pos = self._feed(chunk), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _feed(self, data: bytes) -> bytes:
+        parts = []
+        while data:
+            self._in_frame = True
+            parts.append(self._frame.decompress(data))
+            data = b""
+            if self._frame.eof:  # the frame ended: what follows starts the next one
+                data = self._frame.unused_data
+                self._frame, self._in_frame = self._decompressor.decompressobj(), False
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 @dataclass(frozen=True)
