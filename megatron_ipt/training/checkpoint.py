@@ -34,6 +34,7 @@ marker's iteration.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import random
@@ -44,7 +45,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
-from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
 
 from megatron_ipt.io.atomic import write_atomic, write_json_atomic
 from megatron_ipt.training import checkpoint_files as files
@@ -431,26 +433,92 @@ def tensors_metadata(directory: str) -> dict:
         return dist_checkpointing.load_tensors_metadata(directory)
 
 
+# Model fields that change no tensor's shape: a difference in them is no reason to refuse a checkpoint.
+_SHAPELESS_MODEL_FIELDS = frozenset(
+    ("seq_length", "attention_dropout", "hidden_dropout", "rotary_base", "rotary_percent", "use_rope_scaling")
+    + ("rope_scaling_factor", "norm_epsilon", "apply_layernorm_1p", "hf_config")
+)
+
+
+def _check_model_fits(load_dir: str, directory: str, model_state, model_now: Optional[dict]) -> None:
+    """Every tensor of this run's model is in the checkpoint with the same global shape, checked from the saved
+    metadata before megatron-core's load (which fails deep inside with a shape error). Otherwise one
+    TrainingInputError naming the model flags that differ from the checkpoint's model.json (when it has one and
+    `model_now` is given), or the first tensor that does not fit."""
+    with _reading(directory):
+        saved = dist_checkpointing.load_tensors_metadata(directory)
+    misfits = []
+    for item in nested_values(model_state):
+        if not isinstance(item, ShardedTensor):
+            continue
+        there = saved.get(item.key)
+        if there is None:
+            misfits.append(f"this model's {item.key} is not in it")
+        elif tuple(there.global_shape) != tuple(item.global_shape):
+            misfits.append(f"{item.key} is {list(there.global_shape)} there, {list(item.global_shape)} here")
+    if not misfits:
+        return
+    flags = _differing_model_flags(load_dir, model_now)
+    raise TrainingInputError(
+        f"--load {load_dir}: the checkpoint holds another model ("
+        + ("; ".join(flags) if flags else misfits[0])
+        + "): give the model flags it was saved with (its model.json), or --model with that file"
+    )
+
+
+def _differing_model_flags(load_dir: str, model_now: Optional[dict]) -> List[str]:
+    """`--flag VALUE there, VALUE here` for each shape-changing model field that differs from `load_dir/model.json`."""
+    path = os.path.join(load_dir, MODEL_FILE)
+    if model_now is None or not os.path.isfile(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return []  # the tensor shapes still say what does not fit
+    learned = model_now.get("position_embedding_type") == "learned_absolute"
+    return [
+        f"--{name.replace('_', '-')} {saved[name]} there, {value} here"
+        for name, value in model_now.items()
+        if name in saved
+        and saved[name] != value
+        and name not in _SHAPELESS_MODEL_FIELDS
+        and (name != "max_position_embeddings" or learned)
+    ]
+
+
 def load_weights(load_dir: str, modules) -> Optional[int]:
     """Load only the model weights of the latest committed checkpoint (any TP/PP layout) into unwrapped chunks.
     Returns its iteration, or None when there is no checkpoint."""
     iteration, directory, _ = _latest(load_dir)
     if iteration is None:
         return None
+    model = _model_state(modules)
+    _check_model_fits(load_dir, directory, model, None)
     with _reading(directory):
-        loaded = dist_checkpointing.load({"model": _model_state(modules)}, directory)
+        loaded = dist_checkpointing.load({"model": model}, directory)
     _load_model_state(modules, loaded["model"])
     return iteration
 
 
-def load(load_dir: str, chunks, optimizer, scheduler, load_optim: bool = True, load_rng: bool = True) -> Optional[dict]:
+def load(
+    load_dir: str,
+    chunks,
+    optimizer,
+    scheduler,
+    load_optim: bool = True,
+    load_rng: bool = True,
+    model_json: Optional[dict] = None,
+) -> Optional[dict]:
     """Load the latest committed checkpoint into a run being set up (any TP/PP/DP layout; see the module doc).
+    `model_json`: this run's model fields, to name the flags that differ when the checkpoint holds another model.
     Returns {'iteration', 'consumed_samples', 'notes': [what was not restored, and why]}, or None if there is none."""
     iteration, directory, meta = _latest(load_dir)
     if iteration is None:
         return None
     modules = [c.module for c in chunks]
     model = _model_state(modules)
+    _check_model_fits(load_dir, directory, model, model_json)
     request = {"model": model}
     notes = []
     training = meta["kind"] == "training"

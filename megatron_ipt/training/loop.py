@@ -204,7 +204,7 @@ def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
     return named
 
 
-def _resume(config: CheckpointConfig, chunks, optimizer, scheduler):
+def _resume(config: CheckpointConfig, chunks, optimizer, scheduler, model_json: dict):
     """(iteration, consumed samples) to start from: 0, 0 or the latest committed checkpoint in --load."""
     if config.save:  # this job's lock on the directory, then what killed saves left there (checkpoint.py)
         for line in checkpoint.open_save_dir(config.save):
@@ -222,6 +222,7 @@ def _resume(config: CheckpointConfig, chunks, optimizer, scheduler):
         scheduler,
         load_optim=not config.no_load_optim,
         load_rng=not config.no_load_rng,
+        model_json=model_json,
     )
     if progress is None:  # the marker went away since check_load_dir
         _print(f"no checkpoint in {config.load} yet: starting from iteration 0")
@@ -251,7 +252,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     """Run training; returns {'losses': [per-iteration global lm loss], 'step_times', 'iteration', 'chunks'}."""
     run, chunks, optimizer, scheduler = setup(config)
     ck, log = config.checkpoint, config.logging
-    iteration, consumed = _resume(ck, chunks, optimizer, scheduler)
+    iteration, consumed = _resume(ck, chunks, optimizer, scheduler, config.model.to_json())
     if ck.save and torch.distributed.get_rank() == 0:
         checkpoint.write_model_file(ck.save, config.model.to_json())
     adapter = data.MegatronTokenizerAdapter(tokenizer) if tokenizer else data.MockTokenizer(config.model.vocab_size)

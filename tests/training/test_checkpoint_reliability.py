@@ -306,3 +306,24 @@ def test_a_failed_checkpoint_write_is_one_line_and_leaves_nothing(corpus, tmp_pa
     line = one_error_line(proc)  # the cause as torch's writer reports it: a short write, and the space left
     assert line.startswith(f"error: cannot write checkpoint iteration 1 to {tmp}: ") and "GiB free there" in line
     assert sorted(os.listdir(ck)) == [checkpoint.MODEL_FILE]
+
+
+# ---- a checkpoint of another model ------------------------------------------------------------------------------
+
+
+def test_loading_another_models_checkpoint_names_the_flags_that_differ(corpus, saved, tmp_path):
+    """--load of a 64-wide, 2-layer checkpoint with --hidden-size 128 or --num-layers 3: one line naming the flags
+    and both values, checked before megatron-core's load (before: its CheckpointingException traceback); evaluate's
+    --model mismatch names the first tensor that does not fit."""
+    flags = ["--train-iters", "3", "--load", saved, "--no-load-optim"]
+    line = one_error_line(pretrain(corpus, *flags, "--hidden-size", "128"))
+    assert f"--load {saved}: the checkpoint holds another model (--hidden-size 64 there, 128 here)" in line
+    line = one_error_line(pretrain(corpus, *flags, "--num-layers", "3"))
+    assert "(--num-layers 2 there, 3 here)" in line
+    tasks = str(tmp_path / "tasks.jsonl")
+    write_jsonl(tasks, [{"input": "The sky is\nAnswer:", "options": ["blue", "green"], "gold_index": 0}])
+    proc = _subprocess(
+        [sys.executable, "tools/evaluate.py", "--load", saved, "--model", "tiny", "--hidden-size", "128"]
+        + ["--tokenizer-model", assets.mistral_tokenizer_model(), "--tasks", tasks]
+    )
+    assert "the checkpoint holds another model (" in one_error_line(proc) and " is [" in proc.stderr
