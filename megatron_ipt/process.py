@@ -1,5 +1,8 @@
 """Process lifetime: a child that must not outlive the process that started it (training ranks under torchrun,
-preprocessing workers) asks the kernel to signal it when its parent dies."""
+preprocessing workers) asks the kernel to signal it when its parent dies.
+
+Imports nothing but the standard library: the tools arm `die_with_launcher` before their slow imports (torch,
+megatron-core), the seconds in which a killed launcher used to leave its ranks running."""
 
 import ctypes
 import os
@@ -27,3 +30,38 @@ def die_with_parent(sig: int = signal.SIGTERM, parent: Optional[int] = None) -> 
     if os.getppid() != parent:  # reparented before the request took effect
         os.kill(os.getpid(), sig)
     return True
+
+
+# What a torchrun agent's command line holds (`torchrun ...`, `python -m torch.distributed.run ...`, the older
+# `torch.distributed.launch`): the parent a rank must have while its launcher lives.
+_LAUNCHER_MARKS = ("torchrun", "torch.distributed.run", "torch.distributed.launch", "torch/distributed/run.py")
+
+
+def die_with_launcher() -> Optional[bool]:
+    """Under torchrun, end this rank when torchrun dies; call it first thing in a tool, before the slow imports.
+
+    torchrun starts each rank in a session of its own, so a `kill -9` of the launcher's process group never reaches
+    the ranks: they trained on and kept committing checkpoints. SIGKILL, as the rank of a launcher that died
+    abruptly has no one to report to (a torchrun that exits normally stops its ranks itself first), and a save it
+    interrupts is never committed. A launcher that died before this call (the rank was reparented while Python
+    started) is caught by checking that the parent is still a torchrun. Not without torchrun (None): a rank
+    started from a shell must survive the shell (nohup)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    armed = die_with_parent(signal.SIGKILL)
+    if armed and not _is_launcher(os.getppid()):
+        try:
+            print("error: the torchrun that started this rank is gone; exiting", file=sys.stderr, flush=True)
+        except OSError:
+            pass  # its pipe went with it
+        os.kill(os.getpid(), signal.SIGKILL)
+    return armed
+
+
+def _is_launcher(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return True  # cannot tell (no /proc, or the parent is gone this instant: the armed signal then comes)
+    return any(mark in command for mark in _LAUNCHER_MARKS)

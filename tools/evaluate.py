@@ -10,6 +10,11 @@ A Hugging Face directory: `--hf-model DIR`.
 import argparse
 import sys
 
+from megatron_ipt import process
+
+if __name__ == "__main__":  # not in the processes multiprocessing spawns from this module (their parent is the rank)
+    process.die_with_launcher()  # before the slow imports: a rank must not outlive a torchrun killed at start-up
+
 
 def build_tasks_main(argv) -> int:
     from megatron_ipt.evaluation.build import build_tasks, read_documents

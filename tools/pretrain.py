@@ -3,12 +3,16 @@
 import os
 import sys
 
-from megatron_ipt.training import config, loop, models, preflight
-from megatron_ipt.training.errors import TrainingInputError
+from megatron_ipt import process
+
+if __name__ == "__main__":  # not in the processes multiprocessing spawns from this module (their parent is the rank)
+    process.die_with_launcher()  # before the slow imports: a rank must not outlive a torchrun killed at start-up
+
+from megatron_ipt.training import config, loop, models, preflight  # noqa: E402
+from megatron_ipt.training.errors import TrainingInputError  # noqa: E402
 
 
 def main(argv=None) -> int:
-    preflight.die_with_launcher()  # first: a rank must not outlive a torchrun killed while it starts up
     try:
         return _main(argv)
     except TrainingInputError as error:  # a bad input, checkpoint or output: one line, once (preflight.report)

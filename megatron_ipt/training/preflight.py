@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from megatron_ipt.training.errors import TrainingInputError
 
@@ -88,18 +88,3 @@ def _record(path: str, line: str) -> None:
             json.dump({"message": {"message": line, "extraInfo": extra}}, f)
     except OSError:
         pass  # torchrun's own "To enable traceback" line then; rank 0's stderr line stands
-
-
-def die_with_launcher() -> Optional[bool]:
-    """Under torchrun, end this rank when torchrun dies. torchrun starts each rank in a session of its own, so a
-    `kill -9` of the launcher's process group (or of torchrun) never reaches the ranks: they trained on and kept
-    committing checkpoints. SIGKILL, as the rank of a launcher that died abruptly has no one to report to (a torchrun
-    that exits normally stops its ranks itself first), and a save it interrupts is never committed. Not without
-    torchrun: a rank started from a shell must survive the shell (nohup)."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return None
-    import signal
-
-    from megatron_ipt import process
-
-    return process.die_with_parent(signal.SIGKILL)

@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import psutil
@@ -235,3 +236,27 @@ def test_the_split_guard_speaks_once(corpus):
     printed = [line for line in out.splitlines() if "asked of the empty valid part" in line and line[0] != " "]
     assert len(printed) == 1, out[-3000:]  # torchrun's summary repeats it, indented, under each rank
     _one_line_error(out, "--split 999,1,0")
+
+
+def test_ranks_die_with_a_launcher_killed_while_they_start_up(corpus, tmp_path):
+    """kill -9 of torchrun's process group while its ranks are still importing torch and megatron-core (before:
+    they armed their death signal after those imports, against whoever had adopted them, and lived on idle)."""
+    with background(tmp_path / "run.log", corpus, 2, "--train-iters", "1000") as job:
+        deadline = time.monotonic() + 60
+        while True:  # the two ranks, as soon as torchrun has started them
+            ranks = [p for p in psutil.Process(job.pid).children() if "tools/pretrain.py" in " ".join(p.cmdline())]
+            if len(ranks) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(ranks) == 2
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        try:
+            _, alive = psutil.wait_procs(ranks, timeout=30)
+            assert not alive, "ranks outlived their launcher"
+        finally:
+            for rank in ranks:
+                try:
+                    rank.kill()
+                except psutil.NoSuchProcess:
+                    pass
