@@ -16,7 +16,9 @@ the dataclass back from the parsed namespace. Adding a flag to a tool is then on
 The flag is `--` plus the field name with `_` as `-` unless `flags=` names it (Megatron-LM spellings, aliases). Types
 come from the annotation: `bool` is a switch (`store_true`, or `store_false` when the default is True and `flags=`
 names the negative spelling), `Optional[X]` is X with None as default, `Tuple[X, ...]`/`List[X]` take `nargs`.
-Fields without `flag(...)` metadata are not flags (derived values, internal state).
+Fields without `flag(...)` metadata are not flags (derived values, internal state). `group=` puts a flag into the
+argument group of that title (made on first use), `exclusive=` into a mutually exclusive set inside it, and `aliases=`
+adds spellings that set the field to a constant (`Alias`).
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ import argparse
 import dataclasses
 import types
 import typing
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 _KEY = "megatron_ipt.flag"
 _NO_DEFAULT = dataclasses.MISSING
 
 
+class Alias(NamedTuple):
+    """Another spelling of a flag that sets its field to `const` (Megatron-LM's `--use-flash-attn` for
+    `--attention-backend flash`)."""
+
+    option: str
+    const: Any
+    help: str | None = None
+
+
 def flag(
     default: Any = _NO_DEFAULT,
     *,
-    help: str,  # noqa: A002 - argparse's own name for it
+    help: str | None,  # noqa: A002 - argparse's own name for it; None: a flag without a help line
     flags: Sequence[str] = (),
     required: bool = False,
     choices: Sequence[Any] | None = None,
@@ -43,9 +54,15 @@ def flag(
     type: Any = None,  # noqa: A002 - argparse's own name for it
     action: str | None = None,
     default_factory: Any = _NO_DEFAULT,
+    group: str | None = None,
+    exclusive: str | None = None,
+    aliases: Sequence[Alias] = (),
+    field_required: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring). `type` overrides the
-    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool."""
+    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool.
+    `field_required`: the field has no default (in a kw_only dataclass) but the flag is optional, its value may come
+    from elsewhere (a preset); such flags are declared with `add_flags(..., as_overrides=True)`."""
     spec = dict(
         help=help,
         flags=tuple(flags),
@@ -55,7 +72,12 @@ def flag(
         nargs=nargs,
         type=type,
         action=action,
+        group=group,
+        exclusive=exclusive,
+        aliases=tuple(aliases),
     )
+    if field_required:
+        return dataclasses.field(metadata={_KEY: spec})
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: spec})
     if default is _NO_DEFAULT and not required:
@@ -91,10 +113,12 @@ def _default_of(field: dataclasses.Field) -> Any:
     return None
 
 
-def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
+def add_flags(parser, cls, exclude: Sequence[str] = (), as_overrides: bool = False) -> None:
     """Declare every flag field of dataclass `cls` (but those named in `exclude`) on `parser` (a parser or an
-    argument group). The dest of each flag is its field's name."""
+    argument group). The dest of each flag is its field's name. `as_overrides`: every flag defaults to None (not
+    given) and a switch stores its non-default value, for flags that override values from elsewhere (a preset)."""
     hints = typing.get_type_hints(cls)
+    exclusive_groups: dict = {}
     for field in flag_fields(cls):
         if field.name in exclude:
             continue
@@ -102,12 +126,15 @@ def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
         names = spec["flags"] or ("--" + field.name.replace("_", "-"),)
         kind, _optional, sequence = _unwrap(hints[field.name])
         kwargs: dict = dict(dest=field.name, help=spec["help"])
-        if spec["required"]:
+        if spec["required"] and not as_overrides:
             kwargs["required"] = True
         else:
-            kwargs["default"] = _default_of(field)
+            kwargs["default"] = None if as_overrides else _default_of(field)
         if kind is bool and not sequence:
-            kwargs["action"] = spec["action"] or ("store_false" if field.default is True else "store_true")
+            if as_overrides:
+                kwargs.update(action="store_const", const=field.default is not True)
+            else:
+                kwargs["action"] = spec["action"] or ("store_false" if field.default is True else "store_true")
         else:
             if spec["action"]:
                 kwargs["action"] = spec["action"]
@@ -117,7 +144,22 @@ def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
             for key in ("choices", "metavar"):
                 if spec[key] is not None:
                     kwargs[key] = spec[key]
-        parser.add_argument(*names, **kwargs)
+        target = _group(parser, spec["group"]) if spec["group"] else parser
+        if spec["exclusive"]:
+            key = (id(target), spec["exclusive"])
+            if key not in exclusive_groups:
+                exclusive_groups[key] = target.add_mutually_exclusive_group()
+            target = exclusive_groups[key]
+        target.add_argument(*names, **kwargs)
+        for alias in spec["aliases"]:
+            target.add_argument(alias.option, dest=field.name, action="store_const", const=alias.const, help=alias.help)
+
+
+def _group(parser, title: str):
+    """The argument group of this title on `parser` (or on the parser of the group `parser`), made on first use."""
+    container = getattr(parser, "_container", parser)
+    found = next((g for g in container._action_groups if g.title == title), None)  # noqa: SLF001
+    return found if found is not None else container.add_argument_group(title)
 
 
 def config_from_args(cls, args: argparse.Namespace, **overrides: Any):
