@@ -24,6 +24,7 @@ adds spellings that set the field to a constant (`Alias`).
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import types
 import typing
@@ -35,11 +36,15 @@ _NO_DEFAULT = dataclasses.MISSING
 
 class Alias(NamedTuple):
     """Another spelling of a flag that sets its field to `const` (Megatron-LM's `--use-flash-attn` for
-    `--attention-backend flash`)."""
+    `--attention-backend flash`); or, with `dest`, another way to give the field's value that the tool turns into it
+    (`--token-budget-from SUMMARY` for `--token-budget`): a flag storing its own value into `dest`, beside the field's
+    flag (in its mutually exclusive set, if any)."""
 
     option: str
-    const: Any
+    const: Any = None
     help: str | None = None
+    dest: str | None = None
+    metavar: str | None = None
 
 
 def flag(
@@ -58,11 +63,14 @@ def flag(
     exclusive: str | None = None,
     aliases: Sequence[Alias] = (),
     field_required: bool = False,
+    flag_default: Any = _NO_DEFAULT,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring). `type` overrides the
     annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool.
-    `field_required`: the field has no default (in a kw_only dataclass) but the flag is optional, its value may come
-    from elsewhere (a preset); such flags are declared with `add_flags(..., as_overrides=True)`."""
+    `field_required`: the field has no default (a kw_only dataclass: code that builds the config must give it); the
+    flag is still optional unless `required`, e.g. where a preset may give the value (`add_flags(...,
+    as_overrides=True)`). `flag_default`: the flag's default where it differs from the field's (a tool that uses
+    every core by default, a library call that uses one)."""
     spec = dict(
         help=help,
         flags=tuple(flags),
@@ -75,6 +83,7 @@ def flag(
         group=group,
         exclusive=exclusive,
         aliases=tuple(aliases),
+        flag_default=flag_default,
     )
     if field_required:
         return dataclasses.field(metadata={_KEY: spec})
@@ -99,13 +108,15 @@ def _unwrap(hint) -> tuple[Any, bool, bool]:
         optional = len(members) < len(typing.get_args(hint))
         hint = members[0] if len(members) == 1 else str
         origin = typing.get_origin(hint)
-    if origin in (list, tuple, typing.List, typing.Tuple, Sequence):
+    if origin in (list, tuple, collections.abc.Sequence):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return (args[0] if args else str), optional, True
     return hint, optional, False
 
 
 def _default_of(field: dataclasses.Field) -> Any:
+    if field.metadata[_KEY]["flag_default"] is not _NO_DEFAULT:
+        return field.metadata[_KEY]["flag_default"]
     if field.default is not dataclasses.MISSING:
         return field.default
     if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -152,14 +163,28 @@ def add_flags(parser, cls, exclude: Sequence[str] = (), as_overrides: bool = Fal
             target = exclusive_groups[key]
         target.add_argument(*names, **kwargs)
         for alias in spec["aliases"]:
-            target.add_argument(alias.option, dest=field.name, action="store_const", const=alias.const, help=alias.help)
+            if alias.dest:
+                target.add_argument(alias.option, dest=alias.dest, metavar=alias.metavar, help=alias.help)
+            else:
+                target.add_argument(
+                    alias.option, dest=field.name, action="store_const", const=alias.const, help=alias.help
+                )
 
 
 def _group(parser, title: str):
     """The argument group of this title on `parser` (or on the parser of the group `parser`), made on first use."""
     container = getattr(parser, "_container", parser)
-    found = next((g for g in container._action_groups if g.title == title), None)  # noqa: SLF001
+    found = next((g for g in container._action_groups if g.title == title), None)
     return found if found is not None else container.add_argument_group(title)
+
+
+def in_help_order(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Order `parser`'s flags as --help lists them, group by group, for its usage line and its "required" errors too.
+    Several config classes may fill one group, so the order they were declared in is not the order they are shown
+    in; call this once the parser is complete."""
+    ordered = [action for group in parser._action_groups for action in group._group_actions]
+    parser._actions[:] = ordered + [action for action in parser._actions if action not in ordered]
+    return parser
 
 
 def config_from_args(cls, args: argparse.Namespace, **overrides: Any):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
-from megatron_ipt.flags import Alias, add_flags, config_from_args, flag
+from megatron_ipt.flags import Alias, add_flags, config_from_args, flag, in_help_order
 from megatron_ipt.training import megatron_flags
 from megatron_ipt.training.model_config import ModelConfig, add_model_args
 
@@ -419,4 +419,4 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(parser.add_argument_group("checkpoints"), CheckpointConfig)
     add_flags(parser.add_argument_group("evaluation and logging"), LoggingConfig)
     megatron_flags.add_args(parser)
-    return parser
+    return in_help_order(parser)
