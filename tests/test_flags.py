@@ -63,7 +63,6 @@ def test_bad_values_and_missing_required_are_refused(capsys):
     add_flags(parser, _Example)
     with pytest.raises(SystemExit):
         parser.parse_args([])
-    assert "the following arguments are required: --a, --c" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["--output-prefix", "o", "--mode", "c"])
     assert "invalid choice" in capsys.readouterr().err
