@@ -18,7 +18,8 @@ come from the annotation: `bool` is a switch (`store_true`, or `store_false` whe
 names the negative spelling), `Optional[X]` is X with None as default, `Tuple[X, ...]`/`List[X]` take `nargs`.
 Fields without `flag(...)` metadata are not flags (derived values, internal state). `group=` puts a flag into the
 argument group of that title (made on first use), `exclusive=` into a mutually exclusive set inside it, and `aliases=`
-adds spellings that set the field to a constant (`Alias`).
+adds spellings that set the field to a constant (`Alias`). A tool whose parser several config classes fill calls
+`in_help_order` last, so that its usage line lists the flags as its --help does.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def flag(
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: spec})
     if default is _NO_DEFAULT and not required:
-        raise TypeError("flag(): give a default, or required=True")
+        raise TypeError("flag(): give a default, required=True or field_required=True")
     return dataclasses.field(default=None if default is _NO_DEFAULT else default, metadata={_KEY: spec})
 
 
