@@ -16,25 +16,42 @@ the dataclass back from the parsed namespace. Adding a flag to a tool is then on
 The flag is `--` plus the field name with `_` as `-` unless `flags=` names it (Megatron-LM spellings, aliases). Types
 come from the annotation: `bool` is a switch (`store_true`, or `store_false` when the default is True and `flags=`
 names the negative spelling), `Optional[X]` is X with None as default, `Tuple[X, ...]`/`List[X]` take `nargs`.
-Fields without `flag(...)` metadata are not flags (derived values, internal state).
+Fields without `flag(...)` metadata are not flags (derived values, internal state). `group=` puts a flag into the
+argument group of that title (made on first use), `exclusive=` into a mutually exclusive set inside it, and `aliases=`
+adds spellings that set the field to a constant (`Alias`). A tool whose parser several config classes fill calls
+`in_help_order` last, so that its usage line lists the flags as its --help does.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import types
 import typing
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 _KEY = "megatron_ipt.flag"
 _NO_DEFAULT = dataclasses.MISSING
 
 
+class Alias(NamedTuple):
+    """Another spelling of a flag that sets its field to `const` (Megatron-LM's `--use-flash-attn` for
+    `--attention-backend flash`); or, with `dest`, another way to give the field's value that the tool turns into it
+    (`--token-budget-from SUMMARY` for `--token-budget`): a flag storing its own value into `dest`, beside the field's
+    flag (in its mutually exclusive set, if any)."""
+
+    option: str
+    const: Any = None
+    help: str | None = None
+    dest: str | None = None
+    metavar: str | None = None
+
+
 def flag(
     default: Any = _NO_DEFAULT,
     *,
-    help: str,  # noqa: A002 - argparse's own name for it
+    help: str | None,  # noqa: A002 - argparse's own name for it; None: a flag without a help line
     flags: Sequence[str] = (),
     required: bool = False,
     choices: Sequence[Any] | None = None,
@@ -43,9 +60,18 @@ def flag(
     type: Any = None,  # noqa: A002 - argparse's own name for it
     action: str | None = None,
     default_factory: Any = _NO_DEFAULT,
+    group: str | None = None,
+    exclusive: str | None = None,
+    aliases: Sequence[Alias] = (),
+    field_required: bool = False,
+    flag_default: Any = _NO_DEFAULT,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring). `type` overrides the
-    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool."""
+    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool.
+    `field_required`: the field has no default (a kw_only dataclass: code that builds the config must give it); the
+    flag is still optional unless `required`, e.g. where a preset may give the value (`add_flags(...,
+    as_overrides=True)`). `flag_default`: the flag's default where it differs from the field's (a tool that uses
+    every core by default, a library call that uses one)."""
     spec = dict(
         help=help,
         flags=tuple(flags),
@@ -55,11 +81,17 @@ def flag(
         nargs=nargs,
         type=type,
         action=action,
+        group=group,
+        exclusive=exclusive,
+        aliases=tuple(aliases),
+        flag_default=flag_default,
     )
+    if field_required:
+        return dataclasses.field(metadata={_KEY: spec})
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: spec})
     if default is _NO_DEFAULT and not required:
-        raise TypeError("flag(): give a default, or required=True")
+        raise TypeError("flag(): give a default, required=True or field_required=True")
     return dataclasses.field(default=None if default is _NO_DEFAULT else default, metadata={_KEY: spec})
 
 
@@ -77,13 +109,15 @@ def _unwrap(hint) -> tuple[Any, bool, bool]:
         optional = len(members) < len(typing.get_args(hint))
         hint = members[0] if len(members) == 1 else str
         origin = typing.get_origin(hint)
-    if origin in (list, tuple, typing.List, typing.Tuple, Sequence):
+    if origin in (list, tuple, collections.abc.Sequence):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return (args[0] if args else str), optional, True
     return hint, optional, False
 
 
 def _default_of(field: dataclasses.Field) -> Any:
+    if field.metadata[_KEY]["flag_default"] is not _NO_DEFAULT:
+        return field.metadata[_KEY]["flag_default"]
     if field.default is not dataclasses.MISSING:
         return field.default
     if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -91,10 +125,12 @@ def _default_of(field: dataclasses.Field) -> Any:
     return None
 
 
-def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
+def add_flags(parser, cls, exclude: Sequence[str] = (), as_overrides: bool = False) -> None:
     """Declare every flag field of dataclass `cls` (but those named in `exclude`) on `parser` (a parser or an
-    argument group). The dest of each flag is its field's name."""
+    argument group). The dest of each flag is its field's name. `as_overrides`: every flag defaults to None (not
+    given) and a switch stores its non-default value, for flags that override values from elsewhere (a preset)."""
     hints = typing.get_type_hints(cls)
+    exclusive_groups: dict = {}
     for field in flag_fields(cls):
         if field.name in exclude:
             continue
@@ -102,12 +138,15 @@ def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
         names = spec["flags"] or ("--" + field.name.replace("_", "-"),)
         kind, _optional, sequence = _unwrap(hints[field.name])
         kwargs: dict = dict(dest=field.name, help=spec["help"])
-        if spec["required"]:
+        if spec["required"] and not as_overrides:
             kwargs["required"] = True
         else:
-            kwargs["default"] = _default_of(field)
+            kwargs["default"] = None if as_overrides else _default_of(field)
         if kind is bool and not sequence:
-            kwargs["action"] = spec["action"] or ("store_false" if field.default is True else "store_true")
+            if as_overrides:
+                kwargs.update(action="store_const", const=field.default is not True)
+            else:
+                kwargs["action"] = spec["action"] or ("store_false" if field.default is True else "store_true")
         else:
             if spec["action"]:
                 kwargs["action"] = spec["action"]
@@ -117,7 +156,36 @@ def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
             for key in ("choices", "metavar"):
                 if spec[key] is not None:
                     kwargs[key] = spec[key]
-        parser.add_argument(*names, **kwargs)
+        target = _group(parser, spec["group"]) if spec["group"] else parser
+        if spec["exclusive"]:
+            key = (id(target), spec["exclusive"])
+            if key not in exclusive_groups:
+                exclusive_groups[key] = target.add_mutually_exclusive_group()
+            target = exclusive_groups[key]
+        target.add_argument(*names, **kwargs)
+        for alias in spec["aliases"]:
+            if alias.dest:
+                target.add_argument(alias.option, dest=alias.dest, metavar=alias.metavar, help=alias.help)
+            else:
+                target.add_argument(
+                    alias.option, dest=field.name, action="store_const", const=alias.const, help=alias.help
+                )
+
+
+def _group(parser, title: str):
+    """The argument group of this title on `parser` (or on the parser of the group `parser`), made on first use."""
+    container = getattr(parser, "_container", parser)
+    found = next((g for g in container._action_groups if g.title == title), None)
+    return found if found is not None else container.add_argument_group(title)
+
+
+def in_help_order(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Order `parser`'s flags as --help lists them, group by group, for its usage line and its "required" errors too.
+    Several config classes may fill one group, so the order they were declared in is not the order they are shown
+    in; call this once the parser is complete."""
+    ordered = [action for group in parser._action_groups for action in group._group_actions]
+    parser._actions[:] = ordered + [action for action in parser._actions if action not in ordered]
+    return parser
 
 
 def config_from_args(cls, args: argparse.Namespace, **overrides: Any):

@@ -8,109 +8,31 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.corpus.build import BuildConfig, budget_from_summary, build_corpus
-from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
-from megatron_ipt.corpus.recipes import RECIPES, SOURCES
-from megatron_ipt.corpus.render import SEED_OFFSET
+from megatron_ipt.corpus.build import (
+    DECONTAMINATION,
+    INPUTS,
+    MIXING,
+    OUTPUT,
+    TOKENIZER,
+    BuildConfig,
+    budget_from_summary,
+    build_corpus,
+)
+from megatron_ipt.corpus.recipes import SOURCES
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--recipe",
-        required=True,
-        choices=RECIPES,
-        help="general: convert a fraction of texts, the rest raw (+ tuning data); domain: convert all, "
-        "+ general instructions 1:1 by tokens; vanilla: raw only; mix: raw + instruction data",
-    )
-    g = p.add_argument_group("inputs (a file, a glob, or a directory of JSONL files; .gz/.zst read too)")
-    g.add_argument("--collections", help="synthesized collections (tools/synthesize.py --output-dir)")
-    g.add_argument("--raw-input", help="raw texts that were not synthesized (general, vanilla, mix)")
-    g.add_argument("--text-key", default="text", help="key of the text in --raw-input (default: text)")
-    g.add_argument("--tuning-data", help='synthesizer tuning data, {"context", "QA_list"} per line (general, mix)')
-    g.add_argument(
-        "--general-instructions", help="general instructions JSONL (domain, mix), rendered '{question} {response}'"
-    )
-    g.add_argument(
-        "--instruction-keys",
-        nargs=2,
-        default=["question", "response"],
-        metavar=("QUESTION", "RESPONSE"),
-        help="keys of the question and the response in --general-instructions (default: question response)",
-    )
-    g.add_argument(
-        "--skip-bad-lines", action="store_true", help="skip and count unusable input lines instead of stopping"
-    )
-    g = p.add_argument_group("mixing")
-    g.add_argument(
-        "--convert-fraction",
-        type=float,
-        default=0.2,
-        help="general: fraction of all texts rendered with their pairs (paper: 0.2); the rest stay raw",
-    )
-    g.add_argument(
-        "--tuning-upsample",
-        type=float,
-        default=1.0,
-        help="times the tuning data is repeated, each copy with fresh templates (paper's value unpublished)",
-    )
-    g.add_argument(
-        "--instruction-ratio",
-        type=float,
-        default=1.0,
-        help="general-instruction tokens per token of the other data (domain: paper 1.0)",
-    )
-    budget = g.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--token-budget", type=int, help="total tokens of the mixed output; every source is scaled by one factor"
-    )
-    budget.add_argument(
-        "--token-budget-from",
-        metavar="SUMMARY",
-        help="the token count of an earlier build (its summary.json or directory): baselines on the same budget",
-    )
-    g.add_argument(
-        "--seed",
-        type=int,
-        default=SEED_OFFSET,
-        help=f"collection i is rendered with seed+i; also seeds selection and shuffling (default {SEED_OFFSET})",
-    )
-    g = p.add_argument_group("decontamination")
-    g.add_argument(
-        "--eval-sets",
-        nargs="+",
-        default=[],
-        help="evaluation sets: JSONL (one example per line) or plain text (one per line); files, globs or dirs",
-    )
-    g.add_argument("--eval-keys", nargs="+", help="JSONL keys holding an example's text (default: every string in it)")
-    g.add_argument(
-        "--ngram-size",
-        type=int,
-        default=DEFAULT_NGRAM,
-        help=f"overlap length in normalized words (default {DEFAULT_NGRAM})",
-    )
-    g.add_argument(
-        "--keep-flagged-texts",
-        action="store_true",
-        help="keep texts that overlap an evaluation set (only report them); overlapping pairs are always dropped",
-    )
-    g = add_tokenizer_args(p, title="tokenizer (token counts, as tools/preprocess_data.py will count them)")
-    g.add_argument("--threads", type=int, default=1, help="tokenizer threads")
-    g = p.add_argument_group("output")
-    g.add_argument("--output-dir", required=True)
-    g.add_argument(
-        "--per-source-outputs",
-        action="store_true",
-        help="one {source}.jsonl per source and the --data-path weights to blend them in training",
-    )
-    g.add_argument("--docs-per-shard", type=int, default=100_000, help="documents per corpus-NNNNN.jsonl shard")
-    g.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --output-dir (after the new corpus is complete)"
-    )
-    return p.parse_args(argv)
+    for title in (INPUTS, MIXING, DECONTAMINATION):  # the groups in --help order; BuildConfig fills them
+        p.add_argument_group(title)
+    add_tokenizer_args(p, title=TOKENIZER)
+    p.add_argument_group(OUTPUT)
+    add_flags(p, BuildConfig)
+    return in_help_order(p).parse_args(argv)
 
 
 def _pct(x: float) -> str:
@@ -192,31 +114,7 @@ def main(argv=None) -> int:
     tokenizer = TokenizerSpec.from_args(a)
     try:
         budget = budget_from_summary(a.token_budget_from) if a.token_budget_from else a.token_budget
-        cfg = BuildConfig(
-            recipe=a.recipe,
-            output_dir=a.output_dir,
-            tokenizer=tokenizer,
-            collections=a.collections,
-            raw_input=a.raw_input,
-            text_key=a.text_key,
-            tuning_data=a.tuning_data,
-            general_instructions=a.general_instructions,
-            instruction_keys=tuple(a.instruction_keys),
-            convert_fraction=a.convert_fraction,
-            tuning_upsample=a.tuning_upsample,
-            instruction_ratio=a.instruction_ratio,
-            token_budget=budget,
-            seed=a.seed,
-            per_source_outputs=a.per_source_outputs,
-            docs_per_shard=a.docs_per_shard,
-            overwrite=a.overwrite,
-            skip_bad_lines=a.skip_bad_lines,
-            eval_sets=a.eval_sets,
-            eval_keys=a.eval_keys,
-            ngram=a.ngram_size,
-            keep_flagged_texts=a.keep_flagged_texts,
-            threads=a.threads,
-        )
+        cfg = config_from_args(BuildConfig, a, tokenizer=tokenizer, token_budget=budget)
         result = build_corpus(cfg)
     except (InputError, OSError, ValueError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e)

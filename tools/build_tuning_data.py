@@ -10,15 +10,17 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tuning.data import (
-    DEFAULT_MAX_EXAMPLES,
-    DEFAULT_SEQ_LENGTH,
-    SPLITS,
+    DECONTAMINATION,
+    INPUT,
+    OUTPUT,
+    PACKING,
+    TOKENIZER,
     TuningDataConfig,
     build_tuning_data,
 )
@@ -33,66 +35,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog=f"Stand-in collection: tools/build_tuning_data.py {STANDIN} --help",
         allow_abbrev=False,
     )
-    g = p.add_argument_group("input data")
-    g.add_argument(
-        "--input",
-        nargs="+",
-        required=True,
-        help="collection dataset folders (<Dataset>/shard/*.jsonl + json/{train,valid}.json), the collection's root, "
-        "or JSONL files of rows (files, globs, directories)",
-    )
-    g.add_argument(
-        "--split", choices=SPLITS, default="train", help="which manifest of each dataset folder to read (default train)"
-    )
-    g.add_argument(
-        "--max-examples-per-dataset",
-        type=int,
-        default=DEFAULT_MAX_EXAMPLES,
-        help="at most this many distinct rows per dataset, those with the most pairs first, ties in a seeded order "
-        f"(the paper: 10K; default {DEFAULT_MAX_EXAMPLES}; 0: all)",
-    )
-    g.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip and count bad rows (malformed JSON, a missing or mistyped field, a pair the synthesizer's parser "
-        "would not give back) instead of stopping with an error",
-    )
-    g = p.add_argument_group("decontamination (the corpus stage's n-gram check)")
-    g.add_argument(
-        "--decontaminate",
-        nargs="+",
-        default=[],
-        metavar="EVAL_FILES",
-        help="evaluation sets: JSONL (one example per line) or plain text (one per line); files, globs or dirs. "
-        "Pairs that overlap are dropped, and rows whose context overlaps",
-    )
-    g.add_argument("--eval-keys", nargs="+", help="JSONL keys holding an example's text (default: every string in it)")
-    g.add_argument(
-        "--ngram-size",
-        type=int,
-        default=DEFAULT_NGRAM,
-        help=f"overlap length in normalized words (default {DEFAULT_NGRAM})",
-    )
-    add_tokenizer_args(
-        p,
-        title="tokenizer (the synthesizer's: the model's own tokenizer.json directory or SentencePiece model; "
-        "nothing is added to the wire text, as the synthesis engines tokenize it)",
-    )
-    g = p.add_argument_group("packing")
-    g.add_argument(
-        "--seq-length",
-        type=int,
-        default=DEFAULT_SEQ_LENGTH,
-        help=f"training sequence length; a packed sequence holds up to seq-length + 1 tokens (default {DEFAULT_SEQ_LENGTH}, "
-        "the released synthesizer's context)",
-    )
-    g.add_argument("--seed", type=int, default=1234, help="sampling ties, weights, packing order (default 1234)")
-    g = p.add_argument_group("output data")
-    g.add_argument(
-        "--output-prefix",
-        required=True,
-        help="writes {prefix}_text_document.{bin,idx}, {prefix}_loss_mask_document.{bin,idx} and {prefix}.tuning.json",
-    )
+    for title in (INPUT, DECONTAMINATION):  # the groups in --help order; TuningDataConfig fills them
+        p.add_argument_group(title)
+    add_tokenizer_args(p, title=TOKENIZER)
+    for title in (PACKING, OUTPUT):
+        p.add_argument_group(title)
+    add_flags(p, TuningDataConfig)
+    in_help_order(p)
     return p.parse_args(argv)
 
 
@@ -165,19 +114,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     spec = TokenizerSpec.from_args(a)
     try:
-        cfg = TuningDataConfig(
-            inputs=a.input,
-            output_prefix=a.output_prefix,
-            tokenizer=spec,
-            seq_length=a.seq_length,
-            max_examples_per_dataset=a.max_examples_per_dataset,
-            split=a.split,
-            seed=a.seed,
-            eval_sets=a.decontaminate,
-            eval_keys=a.eval_keys,
-            ngram=a.ngram_size,
-            skip_bad_lines=a.skip_bad_lines,
-        )
+        cfg = config_from_args(TuningDataConfig, a, tokenizer=spec)
         check_writable_dir(os.path.dirname(os.path.abspath(a.output_prefix)))  # before the work, not after it
         summary = build_tuning_data(cfg)
     except (InputError, OSError, ValueError) as e:  # OSError: missing input, unwritable output, no space left

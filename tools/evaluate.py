@@ -15,6 +15,11 @@ from megatron_ipt import process
 if __name__ == "__main__":  # not in the processes multiprocessing spawns from this module (their parent is the rank)
     process.die_with_launcher()  # before the slow imports: a rank must not outlive a torchrun killed at start-up
 
+# tools/pretrain.py's parallelism and precision flags that evaluation does not take (context parallelism, gradient
+# reduction, loss fusion, kernel choices): its model is built with their defaults
+TRAINING_ONLY_PARALLEL = ("context_parallel_size", "distributed_timeout_minutes", "grad_reduce_in_bf16")
+TRAINING_ONLY_PRECISION = ("attention_backend", "fp8_param_gather", "cross_entropy_loss_fusion", "deterministic_mode")
+
 
 def build_tasks_main(argv) -> int:
     from megatron_ipt.evaluation.build import build_tasks, read_documents
@@ -104,6 +109,7 @@ def run_main(argv) -> int:
     from megatron_ipt.data.tokenizer import add_tokenizer_args
     from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS, run
     from megatron_ipt.training import config
+    from megatron_ipt.training.model_config import add_model_args
 
     own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     own.add_argument("--tasks", nargs="+", default=[], help="task files, globs or directories of *.jsonl")
@@ -151,9 +157,9 @@ def run_main(argv) -> int:
     checkpoint.add_argument(
         "--load", default=None, help="checkpoint directory (its model.json and tokenizer/ are used when present)"
     )
-    config.add_model_args(checkpoint)
-    config.add_parallel_args(checkpoint)
-    config.add_precision_args(checkpoint)
+    add_model_args(checkpoint)
+    config.add_parallel_args(checkpoint, exclude=TRAINING_ONLY_PARALLEL)
+    config.add_precision_args(checkpoint, exclude=TRAINING_ONLY_PRECISION)
     add_tokenizer_args(checkpoint, required=False, default_type="SentencePieceTokenizer")
     p = argparse.ArgumentParser(
         prog="tools/evaluate.py",

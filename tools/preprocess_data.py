@@ -8,136 +8,113 @@ import dataclasses
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from typing import List, Optional
 
-from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, find_optimal_workers, preprocess
+from megatron_ipt.data.preprocess import (
+    INPUT,
+    RUNTIME,
+    TOKENIZER,
+    PreprocessConfig,
+    PreprocessResult,
+    find_optimal_workers,
+    preprocess,
+)
 from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
+from megatron_ipt.flags import add_flags, config_from_args, flag, in_help_order
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
+
+MODEL_SIDE = "Megatron-LM model-side tokenizer flags (they size the model in training, not the data)"
+
+
+@dataclass(frozen=True)
+class DataVocabulary:
+    """The vocabulary the data is for: it goes into the tokenizer spec."""
+
+    vocab_size: Optional[int] = flag(
+        None,
+        help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
+        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's). NullTokenizer: "
+        "required, the text's ids are 0..N-1 and N is the end-of-document id",
+        group=TOKENIZER,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerSearch:
+    """Megatron-LM's --find-optimal-num-workers: time worker counts instead of writing the dataset."""
+
+    find_optimal_num_workers: bool = flag(
+        False,
+        help="time the first --max-documents documents with each of --workers-to-check worker counts, print them "
+        "fastest first, and exit without writing the output",
+        group=RUNTIME,
+    )
+    workers_to_check: List[int] = flag(
+        default_factory=lambda: [16, 32, 64],
+        help="worker counts --find-optimal-num-workers tries (default: 16 32 64)",
+        group=RUNTIME,
+    )
+    max_documents: Optional[int] = flag(
+        None,
+        help="documents each --find-optimal-num-workers trial packs (default: 100000; only read with that flag, "
+        "as in Megatron-LM)",
+        group=RUNTIME,
+    )
+
+
+_NO_EFFECT = "accepted for Megatron-LM compatibility, no effect here"
+
+
+@dataclass(frozen=True)
+class MegatronCompatibility:
+    """Megatron-LM's flags that have nothing to do here (or only one accepted value), so its scripts run."""
+
+    split_sentences: bool = flag(
+        False,
+        help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead",
+        group=INPUT,
+    )
+    keep_newlines: bool = flag(
+        False,
+        help="accepted for Megatron-LM compatibility: it keeps newlines when sentences are split, and texts are "
+        "never split here, so their newlines are always kept",
+        group=INPUT,
+    )
+    lang: str = flag(
+        "english",
+        help="accepted for Megatron-LM compatibility: NLTK's sentence-splitting language (see --split-sentences)",
+        group=TOKENIZER,
+    )
+    partitions: int = flag(
+        1,
+        help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges",
+        group=RUNTIME,
+    )
+    keep_sequential_samples: bool = flag(
+        False,
+        help="accepted for Megatron-LM compatibility; output order always equals input order",
+        group=RUNTIME,
+    )
+    padded_vocab_size: Optional[int] = flag(None, help=_NO_EFFECT, group=MODEL_SIDE)
+    null_tokenizer_eod_id: Optional[int] = flag(None, help=_NO_EFFECT, group=MODEL_SIDE)
+    null_tokenizer_pad_id: Optional[int] = flag(None, help=_NO_EFFECT, group=MODEL_SIDE)
+    pad_vocab_size: bool = flag(
+        True, help=_NO_EFFECT, flags=("--no-pad-vocab-size", "--disable-pad-vocab-size"), group=MODEL_SIDE
+    )
+    vocab_extra_ids: int = flag(
+        0, help="Megatron-LM's T5 span-masking tokens: only 0 (none) is supported", group=MODEL_SIDE
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    g = p.add_argument_group("input data")
-    g.add_argument("--input", required=True, help="a JSONL file, a glob, or a directory; plain, .gz or .zst")
-    g.add_argument("--json-keys", nargs="+", default=["text"], help="keys to extract from each line (default: text)")
-    g.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
-        "and count them, instead of stopping with an error",
-    )
-    g.add_argument(
-        "--split-sentences",
-        action="store_true",
-        help="not supported (Megatron-LM's NLTK punkt splitting); give each document as a list of strings instead",
-    )
-    g.add_argument(
-        "--keep-newlines",
-        action="store_true",
-        help="accepted for Megatron-LM compatibility: it keeps newlines when sentences are split, and texts are "
-        "never split here, so their newlines are always kept",
-    )
-    g = add_tokenizer_args(p, null_tokenizer=True)
-    g.add_argument(
-        "--vocab-size",
-        type=int,
-        default=None,
-        help="the vocabulary the data is meant for (Megatron: size of vocab before EOD or padding): the "
-        "tokenizer's must fit in it, else the tool stops before writing (default: the tokenizer's). NullTokenizer: "
-        "required, the text's ids are 0..N-1 and N is the end-of-document id",
-    )
-    g.add_argument(
-        "--append-eod", action="store_true", help="append the end-of-document token to every non-empty document"
-    )
-    g.add_argument(
-        "--lang",
-        default="english",
-        help="accepted for Megatron-LM compatibility: NLTK's sentence-splitting language (see --split-sentences)",
-    )
-    g = p.add_argument_group("output data")
-    g.add_argument("--output-prefix", required=True, help="outputs are {prefix}_{key}_document.{bin,idx}")
-    g = p.add_argument_group(
-        "multi-node (a Slurm array: one task per shard, then tools/merge_datasets.py; see docs/preprocess.md)"
-    )
-    g.add_argument(
-        "--num-shards",
-        type=int,
-        default=1,
-        help="cut the input (its files in order, as one stream of bytes) into this many equal byte ranges ...",
-    )
-    g.add_argument(
-        "--shard-index",
-        type=int,
-        default=0,
-        help="... and pack only the lines that start in range number SHARD_INDEX (0-based; e.g. "
-        "$SLURM_ARRAY_TASK_ID); a compressed file is never cut and goes whole to the range it starts in",
-    )
-    g = p.add_argument_group("runtime")
-    g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
-    g.add_argument(
-        "--threads-per-worker",
-        type=int,
-        default=1,
-        help="tokenizer threads inside each worker process (SentencePiece models; the GIL is released), "
-        "e.g. --workers 1 --threads-per-worker 8 tokenizes on 8 cores from one process",
-    )
-    g.add_argument(
-        "--shard-bytes",
-        type=int,
-        default=None,
-        help="size of the byte-range work units plain files are cut into when --workers > 1 "
-        "(default: input size / (4 x workers), at least 8 MiB)",
-    )
-    g.add_argument(
-        "--log-interval", type=int, default=1000, help="documents between progress lines when not on a terminal"
-    )
-    g.add_argument(
-        "--find-optimal-num-workers",
-        action="store_true",
-        help="time the first --max-documents documents with each of --workers-to-check worker counts, print them "
-        "fastest first, and exit without writing the output",
-    )
-    g.add_argument(
-        "--workers-to-check",
-        nargs="+",
-        type=int,
-        default=[16, 32, 64],
-        help="worker counts --find-optimal-num-workers tries (default: 16 32 64)",
-    )
-    g.add_argument(
-        "--max-documents",
-        type=int,
-        default=None,
-        help="documents each --find-optimal-num-workers trial packs (default: 100000; only read with that flag, "
-        "as in Megatron-LM)",
-    )
-    g.add_argument(
-        "--partitions",
-        type=int,
-        default=1,
-        help="accepted for Megatron-LM compatibility; not needed: workers split inputs by byte ranges",
-    )
-    g.add_argument(
-        "--keep-sequential-samples",
-        action="store_true",
-        help="accepted for Megatron-LM compatibility; output order always equals input order",
-    )
-    g = p.add_argument_group("Megatron-LM model-side tokenizer flags (they size the model in training, not the data)")
-    for flag in ("--padded-vocab-size", "--null-tokenizer-eod-id", "--null-tokenizer-pad-id"):
-        g.add_argument(flag, type=int, default=None, help="accepted for Megatron-LM compatibility, no effect here")
-    g.add_argument(
-        "--no-pad-vocab-size",
-        "--disable-pad-vocab-size",
-        dest="pad_vocab_size",
-        action="store_false",
-        help="accepted for Megatron-LM compatibility, no effect here",
-    )
-    g.add_argument(
-        "--vocab-extra-ids",
-        type=int,
-        default=0,
-        help="Megatron-LM's T5 span-masking tokens: only 0 (none) is supported",
-    )
+    p.add_argument_group(INPUT)  # first, before the tokenizer's group
+    add_tokenizer_args(p, null_tokenizer=True)
+    for flags in (DataVocabulary, PreprocessConfig, WorkerSearch, MegatronCompatibility):
+        add_flags(p, flags)
+    in_help_order(p)
     args = p.parse_args(argv)
     if args.split_sentences:
         p.error(
@@ -224,20 +201,7 @@ def main(argv=None) -> int:
             "library; measured against GigaToken in docs/preprocess.md#native-tokenizers)",
             file=sys.stderr,
         )
-    config = PreprocessConfig(
-        input=args.input,
-        output_prefix=args.output_prefix,
-        tokenizer=args.tokenizer,
-        json_keys=args.json_keys,
-        append_eod=args.append_eod,
-        workers=args.workers,
-        log_interval=args.log_interval,
-        skip_bad_lines=args.skip_bad_lines,
-        shard_bytes=args.shard_bytes,
-        threads_per_worker=args.threads_per_worker,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-    )
+    config = config_from_args(PreprocessConfig, args, tokenizer=args.tokenizer)
     try:
         if args.find_optimal_num_workers:
             print_worker_search(find_optimal_workers(config, args.workers_to_check, args.max_documents))

@@ -37,7 +37,7 @@ def _main(argv) -> int:
         models.check_buildable(training.model, training.parallel, training.precision)
     except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
-    if data.loss_mask_data:  # issue 14: tuning data; its files checked on every rank before anything is built
+    if data.loss_mask_data:  # tuning data: its files checked on every rank before anything is built
         from megatron_ipt.training import tuning_data
 
         if data.mock_data:

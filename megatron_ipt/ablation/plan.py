@@ -378,7 +378,7 @@ def parse_plan(raw: dict, source: str, base_dir: str) -> Plan:
     if model.hf_dir and not os.path.isfile(os.path.join(model.hf_dir, "config.json")):
         fail(f"model.hf_dir: {model.hf_dir} has no config.json (a Hugging Face model directory is needed)")
     if model.preset:
-        from megatron_ipt.training.config import PRESETS
+        from megatron_ipt.training.presets import PRESETS
 
         if model.preset not in PRESETS and not os.path.isfile(path("model.preset", model.preset, must_exist=False)):
             fail(

@@ -22,14 +22,9 @@ from tqdm import tqdm
 from megatron_ipt.convert import hf_io, llama
 from megatron_ipt.convert.llama import ConversionError
 from megatron_ipt.io import atomic
-from megatron_ipt.training.config import (
-    HF_CONFIG_KEY,
-    PRESETS,
-    ModelConfig,
-    ParallelConfig,
-    PrecisionConfig,
-    pad_vocab,
-)
+from megatron_ipt.training.config import ParallelConfig, PrecisionConfig
+from megatron_ipt.training.model_config import HF_CONFIG_KEY, ModelConfig, pad_vocab
+from megatron_ipt.training.presets import PRESETS
 
 TOKENIZER_DIR = "tokenizer"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

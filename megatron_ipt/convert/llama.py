@@ -36,7 +36,7 @@ from typing import Callable, Dict, Iterator, Tuple
 
 import torch
 
-from megatron_ipt.training.config import MISTRAL_STYLE
+from megatron_ipt.training.presets import MISTRAL_STYLE
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 # megatron-core's rope_scaling implements Llama-3.1's scaling with these fixed parameters only.

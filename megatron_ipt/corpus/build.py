@@ -18,11 +18,12 @@ import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import orjson
 
 from megatron_ipt.data.tokenizer import TokenizerSpec
+from megatron_ipt.flags import Alias, flag
 from megatron_ipt.formats.records import Document
 from megatron_ipt.io.atomic import (
     check_writable_dir,
@@ -38,7 +39,7 @@ from megatron_ipt.io.jsonl import BadLines
 
 from . import decontam
 from .reader import read_collections, read_instructions, read_texts, read_tuning
-from .recipes import Inputs, RecipeConfig, build_pools, mix
+from .recipes import RECIPES, Inputs, RecipeConfig, build_pools, mix
 from .render import SEED_OFFSET
 
 SUMMARY = "summary.json"
@@ -46,31 +47,112 @@ FLAGGED = "decontam-flagged.jsonl"
 PAPER_ROUNDS = {"general": 2, "domain": 3}
 
 
+# The argument groups of tools/build_corpus.py's --help (the tool makes them in this order)
+INPUTS = "inputs (a file, a glob, or a directory of JSONL files; .gz/.zst read too)"
+MIXING = "mixing"
+DECONTAMINATION = "decontamination"
+TOKENIZER = "tokenizer (token counts, as tools/preprocess_data.py will count them)"
+OUTPUT = "output"
+
+
 @dataclass
 class BuildConfig:
-    recipe: str
-    output_dir: str
+    """One corpus build; each field but the tokenizer is a flag of tools/build_corpus.py. The field order is the
+    order of summary.json's settings."""
+
+    recipe: str = flag(
+        help="general: convert a fraction of texts, the rest raw (+ tuning data); domain: convert all, "
+        "+ general instructions 1:1 by tokens; vanilla: raw only; mix: raw + instruction data",
+        required=True,
+        field_required=True,
+        choices=RECIPES,
+    )
+    output_dir: str = flag(help=None, required=True, field_required=True, group=OUTPUT)
     tokenizer: TokenizerSpec
-    collections: Optional[str] = None
-    raw_input: Optional[str] = None
-    text_key: str = "text"
-    tuning_data: Optional[str] = None
-    general_instructions: Optional[str] = None
-    instruction_keys: Sequence[str] = ("question", "response")
-    convert_fraction: float = 0.2
-    tuning_upsample: float = 1.0
-    instruction_ratio: float = 1.0
-    token_budget: Optional[int] = None
-    seed: int = SEED_OFFSET
-    per_source_outputs: bool = False
-    docs_per_shard: int = 100_000
-    overwrite: bool = False
-    skip_bad_lines: bool = False
-    eval_sets: Sequence[str] = ()
-    eval_keys: Optional[Sequence[str]] = None
-    ngram: int = decontam.DEFAULT_NGRAM
-    keep_flagged_texts: bool = False
-    threads: int = 1
+    collections: Optional[str] = flag(
+        None, help="synthesized collections (tools/synthesize.py --output-dir)", group=INPUTS
+    )
+    raw_input: Optional[str] = flag(
+        None, help="raw texts that were not synthesized (general, vanilla, mix)", group=INPUTS
+    )
+    text_key: str = flag("text", help="key of the text in --raw-input (default: text)", group=INPUTS)
+    tuning_data: Optional[str] = flag(
+        None, help='synthesizer tuning data, {"context", "QA_list"} per line (general, mix)', group=INPUTS
+    )
+    general_instructions: Optional[str] = flag(
+        None, help="general instructions JSONL (domain, mix), rendered '{question} {response}'", group=INPUTS
+    )
+    instruction_keys: Tuple[str, ...] = flag(
+        ("question", "response"),
+        help="keys of the question and the response in --general-instructions (default: question response)",
+        nargs=2,
+        metavar=("QUESTION", "RESPONSE"),
+        group=INPUTS,
+    )
+    convert_fraction: float = flag(
+        0.2,
+        help="general: fraction of all texts rendered with their pairs (paper: 0.2); the rest stay raw",
+        group=MIXING,
+    )
+    tuning_upsample: float = flag(
+        1.0,
+        help="times the tuning data is repeated, each copy with fresh templates (paper's value unpublished)",
+        group=MIXING,
+    )
+    instruction_ratio: float = flag(
+        1.0, help="general-instruction tokens per token of the other data (domain: paper 1.0)", group=MIXING
+    )
+    token_budget: Optional[int] = flag(
+        None,
+        help="total tokens of the mixed output; every source is scaled by one factor",
+        group=MIXING,
+        exclusive="budget",
+        aliases=[
+            Alias(
+                "--token-budget-from",
+                dest="token_budget_from",
+                metavar="SUMMARY",
+                help="the token count of an earlier build (its summary.json or directory): baselines on the same "
+                "budget",
+            )
+        ],
+    )
+    seed: int = flag(
+        SEED_OFFSET,
+        help=f"collection i is rendered with seed+i; also seeds selection and shuffling (default {SEED_OFFSET})",
+        group=MIXING,
+    )
+    per_source_outputs: bool = flag(
+        False,
+        help="one {source}.jsonl per source and the --data-path weights to blend them in training",
+        group=OUTPUT,
+    )
+    docs_per_shard: int = flag(100_000, help="documents per corpus-NNNNN.jsonl shard", group=OUTPUT)
+    overwrite: bool = flag(
+        False, help="replace a non-empty --output-dir (after the new corpus is complete)", group=OUTPUT
+    )
+    skip_bad_lines: bool = flag(False, help="skip and count unusable input lines instead of stopping", group=INPUTS)
+    eval_sets: Sequence[str] = flag(
+        (),
+        help="evaluation sets: JSONL (one example per line) or plain text (one per line); files, globs or dirs",
+        group=DECONTAMINATION,
+    )
+    eval_keys: Optional[Sequence[str]] = flag(
+        None, help="JSONL keys holding an example's text (default: every string in it)", group=DECONTAMINATION
+    )
+    ngram: int = flag(
+        decontam.DEFAULT_NGRAM,
+        help=f"overlap length in normalized words (default {decontam.DEFAULT_NGRAM})",
+        flags=["--ngram-size"],
+        metavar="NGRAM_SIZE",
+        group=DECONTAMINATION,
+    )
+    keep_flagged_texts: bool = flag(
+        False,
+        help="keep texts that overlap an evaluation set (only report them); overlapping pairs are always dropped",
+        group=DECONTAMINATION,
+    )
+    threads: int = flag(1, help="tokenizer threads", group=TOKENIZER)
 
 
 @dataclass

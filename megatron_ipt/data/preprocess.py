@@ -27,6 +27,7 @@ import numpy as np
 
 from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
+from megatron_ipt.flags import flag
 from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
 from megatron_ipt.io.inputs import (
     InputError,
@@ -43,20 +44,63 @@ BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
 
 
-@dataclass
+# The argument groups of tools/preprocess_data.py's --help
+INPUT = "input data"
+OUTPUT = "output data"
+SHARDS = "multi-node (a Slurm array: one task per shard, then tools/merge_datasets.py; see docs/preprocess.md)"
+RUNTIME = "runtime"
+TOKENIZER = "tokenizer"  # add_tokenizer_args' group
+
+
+@dataclass(kw_only=True)
 class PreprocessConfig:
-    input: str
-    output_prefix: str
+    """One packing run; each field but the tokenizer is a flag of tools/preprocess_data.py."""
+
+    input: str = flag(
+        help="a JSONL file, a glob, or a directory; plain, .gz or .zst", required=True, field_required=True, group=INPUT
+    )
+    json_keys: List[str] = flag(
+        default_factory=lambda: ["text"], help="keys to extract from each line (default: text)", group=INPUT
+    )
+    skip_bad_lines: bool = flag(
+        False,
+        help="skip lines with malformed JSON, a missing key, a non-string value or invalid UTF-8, "
+        "and count them, instead of stopping with an error",
+        group=INPUT,
+    )
     tokenizer: TokenizerSpec
-    json_keys: List[str] = field(default_factory=lambda: ["text"])
-    append_eod: bool = False
-    workers: int = 1
-    log_interval: int = 1000
-    skip_bad_lines: bool = False
-    threads_per_worker: int = 1  # tokenizer threads inside each worker process (the GIL is released)
-    shard_bytes: Optional[int] = None  # byte-range size per work unit; default: a few units per worker
-    num_shards: int = 1  # this run packs one of `num_shards` equal byte slices of the input (a Slurm array task)
-    shard_index: int = 0  # ... the slice numbered `shard_index` (0-based)
+    append_eod: bool = flag(False, help="append the end-of-document token to every non-empty document", group=TOKENIZER)
+    output_prefix: str = flag(
+        help="outputs are {prefix}_{key}_document.{bin,idx}", required=True, field_required=True, group=OUTPUT
+    )
+    # this run packs one of `num_shards` equal byte slices of the input (a Slurm array task)
+    num_shards: int = flag(
+        1,
+        help="cut the input (its files in order, as one stream of bytes) into this many equal byte ranges ...",
+        group=SHARDS,
+    )
+    shard_index: int = flag(
+        0,
+        help="... and pack only the lines that start in range number SHARD_INDEX (0-based; e.g. "
+        "$SLURM_ARRAY_TASK_ID); a compressed file is never cut and goes whole to the range it starts in",
+        group=SHARDS,
+    )
+    workers: int = flag(
+        1, help="worker processes (default: all cores)", flag_default=os.cpu_count() or 1, group=RUNTIME
+    )
+    threads_per_worker: int = flag(
+        1,
+        help="tokenizer threads inside each worker process (SentencePiece models; the GIL is released), "
+        "e.g. --workers 1 --threads-per-worker 8 tokenizes on 8 cores from one process",
+        group=RUNTIME,
+    )
+    shard_bytes: Optional[int] = flag(
+        None,
+        help="size of the byte-range work units plain files are cut into when --workers > 1 "
+        "(default: input size / (4 x workers), at least 8 MiB)",
+        group=RUNTIME,
+    )
+    log_interval: int = flag(1000, help="documents between progress lines when not on a terminal", group=RUNTIME)
 
     def output_prefix_for(self, key: str) -> str:
         return f"{self.output_prefix}_{key}_document"

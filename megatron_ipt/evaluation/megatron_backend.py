@@ -21,7 +21,8 @@ import torch
 
 from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, Tokenizer, TokenizerSpec
 from megatron_ipt.evaluation.lm import LanguageModel, Request
-from megatron_ipt.training.config import ModelConfig, ParallelConfig, PrecisionConfig
+from megatron_ipt.training.config import ParallelConfig, PrecisionConfig
+from megatron_ipt.training.model_config import ModelConfig
 
 
 def _single_process_rendezvous() -> None:

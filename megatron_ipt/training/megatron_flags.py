@@ -1,8 +1,10 @@
-"""Megatron-LM flags that tools/pretrain.py accepts without a config field of its own: two tables, checked in one place.
+"""Megatron-LM flags that tools/pretrain.py accepts without a config field of its own: two tables, checked in one place,
+and the Megatron-LM rules applied to the parsed flags before the config is built (`apply_rules`).
 
 A Megatron-LM launch script must never die on an argparse "unrecognized arguments" error. Every flag of Megatron's
 dense GPT/Llama/Mistral scripts and training docs is therefore known here, in one of three ways:
-- implemented: a field of a config group in config.py, named after the flag's dest, with Megatron's default;
+- implemented: a field of a config group in config.py or model_config.py, named after the flag's dest, with
+  Megatron's default;
 - `NOOPS`: accepted, and named in one start-up line, where the flag only tunes a kernel, a data loader or a log
   that we do not have or always have (its reason says which);
 - `REFUSED`: accepted by the parser so that giving it stops the run with a one-line reason naming what to use
@@ -12,9 +14,14 @@ dense GPT/Llama/Mistral scripts and training docs is therefore known here, in on
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import List, Tuple
+
+from megatron_ipt import flags
+from megatron_ipt.training.model_config import MODEL_FIELDS, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,53 @@ def check(args) -> None:
 def given_noops(args) -> List[str]:
     """'--flag: reason' for each no-op flag given."""
     return [f"{flag.option}: {flag.reason}" for flag in NOOPS if getattr(args, flag.dest, None) is not None]
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """A flag that only checks Megatron-LM's rule on the model flags (`apply_rules`); not part of any config."""
+
+    group_query_attention: bool = flags.flag(
+        False,
+        help="as in Megatron-LM, needed for --num-query-groups to take effect on a model given by flags alone; "
+        "presets and model files state their query groups",
+        group="model",
+    )
+
+
+def apply_rules(args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed flags with Megatron-LM's rules applied before the config is built: refused flags stop here,
+    --use-checkpoint-args points --model at --load's model.json, and --num-query-groups on a model given by flags
+    alone needs --group-query-attention (Megatron-LM would ignore it and build multi-head attention)."""
+    check(args)
+    args = argparse.Namespace(**vars(args))
+    if getattr(args, "use_checkpoint_args", False):
+        if not args.load:
+            refuse("--use-checkpoint-args", "needs --load (the model comes from its model.json)")
+        path = os.path.join(args.load, "model.json")
+        if not os.path.isfile(path):
+            refuse("--use-checkpoint-args", f"{path} does not exist (written by --save runs)")
+        saved = ModelConfig.load(path)
+        for name in MODEL_FIELDS:
+            given = getattr(args, name)
+            if given is not None and given != getattr(saved, name):
+                refuse(
+                    "--use-checkpoint-args",
+                    f"--{name.replace('_', '-')} {given} differs from the checkpoint's {getattr(saved, name)}",
+                )
+        args.model = path
+    if (
+        getattr(args, "model", None) is None
+        and getattr(args, "num_query_groups", None) is not None
+        and not getattr(args, "group_query_attention", False)
+        and args.num_query_groups != getattr(args, "num_attention_heads", None)
+    ):
+        refuse(
+            "--num-query-groups",
+            "without --group-query-attention Megatron-LM ignores it and builds multi-head attention; "
+            "add --group-query-attention",
+        )
+    return args
 
 
 def markdown() -> str:

@@ -13,7 +13,8 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.enums import AttnBackend
 
 from megatron_ipt.training import parallel as parallel_setup
-from megatron_ipt.training.config import InitConfig, ModelConfig, ParallelConfig, PrecisionConfig
+from megatron_ipt.training.config import InitConfig, ParallelConfig, PrecisionConfig
+from megatron_ipt.training.model_config import ModelConfig
 
 TE_MISSING = (
     "Transformer Engine is not importable here; {what} needs it. Install it on a CUDA machine with "

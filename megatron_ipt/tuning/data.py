@@ -67,6 +67,7 @@ import numpy as np
 
 from megatron_ipt.data.indexed import DTYPE_NAMES, IndexedDatasetWriter, finalize_together, optimal_dtype_code
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
+from megatron_ipt.flags import flag
 from megatron_ipt.formats.records import Entry
 from megatron_ipt.formats.wire import ANS, BOS, END, EOS, QUE, cook_context, cook_pairs, pair_type, parse_pred
 from megatron_ipt.io.atomic import write_json_atomic
@@ -82,19 +83,77 @@ ENCODE_BATCH = 512
 _SUFFIXES = re.compile(r"(\.(jsonl|json|ndjson))?(\.(gz|zst|zstd))?$")
 
 
-@dataclass
+# The argument groups of tools/build_tuning_data.py's --help (the tool makes them in this order)
+INPUT = "input data"
+DECONTAMINATION = "decontamination (the corpus stage's n-gram check)"
+TOKENIZER = (
+    "tokenizer (the synthesizer's: the model's own tokenizer.json directory or SentencePiece model; "
+    "nothing is added to the wire text, as the synthesis engines tokenize it)"
+)
+PACKING = "packing"
+OUTPUT = "output data"
+
+
+@dataclass(kw_only=True)
 class TuningDataConfig:
-    inputs: Sequence[str]
-    output_prefix: str
+    """One build; each field but the tokenizer is a flag of tools/build_tuning_data.py."""
+
+    inputs: Sequence[str] = flag(
+        help="collection dataset folders (<Dataset>/shard/*.jsonl + json/{train,valid}.json), the collection's root, "
+        "or JSONL files of rows (files, globs, directories)",
+        flags=["--input"],
+        metavar="INPUT",
+        required=True,
+        field_required=True,
+        group=INPUT,
+    )
+    split: str = flag(
+        "train", help="which manifest of each dataset folder to read (default train)", choices=SPLITS, group=INPUT
+    )
+    max_examples_per_dataset: int = flag(  # 0: no cap
+        DEFAULT_MAX_EXAMPLES,
+        help="at most this many distinct rows per dataset, those with the most pairs first, ties in a seeded order "
+        f"(the paper: 10K; default {DEFAULT_MAX_EXAMPLES}; 0: all)",
+        group=INPUT,
+    )
+    skip_bad_lines: bool = flag(
+        False,
+        help="skip and count bad rows (malformed JSON, a missing or mistyped field, a pair the synthesizer's parser "
+        "would not give back) instead of stopping with an error",
+        group=INPUT,
+    )
+    eval_sets: Sequence[str] = flag(
+        (),
+        help="evaluation sets: JSONL (one example per line) or plain text (one per line); files, globs or dirs. "
+        "Pairs that overlap are dropped, and rows whose context overlaps",
+        flags=["--decontaminate"],
+        metavar="EVAL_FILES",
+        group=DECONTAMINATION,
+    )
+    eval_keys: Optional[Sequence[str]] = flag(
+        None, help="JSONL keys holding an example's text (default: every string in it)", group=DECONTAMINATION
+    )
+    ngram: int = flag(
+        13,  # the corpus stage's default (corpus/decontam.py)
+        help="overlap length in normalized words (default 13)",
+        flags=["--ngram-size"],
+        metavar="NGRAM_SIZE",
+        group=DECONTAMINATION,
+    )
     tokenizer: TokenizerSpec
-    seq_length: int = DEFAULT_SEQ_LENGTH
-    max_examples_per_dataset: int = DEFAULT_MAX_EXAMPLES  # 0: no cap
-    split: str = "train"
-    seed: int = 1234
-    eval_sets: Sequence[str] = ()  # --decontaminate
-    eval_keys: Optional[Sequence[str]] = None
-    ngram: int = 13
-    skip_bad_lines: bool = False
+    seq_length: int = flag(
+        DEFAULT_SEQ_LENGTH,
+        help=f"training sequence length; a packed sequence holds up to seq-length + 1 tokens (default {DEFAULT_SEQ_LENGTH}, "
+        "the released synthesizer's context)",
+        group=PACKING,
+    )
+    seed: int = flag(1234, help="sampling ties, weights, packing order (default 1234)", group=PACKING)
+    output_prefix: str = flag(
+        help="writes {prefix}_text_document.{bin,idx}, {prefix}_loss_mask_document.{bin,idx} and {prefix}.tuning.json",
+        required=True,
+        field_required=True,
+        group=OUTPUT,
+    )
 
     def check(self):
         if self.seq_length < 1:

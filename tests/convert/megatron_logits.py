@@ -13,7 +13,8 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_ipt.training import checkpoint, models, parallel
-from megatron_ipt.training.config import ModelConfig, ParallelConfig, PrecisionConfig
+from megatron_ipt.training.config import ParallelConfig, PrecisionConfig
+from megatron_ipt.training.model_config import ModelConfig
 
 
 def logits_of(model, tokens):

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from megatron_ipt.training.config import pad_vocab
+from megatron_ipt.training.model_config import pad_vocab
 from tests.launch import run
 
 pytestmark = pytest.mark.slow  # ~55 s: 10 conversions, one torchrun (2 processes) over three layouts

@@ -7,7 +7,7 @@ import torch
 
 from megatron_ipt.convert import hf_checkpoint, llama
 from megatron_ipt.convert.llama import ConversionError
-from megatron_ipt.training import config
+from megatron_ipt.training import config, presets
 from tests.launch import run
 from tests.training.helpers import training_config
 
@@ -140,7 +140,7 @@ def test_refuses_a_save_dir_with_a_checkpoint_or_foreign_files(hf_dir, tmp_path)
 
 
 def test_model_file_errors(tmp_path):
-    good = {**config.PRESETS["tiny"]}
+    good = {**presets.PRESETS["tiny"]}
     path = tmp_path / "m.json"
     path.write_text(json.dumps({**good, "num_layer": 3}))
     with pytest.raises(SystemExit, match=r"unknown fields \['num_layer'\]"):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from megatron_ipt.training import config
+from megatron_ipt.training import config, model_config, presets
 from tests.training.helpers import training_config
 
 
@@ -34,7 +34,7 @@ def test_preset_with_overrides_round_trips_through_the_flags():
             "tok.model",
         ]
     )
-    expected = config.ModelConfig(**{**config.PRESETS["mistral-7b"], "num_layers": 4})
+    expected = config.ModelConfig(**{**presets.PRESETS["mistral-7b"], "num_layers": 4})
     assert cfg.model == expected and cfg.model.source == "mistral-7b"
     assert (cfg.parallel.tensor_model_parallel_size, cfg.optimizer.lr, cfg.optimizer.train_iters) == (2, 1e-3, 5)
     assert cfg.data.data_path == ("0.3", "a", "0.7", "b")
@@ -47,7 +47,7 @@ def test_preset_with_overrides_round_trips_through_the_flags():
     assert defaults.optimizer == config.OptimizerConfig(micro_batch_size=1, train_iters=1)
     assert defaults.data == config.DataConfig()
     # the model as a model file, and back
-    assert list(cfg.model.to_json()) == list(config.MODEL_FIELDS)
+    assert list(cfg.model.to_json()) == list(model_config.MODEL_FIELDS)
     assert config.ModelConfig(**cfg.model.to_json()) == cfg.model
 
 
@@ -81,7 +81,7 @@ def test_resolve_derives_the_batch_values_once():
 
 def test_model_file_field_types_are_checked(tmp_path):
     path = tmp_path / "model.json"
-    good = dict(config.PRESETS["tiny"])
+    good = dict(presets.PRESETS["tiny"])
     path.write_text(json.dumps({**good, "hidden_size": "64"}))
     with pytest.raises(SystemExit, match="field 'hidden_size' is '64', expected int"):
         config.ModelConfig.load(str(path))

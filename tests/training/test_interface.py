@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.training import config, data
+from megatron_ipt.training import config, data, model_config, presets
 from tests.training.helpers import REPO, environment, free_port, training_config
 from tests.training.make_data import make
 
@@ -87,7 +87,7 @@ def test_shape_flags_alone_describe_the_model_with_megatrons_defaults():
     assert swiglu.model.ffn_hidden_size == 2048  # Megatron-LM with --swiglu: int(4 * 768 * 2 / 3 / 64) * 64
     # a preset gives defaults that flags override
     cfg = training_config(["--model", "tiny", "--num-layers", "3"] + RUN)
-    assert cfg.model == config.ModelConfig(**{**config.PRESETS["tiny"], "num_layers": 3})
+    assert cfg.model == config.ModelConfig(**{**presets.PRESETS["tiny"], "num_layers": 3})
 
 
 def test_without_model_or_shape_flags_the_error_names_what_is_missing():
@@ -112,13 +112,13 @@ def test_evaluate_without_model_json_needs_the_model_flags(tmp_path):
 
     parser = argparse.ArgumentParser()  # tools/evaluate.py's checkpoint flags
     parser.add_argument("--load")
-    for add in (config.add_model_args, config.add_parallel_args, config.add_precision_args):
+    for add in (model_config.add_model_args, config.add_parallel_args, config.add_precision_args):
         add(parser)
     add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
     flags = ["--load", str(tmp_path), "--tokenizer-model", TOKENIZER]
     with pytest.raises(SystemExit, match="missing --num-layers, --hidden-size, --num-attention-heads, --seq-length"):
         CheckpointSpec.from_args(parser.parse_args(flags))
-    (tmp_path / "model.json").write_text(json.dumps(config.PRESETS["tiny"]))
+    (tmp_path / "model.json").write_text(json.dumps(presets.PRESETS["tiny"]))
     assert CheckpointSpec.from_args(parser.parse_args(flags)).model == config.ModelConfig.load("tiny")
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from megatron_ipt.training import config, megatron_flags, models
+from megatron_ipt.training import config, megatron_flags, models, presets
 from tests.training.helpers import REPO, environment, training_config
 
 BASE = ["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "10"]
@@ -102,7 +102,7 @@ def test_architecture_flags_reach_the_transformer_config():
         "rope",
     )
     assert (tiny.attention_dropout, tiny.hidden_dropout) == (0.0, 0.0)
-    gpt = config.ModelConfig(**{k: v for k, v in config.PRESETS["tiny"].items() if k not in config.MISTRAL_STYLE})
+    gpt = config.ModelConfig(**{k: v for k, v in presets.PRESETS["tiny"].items() if k not in presets.MISTRAL_STYLE})
     tc = models.transformer_config(gpt, cfg.parallel, config.PrecisionConfig())
     assert (tc.normalization, tc.gated_linear_unit, tc.add_bias_linear, tc.attention_dropout) == (
         "LayerNorm",
@@ -118,7 +118,7 @@ def test_architecture_flags_reach_the_transformer_config():
 
 def test_model_files_from_before_the_architecture_fields_load_as_they_were_built(tmp_path):
     path = tmp_path / "model.json"
-    old = {k: v for k, v in config.PRESETS["tiny"].items() if k not in config.MISTRAL_STYLE}
+    old = {k: v for k, v in presets.PRESETS["tiny"].items() if k not in presets.MISTRAL_STYLE}
     path.write_text(json.dumps(old), encoding="utf-8")
     assert config.ModelConfig.load(str(path)) == config.ModelConfig.load("tiny")
     path.write_text(json.dumps(old | {"normalization": 1}), encoding="utf-8")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.training import config
+from megatron_ipt.training import config, presets
 from tests.training import helpers
 
 SCRIPT = os.path.join(helpers.REPO, "examples", "megatron_lm_style_llama3.sh")
@@ -98,6 +98,6 @@ def _model_by_flags_is_a_preset() -> bool:
     shape += ["--kv-channels", "16", "--seq-length", "64", "--max-position-embeddings", "64", "--vocab-size", "49152"]
     shape += ["--rotary-base", "10000", "--num-query-groups", "4", "--micro-batch-size", "1", "--train-iters", "1"]
     try:
-        return helpers.training_config(shape).model.source in config.PRESETS
+        return helpers.training_config(shape).model.source in presets.PRESETS
     except SystemExit:
         return False

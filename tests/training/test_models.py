@@ -2,7 +2,7 @@
 
 import pytest
 
-from megatron_ipt.training import config, models
+from megatron_ipt.training import model_config, models
 from tests.training.helpers import training_config
 
 BASE = ["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "1"]
@@ -32,7 +32,7 @@ def test_local_spec_without_te_and_padded_vocab():
     impl = models.transformer_impl(training_config(BASE).precision)
     assert impl == ("transformer_engine" if models.transformer_engine_available() else "local")
     assert (cfg.normalization, cfg.gated_linear_unit, cfg.add_bias_linear) == ("RMSNorm", True, False)
-    assert config.pad_vocab(32000, 1) == 32000 and config.pad_vocab(32000, 3) == 32256
+    assert model_config.pad_vocab(32000, 1) == 32000 and model_config.pad_vocab(32000, 3) == 32256
 
 
 def test_fp8_needs_bf16():

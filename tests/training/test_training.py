@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from megatron_ipt.training import callbacks, checkpoint, config, models
+from megatron_ipt.training import callbacks, checkpoint, config, models, presets
 from tests.training.helpers import run, scalars, tags, training_config
 
 GOLDEN_TP2_LOSS = {1: 10.387558, 6: 10.182419, 12: 10.073982}
@@ -211,7 +211,7 @@ def test_tp2_pp2_on_four_processes_and_virtual_pipeline(corpus, tmp_path):
 
 
 def test_every_preset_parses_and_overrides():
-    for name in config.PRESETS:
+    for name in presets.PRESETS:
         cfg = training_config(["--model", name, "--micro-batch-size", "1", "--train-iters", "1"])
         assert cfg.model.vocab_size in (32000, 128256)
     cfg = training_config(
