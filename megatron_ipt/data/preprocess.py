@@ -25,8 +25,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
 from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
+from megatron_ipt.formats.indexed import IndexedDatasetWriter, document_prefix, merge_datasets
 from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
 from megatron_ipt.io.inputs import (
     InputError,
@@ -59,7 +59,7 @@ class PreprocessConfig:
     shard_index: int = 0  # ... the slice numbered `shard_index` (0-based)
 
     def output_prefix_for(self, key: str) -> str:
-        return f"{self.output_prefix}_{key}_document"
+        return document_prefix(self.output_prefix, key)
 
 
 @dataclass
