@@ -12,9 +12,9 @@ from megatron_ipt.corpus.build import BuildConfig, budget_from_summary, build_co
 from megatron_ipt.corpus.decontam import DEFAULT_NGRAM
 from megatron_ipt.corpus.recipes import RECIPES, SOURCES
 from megatron_ipt.corpus.render import SEED_OFFSET
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,9 +10,9 @@ import os
 import sys
 
 from megatron_ipt.data.preprocess import PreprocessConfig, PreprocessResult, find_optimal_workers, preprocess
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from megatron_ipt.data.tokenizer import NULL_TYPES, TokenizerSpec, add_tokenizer_args
+from megatron_ipt.tokenizers import NULL_TYPES, TokenizerSpec, add_tokenizer_args
 
 # The blocks every preset builds (Llama/Mistral-style): what a Megatron-LM script says with --normalization RMSNorm
 # --swiglu --disable-bias-linear --position-embedding-type rope --attention-dropout 0 --hidden-dropout 0.

@@ -200,7 +200,7 @@ def build_datasets(run, tokenizer):
 
 
 class MegatronTokenizerAdapter:
-    """What GPTDatasetConfig reads from a tokenizer, over megatron_ipt.data.tokenizer."""
+    """What GPTDatasetConfig reads from a tokenizer, over megatron_ipt.tokenizers."""
 
     def __init__(self, tokenizer):
         self._tok = tokenizer

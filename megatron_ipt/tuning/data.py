@@ -65,7 +65,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
 from megatron_ipt.formats.indexed import (
     DTYPE_NAMES,
     MASK_KEY,
@@ -80,6 +79,7 @@ from megatron_ipt.formats.wire import ANS, BOS, END, EOS, QUE, cook_context, coo
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.io.inputs import JSONL_SUFFIXES, InputError, expand_inputs
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, read_jsonl
+from megatron_ipt.tokenizers import Tokenizer, TokenizerSpec
 
 DEFAULT_SEQ_LENGTH = 4096  # the released synthesizer's context (max_model_len 4096)
 DEFAULT_MAX_EXAMPLES = 10_000  # the paper: up to 10K examples per dataset

@@ -2,9 +2,9 @@
 the P_text_document / P_loss_mask_document pair that tools/build_tuning_data.py writes (megatron_ipt.formats.indexed)."""
 
 from megatron_ipt import assets
-from megatron_ipt.data.tokenizer import build_tokenizer
 from megatron_ipt.formats import wire
 from megatron_ipt.formats.indexed import IndexedDatasetWriter
+from megatron_ipt.tokenizers import build_tokenizer
 
 
 def examples(n: int):
