@@ -65,7 +65,7 @@ def run_measured(cmd) -> dict:
 
 def bare_encode_seconds(path: str, model: str, threads: int, native: bool) -> tuple:
     """Seconds spent inside batch encode calls only (reading and JSON parsing are not timed), and tokens."""
-    from megatron_ipt.data.tokenizer import build_tokenizer
+    from megatron_ipt.tokenizers import build_tokenizer
 
     tokenizer = build_tokenizer("SentencePieceTokenizer", model, num_threads=threads, native=native)
     assert tokenizer.native == native
@@ -122,7 +122,7 @@ def main():
         [
             sys.executable,
             "-c",
-            "import sys; from megatron_ipt.data.megatron_reference import megatron_style_preprocess as m; "
+            "import sys; from tests.data.megatron_reference import megatron_style_preprocess as m; "
             "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
             corpus,
             os.path.join(work, "ref"),

@@ -43,7 +43,7 @@ import psutil  # noqa: E402
 
 from benchmarks.bench_preprocess import write_corpus  # noqa: E402
 from megatron_ipt import assets  # noqa: E402
-from megatron_ipt.data.tokenizer import build_tokenizer  # noqa: E402
+from megatron_ipt.tokenizers import build_tokenizer  # noqa: E402
 
 
 def gigatoken_module():
@@ -66,7 +66,7 @@ def families(work: str, texts):
     import tiktoken
     from tokenizers import Tokenizer
 
-    from tests.data.test_bytelevel import gpt2_style_tokenizer_json, llama3_style_tokenizer_json
+    from tests.tokenizers.test_bytelevel import gpt2_style_tokenizer_json, llama3_style_tokenizer_json
 
     gigatoken, _ = gigatoken_module()
     out = []
@@ -92,7 +92,7 @@ def families(work: str, texts):
     if os.path.exists(cl100k):
 
         def tiktoken_library():
-            from megatron_ipt.data import bytelevel
+            from megatron_ipt.tokenizers import bytelevel
 
             ranks = bytelevel.read_tiktoken_file(cl100k)
             enc = tiktoken.Encoding(
@@ -225,8 +225,8 @@ def main():
     p.add_argument("--repeat", type=int, default=3, help="timed passes per encoder, interleaved; the best is kept")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the tools/preprocess_data.py runs")
     args = p.parse_args()
-    from tests.data.test_bytelevel import CONTRACTIONS, GPT2_TRICKY
-    from tests.data.test_native_tokenizer import ADVERSARIAL
+    from tests.tokenizers.test_bytelevel import CONTRACTIONS, GPT2_TRICKY
+    from tests.tokenizers.test_sentencepiece import ADVERSARIAL
 
     gigatoken, giga_missing = gigatoken_module()
     work = tempfile.mkdtemp(prefix="bench_tokenizers_")

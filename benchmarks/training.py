@@ -80,7 +80,7 @@ def main():
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     from megatron_ipt import assets
-    from megatron_ipt.data.tokenizer import build_tokenizer
+    from megatron_ipt.tokenizers import build_tokenizer
     from megatron_ipt.training import callbacks
 
     tok = build_tokenizer("SentencePieceTokenizer", assets.mistral_tokenizer_model())

@@ -53,7 +53,7 @@ done
 TRAIN_ITERS=${TRAIN_ITERS:-}
 if [[ -z "$TRAIN_ITERS" ]]; then
   if [[ -n "${DRY_RUN:-}" ]]; then TRAIN_ITERS=1000; else
-    SEQUENCES=$(python -c "from megatron_ipt.data.indexed import read_index_header as r; import sys; print(r(sys.argv[1])['sequence_count'])" "$DATA-train_text_document")
+    SEQUENCES=$(python -c "from megatron_ipt.formats.indexed import read_index_header as r; import sys; print(r(sys.argv[1])['sequence_count'])" "$DATA-train_text_document")
     TRAIN_ITERS=$(( (SEQUENCES * EPOCHS + GLOBAL_BATCH - 1) / GLOBAL_BATCH ))
   fi
 fi

@@ -19,10 +19,10 @@ from megatron_ipt.corpus.build import (
     build_corpus,
 )
 from megatron_ipt.corpus.recipes import SOURCES
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,11 +10,11 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.tuning.data import (
     DECONTAMINATION,
     INPUT,

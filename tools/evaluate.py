@@ -106,8 +106,8 @@ def export_lm_eval_main(argv) -> int:
 
 
 def run_main(argv) -> int:
-    from megatron_ipt.data.tokenizer import add_tokenizer_args
     from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS, run
+    from megatron_ipt.tokenizers import add_tokenizer_args
     from megatron_ipt.training import config
     from megatron_ipt.training.model_config import add_model_args
 

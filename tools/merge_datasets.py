@@ -8,10 +8,10 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.data.indexed import DTYPE_NAMES, check_pair, merge_datasets, read_index_header
-from megatron_ipt.data.tokenizer import add_refused_arg
+from megatron_ipt.formats.indexed import DTYPE_NAMES, check_pair, merge_datasets, read_index_header
 from megatron_ipt.io.atomic import check_writable_dir, remove_stale
 from megatron_ipt.io.cli import report_error
+from megatron_ipt.tokenizers import add_refused_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,7 +8,6 @@ import argparse
 import logging
 import sys
 
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
@@ -25,6 +24,7 @@ from megatron_ipt.synthesis.runner import (
     format_summary,
     run,
 )
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 
 def build_parser():

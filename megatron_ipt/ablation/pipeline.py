@@ -69,8 +69,8 @@ def _tokenizer_flags(plan: Plan, paths: Paths) -> List[str]:
 def _count_tokens(plan: Plan, paths: Paths, spec: str) -> int:
     """Tokens of the texts of a JSONL file/glob/directory, with the runs' tokenizer."""
     from megatron_ipt.corpus.reader import read_texts
-    from megatron_ipt.data.tokenizer import TokenizerSpec
     from megatron_ipt.io.jsonl import BadLines
+    from megatron_ipt.tokenizers import TokenizerSpec
 
     texts = [t for _, t in read_texts(spec, plan.text_key, BadLines())]
     if not texts:

@@ -22,7 +22,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import orjson
 
-from megatron_ipt.data.tokenizer import TokenizerSpec
 from megatron_ipt.flags import Alias, flag
 from megatron_ipt.formats.records import Document
 from megatron_ipt.io.atomic import (
@@ -36,6 +35,7 @@ from megatron_ipt.io.atomic import (
     remove_path,
 )
 from megatron_ipt.io.jsonl import BadLines
+from megatron_ipt.tokenizers import TokenizerSpec
 
 from . import decontam
 from .reader import read_collections, read_instructions, read_texts, read_tuning

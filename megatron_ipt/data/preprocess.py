@@ -25,9 +25,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets
-from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec, flatten
 from megatron_ipt.flags import flag
+from megatron_ipt.formats.indexed import IndexedDatasetWriter, document_prefix, merge_datasets
 from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
 from megatron_ipt.io.inputs import (
     InputError,
@@ -39,6 +38,7 @@ from megatron_ipt.io.inputs import (
 )
 from megatron_ipt.io.jsonl import BadLines, LineError, parse_keys
 from megatron_ipt.process import die_with_parent
+from megatron_ipt.tokenizers import Tokenizer, TokenizerSpec, flatten
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
@@ -103,7 +103,7 @@ class PreprocessConfig:
     log_interval: int = flag(1000, help="documents between progress lines when not on a terminal", group=RUNTIME)
 
     def output_prefix_for(self, key: str) -> str:
-        return f"{self.output_prefix}_{key}_document"
+        return document_prefix(self.output_prefix, key)
 
 
 @dataclass
@@ -250,7 +250,7 @@ def _init_worker(config: PreprocessConfig, progress: _Progress, part_dir: str, p
     # a killed preprocess must not leave its workers tokenizing into a dead run's parts (also one killed while
     # this worker was still starting: hence the parent's own pid)
     die_with_parent(parent=parent)
-    logging.getLogger("megatron_ipt.data.tokenizer").setLevel(logging.ERROR)  # the main process said it already
+    logging.getLogger("megatron_ipt.tokenizers").setLevel(logging.ERROR)  # the main process said it already
     _worker.update(
         config=config, progress=progress, part_dir=part_dir, tokenizer=config.tokenizer.build(config.threads_per_worker)
     )

@@ -19,8 +19,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from megatron_ipt.data.tokenizer import HUGGINGFACE_TYPES, Tokenizer, TokenizerSpec
 from megatron_ipt.evaluation.lm import LanguageModel, Request
+from megatron_ipt.tokenizers import HUGGINGFACE_TYPES, Tokenizer, TokenizerSpec
 from megatron_ipt.training.config import ParallelConfig, PrecisionConfig
 from megatron_ipt.training.model_config import ModelConfig
 

@@ -1,2 +1,3 @@
-"""What passes between stages: the synthesizer's wire format (`wire`) and the typed records written and read as
-JSON lines (`records`). Producer and consumer stages both import from here, never from each other."""
+"""What passes between stages: the synthesizer's wire format (`wire`), the typed records written and read as JSON
+lines (`records`) and Megatron's `.bin/.idx` indexed dataset (`indexed`). Producer and consumer stages both import
+from here, never from each other."""

@@ -16,8 +16,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from megatron_ipt.data.tokenizer import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.flags import Alias, add_flags, config_from_args, flag, in_help_order
+from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.training import megatron_flags
 from megatron_ipt.training.model_config import ModelConfig, add_model_args
 

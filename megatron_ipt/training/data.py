@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -31,6 +30,7 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, Moc
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
 
+from megatron_ipt.formats import indexed
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.training import parallel
 from megatron_ipt.training.errors import TrainingInputError
@@ -200,7 +200,7 @@ def build_datasets(run, tokenizer):
 
 
 class MegatronTokenizerAdapter:
-    """What GPTDatasetConfig reads from a tokenizer, over megatron_ipt.data.tokenizer."""
+    """What GPTDatasetConfig reads from a tokenizer, over megatron_ipt.tokenizers."""
 
     def __init__(self, tokenizer):
         self._tok = tokenizer
@@ -245,18 +245,6 @@ def batches(dataset, consumed_samples: int, micro_batch_size: int) -> Iterator[d
 # them, so a corrupt or mismatched file is one TrainingInputError naming it instead of a rank traceback, a hang or a
 # run that trains on garbage (ids past the vocabulary train at TP>1 with a frozen loss). ------------------------------
 
-_IDX_HEADER = b"MMIDIDX\x00\x00"
-_IDX_FIXED = 34  # header 9 + version 8 + dtype code 1 + sequence count 8 + document count 8 bytes
-_TOKEN_DTYPES = {
-    1: np.uint8,
-    2: np.int8,
-    3: np.int16,
-    4: np.int32,
-    5: np.int64,
-    6: np.float64,
-    7: np.float32,
-    8: np.uint16,
-}
 TOKEN_IDS_FILE = "token-ids.json"  # in the index cache directory: each .bin's id range, keyed by the files' stamps
 _SCAN_CHUNK = 1 << 24  # tokens per step of the id scan (32 MiB of uint16): bounded memory on any .bin
 
@@ -269,9 +257,9 @@ def index_cache_dir(data_cache_path: Optional[str], prefixes: List[str]) -> str:
 
 def check_dataset(prefix: str) -> dict:
     """What megatron-core's IndexedDataset would trip on (with an assertion, a numpy error or not at all), checked
-    first: both files present, a Megatron index of the length its header says, a known token dtype, sequence
-    pointers that tile the `.bin`, a `.bin` as long as they say, and at least one token. Raises TrainingInputError
-    naming the file; returns {"dtype", "sequences", "documents", "tokens"}."""
+    first: both files present, then formats.indexed.check_dataset (the index, the token dtype, the `.bin`'s length,
+    at least one token). Raises TrainingInputError naming the file; returns {"dtype", "sequences", "documents",
+    "tokens"}."""
     idx, bin_ = prefix + ".idx", prefix + ".bin"
     missing = [path for path in (idx, bin_) if not os.path.isfile(path)]
     if len(missing) == 2:
@@ -279,59 +267,10 @@ def check_dataset(prefix: str) -> dict:
     if missing:
         other = bin_ if missing[0] == idx else idx
         raise TrainingInputError(f"{missing[0]} does not exist, but {other} does: a dataset is a .bin/.idx pair")
-    size = os.path.getsize(idx)
-    with open(idx, "rb") as f:
-        head = f.read(_IDX_FIXED)
-    if head[:9] != _IDX_HEADER[: len(head[:9])] or len(head) < _IDX_FIXED:
-        what = "truncated" if head[:9] == _IDX_HEADER[: len(head[:9])] else "not a Megatron index (bad header)"
-        raise TrainingInputError(f"{idx}: {what} ({size} bytes)")
-    version, code, sequences, documents = struct.unpack("<QBQQ", head[9:])
-    if version != 1:
-        raise TrainingInputError(f"{idx}: index version {version}, expected 1")
-    if code not in _TOKEN_DTYPES:
-        raise TrainingInputError(f"{idx}: unknown token dtype code {code} (known: {sorted(_TOKEN_DTYPES)})")
-    dtype = np.dtype(_TOKEN_DTYPES[code])
-    expected = _IDX_FIXED + 12 * sequences + 8 * documents  # int32 lengths, int64 pointers, int64 document starts
-    if size < expected:
-        raise TrainingInputError(
-            f"{idx}: truncated: {size} bytes, but its header's {sequences} sequences and {documents} document "
-            f"boundaries need {expected}"
-        )
-    if sequences == 0:
-        raise TrainingInputError(f"{prefix}: empty dataset ({idx} indexes no documents)")
-    lengths = np.memmap(idx, np.int32, "r", offset=_IDX_FIXED, shape=(sequences,))
-    pointers = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 4 * sequences, shape=(sequences,))
-    starts = np.memmap(idx, np.int64, "r", offset=_IDX_FIXED + 12 * sequences, shape=(documents,))
-    if lengths.min() < 0 or not _pointers_tile(lengths, pointers, dtype.itemsize):
-        raise TrainingInputError(f"{idx}: corrupt: its sequence lengths and pointers disagree")
-    if documents < 1 or starts[0] != 0 or starts[-1] != sequences or not _non_decreasing(starts):
-        raise TrainingInputError(f"{idx}: corrupt: its document boundaries do not cover its {sequences} sequences")
-    tokens = int(lengths.sum(dtype=np.int64))
-    if tokens == 0:
-        raise TrainingInputError(f"{prefix}: empty dataset (its {documents - 1} documents hold no tokens)")
-    need, have = tokens * dtype.itemsize, os.path.getsize(bin_)
-    if have < need:
-        raise TrainingInputError(f"{bin_}: truncated: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes)")
-    return {"dtype": dtype, "sequences": sequences, "documents": documents - 1, "tokens": tokens}
-
-
-def _pointers_tile(lengths, pointers, itemsize: int) -> bool:
-    """Each sequence starts where the one before ended, the first at 0; in chunks (an index of 100M sequences
-    would otherwise need GBs of temporaries on every rank)."""
-    expected = 0
-    for start in range(0, len(lengths), _SCAN_CHUNK):
-        chunk = lengths[start : start + _SCAN_CHUNK].astype(np.int64) * itemsize
-        starts = np.cumsum(chunk) - chunk + expected
-        if not np.array_equal(pointers[start : start + _SCAN_CHUNK], starts):
-            return False
-        expected = int(starts[-1] + chunk[-1])
-    return True
-
-
-def _non_decreasing(values) -> bool:
-    return all(
-        not np.any(np.diff(values[start : start + _SCAN_CHUNK + 1]) < 0) for start in range(0, len(values), _SCAN_CHUNK)
-    )
+    try:
+        return indexed.check_dataset(prefix)
+    except indexed.IndexFormatError as e:
+        raise TrainingInputError(str(e)) from None
 
 
 def _stamp_of(prefix: str) -> list:

@@ -15,8 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
-from megatron_ipt.data.tokenizer import NULL_TYPES, TokenizerSpec
 from megatron_ipt.flags import add_flags, flag, flag_fields
+from megatron_ipt.tokenizers import NULL_TYPES, TokenizerSpec
 from megatron_ipt.training.presets import MISTRAL_STYLE, PRESETS
 
 BUILT_POSITION_EMBEDDINGS = ("learned_absolute", "rope", "none")  # what models.build makes of --position-embedding-type

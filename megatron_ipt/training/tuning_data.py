@@ -26,18 +26,18 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import get_blend_from_list
 
-TEXT_SUFFIX = "_text_document"
-MASK_SUFFIX = "_loss_mask_document"
+from megatron_ipt.formats.indexed import MASK_SUFFIX, TEXT_SUFFIX, mask_prefix_of
 
 
 def mask_prefix(text_prefix: str) -> str:
     """`P_text_document` -> `P_loss_mask_document`."""
-    if not text_prefix.endswith(TEXT_SUFFIX):
+    masks = mask_prefix_of(text_prefix)
+    if masks is None:
         raise SystemExit(
             f"--loss-mask-data: --data-path prefix {text_prefix!r} must end in {TEXT_SUFFIX} (its loss mask is "
             f"the {MASK_SUFFIX} beside it, as tools/build_tuning_data.py writes them)"
         )
-    return text_prefix[: -len(TEXT_SUFFIX)] + MASK_SUFFIX
+    return masks
 
 
 def check_prefixes(data_path, seq_length: int) -> None:

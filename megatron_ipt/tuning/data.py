@@ -65,14 +65,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_ipt.data.indexed import DTYPE_NAMES, IndexedDatasetWriter, finalize_together, optimal_dtype_code
-from megatron_ipt.data.tokenizer import Tokenizer, TokenizerSpec
 from megatron_ipt.flags import flag
+from megatron_ipt.formats.indexed import (
+    DTYPE_NAMES,
+    MASK_KEY,
+    TEXT_KEY,
+    IndexedDatasetWriter,
+    document_prefix,
+    finalize_together,
+    optimal_dtype_code,
+)
 from megatron_ipt.formats.records import Entry
 from megatron_ipt.formats.wire import ANS, BOS, END, EOS, QUE, cook_context, cook_pairs, pair_type, parse_pred
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.io.inputs import JSONL_SUFFIXES, InputError, expand_inputs
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, read_jsonl
+from megatron_ipt.tokenizers import Tokenizer, TokenizerSpec
 
 DEFAULT_SEQ_LENGTH = 4096  # the released synthesizer's context (max_model_len 4096)
 DEFAULT_MAX_EXAMPLES = 10_000  # the paper: up to 10K examples per dataset
@@ -167,7 +175,11 @@ class TuningDataConfig:
 
     def outputs(self) -> Dict[str, str]:
         p = self.output_prefix
-        return {"text": f"{p}_text_document", "loss_mask": f"{p}_loss_mask_document", "summary": f"{p}.tuning.json"}
+        return {
+            "text": document_prefix(p, TEXT_KEY),
+            "loss_mask": document_prefix(p, MASK_KEY),
+            "summary": f"{p}.tuning.json",
+        }
 
 
 # -- finding the sources ------------------------------------------------------------------------------------------

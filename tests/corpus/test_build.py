@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from megatron_ipt.corpus import SAMPLE_GENERAL_INSTRUCTIONS
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.tokenizers import build_tokenizer
 from tests.conftest import write_jsonl
 from tools.build_corpus import main
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from megatron_ipt.data.preprocess import PreprocessConfig, preprocess
-from megatron_ipt.data.tokenizer import TokenizerSpec, build_tokenizer
+from megatron_ipt.tokenizers import TokenizerSpec, build_tokenizer
 from tests.conftest import write_jsonl
 from tests.data.test_preprocess import documents, run_tool, same_dataset
 from tools import merge_datasets, preprocess_data

@@ -13,7 +13,7 @@ import time
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_ipt.data.indexed import IndexedDatasetWriter, check_pair, read_index_header
+from megatron_ipt.formats.indexed import IndexedDatasetWriter, check_pair, read_index_header
 from megatron_ipt.io import atomic
 from tests.conftest import REPO, write_jsonl
 from tests.io.test_atomic import kill_at_step
@@ -180,7 +180,7 @@ def test_a_write_that_fails_is_one_line_naming_the_output_and_keeps_the_old_data
 
 
 def test_native_out_of_space_becomes_an_oserror_naming_the_output(tmp_path, monkeypatch):
-    from megatron_ipt.data import indexed
+    from megatron_ipt.formats import indexed
 
     with pytest.raises(OSError) as info, indexed._os_errors():
         raise RuntimeError(f"cannot write {atomic.owned_path(str(tmp_path / 'x.bin'))}: No space left on device")

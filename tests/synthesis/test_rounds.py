@@ -91,9 +91,9 @@ def test_extras_are_copied_into_entries():
 
 def test_split_long_text_with_a_real_tokenizer(mistral_model):
     from megatron_ipt.assets import pydoc_topics
-    from megatron_ipt.data.tokenizer import TokenizerSpec
     from megatron_ipt.synthesis.engines.base import load_token_counter
     from megatron_ipt.synthesis.rounds import split_long_text
+    from megatron_ipt.tokenizers import TokenizerSpec
 
     count = load_token_counter(TokenizerSpec("SentencePieceTokenizer", mistral_model))
     calls = []

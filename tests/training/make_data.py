@@ -7,7 +7,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from megatron_ipt import assets
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.tokenizers import build_tokenizer
 
 
 def make(prefix: str, texts, tokenizer_model: str) -> str:

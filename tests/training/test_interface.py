@@ -107,8 +107,8 @@ def test_without_model_or_shape_flags_the_error_names_what_is_missing():
 def test_evaluate_without_model_json_needs_the_model_flags(tmp_path):
     import argparse
 
-    from megatron_ipt.data.tokenizer import add_tokenizer_args
     from megatron_ipt.evaluation.megatron_backend import CheckpointSpec
+    from megatron_ipt.tokenizers import add_tokenizer_args
 
     parser = argparse.ArgumentParser()  # tools/evaluate.py's checkpoint flags
     parser.add_argument("--load")

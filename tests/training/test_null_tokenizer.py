@@ -7,7 +7,7 @@ import re
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.tokenizers import build_tokenizer
 from tests import launch
 from tests.conftest import write_jsonl
 from tests.training.helpers import training_config

@@ -1,10 +1,10 @@
 """Tuning data for the tests: real text in the synthesizer's wire format, packed two examples a sequence, written as
-the P_text_document / P_loss_mask_document pair that tools/build_tuning_data.py writes (megatron_ipt.data.indexed)."""
+the P_text_document / P_loss_mask_document pair that tools/build_tuning_data.py writes (megatron_ipt.formats.indexed)."""
 
 from megatron_ipt import assets
-from megatron_ipt.data.indexed import IndexedDatasetWriter
-from megatron_ipt.data.tokenizer import build_tokenizer
 from megatron_ipt.formats import wire
+from megatron_ipt.formats.indexed import IndexedDatasetWriter
+from megatron_ipt.tokenizers import build_tokenizer
 
 
 def examples(n: int):

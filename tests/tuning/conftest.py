@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.data.tokenizer import TokenizerSpec
 from megatron_ipt.synthesis.rules import mine_pairs
+from megatron_ipt.tokenizers import TokenizerSpec
 from tests.conftest import write_jsonl
 
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import List, Optional
 
-from megatron_ipt.data.tokenizer import TokenizerSpec
+from megatron_ipt.tokenizers import TokenizerSpec
 
 from ..prompting import PromptStyle
 from ..rounds import DEFAULT_MAX_IN_FLIGHT, BatchingAdapter, words_x15

@@ -196,7 +196,7 @@ def arguments(run) -> dict:
             if f.name == "source":
                 values["model"] = value
             elif f.name == "tokenizer":
-                from megatron_ipt.data.tokenizer import TokenizerSpec
+                from megatron_ipt.tokenizers import TokenizerSpec
 
                 for spec_field in dataclasses.fields(TokenizerSpec):
                     name = _TOKENIZER_ARGS.get(spec_field.name, "tokenizer_" + spec_field.name)

@@ -8,7 +8,7 @@ import psutil
 import pytest
 from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
 
-from megatron_ipt.data.indexed import IndexedDatasetWriter, merge_datasets, optimal_dtype_code, read_index_header
+from megatron_ipt.formats.indexed import IndexedDatasetWriter, merge_datasets, optimal_dtype_code, read_index_header
 
 
 def random_documents(seed, n, vocab_size, max_len=40, empty_every=7):

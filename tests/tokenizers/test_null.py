@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from megatron_ipt.data.tokenizer import NullTokenizer, TokenizerSpec, build_tokenizer
+from megatron_ipt.tokenizers import NullTokenizer, TokenizerSpec, build_tokenizer
 from tests.conftest import REPO, write_jsonl
 from tests.data.test_preprocess import documents
 from tools import build_corpus, preprocess_data, synthesize

@@ -8,7 +8,7 @@ import pytest
 import sentencepiece as spm
 
 from megatron_ipt import _native
-from megatron_ipt.data.tokenizer import build_tokenizer
+from megatron_ipt.tokenizers import build_tokenizer
 
 ADVERSARIAL = [
     "",
@@ -179,7 +179,7 @@ def test_trained_bpe_models_are_native_and_exact(trained_models, name, real_text
 def test_unsupported_models_fall_back_to_the_library_and_say_so(trained_models, name, real_texts, caplog):
     with pytest.raises(ValueError, match="unsupported: "):
         _native.SentencePieceBPE(trained_models[name])
-    with caplog.at_level(logging.WARNING, logger="megatron_ipt.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="megatron_ipt.tokenizers"):
         tokenizer = build_tokenizer("SentencePieceTokenizer", trained_models[name])
     assert not tokenizer.native
     assert "native encoder not used" in caplog.text and "using the sentencepiece library" in caplog.text

@@ -18,7 +18,7 @@ _state: dict = {}
 
 
 def _init(tokenizer_type: str, tokenizer_model: str, json_keys: List[str], append_eod: bool):
-    from megatron_ipt.data.tokenizer import build_tokenizer
+    from megatron_ipt.tokenizers import build_tokenizer
 
     # The library, as Megatron-LM uses it (never our native encoder): this is the reference.
     _state.update(
@@ -58,7 +58,7 @@ def megatron_style_preprocess(
     """Write `{output_prefix}_{key}_document.{bin,idx}` the way Megatron-LM does. Returns {"documents", "tokens"}."""
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
-    from megatron_ipt.data.tokenizer import build_tokenizer
+    from megatron_ipt.tokenizers import build_tokenizer
 
     json_keys = json_keys or ["text"]
     vocab_size = build_tokenizer(tokenizer_type, tokenizer_model, native=False).vocab_size

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from megatron_ipt.data.tokenizer import TokenizerSpec, build_tokenizer
+from megatron_ipt.tokenizers import TokenizerSpec, build_tokenizer
 from tools import build_corpus, preprocess_data, synthesize
 
 # Each tool's parser with its own required flags filled in; the tokenizer flags come after.
@@ -90,7 +90,7 @@ def test_spec_pickles_for_workers_and_builds_the_same_tokenizer(mistral_model, r
 
 def test_length_guard_counts_never_add_special_tokens(tmp_path, real_texts):
     from megatron_ipt.synthesis.engines.base import load_token_counter
-    from tests.data.test_bytelevel import llama3_style_tokenizer_json
+    from tests.tokenizers.test_bytelevel import llama3_style_tokenizer_json
 
     (tmp_path / "tokenizer.json").write_text(json.dumps(llama3_style_tokenizer_json(real_texts[:200], True)))
     spec = TokenizerSpec("HuggingFaceTokenizer", str(tmp_path))  # adds <|begin_of_text|> to documents

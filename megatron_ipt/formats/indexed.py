@@ -1,4 +1,7 @@
-"""Python face of the native MMIDIDX builder (csrc/indexed_builder.cpp).
+"""Megatron's MMIDIDX v1 indexed dataset, `{prefix}.bin` + `{prefix}.idx` (megatron-core's indexed_dataset.py):
+its layout, the `{prefix}_{key}_document` names and the loss mask beside a text dataset, the checks a reader makes,
+and the Python face of the native builder (csrc/indexed_builder.cpp). The one home of the format: packing (data/),
+the tuning data (tuning/) and training read and write it through this module, never through each other.
 
 Writers are atomic: tokens and index go to temporary names owned by the writing process
 (`{prefix}.bin.{pid}@{host}.tmp`, megatron_ipt.io.atomic), are flushed to disk, and are published together with
@@ -15,6 +18,7 @@ import contextlib
 import errno
 import glob
 import os
+import struct
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +26,40 @@ import numpy as np
 from megatron_ipt import _native
 from megatron_ipt.io.atomic import clean_once, fsync_file, owned_path, publish, remove_path, target_of
 
-DTYPE_NAMES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 8: "uint16"}
+# -- the layout ---------------------------------------------------------------------------------------------------
+
+INDEX_MAGIC = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
+HEADER_SIZE = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
+# After the header: int32 sequence lengths, int64 sequence pointers (bytes into the .bin), int64 document starts.
+DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16}
+# The codes a token file may have (integers), by name.
+DTYPE_NAMES = {code: np.dtype(t).name for code, t in DTYPES.items() if np.dtype(t).kind in "iu"}
+
+# -- the names ----------------------------------------------------------------------------------------------------
+
+TEXT_KEY = "text"
+MASK_KEY = "loss_mask"  # the tuning data's loss mask: uint8 0/1 with the text's document lengths
+
+
+def document_prefix(output_prefix: str, key: str) -> str:
+    """What Megatron's preprocess_data.py names the dataset of one JSON key: `{prefix}_{key}_document`."""
+    return f"{output_prefix}_{key}_document"
+
+
+TEXT_SUFFIX = document_prefix("", TEXT_KEY)
+MASK_SUFFIX = document_prefix("", MASK_KEY)
+
+
+def mask_prefix_of(text_prefix: str) -> Optional[str]:
+    """`P_text_document` -> `P_loss_mask_document`, the loss mask beside it; None when the prefix is not a text
+    dataset's name."""
+    if not text_prefix.endswith(TEXT_SUFFIX):
+        return None
+    return text_prefix[: -len(TEXT_SUFFIX)] + MASK_SUFFIX
+
+
+_SCAN_CHUNK = 1 << 24  # entries per step of a scan over a file: bounded memory on any dataset
 
 
 _ERRNO_BY_MESSAGE = {os.strerror(code): code for code in errno.errorcode}
@@ -63,17 +100,16 @@ def expected_bin_size(prefix: str) -> int:
     except RuntimeError as e:
         raise ValueError(str(e)) from None
     n, d = header["sequence_count"], header["document_count"]
-    header_size = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
-    want = header_size + 4 * n + 8 * n + 8 * d
+    want = HEADER_SIZE + 4 * n + 8 * n + 8 * d
     size = os.path.getsize(idx)
     if size < want:
         raise ValueError(f"{idx}: truncated index ({size} bytes, its header says {want})")
     if n == 0:
         return 0
     with open(idx, "rb") as f:
-        f.seek(header_size + 4 * (n - 1))
+        f.seek(HEADER_SIZE + 4 * (n - 1))
         last_length = int(np.frombuffer(f.read(4), dtype=np.int32)[0])
-        f.seek(header_size + 4 * n + 8 * (n - 1))
+        f.seek(HEADER_SIZE + 4 * n + 8 * (n - 1))
         last_pointer = int(np.frombuffer(f.read(8), dtype=np.int64)[0])
     itemsize = np.dtype(DTYPE_NAMES[header["dtype_code"]]).itemsize
     return last_pointer + last_length * itemsize
@@ -89,6 +125,74 @@ def check_pair(prefix: str) -> None:
             f"{prefix}.bin is {size:,} bytes but {prefix}.idx describes {want:,}: the two files are not one dataset "
             "(truncated, or from different builds); rebuild it"
         )
+
+
+class IndexFormatError(ValueError):
+    """A `.bin/.idx` pair a reader would trip on; `str(error)` names the file and the problem."""
+
+
+def check_dataset(prefix: str) -> dict:
+    """What megatron-core's IndexedDataset would trip on (with an assertion, a numpy error or not at all), for a pair
+    whose two files exist: a Megatron index of the length its header says, a known token dtype, sequence pointers
+    that tile the `.bin`, a `.bin` as long as they say, and at least one token. Raises IndexFormatError naming the
+    file; returns {"dtype", "sequences", "documents", "tokens"}."""
+    idx, bin_ = prefix + ".idx", prefix + ".bin"
+    size = os.path.getsize(idx)
+    with open(idx, "rb") as f:
+        head = f.read(HEADER_SIZE)
+    if head[:9] != INDEX_MAGIC[: len(head[:9])] or len(head) < HEADER_SIZE:
+        what = "truncated" if head[:9] == INDEX_MAGIC[: len(head[:9])] else "not a Megatron index (bad header)"
+        raise IndexFormatError(f"{idx}: {what} ({size} bytes)")
+    version, code, sequences, documents = struct.unpack("<QBQQ", head[len(INDEX_MAGIC) :])
+    if version != INDEX_VERSION:
+        raise IndexFormatError(f"{idx}: index version {version}, expected 1")
+    if code not in DTYPES:
+        raise IndexFormatError(f"{idx}: unknown token dtype code {code} (known: {sorted(DTYPES)})")
+    dtype = np.dtype(DTYPES[code])
+    expected = HEADER_SIZE + 12 * sequences + 8 * documents  # int32 lengths, int64 pointers, int64 document starts
+    if size < expected:
+        raise IndexFormatError(
+            f"{idx}: truncated: {size} bytes, but its header's {sequences} sequences and {documents} document "
+            f"boundaries need {expected}"
+        )
+    if sequences == 0:
+        raise IndexFormatError(f"{prefix}: empty dataset ({idx} indexes no documents)")
+    lengths = np.memmap(idx, np.int32, "r", offset=HEADER_SIZE, shape=(sequences,))
+    pointers = np.memmap(idx, np.int64, "r", offset=HEADER_SIZE + 4 * sequences, shape=(sequences,))
+    starts = np.memmap(idx, np.int64, "r", offset=HEADER_SIZE + 12 * sequences, shape=(documents,))
+    if lengths.min() < 0 or not _pointers_tile(lengths, pointers, dtype.itemsize):
+        raise IndexFormatError(f"{idx}: corrupt: its sequence lengths and pointers disagree")
+    if documents < 1 or starts[0] != 0 or starts[-1] != sequences or not _non_decreasing(starts):
+        raise IndexFormatError(f"{idx}: corrupt: its document boundaries do not cover its {sequences} sequences")
+    tokens = int(lengths.sum(dtype=np.int64))
+    if tokens == 0:
+        raise IndexFormatError(f"{prefix}: empty dataset (its {documents - 1} documents hold no tokens)")
+    need, have = tokens * dtype.itemsize, os.path.getsize(bin_)
+    if have < need:
+        raise IndexFormatError(f"{bin_}: truncated: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes)")
+    return {"dtype": dtype, "sequences": sequences, "documents": documents - 1, "tokens": tokens}
+
+
+def _pointers_tile(lengths, pointers, itemsize: int) -> bool:
+    """Each sequence starts where the one before ended, the first at 0; in chunks (an index of 100M sequences
+    would otherwise need GBs of temporaries on every rank)."""
+    expected = 0
+    for start in range(0, len(lengths), _SCAN_CHUNK):
+        chunk = lengths[start : start + _SCAN_CHUNK].astype(np.int64) * itemsize
+        starts = np.cumsum(chunk) - chunk + expected
+        if not np.array_equal(pointers[start : start + _SCAN_CHUNK], starts):
+            return False
+        expected = int(starts[-1] + chunk[-1])
+    return True
+
+
+def _non_decreasing(values) -> bool:
+    return all(
+        not np.any(np.diff(values[start : start + _SCAN_CHUNK + 1]) < 0) for start in range(0, len(values), _SCAN_CHUNK)
+    )
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
 
 
 class IndexedDatasetWriter:

@@ -9,9 +9,8 @@ import unicodedata
 import pytest
 
 from megatron_ipt import _native
-from megatron_ipt.data import bytelevel
-from megatron_ipt.data.tokenizer import TokenizerSpec, build_tokenizer
-from tests.data.test_native_tokenizer import ADVERSARIAL
+from megatron_ipt.tokenizers import TokenizerSpec, build_tokenizer, bytelevel
+from tests.tokenizers.test_sentencepiece import ADVERSARIAL
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -173,7 +172,7 @@ def test_unsupported_tokenizer_json_falls_back_and_says_so(tmp_path, real_texts,
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # a prefix space: not implemented natively
     tok.train_from_iterator(real_texts[:100], trainers.BpeTrainer(vocab_size=800, show_progress=False))
     tok.save(str(tmp_path / "tokenizer.json"))
-    with caplog.at_level(logging.WARNING, logger="megatron_ipt.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="megatron_ipt.tokenizers"):
         tokenizer = build_tokenizer("HuggingFaceTokenizer", str(tmp_path))
     assert not tokenizer.native and "native encoder not used" in caplog.text
     assert tokenizer.encode_batch(real_texts[:20]) == [e.ids for e in tok.encode_batch(real_texts[:20])]
@@ -278,7 +277,7 @@ def test_gpt2_style_tokenizer_json_is_native_and_exact(tmp_path, real_texts, ign
     assert bool(missing) == (not full_alphabet)  # the case SmolLM2's vocabulary is in
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
     library = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    with caplog.at_level(logging.WARNING, logger="megatron_ipt.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="megatron_ipt.tokenizers"):
         tokenizer = build_tokenizer("HuggingFaceTokenizer", str(tmp_path))
     assert tokenizer.native and "native encoder not used" not in caplog.text
     texts = real_texts + ADVERSARIAL + CONTRACTIONS + GPT2_TRICKY + fuzz_texts(13, 2000)
