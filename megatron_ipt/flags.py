@@ -16,7 +16,9 @@ the dataclass back from the parsed namespace. Adding a flag to a tool is then on
 The flag is `--` plus the field name with `_` as `-` unless `flags=` names it (Megatron-LM spellings, aliases). Types
 come from the annotation: `bool` is a switch (`store_true`, or `store_false` when the default is True and `flags=`
 names the negative spelling), `Optional[X]` is X with None as default, `Tuple[X, ...]`/`List[X]` take `nargs`.
-Fields without `flag(...)` metadata are not flags (derived values, internal state).
+`group=` puts the flag in the parser's argument group of that title (made on first use), so one dataclass can
+spread its flags over the sections of a tool's --help. Fields without `flag(...)` metadata are not flags (derived
+values, internal state).
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ def flag(
     type: Any = None,  # noqa: A002 - argparse's own name for it
     action: str | None = None,
     default_factory: Any = _NO_DEFAULT,
+    group: str | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring). `type` overrides the
-    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool."""
+    annotation's conversion (e.g. a parser of `1,2,3`, which then reads one argument even for a sequence field);
+    `action` overrides the switch action of a bool; `group` names the argument group the flag is listed in."""
     spec = dict(
+        group=group,
         help=help,
         flags=tuple(flags),
         required=required,
@@ -91,14 +96,24 @@ def _default_of(field: dataclasses.Field) -> Any:
     return None
 
 
+def _group(parser, title):
+    """The argument group of `parser` titled `title`, made if there is none yet (argparse keeps its groups in
+    `_action_groups` and offers no lookup)."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
 def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
     """Declare every flag field of dataclass `cls` (but those named in `exclude`) on `parser` (a parser or an
-    argument group). The dest of each flag is its field's name."""
+    argument group; a field's `group=` needs a parser). The dest of each flag is its field's name."""
     hints = typing.get_type_hints(cls)
     for field in flag_fields(cls):
         if field.name in exclude:
             continue
         spec = field.metadata[_KEY]
+        target = _group(parser, spec["group"]) if spec.get("group") else parser
         names = spec["flags"] or ("--" + field.name.replace("_", "-"),)
         kind, _optional, sequence = _unwrap(hints[field.name])
         kwargs: dict = dict(dest=field.name, help=spec["help"])
@@ -112,12 +127,14 @@ def add_flags(parser, cls, exclude: Sequence[str] = ()) -> None:
             if spec["action"]:
                 kwargs["action"] = spec["action"]
             kwargs["type"] = spec["type"] or kind
-            if sequence or spec["nargs"] is not None:
+            # a sequence takes several arguments, unless its own `type` parses one (e.g. "a,b") or it is appended
+            several = sequence and spec["type"] is None and spec["action"] != "append"
+            if several or spec["nargs"] is not None:
                 kwargs["nargs"] = spec["nargs"] or "+"
             for key in ("choices", "metavar"):
                 if spec[key] is not None:
                     kwargs[key] = spec[key]
-        parser.add_argument(*names, **kwargs)
+        target.add_argument(*names, **kwargs)
 
 
 def config_from_args(cls, args: argparse.Namespace, **overrides: Any):

@@ -78,3 +78,22 @@ def test_only_flag_fields_become_flags_and_exclude_skips():
 def test_a_flag_needs_a_default_or_required():
     with pytest.raises(TypeError):
         flag(help="no default")
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    keys: Tuple[str, ...] = flag(
+        ("id", "source"), help="comma-separated", type=lambda s: tuple(k for k in s.split(",") if k), group="io"
+    )
+    urls: Optional[Tuple[str, ...]] = flag(None, help="repeat", action="append", group="io")
+    rounds: int = flag(1, help="rounds", group="synthesis")
+
+
+def test_groups_and_one_argument_sequences():
+    parser = argparse.ArgumentParser()
+    add_flags(parser, _Grouped)
+    titles = [g.title for g in parser._action_groups]
+    assert titles[-2:] == ["io", "synthesis"]
+    config = config_from_args(_Grouped, parser.parse_args(["--keys", "a,,b", "--urls", "u1", "--urls", "u2"]))
+    assert config == _Grouped(keys=("a", "b"), urls=("u1", "u2"))
+    assert config_from_args(_Grouped, parser.parse_args([])) == _Grouped()
