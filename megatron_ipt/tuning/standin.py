@@ -33,7 +33,7 @@ from typing import Dict, List
 from megatron_ipt import assets
 from megatron_ipt.formats.wire import OPTIONS_MARK
 from megatron_ipt.io.atomic import write_json_atomic, write_jsonl_atomic
-from megatron_ipt.synthesis.rules import mine_pairs
+from megatron_ipt.synthesis.engines.rules import mine_pairs
 
 QA_TYPE = "stand-in: rules-mined"
 MARKER = "standin.json"

@@ -6,7 +6,7 @@ import pytest
 
 from megatron_ipt import assets
 from megatron_ipt.data.tokenizer import TokenizerSpec
-from megatron_ipt.synthesis.rules import mine_pairs
+from megatron_ipt.synthesis.engines.rules import mine_pairs
 from tests.conftest import write_jsonl
 
 
