@@ -18,8 +18,8 @@ from megatron_ipt.synthesis.engines import build_engine, engine_settings, settin
 from megatron_ipt.synthesis.manifest import OutputError, check_output_dir
 from megatron_ipt.synthesis.runner import FAILURE_RATE_EXIT, Progress, failure_rate_error, format_summary, run
 
-# The engines whose flags are listed, in --help's order (the rules engine has none of its own).
-FLAGGED_ENGINES = ("vllm", "openai", "hf")
+# Every engine, in the order --help lists their flag groups (the rules engine has no flags of its own).
+HELP_ORDER = ("vllm", "openai", "hf", "rules")
 
 
 def build_parser():
@@ -34,7 +34,7 @@ def build_parser():
         "--tokenizer is the same flag",
         model_aliases=("--tokenizer",),
     )
-    for name in FLAGGED_ENGINES:
+    for name in HELP_ORDER:
         add_flags(ap, settings_class(name))
     return ap
 

@@ -7,7 +7,7 @@ import pytest
 from megatron_ipt.flags import config_from_args
 from megatron_ipt.synthesis.config import SynthesisConfig
 from megatron_ipt.synthesis.engines import ENGINES, build_engine, engine_settings, settings_class
-from tools.synthesize import build_parser
+from tools.synthesize import HELP_ORDER, build_parser
 
 
 def test_every_flag_is_a_field_and_parses_back_to_the_config():
@@ -28,6 +28,7 @@ def test_an_engine_takes_the_flags_it_has_a_field_for():
     assert engine_settings("hf", args)["dtype"] == "bfloat16" and "batch_size" not in engine_settings("vllm", args)
     assert set(engine_settings("rules", args)) == {"prompt_style"}  # model, lengths, sampling: not the miner's
     assert all(dataclasses.is_dataclass(settings_class(name)) for name in ENGINES)
+    assert sorted(HELP_ORDER) == sorted(ENGINES)  # every engine's flags are on the tool
 
 
 def test_out_of_range_settings_are_refused_when_the_config_is_made():
