@@ -45,6 +45,7 @@ import zlib
 
 from megatron_ipt.assets import default_corpus, opticks_paragraphs, smollm2_hf_dir
 from megatron_ipt.formats.wire import cook_context
+from megatron_ipt.synthesis.config import SynthesisConfig
 from megatron_ipt.synthesis.engines import build_engine
 from megatron_ipt.synthesis.runner import run
 
@@ -185,7 +186,10 @@ def schedule_benchmark(opts):
             for schedule in ("pipelined", "barrier"):
                 out = os.path.join(tmp, f"{schedule}{rounds}")
                 server.prompts = []
-                _, wall[schedule] = timed(run, src, out, engine, rounds=rounds, part_size=len(texts), schedule=schedule)
+                config = SynthesisConfig(
+                    input=src, output_dir=out, rounds=rounds, part_size=len(texts), schedule=schedule
+                )
+                _, wall[schedule] = timed(run, config, engine)
                 files[schedule] = [open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))]
                 prompts = list(server.prompts)
             _, ideal = timed(engine.generate, prompts)  # the same requests at once: one continuous batch
@@ -256,17 +260,16 @@ def engine_schedule_benchmark(opts):
                     out = os.path.join(tmp, f"{schedule}{rounds}")
                     shutil.rmtree(out, ignore_errors=True)
                     engine.llm.reset_prefix_cache()
-                    s, wall = timed(
-                        run,
-                        src,
-                        out,
-                        engine,
+                    config = SynthesisConfig(
+                        input=src,
+                        output_dir=out,
                         rounds=rounds,
                         max_model_len=opts.max_model_len,
                         max_new_tokens=opts.max_new_tokens,
                         part_size=len(texts),
                         schedule=schedule,
                     )
+                    s, wall = timed(run, config, engine)
                     files[schedule] = _pairs_by_text(out)
                     if schedule not in best or wall < best[schedule][0]:
                         best[schedule] = (wall, s)
@@ -362,7 +365,8 @@ def hf_schedules(engine, texts, opts):
 
                 engine._generate_batch, out = counting, os.path.join(tmp, f"{schedule}{k}")
                 try:
-                    _, secs = timed(run, src, out, engine, schedule=schedule, **settings)
+                    config = SynthesisConfig(input=src, output_dir=out, schedule=schedule, **settings)
+                    _, secs = timed(run, config, engine)
                 finally:
                     engine._generate_batch = generate_batch
                 files[schedule] = [open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))]
@@ -416,11 +420,13 @@ def main():
         return schedule_benchmark(opts)
 
     opts.texts, opts.max_new_tokens, opts.repeats = opts.texts or 8, opts.max_new_tokens or 24, opts.repeats or 2
-    settings = dict(max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size, max_model_len=2048)
+    settings = dict(max_new_tokens=opts.max_new_tokens, max_model_len=2048)
     if opts.engine == "vllm":
         settings.update(model=opts.model or smollm2_hf_dir(), dtype="bfloat16", enforce_eager=True)
-    elif opts.model:
-        settings["model"] = opts.model
+    else:
+        settings["batch_size"] = opts.batch_size
+        if opts.model:
+            settings["model"] = opts.model
     engine, load_s = timed(build_engine, opts.engine, **settings)
     texts = [" ".join(t.split()[: opts.words]) for t in opticks_paragraphs() if len(t.split()) >= opts.words]
     texts = texts[: opts.texts]
@@ -442,17 +448,16 @@ def main():
             write_jsonl(src, texts)
             engine.generate = recording
             inside = engine.usage.seconds
-            _, secs = timed(
-                run,
-                src,
-                os.path.join(tmp, "out"),
-                engine,
+            config = SynthesisConfig(
+                input=src,
+                output_dir=os.path.join(tmp, "out"),
                 rounds=opts.rounds,
                 max_model_len=2048,
                 max_new_tokens=opts.max_new_tokens,
                 part_size=len(texts),
                 schedule="barrier",  # raw replays each round's one generate call
             )
+            _, secs = timed(run, config, engine)
             engine.generate = generate
         pipeline_runs.append(secs)
         inside_runs.append(engine.usage.seconds - inside)
@@ -493,7 +498,7 @@ def main():
         records = default_corpus()
         with open(src, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
-        s, secs = timed(run, src, os.path.join(tmp, "out"), rules, rounds=2)
+        s, secs = timed(run, SynthesisConfig(input=src, output_dir=os.path.join(tmp, "out"), rounds=2), rules)
     print(
         f"rules engine, embedded corpus ({len(records)} records, {s['pieces']} texts, --rounds 2): "
         f"{s['pieces'] / secs:,.0f} texts/s through the pipeline, {s['pieces'] / s['usage']['seconds']:,.0f} "

@@ -67,7 +67,8 @@ def flag(
     flag_default: Any = _NO_DEFAULT,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring). `type` overrides the
-    annotation's conversion (e.g. a parser of `1,2,3`); `action` overrides the switch action of a bool.
+    annotation's conversion (e.g. a parser of `1,2,3`, which then reads one argument even for a sequence field);
+    `action` overrides the switch action of a bool.
     `field_required`: the field has no default (a kw_only dataclass: code that builds the config must give it); the
     flag is still optional unless `required`, e.g. where a preset may give the value (`add_flags(...,
     as_overrides=True)`). `flag_default`: the flag's default where it differs from the field's (a tool that uses
@@ -151,7 +152,9 @@ def add_flags(parser, cls, exclude: Sequence[str] = (), as_overrides: bool = Fal
             if spec["action"]:
                 kwargs["action"] = spec["action"]
             kwargs["type"] = spec["type"] or kind
-            if sequence or spec["nargs"] is not None:
+            # a sequence takes several arguments, unless its own `type` parses one (e.g. "a,b") or it is appended
+            several = sequence and spec["type"] is None and spec["action"] != "append"
+            if several or spec["nargs"] is not None:
                 kwargs["nargs"] = spec["nargs"] or "+"
             for key in ("choices", "metavar"):
                 if spec[key] is not None:

@@ -138,3 +138,24 @@ def test_in_help_order_lists_flags_group_by_group(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args([])
     assert "the following arguments are required: --a, --c" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class _OneArgumentSequences:
+    keys: Tuple[str, ...] = flag(
+        ("id", "source"), help="comma-separated", type=lambda s: tuple(k for k in s.split(",") if k), group="io"
+    )
+    urls: Optional[Tuple[str, ...]] = flag(None, help="repeat", action="append", group="io")
+    rounds: int = flag(1, help="rounds", group="synthesis")
+
+
+def test_groups_and_one_argument_sequences():
+    parser = argparse.ArgumentParser()
+    add_flags(parser, _OneArgumentSequences)
+    titles = [g.title for g in parser._action_groups]
+    assert titles[-2:] == ["io", "synthesis"]
+    config = config_from_args(
+        _OneArgumentSequences, parser.parse_args(["--keys", "a,,b", "--urls", "u1", "--urls", "u2"])
+    )
+    assert config == _OneArgumentSequences(keys=("a", "b"), urls=("u1", "u2"))
+    assert config_from_args(_OneArgumentSequences, parser.parse_args([])) == _OneArgumentSequences()

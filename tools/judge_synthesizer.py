@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         print("error: give one or two --model, and as many distinct --name (or none)", file=sys.stderr)
         return 2
     from megatron_ipt.synthesis import judge
-    from megatron_ipt.synthesis.engines import build_engine
+    from megatron_ipt.synthesis.engines import build_engine, engine_settings
 
     bad = BadLines(skip=args.skip_bad_lines)
     try:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         return 1
     if bad.total:
         print(f"skipped {bad.total} bad row(s): " + "; ".join(bad.examples[:3]))
-    settings = {
+    flags = {
         k: getattr(args, k)
         for k in (
             "max_model_len",
@@ -123,7 +123,6 @@ def main(argv=None) -> int:
             "enforce_eager",
             "base_url",
         )
-        if getattr(args, k) is not None
     }
     gold = judge.gold_profile(rows)
     print(
@@ -134,7 +133,9 @@ def main(argv=None) -> int:
         print(f"{name}: {model}")
 
         def make_engine(max_new_tokens, model=model):
-            return build_engine(args.engine, model=model, max_new_tokens=max_new_tokens, temperature=0.0, **settings)
+            # the settings this engine has (one set of flags serves all the engines; rules takes none of them)
+            values = dict(flags, model=model, max_new_tokens=max_new_tokens, temperature=0.0)
+            return build_engine(args.engine, **engine_settings(args.engine, values))
 
         try:
             results[name] = judge.judge(

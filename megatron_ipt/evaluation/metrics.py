@@ -8,7 +8,8 @@ weighted by each class's number of golds; `grouped_weighted_f1` is AdaptLLM's He
 within each `class_id` group, then the plain mean over groups).
 
 Generation: SQuAD normalization (lower case, punctuation and English articles removed, whitespace collapsed),
-then exact match and token F1, each the best over the gold answers; `numeric_em` is ConvFinQA's (the first
+then exact match and token F1, each the best over the gold answers (shared with the synthesizer's judge:
+megatron_ipt/metrics.py); `numeric_em` is ConvFinQA's (the first
 number of the gold within 0.01 of any number in the prediction). Each is the mean of a per-item score (written
 per item with --predictions-dir).
 
@@ -21,9 +22,19 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence
+
+# The answer metrics are shared with the synthesizer's judge (megatron_ipt/synthesis/judge.py), so they live below
+# both stages; they stay reachable here under the names evaluation has always used.
+from megatron_ipt.metrics import (  # noqa: F401 - re-exported
+    exact_match,
+    exact_match_item,
+    mean,
+    normalize_answer,
+    token_f1,
+    token_f1_item,
+)
 
 CHOICE_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "grouped_weighted_f1")
 GENERATION_METRICS = ("exact_match", "token_f1", "numeric_em")
@@ -75,37 +86,6 @@ def grouped_weighted_f1(golds, preds, groups) -> float:
     return sum(weighted_f1(g, p) for g, p in by_group.values()) / len(by_group)
 
 
-def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _token_f1(gold: str, pred: str) -> float:
-    gold_tokens, pred_tokens = normalize_answer(gold).split(), normalize_answer(pred).split()
-    same = sum((Counter(gold_tokens) & Counter(pred_tokens)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def exact_match_item(golds: Sequence[str], pred: str) -> float:
-    return 100.0 * max(normalize_answer(a) == normalize_answer(pred) for a in golds)
-
-
-def token_f1_item(golds: Sequence[str], pred: str) -> float:
-    return 100.0 * max(_token_f1(a, pred) for a in golds)
-
-
-def exact_match(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
-    return mean([exact_match_item(golds, p) for golds, p in zip(answers, preds)])
-
-
-def token_f1(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
-    return mean([token_f1_item(golds, p) for golds, p in zip(answers, preds)])
-
-
 _NUMBER = re.compile(r"[-+]?\.?\d+(?:,\d\d\d)*\.?\d*(?:[eE][-+]?\d+)?%*")
 
 
@@ -129,12 +109,6 @@ def numeric_em_item(golds: Sequence[str], pred: str) -> float:
 
 def numeric_em(answers: Sequence[Sequence[str]], preds: Sequence[str]) -> float:
     return mean([numeric_em_item(golds, p) for golds, p in zip(answers, preds)])
-
-
-def mean(values: Sequence[float]) -> float:
-    """The plain mean: every task metric that is a mean over items is computed by this one function from the
-    per-item values (--predictions-dir), so the mean of the written item values is the task's metric."""
-    return sum(values) / len(values)
 
 
 def choice_scores(

@@ -15,7 +15,7 @@ Measured:
   free-form, options, CoT) of the parsed pairs;
 - response accuracy: for each gold pair, the prompt plus ``<QUE> {gold question} <ANS>`` is continued greedily; the
   answer is the text before the first ``</END>`` (or ``</s>``), scored against the gold answer by exact match and
-  token F1 (SQuAD normalization, megatron_ipt/evaluation/metrics.py).
+  token F1 (SQuAD normalization, megatron_ipt/metrics.py, as evaluation scores generation tasks).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from collections import Counter
 from typing import Callable, Dict, List, Sequence
 
-from megatron_ipt.evaluation.metrics import exact_match, token_f1
 from megatron_ipt.formats.wire import ANS, END, EOS, QUE, cook_context, cook_example, pair_type, parse_pred
+from megatron_ipt.metrics import exact_match, token_f1
 
 SETTINGS = ("zero-shot", "few-shot")
 PAIR_TYPES = ("free-form", "options", "cot")

@@ -6,34 +6,20 @@ which yields zero pairs and no chain link (the released code crashes there inste
 
 ``count_tokens(prompt)`` measures a prompt for the length guard: the engine's real tokenizer when it has one,
 otherwise the paper's estimate, whitespace words x 1.5, with long runs without spaces counted by bytes
-(``words_x15``).
+(``engines.base.words_x15``).
 """
 
 import asyncio
 import heapq
 import math
-import re
 from dataclasses import dataclass
 from typing import List, Optional
 
 from megatron_ipt.formats.records import ENTRY_KEYS, Collection, Entry
 from megatron_ipt.formats.wire import cook_context, cook_example, parse_pred
 
-# A run of more than this many characters without a space is no ordinary word (a URL, a table rule, base64,
-# text in a script written without spaces); words x 1.5 would count a 50 MB one as 1.5 tokens.
-LONG_RUN = 32
-_LONG_RUN = re.compile(f"[^ ]{{{LONG_RUN + 1},}}")
-
-
-def words_x15(text: str) -> float:
-    """The paper's cheap token estimate, whitespace words x 1.5, except that a run of more than LONG_RUN
-    characters without a space counts as its UTF-8 bytes: a conservative bound, since byte-level BPE and
-    SentencePiece with byte fallback never make more tokens than bytes. Ordinary text (no such run) is
-    counted exactly as the paper does."""
-    n = (text.count(" ") + 1) * 1.5
-    for m in _LONG_RUN.finditer(text):
-        n += len(m.group().encode("utf-8", "surrogatepass")) - 1.5
-    return n
+from .engines.base import words_x15
+from .engines.batching import DEFAULT_MAX_IN_FLIGHT, BatchingAdapter
 
 
 def demonstration(chain) -> str:
@@ -117,7 +103,6 @@ class PartResult:
 
 
 SCHEDULES = ("pipelined", "barrier")
-DEFAULT_MAX_IN_FLIGHT = 256  # generations asked and not yet answered, for engines that do not set their own
 
 
 def synthesize_part(
@@ -311,65 +296,6 @@ class _Gate:
                 turn.set_result(None)
                 return
         self.free += 1
-
-
-class BatchingAdapter:
-    """``agenerate(prompt)`` over a batch ``generate(prompts)`` (engines without their own async path: rules,
-    hf, vllm offline). The prompts asked wait in a pool; each step first lets every chain that is ready (just
-    answered, or just let through the gate) ask, then takes one batch from the pool, runs it and answers its
-    prompts, so a chain's next round joins the pool as soon as its last generation is back.
-
-    Without ``batch_size`` a batch is the whole pool, in arrival order. With it (hf: static batches), a batch is
-    the ``batch_size`` pooled prompts with the largest ``size`` (token length: less padding), ties by arrival;
-    the batches stay full while the pool holds enough prompts. The batch call runs on the event loop's thread
-    (blocking it), as the engine's own code expects; nothing depends on timing, so the batches a run makes are
-    a function of its inputs."""
-
-    def __init__(self, generate, batch_size=None, size=None):
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"--batch-size {batch_size}: expected at least 1")
-        self.generate, self.batch_size, self.size = generate, batch_size, size
-        self.pool, self.arrivals, self.draining = [], 0, False  # pool: heap of (-size, arrival, prompt, answer)
-
-    async def agenerate(self, prompt):
-        answer = asyncio.get_running_loop().create_future()
-        heapq.heappush(self.pool, (-self.size(prompt) if self.size else 0, self.arrivals, prompt, answer))
-        self.arrivals += 1
-        if not self.draining:
-            self.draining = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return await answer
-
-    async def _drain(self):
-        try:
-            while self.pool:
-                # Let every chain that is ready ask first, so the batch is as full as the in-flight bound allows.
-                seen = -1
-                while seen != self.arrivals:
-                    seen = self.arrivals
-                    for _ in range(3):
-                        await asyncio.sleep(0)
-                batch = []
-                while self.pool and (self.batch_size is None or len(batch) < self.batch_size):
-                    entry = heapq.heappop(self.pool)
-                    if not entry[3].done():  # a cancelled chain's prompt is dropped
-                        batch.append(entry)
-                if not batch:
-                    break
-                try:
-                    outs = list(self.generate([p for _, _, p, _ in batch]))
-                    if len(outs) != len(batch):
-                        raise RuntimeError(f"engine returned {len(outs)} generations for {len(batch)} prompts")
-                except BaseException as e:
-                    for *_, answer in batch:
-                        if not answer.done():  # a cancelled chain's answer is done already
-                            answer.set_exception(e)
-                    raise
-                for (*_, answer), out in zip(batch, outs):
-                    if not answer.done():
-                        answer.set_result(out)
-        finally:
-            self.draining = False
 
 
 def synthesize_rounds(

@@ -10,27 +10,24 @@ file + rename.
 Every entry also carries the input record's ``carry_keys`` (default ``id``, ``source``) and, for a split
 text, ``piece``/``pieces``.
 
-``manifest-shard{S:05d}.json`` records the layout (input content hash, settings, parts, each with the hash of the
-input up to its last text) and is rewritten as parts start and finish; ``resume`` skips finished parts and
-refuses a changed input (checked part by part as it is streamed) or changed settings, so a killed run continues
-without duplicating or losing texts.
+``manifest-shard{S:05d}.json`` (manifest.py) records the layout and every part, so that ``--resume`` skips the
+finished parts, retries the failed texts, and refuses a changed input or changed settings.
 """
 
 import hashlib
 import itertools
 import json
-import os
-import re
 import sys
 import threading
 import time
 from collections import Counter
 
 from megatron_ipt.formats.wire import pair_type
-from megatron_ipt.io.atomic import write_atomic
-from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines, open_binary
+from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, parse_line, string_field
 
+from .config import SynthesisConfig
+from .manifest import Manifest, check_output_dir
 from .rounds import entry_sources, split_long_text, synthesize_part
 
 
@@ -107,18 +104,6 @@ class ShardStream:
         }
 
 
-def hash_input(files):
-    """The sha256 ``ShardStream`` computes for the whole input, read in blocks (no parsing): for manifests of a
-    version that recorded only the whole input's hash, checked before a resumed run skips anything."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(b"\0file\0")
-        with open_binary(path) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _text_and_carried(record, text_key, carry_keys):
     if not isinstance(record, dict):
         raise LineError("not a JSON object", f"got {json_type(record)}")
@@ -139,90 +124,7 @@ def collection_stats(cols):
     return stats
 
 
-# Why 5 %: a healthy run fails almost never (greedy decoding of prompts cut to fit; a server's transient errors
-# are retried), so a rate this high means something systematic: a server down or overloaded past its retries,
-# the wrong model, prompts the server refuses. Each failed text also loses its place as a demonstration in the
-# next round. Below it the run finishes and --resume retries the recorded failures; above it the run stops
-# after the part where the rate was passed, instead of spending hours writing parts without pairs.
-DEFAULT_MAX_FAILURE_RATE = 0.05
 FAILURE_RATE_EXIT = 3  # tools/synthesize.py's exit status when the run stopped for --max-failure-rate
-
-
-class OutputError(Exception):
-    """An output that cannot be written; the message names the path and the system's reason."""
-
-
-def _reason(e: OSError) -> str:
-    return e.strerror or str(e)
-
-
-def check_output_dir(path):
-    """Raise OutputError naming ``path`` when the run could not write there, before any work (a model load, the
-    input read). An existing directory gets a probe file written and removed (catches read-only mounts and
-    permissions alike); a missing one needs its nearest existing ancestor to be a writable directory."""
-    if os.path.isdir(path):
-        probe = os.path.join(path, f".synthesize-write-check-{os.getpid()}")
-        try:
-            write_atomic(probe, "")
-            os.remove(probe)
-        except OSError as e:
-            raise OutputError(f"--output-dir {path}: cannot write there ({_reason(e)})") from None
-        return
-    if os.path.lexists(path):
-        raise OutputError(f"--output-dir {path}: exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OutputError(f"--output-dir {path}: cannot create it, {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"--output-dir {path}: cannot create it, {parent} is not writable")
-
-
-def _write(path, content, what):
-    """``write_atomic`` with a failure (disk full, read-only, quota) told as one line naming the path."""
-    try:
-        write_atomic(path, content)
-    except OSError as e:
-        raise OutputError(
-            f"{path}: cannot write {what} ({_reason(e)}); it is not taken as written: make room and rerun with --resume"
-        ) from None
-
-
-def _sha256(lines):
-    digest = hashlib.sha256()
-    for line in lines:
-        digest.update(line.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _record_of(part, path):
-    """What the manifest knows of the existing part file ``path``: ``{"stats", "failed", "sha256"}``, or None
-    when no record describes the file's content (the run was killed after writing the file and before the
-    manifest said so; the part is then made again, so the counts stay exact).
-
-    A part is written in two steps: its record goes into the manifest as ``pending`` (with the sha256 of the
-    content), then the file is renamed in, then the record becomes the part's own. Whichever step a kill
-    interrupts, the file on disk matches either the pending record or the previous one."""
-    if not part:
-        return None
-    pending = part.get("pending")
-    if "sha256" not in part and not pending:  # a manifest of a version without checksums: trust it as it was
-        return {"stats": part.get("stats", {}), "failed": []} if part.get("done") else None
-    digest = _sha256_file(path)
-    if pending and pending.get("sha256") == digest:
-        return dict(pending)
-    if part.get("done") and part.get("sha256") == digest:
-        return {k: part[k] for k in ("stats", "failed", "sha256") if k in part}
-    return None
 
 
 def _no_generation(prompts):
@@ -252,178 +154,98 @@ def _earlier_results(path, texts, extras, failed, synth):
     return {j: (replay.prompts[j], pairs) for j, (_, pairs) in known.items() if pairs is not None}
 
 
-def run(
-    input_spec,
-    output_dir,
-    engine,
-    rounds=1,
-    text_key="text",
-    max_model_len=4096,
-    max_new_tokens=400,
-    num_shards=1,
-    shard_index=0,
-    part_size=1000,
-    resume=False,
-    skip_bad_lines=False,
-    carry_keys=("id", "source"),
-    progress=None,
-    max_failure_rate=DEFAULT_MAX_FAILURE_RATE,
-    schedule="pipelined",
-    max_in_flight=None,
-):
-    """Synthesize this shard; returns the summary dict (see ``format_summary``).
+def run(config: SynthesisConfig, engine, progress=None):
+    """Synthesize this shard (``config``) with ``engine``; returns the summary dict (see ``format_summary``).
 
-    Failed generations are recorded per part (``failed``: text indices in the part) and ``resume`` retries
-    them. The run stops after a part when more than ``max_failure_rate`` of this run's generations failed
+    Failed generations are recorded per part (``failed``: text indices in the part) and ``config.resume`` retries
+    them. The run stops after a part when more than ``config.max_failure_rate`` of this run's generations failed
     (``summary["stopped"]``). ``progress(total)`` (optional) returns an object with ``update(n)`` and
     ``close()``; it is told about every text as its generation finishes (and about the texts kept from an
-    earlier run). ``schedule``/``max_in_flight``: how each part's rounds are scheduled
+    earlier run). ``config.schedule``/``max_in_flight``: how each part's rounds are scheduled
     (rounds.synthesize_part); the files do not depend on them."""
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index {shard_index} not in [0, {num_shards})")
-    if rounds < 1 or part_size < 1:
-        raise ValueError("--rounds and --part-size must be at least 1")
-    if not 0 <= max_failure_rate <= 1:
-        raise ValueError(f"--max-failure-rate {max_failure_rate}: expected a fraction in [0, 1]")
+    c = config
     start = time.perf_counter()
-    check_output_dir(output_dir)
+    check_output_dir(c.output_dir)
     stream = ShardStream(
-        input_spec,
-        lambda text: split_long_text(text, max_model_len, max_new_tokens, engine.count_tokens),
-        text_key,
-        carry_keys,
-        num_shards,
-        shard_index,
-        skip_bad_lines,
+        c.input,
+        lambda text: split_long_text(text, c.max_model_len, c.max_new_tokens, engine.count_tokens),
+        c.text_key,
+        c.carry_keys,
+        c.num_shards,
+        c.shard_index,
+        c.skip_bad_lines,
     )
-    first = [stream.take(part_size)]  # a bad line in the first part stops the run before anything is written
+    first = [stream.take(c.part_size)]  # a bad line in the first part stops the run before anything is written
     # Anything that changes which text lands in which part, or how pairs are made, must not change on resume.
     # The input's hash and counts are known once the stream has read it all (None until then); each part also
     # records the hash of the input up to its last text, so a resumed run checks the input part by part as it
     # streams it, and never skips a part made of other texts.
     layout = {
-        "input": input_spec,
+        "input": c.input,
         "input_sha256": None,
-        "text_key": text_key,
-        "skip_bad_lines": skip_bad_lines,
-        "rounds": rounds,
-        "num_shards": num_shards,
-        "shard_index": shard_index,
-        "part_size": part_size,
-        "max_model_len": max_model_len,
-        "max_new_tokens": max_new_tokens,
+        "text_key": c.text_key,
+        "skip_bad_lines": c.skip_bad_lines,
+        "rounds": c.rounds,
+        "num_shards": c.num_shards,
+        "shard_index": c.shard_index,
+        "part_size": c.part_size,
+        "max_model_len": c.max_model_len,
+        "max_new_tokens": c.max_new_tokens,
         "records": None,
         "texts": None,
         **engine.describe(),
     }
-    from_input = ("input_sha256", "records", "texts")
-    manifest_path = os.path.join(output_dir, f"manifest-shard{shard_index:05d}.json")
-
-    def changed(diff):
-        return ValueError(
-            f"{manifest_path}: --resume with different input or settings (the input changed); (old, new): {diff}"
-        )
-
-    old = {}
-    if os.path.exists(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            old = json.load(f)
-        if resume:
-            diff = {k: (old.get(k), v) for k, v in layout.items() if k not in from_input and old.get(k) != v}
-            if diff:
-                raise ValueError(f"{manifest_path}: --resume with different input or settings; (old, new): {diff}")
-            if old.get("input_sha256") and any("input_sha256" not in q for q in old.get("parts", [])):
-                whole = hash_input(stream.files)  # an earlier version's manifest: only the whole input is known
-                if whole != old["input_sha256"]:
-                    raise changed({"input_sha256": (old["input_sha256"], whole)})
-            layout.update({k: old.get(k) for k in from_input})
-    if not resume and os.path.isdir(output_dir):
-        mine = re.compile(rf"shard{shard_index:05d}-part\d+\.jsonl")
-        existing = sorted(f for f in os.listdir(output_dir) if mine.fullmatch(f))
-        if existing:
-            raise FileExistsError(f"{os.path.join(output_dir, existing[0])} exists; pass --resume to continue a run")
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"--output-dir {output_dir}: cannot create it ({_reason(e)})") from None
-    # On resume, every record of the earlier run is kept until its part is looked at: a kill must not lose one.
-    parts = [dict(q) for q in old.get("parts", [])] if resume else []
-
-    def save_manifest(complete):
-        manifest = dict(layout, parts=parts, complete=complete)
-        _write(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "the manifest")
+    manifest = Manifest(c.output_dir, c.shard_index, layout, c.resume, stream.files)
 
     def chunks():  # one part's texts at a time: the caller drops each before the next is read
         chunk = first.pop()
         while chunk[0]:
             yield chunk
-            chunk = stream.take(part_size)
+            chunk = stream.take(c.part_size)
 
     synth = dict(
-        rounds=rounds, max_model_len=max_model_len, max_new_tokens=max_new_tokens, count_tokens=engine.count_tokens
+        rounds=c.rounds,
+        max_model_len=c.max_model_len,
+        max_new_tokens=c.max_new_tokens,
+        count_tokens=engine.count_tokens,
     )
-    if not (resume and old):  # a resumed run keeps the earlier manifest until it has something to add
-        save_manifest(False)
     stats, before = Counter(), Counter()
     stopped = None
-    expected = -(-layout["texts"] // part_size) if layout["texts"] is not None else None  # known on resume
     usage_before = engine.usage.as_dict()
-    bar = progress(layout["texts"]) if progress else None  # the total is known on resume only
+    bar = progress(manifest.layout["texts"]) if progress else None  # the total is known on resume only
     engine.on_progress = bar.update if bar else None
     try:
         for p, (part_texts, part_extras) in enumerate(chunks()):
-            read = stream.sha256()  # the input up to this part's last text
-            if expected is not None and p >= expected:  # the earlier run read all the input: it had fewer texts
-                raise changed({"texts": (layout["texts"], f"more than {p * part_size}")})
-            if p < len(parts):
-                part = parts[p]
-                if part.get("input_sha256", read) != read:
-                    raise changed({f"input_sha256 up to part {p}": (part["input_sha256"], read)})
-            else:
-                part = {}
-                parts.append(part)
-            fresh = "file" not in part
-            part.update(file=f"shard{shard_index:05d}-part{p:05d}.jsonl", texts=len(part_texts), input_sha256=read)
-            if fresh:
-                save_manifest(False)  # the part is known from here on, with the input it is made of
-            path = os.path.join(output_dir, part["file"])
+            part = manifest.part(p, len(part_texts), stream.sha256())  # the input up to this part's last text
             earlier, retried = None, 0
-            record = _record_of(part, path) if os.path.exists(path) else None
+            record = manifest.record(part)
             if record is not None and not record.get("failed"):
-                part.update(record, done=True)
-                part.pop("pending", None)
+                manifest.keep(part, record)
                 stats["skipped_texts"] += part["texts"]
                 before.update(part.get("stats", {}))
                 if bar:
                     bar.update(part["texts"])
                 continue
             if record is not None:  # retry the texts whose generation failed, keep the others' pairs
-                earlier = _earlier_results(path, part_texts, part_extras, record["failed"], synth)
+                earlier = _earlier_results(manifest.file(part), part_texts, part_extras, record["failed"], synth)
                 retried = len(record["failed"]) if earlier is not None else 0
-            if earlier is None:  # made from scratch: whatever an earlier run recorded does not describe it
-                for key in ("done", "stats", "failed", "sha256", "pending"):
-                    part.pop(key, None)
+            if earlier is None:
+                manifest.forget(part)
             result = synthesize_part(
                 part_texts,
                 engine,
                 extras=part_extras,
                 earlier=earlier,
-                schedule=schedule,
-                max_in_flight=max_in_flight,
+                schedule=c.resolved_schedule,
+                max_in_flight=c.max_in_flight,
                 **synth,
             )
             kept = len(part_texts) - result.generated
             if bar and kept:
                 bar.update(kept)
-            lines = [json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in result.collections]
+            lines = [json.dumps(col.to_json(), ensure_ascii=False) + "\n" for col in result.collections]
             part_stats = collection_stats(result.collections) + Counter(failures=len(result.failed))
-            written = {"stats": dict(part_stats), "failed": result.failed, "sha256": _sha256(lines)}
-            part["pending"] = written
-            save_manifest(False)
-            _write(path, lines, "a part")
-            del part["pending"]
-            part.update(written, done=True)
-            save_manifest(False)
+            manifest.write(part, lines, part_stats, result.failed)
             stats.update(
                 texts=result.generated,
                 skipped_texts=kept,
@@ -432,7 +254,7 @@ def run(
                 demonstration_prompts=result.demonstrations,
                 prefix_extending=result.extending,
             )
-            if stats["texts"] and stats["failures"] > max_failure_rate * stats["texts"]:
+            if stats["texts"] and stats["failures"] > c.max_failure_rate * stats["texts"]:
                 stopped = p
                 break
     finally:
@@ -440,19 +262,7 @@ def run(
         if bar:
             bar.close()
     stream.drain()  # a stopped run still counts the rest (no text kept), so its summary and manifest are whole
-    made = -(-stream.pieces // part_size)  # the parts this input has
-    new = {"input_sha256": stream.sha256(), "records": stream.in_shard, "texts": stream.pieces}
-    diff = {k: (layout[k], v) for k, v in new.items() if layout[k] not in (None, v)}
-    if len(parts) > made:  # an earlier run (killed before it read all the input) had parts beyond its end
-        diff["parts"] = (len(parts), made)
-    if resume and diff:
-        raise changed(diff)
-    layout.update(new)
-    save_manifest(all(part.get("done") for part in parts) and len(parts) == made)
-    files = Counter()
-    for part in parts:
-        if part.get("done"):
-            files.update(part.get("stats", {}), texts=part["texts"], parts=1)
+    made = manifest.finish(stream.sha256(), stream.in_shard, stream.pieces)
     usage = {k: v - usage_before[k] for k, v in engine.usage.as_dict().items()}
     return dict(
         stats,
@@ -460,10 +270,10 @@ def run(
         records_in_shard=stream.in_shard,
         pieces=stream.pieces,
         parts=made,
-        written=dict(files),
+        written=dict(manifest.written()),
         usage=usage,
         done_before=dict(before),
-        max_failure_rate=max_failure_rate,
+        max_failure_rate=c.max_failure_rate,
         stopped=stopped,
         seconds=time.perf_counter() - start,
         engine=engine.describe(),

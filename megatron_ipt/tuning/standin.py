@@ -4,7 +4,7 @@ The real collection (``instruction-pretrain/ft-instruction-synthesizer-collectio
 datasets with human-written pairs) cannot be downloaded here. This builds a small one in the same layout from text
 we have: the embedded corpus (megatron_ipt/assets.py: CPython's pydoc topics and Newton's Opticks, what
 ``make quickstart`` uses), cut into pieces of at most ``max_words`` words, with pairs mined by the rules engine
-(megatron_ipt/synthesis/rules.py; its options are shuffled here, seeded, since the miner lists the gold first).
+(megatron_ipt/synthesis/engines/rules.py; its options are shuffled here, seeded, since the miner lists the gold first).
 Its pairs are therefore rule-made and its "datasets" are the corpus' sources; it exercises the layout, the
 sampling, the packing and the training, and says nothing about the quality of a synthesizer tuned on the real data.
 
@@ -33,7 +33,7 @@ from typing import Dict, List
 from megatron_ipt import assets
 from megatron_ipt.formats.wire import OPTIONS_MARK
 from megatron_ipt.io.atomic import write_json_atomic, write_jsonl_atomic
-from megatron_ipt.synthesis.rules import mine_pairs
+from megatron_ipt.synthesis.engines.rules import mine_pairs
 
 QA_TYPE = "stand-in: rules-mined"
 MARKER = "standin.json"
@@ -180,7 +180,7 @@ README = """# STAND-IN synthesizer tuning collection (not the paper's data)
 Built by `tools/build_tuning_data.py make-standin` because the real collection
 (`instruction-pretrain/ft-instruction-synthesizer-collection`) cannot be downloaded here. Contexts are pieces of the
 embedded corpus (CPython's pydoc topics, Newton's Opticks); pairs were mined by the rules engine
-(`megatron_ipt/synthesis/rules.py`), not written by people. Same layout as the real collection
+(`megatron_ipt/synthesis/engines/rules.py`), not written by people. Same layout as the real collection
 (`<Dataset>/shard/*.jsonl`, `<Dataset>/json/{train,valid}.json`); `heldout.jsonl` holds the held-out documents'
 pieces as raw text for `tools/synthesize.py`. See `standin.json` for counts and the held-out document ids.
 """

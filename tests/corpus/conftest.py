@@ -51,7 +51,7 @@ def collections_file(real_collections, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tuning_file(tmp_path_factory):
     """Tuning-data rows ({"context", "QA_list"}) mined from other real texts than the collections'."""
-    from megatron_ipt.synthesis.rules import mine_pairs
+    from megatron_ipt.synthesis.engines.rules import mine_pairs
 
     rows = []
     for text in opticks_paragraphs()[200:260]:

@@ -4,6 +4,7 @@ import pytest
 
 from megatron_ipt.formats.records import Collection, Document, Entry, TaskItem
 from megatron_ipt.io.jsonl import LineError
+from megatron_ipt.synthesis.config import SynthesisConfig
 from megatron_ipt.synthesis.engines import build_engine
 from megatron_ipt.synthesis.runner import run
 
@@ -14,7 +15,7 @@ def test_collections_of_the_rules_engine_round_trip_byte_identical(tmp_path):
     texts = [p for p in opticks_paragraphs() if len(p.split()) > 30][:30]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t, "source": "opticks"}) + "\n" for i, t in enumerate(texts)))
-    run(str(src), str(tmp_path / "o"), build_engine("rules"), rounds=3)
+    run(SynthesisConfig(input=str(src), output_dir=str(tmp_path / "o"), rounds=3), build_engine("rules"))
     lines = (tmp_path / "o" / "shard00000-part00000.jsonl").read_text().splitlines()
     assert len(lines) == 10
     for line in lines:

@@ -140,6 +140,7 @@ def one_thread():
 def test_pipelined_refills_full_length_sorted_batches(engine, tmp_path, monkeypatch, one_thread):
     """--schedule pipelined with hf: one model batch of at most --batch-size at a time, the longest pending
     prompts, refilled between batches with the chains' next rounds; the same batches and files run to run."""
+    from megatron_ipt.synthesis.config import SynthesisConfig
     from megatron_ipt.synthesis.runner import run
 
     # 3 chains for batches of 2; the second round's texts are the longer, so their prompts are too.
@@ -162,7 +163,12 @@ def test_pipelined_refills_full_length_sorted_batches(engine, tmp_path, monkeypa
     monkeypatch.setattr(engine, "generate", recording)
     for k in range(2):
         runs.append([])
-        run(str(path), str(tmp_path / f"o{k}"), engine, rounds=2, max_new_tokens=8, schedule="pipelined")
+        run(
+            SynthesisConfig(
+                input=str(path), output_dir=str(tmp_path / f"o{k}"), rounds=2, max_new_tokens=8, schedule="pipelined"
+            ),
+            engine,
+        )
     calls = runs[0]
     assert [list(c) for c in calls] == [list(c) for c in runs[1]]  # same batches, in the same order
     files = [(tmp_path / f"o{k}" / "shard00000-part00000.jsonl").read_bytes() for k in range(2)]

@@ -68,7 +68,8 @@ def test_leftover_chains_are_kept():
 
 
 def test_split_long_text_fits_and_preserves_words():
-    from megatron_ipt.synthesis.rounds import split_long_text, words_x15
+    from megatron_ipt.synthesis.engines.base import words_x15
+    from megatron_ipt.synthesis.rounds import split_long_text
 
     text = " ".join(f"w{i}" for i in range(300))
     pieces = split_long_text(text, max_model_len=120, max_new_tokens=20)

@@ -11,8 +11,9 @@ import pytest
 
 from megatron_ipt.assets import opticks_paragraphs
 from megatron_ipt.io.inputs import InputError
+from megatron_ipt.synthesis.config import SynthesisConfig
 from megatron_ipt.synthesis.engines import build_engine
-from megatron_ipt.synthesis.rules import RulesEngine
+from megatron_ipt.synthesis.engines.rules import RulesEngine
 from megatron_ipt.synthesis.runner import format_summary, run
 from tools.synthesize import main
 
@@ -58,16 +59,18 @@ def test_resume_after_kill_no_duplicates_no_loss(corpus, tmp_path):
     eng = build_engine("rules")
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run(str(path), str(out), Dying(die_at=5), rounds=2, part_size=20)  # dies in part 3 (2 rounds a part)
+        run(
+            SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20), Dying(die_at=5)
+        )  # dies in part 3 (2 rounds a part)
     assert len(contexts(out)) == 40 and not [f for f in os.listdir(out) if f.endswith(".tmp")]
     manifest = json.load(open(out / "manifest-shard00000.json"))
     assert manifest["complete"] is False and [p.get("done", False) for p in manifest["parts"]] == [True, True, False]
     with pytest.raises(FileExistsError, match="--resume"):
-        run(str(path), str(out), eng, rounds=2, part_size=20)
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20), eng)
     assert json.load(open(out / "manifest-shard00000.json")) == manifest  # a refused run leaves it alone
     with pytest.raises(ValueError, match="different input or settings"):
-        run(str(path), str(out), eng, rounds=2, part_size=10, resume=True)
-    s = run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=10, resume=True), eng)
+    s = run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20, resume=True), eng)
     assert s["skipped_texts"] == 40 and s["texts"] == 10
     assert sorted(contexts(out)) == sorted(texts)
     manifest = json.load(open(out / "manifest-shard00000.json"))
@@ -78,12 +81,15 @@ def test_resume_refuses_changed_input(corpus, tmp_path):
     path, texts = corpus
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run(str(path), str(out), Dying(die_at=3), rounds=2, part_size=20)
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20), Dying(die_at=3))
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = json.dumps({"id": 3, "text": "An edited text of the same length in records."}) + "\n"
     path.write_text("".join(lines))
     with pytest.raises(ValueError, match="the input changed"):
-        run(str(path), str(out), build_engine("rules"), rounds=2, part_size=20, resume=True)
+        run(
+            SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20, resume=True),
+            build_engine("rules"),
+        )
 
 
 def test_shards_partition_input_and_carry_ids(corpus, tmp_path, capsys):
@@ -122,7 +128,7 @@ def test_shards_partition_input_and_carry_ids(corpus, tmp_path, capsys):
 def test_collections_keep_the_reference_structure(corpus, tmp_path):
     path, _ = corpus
     out = tmp_path / "o"
-    run(str(path), str(out), build_engine("rules"), rounds=2)
+    run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2), build_engine("rules"))
     for line in open(out / "shard00000-part00000.jsonl"):
         chain = json.loads(line)
         assert isinstance(chain, list) and chain
@@ -148,9 +154,9 @@ def test_bad_lines_error_or_skip_and_count(tmp_path):
             + "\n"
         )
     with pytest.raises(InputError, match=r"bad.jsonl.gz:3: malformed JSON"):
-        run(str(p), str(tmp_path / "o"), build_engine("rules"))
+        run(SynthesisConfig(input=str(p), output_dir=str(tmp_path / "o")), build_engine("rules"))
     assert not os.path.exists(tmp_path / "o")
-    s = run(str(p), str(tmp_path / "o"), build_engine("rules"), skip_bad_lines=True)
+    s = run(SynthesisConfig(input=str(p), output_dir=str(tmp_path / "o"), skip_bad_lines=True), build_engine("rules"))
     assert s["texts"] == 1 and s["blank_lines"] == 1
     assert s["skipped_lines"] == {
         "malformed JSON": 1,
@@ -177,7 +183,9 @@ def test_long_text_split_pieces_carry_their_record(tmp_path):
     p = tmp_path / "long.jsonl"
     p.write_text(json.dumps({"id": "doc-7", "text": words}) + "\n")
     out = tmp_path / "o"
-    s = run(str(p), str(out), build_engine("rules"), max_model_len=512, max_new_tokens=112)
+    s = run(
+        SynthesisConfig(input=str(p), output_dir=str(out), max_model_len=512, max_new_tokens=112), build_engine("rules")
+    )
     got = entries(out)
     assert s["pieces"] == len(got) > 1
     assert [e["piece"] for e in got] == list(range(len(got))) and {e["pieces"] for e in got} == {len(got)}
@@ -198,7 +206,11 @@ def test_progress_counts_every_text(corpus, tmp_path):
         def close(self):
             seen.append("closed")
 
-    run(str(path), str(tmp_path / "o"), build_engine("rules"), rounds=2, part_size=20, progress=Bar)
+    run(
+        SynthesisConfig(input=str(path), output_dir=str(tmp_path / "o"), rounds=2, part_size=20),
+        build_engine("rules"),
+        progress=Bar,
+    )
     assert seen[0] == ("total", None) and seen[-1] == "closed"  # streamed: the total is not known up front
     assert sum(seen[1:-1]) == 50 and len(seen[1:-1]) == 6  # 3 parts x 2 rounds
 
@@ -327,7 +339,8 @@ def test_long_text_without_spaces_is_split_in_linear_time(tmp_path):
     prompts that fit; and the split counts each character a bounded number of times, never the rest of the text
     per piece (that was quadratic: 1, 2, 4 MB took 2.3, 6.5, 28 s)."""
     from megatron_ipt.formats.wire import cook_context
-    from megatron_ipt.synthesis.rounds import split_long_text, words_x15
+    from megatron_ipt.synthesis.engines.base import words_x15
+    from megatron_ipt.synthesis.rounds import split_long_text
 
     counted = []
 
@@ -350,7 +363,7 @@ def test_long_text_without_spaces_is_split_in_linear_time(tmp_path):
 
 
 def test_words_x15_counts_ordinary_text_as_the_paper_does():
-    from megatron_ipt.synthesis.rounds import words_x15
+    from megatron_ipt.synthesis.engines.base import words_x15
 
     for text in opticks_paragraphs()[:100]:
         if max(len(w) for w in text.split(" ")) <= 32:
@@ -382,7 +395,12 @@ def test_a_shard_is_streamed_one_part_at_a_time(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "iter_lines", counting)
     lines_read = []
-    run(str(path), str(tmp_path / "o"), Watching(), rounds=2, part_size=5, num_shards=2, shard_index=1)
+    run(
+        SynthesisConfig(
+            input=str(path), output_dir=str(tmp_path / "o"), rounds=2, part_size=5, num_shards=2, shard_index=1
+        ),
+        Watching(),
+    )
     # part p (5 texts of shard 1 = records 1, 3, ..., 9 + 10p) is made once its last line, 10 (p + 1), is read
     assert lines_read == [10 * (p + 1) for p in range(5) for _ in range(2)]
     assert len(read) == 50
@@ -394,7 +412,7 @@ def test_resume_checks_the_input_part_by_part(corpus, tmp_path):
     path, texts = corpus
     out = tmp_path / "out"
     eng = build_engine("rules")
-    run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0)
+    run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=10, num_shards=2, shard_index=0), eng)
     kept = {f: open(out / f).read() for f in os.listdir(out)}
     original = path.read_text()
     lines = original.splitlines(keepends=True)
@@ -402,50 +420,71 @@ def test_resume_checks_the_input_part_by_part(corpus, tmp_path):
         edited = lines[:k] + [json.dumps({"id": k, "text": "An edited text."}) + "\n"] + lines[k + 1 :]
         path.write_text("".join(edited))
         with pytest.raises(ValueError, match="the input changed"):
-            run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0, resume=True)
+            run(
+                SynthesisConfig(
+                    input=str(path),
+                    output_dir=str(out),
+                    rounds=2,
+                    part_size=10,
+                    num_shards=2,
+                    shard_index=0,
+                    resume=True,
+                ),
+                eng,
+            )
         assert {f: open(out / f).read() for f in os.listdir(out)} == kept
     path.write_text(original)
-    s = run(str(path), str(out), eng, rounds=2, part_size=10, num_shards=2, shard_index=0, resume=True)
+    s = run(
+        SynthesisConfig(
+            input=str(path), output_dir=str(out), rounds=2, part_size=10, num_shards=2, shard_index=0, resume=True
+        ),
+        eng,
+    )
     assert s["skipped_texts"] == 25 and not s.get("texts")
 
 
 def test_resume_of_a_manifest_with_only_the_whole_input_hash(corpus, tmp_path):
     """Manifests written before streaming have no per-part input hash: the whole input is hashed (in blocks,
     unparsed) before anything is skipped, with the same value the stream computes."""
-    from megatron_ipt.synthesis.runner import hash_input
+    from megatron_ipt.synthesis.manifest import hash_input
 
     path, texts = corpus
     out = tmp_path / "out"
     eng = build_engine("rules")
-    run(str(path), str(out), eng, rounds=2, part_size=20)
+    run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20), eng)
     manifest_path = out / "manifest-shard00000.json"
     manifest = json.load(open(manifest_path))
     assert hash_input([str(path)]) == manifest["input_sha256"]
     for part in manifest["parts"]:
         del part["input_sha256"]
     manifest_path.write_text(json.dumps(manifest))
-    assert run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)["skipped_texts"] == 50
+    assert (
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20, resume=True), eng)[
+            "skipped_texts"
+        ]
+        == 50
+    )
     manifest_path.write_text(json.dumps(manifest))
     path.write_text(path.read_text().replace("Light", "light", 1))
     with pytest.raises(ValueError, match="the input changed"):
-        run(str(path), str(out), eng, rounds=2, part_size=20, resume=True)
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=20, resume=True), eng)
 
 
 def test_a_late_bad_line_keeps_the_parts_before_it_and_resume_goes_on(corpus, tmp_path):
     path, texts = corpus
     clean, out = tmp_path / "clean", tmp_path / "o"
     eng = build_engine("rules")
-    run(str(path), str(clean), eng, rounds=2, part_size=10)
+    run(SynthesisConfig(input=str(path), output_dir=str(clean), rounds=2, part_size=10), eng)
     original = path.read_text()
     lines = original.splitlines(keepends=True)
     path.write_text("".join(lines[:35] + ["{broken\n"] + lines[36:]))
     with pytest.raises(InputError, match=r"in.jsonl:36: malformed JSON"):
-        run(str(path), str(out), eng, rounds=2, part_size=10)
+        run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=10), eng)
     assert sorted(f for f in os.listdir(out) if f.endswith(".jsonl")) == [
         f"shard00000-part0000{p}.jsonl" for p in range(3)
     ]
     path.write_text(original)
-    s = run(str(path), str(out), eng, rounds=2, part_size=10, resume=True)
+    s = run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=2, part_size=10, resume=True), eng)
     assert s["skipped_texts"] == 30 and s["texts"] == 20
     assert {f: open(out / f).read() for f in os.listdir(out) if f.endswith(".jsonl")} == {
         f: open(clean / f).read() for f in os.listdir(clean) if f.endswith(".jsonl")

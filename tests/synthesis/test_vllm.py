@@ -177,6 +177,7 @@ def test_offline_pipelined_schedule_equals_barrier_and_reports_the_prefix_cache(
     """The pipelined schedule's requests join the running engine (add_request + step) instead of one LLM.generate
     per round: same collections and prompts; every generation reports its prefix-cache hits into usage, and
     the summary shows them; nothing is left running in the engine."""
+    from megatron_ipt.synthesis.config import SynthesisConfig
     from megatron_ipt.synthesis.rounds import synthesize_part
     from megatron_ipt.synthesis.runner import format_summary, run
 
@@ -199,7 +200,16 @@ def test_offline_pipelined_schedule_equals_barrier_and_reports_the_prefix_cache(
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     summary = format_summary(
-        run(str(src), str(tmp_path / "o"), offline, 2, max_model_len=MAX_MODEL_LEN, max_new_tokens=NEW_TOKENS)
+        run(
+            SynthesisConfig(
+                input=str(src),
+                output_dir=str(tmp_path / "o"),
+                rounds=2,
+                max_model_len=MAX_MODEL_LEN,
+                max_new_tokens=NEW_TOKENS,
+            ),
+            offline,
+        )
     )
     assert "prompts with a demonstration start with" in summary and "prefix cache " in summary
     assert "not reported" not in summary

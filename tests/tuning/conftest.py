@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.synthesis.rules import mine_pairs
+from megatron_ipt.synthesis.engines.rules import mine_pairs
 from megatron_ipt.tokenizers import TokenizerSpec
 from tests.conftest import write_jsonl
 

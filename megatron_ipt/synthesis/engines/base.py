@@ -15,13 +15,19 @@ run samples the same way. Every engine also offers:
 - ``on_progress``: called with the number of prompts just finished, as they finish.
 - ``agenerate(prompt)`` (a coroutine, run with ``run(coroutine)`` on the engine's own event loop): one
   generation, for the pipelined schedule (rounds.synthesize_part). Engines with an async path of their own
-  (openai) override it; the others get ``rounds.BatchingAdapter``, which batches the prompts asked meanwhile
+  (openai) override it; the others get ``batching.BatchingAdapter``, which batches the prompts asked meanwhile
   into ``generate`` calls (hf: one length-sorted batch of ``--batch-size`` at a time, refilled between
   batches). ``max_in_flight``: the engine's default bound on generations asked and unanswered.
+
+Each engine is built from its own frozen settings dataclass (``Engine.Settings``: ``RulesSettings``,
+``HFSettings``, ``VLLMSettings``, ``OpenAISettings``), whose engine-specific fields declare their command-line
+flags (megatron_ipt/flags.py); ``build_engine`` (engines/__init__.py) refuses a setting the engine does not have,
+naming it.
 """
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import List, Optional
@@ -29,9 +35,25 @@ from typing import List, Optional
 from megatron_ipt.tokenizers import TokenizerSpec
 
 from ..prompting import PromptStyle
-from ..rounds import DEFAULT_MAX_IN_FLIGHT, BatchingAdapter, words_x15
+from .batching import DEFAULT_MAX_IN_FLIGHT, BatchingAdapter
 
 logger = logging.getLogger("megatron_ipt.synthesis")
+
+# A run of more than this many characters without a space is no ordinary word (a URL, a table rule, base64,
+# text in a script written without spaces); words x 1.5 would count a 50 MB one as 1.5 tokens.
+LONG_RUN = 32
+_LONG_RUN = re.compile(f"[^ ]{{{LONG_RUN + 1},}}")
+
+
+def words_x15(text: str) -> float:
+    """The paper's cheap token estimate, whitespace words x 1.5, except that a run of more than LONG_RUN
+    characters without a space counts as its UTF-8 bytes: a conservative bound, since byte-level BPE and
+    SentencePiece with byte fallback never make more tokens than bytes. Ordinary text (no such run) is
+    counted exactly as the paper does."""
+    n = (text.count(" ") + 1) * 1.5
+    for m in _LONG_RUN.finditer(text):
+        n += len(m.group().encode("utf-8", "surrogatepass")) - 1.5
+    return n
 
 
 @dataclass
@@ -69,6 +91,7 @@ def load_token_counter(spec: TokenizerSpec):
 
 class Engine:
     name = "base"
+    Settings = None  # the engine's settings dataclass
     max_in_flight = DEFAULT_MAX_IN_FLIGHT
     _loop = _batcher = None
 
@@ -135,7 +158,7 @@ class Engine:
         return await self._batcher.agenerate(prompt)
 
     def _batching(self) -> dict:
-        """How the batching adapter cuts ``generate`` calls (``rounds.BatchingAdapter``'s ``batch_size``/``size``):
+        """How the batching adapter cuts ``generate`` calls (``batching.BatchingAdapter``'s ``batch_size``/``size``):
         by default one call over every pending prompt."""
         return {}
 

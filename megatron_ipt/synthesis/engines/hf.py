@@ -12,33 +12,40 @@ directory exported once from its GGUF by ``megatron_ipt.assets.smollm2_hf_dir``:
 """
 
 import os
+from dataclasses import dataclass
+from typing import Optional
 
+from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
 
 from .base import Engine, Generation, logger
 
 
+@dataclass(frozen=True)
+class HFSettings:
+    model: Optional[str] = None  # an HF directory or a .gguf file; None: SmolLM2-135M-Instruct
+    max_new_tokens: int = 400
+    temperature: float = 0.0
+    batch_size: int = flag(8, help=None, group="hf engine")
+    prompt_style: str = "wire"
+    max_model_len: int = 4096
+    seed: int = 0
+    dtype: Optional[str] = None  # a torch dtype name, or "auto"; None: float32
+    device: Optional[str] = None  # None: cuda when available, else cpu
+
+
 class HFEngine(Engine):
     name = "hf"
+    Settings = HFSettings
 
-    def __init__(
-        self,
-        model=None,
-        max_new_tokens=400,
-        temperature=0.0,
-        batch_size=8,
-        prompt_style="wire",
-        max_model_len=4096,
-        seed=0,
-        dtype="float32",
-        device=None,
-        **_,
-    ):
+    def __init__(self, settings: Optional[HFSettings] = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from megatron_ipt import assets
 
+        s = settings or HFSettings()
+        model, dtype = s.model, s.dtype or "float32"
         path = model or assets.smollm2_hf_dir()
         kwargs = {}
         if path.endswith(".gguf"):
@@ -51,12 +58,12 @@ class HFEngine(Engine):
         self.lm = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
         ).eval()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.lm.to(self.device)
-        self.batch_size, self.max_model_len = batch_size, max_model_len
+        self.batch_size, self.max_model_len = s.batch_size, s.max_model_len
         self._torch = torch
-        torch.manual_seed(seed)
-        self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
+        torch.manual_seed(s.seed)
+        self._init_from_model_tokenizer(s.max_new_tokens, s.temperature, s.prompt_style)
 
     def _batching(self):
         # Pipelined schedule: one model batch per generate call, the longest pending prompts first, so the next

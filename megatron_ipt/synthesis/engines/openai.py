@@ -29,14 +29,19 @@ import itertools
 import os
 import random
 import time
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
 
 import httpx
 
+from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
+from megatron_ipt.tokenizers import TokenizerSpec
 
 from ..prompting import PromptStyle
 from .base import Engine, Generation, load_token_counter, logger
 
+DEFAULT_BASE_URL = ("http://127.0.0.1:8000/v1",)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_BACKOFF = 60.0
 
@@ -73,25 +78,41 @@ def _cached_tokens(usage):
     return cached if type(cached) is int and cached >= 0 else None
 
 
+@dataclass(frozen=True)
+class OpenAISettings:
+    model: Optional[str] = None  # the served model's name; None: the server's first
+    base_url: Union[str, Sequence[str], None] = flag(
+        None,
+        flags=("--openai-base-url",),
+        action="append",
+        help="server URL(s), e.g. http://node1:8000/v1; repeat or comma-separate for replicas",
+        group="openai engine",
+    )  # None: DEFAULT_BASE_URL
+    max_new_tokens: int = 400
+    temperature: float = 0.0
+    api_key: Optional[str] = flag(
+        None,
+        help="sent as 'Authorization: Bearer KEY' (vllm serve --api-key); default: $OPENAI_API_KEY, which keeps the "
+        "key out of the process list",
+        group="openai engine",
+    )
+    max_concurrency: int = flag(16, help="requests in flight", group="openai engine")
+    max_retries: int = flag(4, help=None, group="openai engine")
+    request_timeout: float = flag(600.0, help="seconds without an answer", group="openai engine")
+    backoff: float = 1.0
+    tokenizer: Optional[TokenizerSpec] = None  # counts prompt tokens for the length guard; None: words x1.5
+    prompt_style: str = "wire"
+    seed: Optional[int] = None
+
+
 class OpenAIEngine(Engine):
     name = "openai"
+    Settings = OpenAISettings
 
-    def __init__(
-        self,
-        model=None,
-        base_url=("http://127.0.0.1:8000/v1",),
-        max_new_tokens=400,
-        temperature=0.0,
-        max_concurrency=16,
-        max_retries=4,
-        request_timeout=600.0,
-        backoff=1.0,
-        api_key=None,
-        tokenizer=None,  # a TokenizerSpec for the length guard; None: words x1.5
-        prompt_style="wire",
-        seed=None,
-        **_,
-    ):
+    def __init__(self, settings: Optional[OpenAISettings] = None):
+        s = settings or OpenAISettings()
+        model, max_concurrency = s.model, s.max_concurrency
+        base_url = DEFAULT_BASE_URL if s.base_url is None else s.base_url
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         urls = [u.strip().rstrip("/") for part in urls for u in part.split(",") if u.strip()]
         if not urls:
@@ -99,23 +120,23 @@ class OpenAIEngine(Engine):
         for u in urls:
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"--openai-base-url {u!r}: expected http://HOST:PORT/v1")
-        if prompt_style == "chat":
+        if s.prompt_style == "chat":
             raise ValueError(
                 "--prompt-style chat is not available with --engine openai (the chat template is "
                 "the server's); use --prompt-style oneshot"
             )
-        self.base_urls, self.max_retries, self.timeout, self.backoff = urls, max_retries, request_timeout, backoff
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.base_urls, self.max_retries, self.timeout, self.backoff = urls, s.max_retries, s.request_timeout, s.backoff
+        self.api_key = s.api_key or os.environ.get("OPENAI_API_KEY")
         self._next_url = itertools.cycle(range(len(urls)))
         if max_concurrency < 1:
             raise ValueError(f"--max-concurrency {max_concurrency}: expected at least 1")
         self.max_concurrency = self.max_in_flight = max_concurrency
         self._client = self._slots = None  # made on the engine's event loop, at the first request
         super().__init__(
-            max_new_tokens,
-            temperature,
-            PromptStyle(prompt_style),
-            token_counter=load_token_counter(tokenizer) if tokenizer else None,
+            s.max_new_tokens,
+            s.temperature,
+            PromptStyle(s.prompt_style),
+            token_counter=load_token_counter(s.tokenizer) if s.tokenizer else None,
         )
         served = self._served_models()
         if model is None and not served:
@@ -128,13 +149,13 @@ class OpenAIEngine(Engine):
         self.model = model or served[0]
         self.body = {
             "model": self.model,
-            "max_tokens": max_new_tokens,
-            "temperature": temperature,
+            "max_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
             "stop": [EOS],
             "add_special_tokens": False,
         }
-        if seed is not None and temperature > 0:
-            self.body["seed"] = seed
+        if s.seed is not None and s.temperature > 0:
+            self.body["seed"] = s.seed
 
     def _url(self):
         return self.base_urls[next(self._next_url)]

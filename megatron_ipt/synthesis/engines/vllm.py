@@ -24,7 +24,10 @@ on by default in vLLM's V1 engine) into ``usage``.
 import asyncio
 import itertools
 import time
+from dataclasses import dataclass
+from typing import Optional
 
+from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
 
 from .base import Engine, Generation, logger
@@ -44,51 +47,66 @@ def import_vllm():
     return vllm
 
 
+@dataclass(frozen=True)
+class VLLMSettings:
+    model: Optional[str] = None  # an HF id or directory (required)
+    max_new_tokens: int = 400
+    temperature: float = 0.0
+    max_model_len: int = 4096
+    tensor_parallel_size: int = flag(
+        1, help=None, flags=("--tensor-parallel-size", "--tensor-model-parallel-size"), group="vllm engine"
+    )
+    gpu_memory_utilization: float = flag(0.9, help=None, group="vllm engine")
+    # one flag for both model engines that load a model here; None lets each engine pick its own default
+    dtype: Optional[str] = flag(None, help="vllm: auto (default); hf: float32 (default)", group="vllm engine")
+    enforce_eager: bool = flag(False, help="vllm: no CUDA graphs (faster start)", group="vllm engine")
+    max_num_seqs: Optional[int] = flag(
+        None,
+        help="vllm: sequences in one batch (default: vLLM's); also the default --max-in-flight of the vllm engine",
+        group="vllm engine",
+    )
+    seed: int = 0
+    prompt_style: str = "wire"
+    kv_cache_memory_bytes: Optional[int] = (
+        None  # benchmarks: a KV cache of this size instead of gpu_memory_utilization's
+    )
+
+
 class VLLMEngine(Engine):
     name = "vllm"
+    Settings = VLLMSettings
 
-    def __init__(
-        self,
-        model=None,
-        max_new_tokens=400,
-        temperature=0.0,
-        max_model_len=4096,
-        tensor_parallel_size=1,
-        gpu_memory_utilization=0.9,
-        dtype="auto",
-        enforce_eager=False,
-        seed=0,
-        prompt_style="wire",
-        max_num_seqs=None,
-        kv_cache_memory_bytes=None,  # benchmarks: a KV cache of this size instead of gpu_memory_utilization's
-        **_,
-    ):
-        if not model:
+    def __init__(self, settings: Optional[VLLMSettings] = None):
+        s = settings or VLLMSettings()
+        if not s.model:
             raise ValueError(
                 "--engine vllm needs --model (e.g. instruction-pretrain/instruction-synthesizer "
                 "or a local HF directory)"
             )
-        if max_num_seqs is not None and max_num_seqs < 1:
-            raise ValueError(f"--max-num-seqs {max_num_seqs}: expected at least 1 (leave it out for vLLM's default)")
+        if s.max_num_seqs is not None and s.max_num_seqs < 1:
+            raise ValueError(f"--max-num-seqs {s.max_num_seqs}: expected at least 1 (leave it out for vLLM's default)")
         vllm = import_vllm()
-        self.model, self.max_model_len = model, max_model_len
+        self.model, self.max_model_len = s.model, s.max_model_len
         self.llm = vllm.LLM(
-            model=model,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            dtype=dtype,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            **({"max_num_seqs": max_num_seqs} if max_num_seqs is not None else {}),
-            **({"kv_cache_memory_bytes": kv_cache_memory_bytes} if kv_cache_memory_bytes else {}),
+            model=s.model,
+            max_model_len=s.max_model_len,
+            tensor_parallel_size=s.tensor_parallel_size,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            dtype=s.dtype or "auto",
+            enforce_eager=s.enforce_eager,
+            seed=s.seed,
+            **({"max_num_seqs": s.max_num_seqs} if s.max_num_seqs is not None else {}),
+            **({"kv_cache_memory_bytes": s.kv_cache_memory_bytes} if s.kv_cache_memory_bytes else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_in_flight = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         # stop at a literal </s> too: a no-op for the released synthesizer (its EOS token ends a generation
         # first) that keeps general models from running on into a new demonstration.
         self.params = vllm.SamplingParams(
-            temperature=temperature, max_tokens=max_new_tokens, stop=[EOS], seed=seed if temperature > 0 else None
+            temperature=s.temperature,
+            max_tokens=s.max_new_tokens,
+            stop=[EOS],
+            seed=s.seed if s.temperature > 0 else None,
         )
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -98,7 +116,7 @@ class VLLMEngine(Engine):
         self._step_params = self.params.clone()
         self._step_params.output_kind = RequestOutputKind.FINAL_ONLY
         self._requests, self._request_ids, self._stepping = {}, itertools.count(), False
-        self._init_from_model_tokenizer(max_new_tokens, temperature, prompt_style)
+        self._init_from_model_tokenizer(s.max_new_tokens, s.temperature, s.prompt_style)
 
     def _generate(self, texts):
         # vLLM needs room for at least one generated token inside max_model_len

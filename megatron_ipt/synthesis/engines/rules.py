@@ -12,12 +12,15 @@ So users without a GPU can still build augmented corpora; pairs come out in the 
 """
 
 import re
+from dataclasses import dataclass
 from itertools import islice
+from typing import Optional
 
 from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, DELIMITER, OPTIONS_MARK, QA_TEMPLATE
 from megatron_ipt.text import sentences
+from megatron_ipt.tokenizers import TokenizerSpec
 
-from .engines.base import Engine, Generation
+from .base import Engine, Generation, load_token_counter
 
 _WORD = re.compile(r"\b[a-z][a-z-]{7,}\b")
 _REASONS = (" because ", " since ")
@@ -122,14 +125,24 @@ def mine_pairs(text, max_pairs=6):
     return out[:max_pairs]
 
 
+@dataclass(frozen=True)
+class RulesSettings:
+    prompt_style: str = "wire"  # only "wire": the miner reads wire prompts
+    max_pairs: int = 6
+    tokenizer: Optional[TokenizerSpec] = None  # counts prompt tokens for the length guard; None: words x1.5
+
+
 class RulesEngine(Engine):
     name = "rules"
+    Settings = RulesSettings
 
-    def __init__(self, max_pairs=6, prompt_style="wire", token_counter=None, **_):
-        if prompt_style != "wire":
+    def __init__(self, settings: Optional[RulesSettings] = None):
+        s = settings or RulesSettings()
+        if s.prompt_style != "wire":
             raise ValueError("--prompt-style applies to model engines; the rules engine reads wire prompts")
-        super().__init__(max_new_tokens=None, temperature=None, token_counter=token_counter)
-        self.max_pairs = max_pairs
+        counter = load_token_counter(s.tokenizer) if s.tokenizer else None
+        super().__init__(max_new_tokens=None, temperature=None, token_counter=counter)
+        self.max_pairs = s.max_pairs
 
     def _generate(self, texts):
         out = [
