@@ -122,7 +122,7 @@ def main():
         [
             sys.executable,
             "-c",
-            "import sys; from tests.data.megatron_reference import megatron_style_preprocess as m; "
+            "import sys; from tests.packing.megatron_reference import megatron_style_preprocess as m; "
             "m(sys.argv[1], sys.argv[2], 'SentencePieceTokenizer', sys.argv[3], append_eod=True, workers=int(sys.argv[4]))",
             corpus,
             os.path.join(work, "ref"),

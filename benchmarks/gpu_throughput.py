@@ -112,15 +112,15 @@ def bare(cfg, warmup: int) -> float:
     from megatron.core.pipeline_parallel import get_forward_backward_func
     from megatron.core.transformer.module import Float16Module
 
-    from megatron_ipt.training import data, loop, models
+    from megatron_ipt.training import datasets, loop, models
 
     _rendezvous()
     chunks, tconfig = models.build(cfg.model, cfg.parallel, cfg.precision, cfg.init)
     model = Float16Module(tconfig, chunks[0]) if cfg.precision.bf16 else chunks[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())
     run = cfg.resolve(1)
-    train_ds = data.build_datasets(run, data.MockTokenizer(cfg.model.vocab_size))[0]
-    iterator = data.batches(train_ds, 0, cfg.optimizer.micro_batch_size)
+    train_ds = datasets.build_datasets(run, datasets.MockTokenizer(cfg.model.vocab_size))[0]
+    iterator = datasets.batches(train_ds, 0, cfg.optimizer.micro_batch_size)
     forward_backward = get_forward_backward_func()
 
     for i in range(run.train_iters):

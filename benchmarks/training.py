@@ -39,13 +39,13 @@ def _bare(flags, tok, warmup):
     """The same setup, then only zero-grad, forward-backward and megatron's optimizer.step() per iteration."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_ipt.training import data, loop, parallel
+    from megatron_ipt.training import datasets, loop, parallel
 
     run, chunks, optimizer, _ = loop.setup(_config(flags))
     micro_batch_size, seq_length = run.config.optimizer.micro_batch_size, run.config.model.seq_length
     del optimizer.get_grad_norm  # megatron's own step, without our non-finite grad-norm guard
-    train_ds = data.build_datasets(run, data.MegatronTokenizerAdapter(tok))[0]
-    iterator = data.batches(train_ds, 0, micro_batch_size)
+    train_ds = datasets.build_datasets(run, datasets.MegatronTokenizerAdapter(tok))[0]
+    iterator = datasets.batches(train_ds, 0, micro_batch_size)
     forward_backward = get_forward_backward_func()
     times = []
     for _ in range(run.train_iters):

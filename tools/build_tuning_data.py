@@ -15,7 +15,7 @@ from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
-from megatron_ipt.tuning.data import (
+from megatron_ipt.tuning.sequences import (
     DECONTAMINATION,
     INPUT,
     OUTPUT,

@@ -22,7 +22,7 @@ TRAINING_ONLY_PRECISION = ("attention_backend", "fp8_param_gather", "cross_entro
 
 
 def build_tasks_main(argv) -> int:
-    from megatron_ipt.evaluation.build import build_tasks, read_documents
+    from megatron_ipt.evaluation.build_tasks import build_tasks, read_documents
     from megatron_ipt.io.atomic import check_writable_dir
     from megatron_ipt.io.cli import report_error
     from megatron_ipt.io.inputs import InputError
@@ -72,7 +72,7 @@ def build_tasks_main(argv) -> int:
 
 def export_lm_eval_main(argv) -> int:
     from megatron_ipt.evaluation.lm_eval_export import export_tasks
-    from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS
+    from megatron_ipt.evaluation.scoring import MAX_NEW_TOKENS
     from megatron_ipt.evaluation.tasks import load_tasks
     from megatron_ipt.io.cli import report_error
     from megatron_ipt.io.inputs import InputError
@@ -106,7 +106,7 @@ def export_lm_eval_main(argv) -> int:
 
 
 def run_main(argv) -> int:
-    from megatron_ipt.evaluation.runner import MAX_NEW_TOKENS, run
+    from megatron_ipt.evaluation.scoring import MAX_NEW_TOKENS, run
     from megatron_ipt.tokenizers import add_tokenizer_args
     from megatron_ipt.training import config
     from megatron_ipt.training.model_config import add_model_args

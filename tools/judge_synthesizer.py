@@ -78,7 +78,7 @@ def read_heldout(specs, split, bad, max_rows=0):
     import math
 
     from megatron_ipt.formats.records import Entry
-    from megatron_ipt.tuning.data import discover_sources, read_rows
+    from megatron_ipt.tuning.sequences import discover_sources, read_rows
 
     by_dataset, _ = read_rows(discover_sources(specs, split), bad, seed=0)  # weights do not matter for judging
     each = math.ceil(max_rows / len(by_dataset)) if max_rows and by_dataset else None

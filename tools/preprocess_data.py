@@ -11,7 +11,10 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from megatron_ipt.data.preprocess import (
+from megatron_ipt.flags import add_flags, config_from_args, flag, in_help_order
+from megatron_ipt.io.cli import report_error
+from megatron_ipt.io.inputs import InputError
+from megatron_ipt.packing.preprocess import (
     INPUT,
     RUNTIME,
     TOKENIZER,
@@ -20,9 +23,6 @@ from megatron_ipt.data.preprocess import (
     find_optimal_workers,
     preprocess,
 )
-from megatron_ipt.flags import add_flags, config_from_args, flag, in_help_order
-from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 MODEL_SIDE = "Megatron-LM model-side tokenizer flags (they size the model in training, not the data)"

@@ -38,11 +38,11 @@ def _main(argv) -> int:
     except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
     if data.loss_mask_data:  # tuning data: its files checked on every rank before anything is built
-        from megatron_ipt.training import tuning_data
+        from megatron_ipt.training import loss_mask_data
 
         if data.mock_data:
             raise SystemExit("--loss-mask-data reads a loss mask beside each --data-path prefix: not with --mock-data")
-        tuning_data.check_prefixes(data.data_path, training.model.seq_length)
+        loss_mask_data.check_prefixes(data.data_path, training.model.seq_length)
     tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
     run = _check_inputs_first(training)
     if training.checkpoint.save:
@@ -70,14 +70,14 @@ def _check_inputs_first(training):
     the launcher's WORLD_SIZE, as megatron's process groups will make it: the outputs can be written, each dataset
     is sound (its token ids are scanned by one rank per node, LOCAL_RANK 0, and cached), and the split guard.
     Returns the resolved config."""
-    from megatron_ipt.training import data
+    from megatron_ipt.training import datasets
 
     p = training.parallel
     model_parallel = p.tensor_model_parallel_size * p.pipeline_model_parallel_size
     run = training.resolve(max(1, int(os.environ.get("WORLD_SIZE", 1)) // model_parallel))
     preflight.check_outputs(training)
-    data.check_data(run, scan_ids=int(os.environ.get("LOCAL_RANK", 0)) == 0)
-    data.check_split(run)
+    datasets.check_data(run, scan_ids=int(os.environ.get("LOCAL_RANK", 0)) == 0)
+    datasets.check_split(run)
     return run
 
 

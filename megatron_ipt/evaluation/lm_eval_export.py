@@ -14,7 +14,7 @@ AdaptLLM's), and this writes, per task, a YAML and the JSONL it points at:
 lm-eval resolves `data_files` against its working directory, not the YAML's, so the path written is absolute:
 move the directory and export again.
 
-Multiple choice asks lm-eval for the same requests as our runner (context = prompt, continuation = " " + option).
+Multiple choice asks lm-eval for the same requests as our scoring.py (context = prompt, continuation = " " + option).
 Generation asks for greedy text until "\\n", at most `max_new_tokens` tokens, scored by lm-eval's exact_match
 set up to normalize as ours does (SQuAD: punctuation and English articles removed, case and whitespace runs
 ignored), best over the answers.

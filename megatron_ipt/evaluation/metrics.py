@@ -15,7 +15,7 @@ per item with --predictions-dir).
 
 Continuous metrics, in nats (not percentages), for signal at small scale where accuracy barely moves:
 `gold_loglik` and `gold_margin` (multiple choice, from the options' mean NLLs: `option_loglik_scores`),
-`gold_nll` (generation) and held-out perplexity, computed by the runner from the model's NLLs.
+`gold_nll` (generation) and held-out perplexity, computed by scoring.py from the model's NLLs.
 """
 
 from __future__ import annotations

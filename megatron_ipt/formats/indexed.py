@@ -1,6 +1,6 @@
 """Megatron's MMIDIDX v1 indexed dataset, `{prefix}.bin` + `{prefix}.idx` (megatron-core's indexed_dataset.py):
 its layout, the `{prefix}_{key}_document` names and the loss mask beside a text dataset, the checks a reader makes,
-and the Python face of the native builder (csrc/indexed_builder.cpp). The one home of the format: packing (data/),
+and the Python face of the native builder (csrc/indexed_builder.cpp). The one home of the format: packing (packing/),
 the tuning data (tuning/) and training read and write it through this module, never through each other.
 
 Writers are atomic: tokens and index go to temporary names owned by the writing process

@@ -200,7 +200,7 @@ class DataConfig:
         "time; the tokenizer is optional (without one, --vocab-size or the preset's gives the ids)",
     )
     tokenizer: Optional[TokenizerSpec] = None  # from the flags of `add_tokenizer_args`
-    # Synthesizer tuning (training/tuning_data.py, docs/tuning.md)
+    # Synthesizer tuning (training/loss_mask_data.py, docs/tuning.md)
     loss_mask_data: bool = flag(
         False,
         help="tuning data (tools/build_tuning_data.py): each document of a --data-path prefix P_text_document is one "

@@ -14,7 +14,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
 
-from megatron_ipt.training import callbacks, checkpoint, data, models, parallel, tuning_data
+from megatron_ipt.training import callbacks, checkpoint, datasets, loss_mask_data, models, parallel
 from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
@@ -172,7 +172,7 @@ def setup(config: TrainingConfig):
 def _iterators(dataset, consumed, micro_batch_size, n_chunks):
     if dataset is None:
         return None
-    its = [data.batches(dataset, consumed, micro_batch_size) for _ in range(n_chunks)]
+    its = [datasets.batches(dataset, consumed, micro_batch_size) for _ in range(n_chunks)]
     return its if n_chunks > 1 else its[0]
 
 
@@ -255,8 +255,10 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     iteration, consumed = _resume(ck, chunks, optimizer, scheduler, config.model.to_json())
     if ck.save and torch.distributed.get_rank() == 0:
         checkpoint.write_model_file(ck.save, config.model.to_json())
-    adapter = data.MegatronTokenizerAdapter(tokenizer) if tokenizer else data.MockTokenizer(config.model.vocab_size)
-    build_datasets = tuning_data.build_datasets if config.data.loss_mask_data else data.build_datasets
+    adapter = (
+        datasets.MegatronTokenizerAdapter(tokenizer) if tokenizer else datasets.MockTokenizer(config.model.vocab_size)
+    )
+    build_datasets = loss_mask_data.build_datasets if config.data.loss_mask_data else datasets.build_datasets
     train_ds, valid_ds, _, source_names = build_datasets(run, adapter)
     train_iter = _iterators(train_ds, consumed, config.optimizer.micro_batch_size, len(chunks))
     world = torch.distributed.get_world_size()

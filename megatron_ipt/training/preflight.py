@@ -22,7 +22,7 @@ from megatron_ipt.training.errors import TrainingInputError
 
 def output_dirs(training) -> List[Tuple[str, str]]:
     """(flag, directory) of each output of the run other than --save (owned by the checkpoint code)."""
-    from megatron_ipt.training import data
+    from megatron_ipt.training import datasets
 
     log, d = training.logging, training.data
     dirs = []
@@ -35,7 +35,7 @@ def output_dirs(training) -> List[Tuple[str, str]]:
 
         prefixes = get_blend_from_list(list(d.data_path))[0]
         flag = "--data-cache-path" if d.data_cache_path else "--data-cache-path (default: index-cache/ by the data)"
-        dirs.append((flag, data.index_cache_dir(d.data_cache_path, prefixes)))
+        dirs.append((flag, datasets.index_cache_dir(d.data_cache_path, prefixes)))
     return dirs
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.evaluation import build, held_out, runner, tasks
+from megatron_ipt.evaluation import build_tasks, held_out, scoring, tasks
 from megatron_ipt.evaluation.hf_backend import HFModel
 from megatron_ipt.evaluation.lm import LanguageModel
 from tests.conftest import write_jsonl
@@ -60,7 +60,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tasks")
-    build.build_tasks(assets.pydoc_topics()[:40], str(out), max_passage_words=60, max_items=5)
+    build_tasks.build_tasks(assets.pydoc_topics()[:40], str(out), max_passage_words=60, max_items=5)
     sentiments = ["negative", "neutral", "positive"]
     write_jsonl(
         out / "FPB.jsonl",
@@ -92,7 +92,7 @@ def test_megatron_backend_matches_hf_at_tp1_and_tp2(tiny, task_dir, held_out_tex
     hf_dir, ck = tiny
     loaded = tasks.load_tasks([task_dir])
     held = held_out.load_held_out(held_out_text)
-    report = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None, held_out=held)
+    report = scoring.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None, held_out=held)
     hf_predictions = report.pop("_predictions")
     assert report["tasks"]["FPB"]["metrics"].keys() == {"accuracy", "weighted_f1", "gold_loglik", "gold_margin"}
     assert report["tasks"]["held_out_text"]["windows"] == len(held.documents) + 1  # the long one: 2 windows
@@ -182,7 +182,7 @@ def test_trained_checkpoint_sentencepiece_tp1(tmp_path):
         nproc=1,
     )
     task_dir = str(tmp_path / "tasks")
-    build.build_tasks(assets.pydoc_topics()[40:], task_dir, max_sentence_words=20, max_items=4)
+    build_tasks.build_tasks(assets.pydoc_topics()[40:], task_dir, max_sentence_words=20, max_items=4)
     run(
         "tools/evaluate.py",
         "--load",
@@ -210,10 +210,10 @@ def test_trained_checkpoint_sentencepiece_tp1(tmp_path):
 
 def test_smollm2_reads_passages_above_chance(tmp_path):
     """Real weights on real held-out text: which sentence appears in the passage (4 options, chance 25%)."""
-    build.build_tasks(assets.opticks_paragraphs()[-60:], str(tmp_path), max_passage_words=50, max_items=10)
+    build_tasks.build_tasks(assets.opticks_paragraphs()[-60:], str(tmp_path), max_passage_words=50, max_items=10)
     task = tasks.load_task(str(tmp_path / "rc_sentence_choice.jsonl"))
     lm = HFModel(assets.smollm2_hf_dir(), batch_size=8)
-    report = runner.evaluate([task], lm, log=lambda m: None)
+    report = scoring.evaluate([task], lm, log=lambda m: None)
     accuracy = report["tasks"]["rc_sentence_choice"]["metrics"]["accuracy"]
     # measured 100.0 (10/10); P(>= 7 of 10 right by chance at 1/4) < 0.004
     assert accuracy >= 70, accuracy

@@ -6,7 +6,7 @@ greedy generations, at TP=1 (and TP=2 where there are two GPUs)."""
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.evaluation import build, runner, tasks
+from megatron_ipt.evaluation import build_tasks, scoring, tasks
 from tests.cuda import DEVICE, needs
 from tests.evaluation.test_backends import NLL_TOLERANCE, _predictions, evaluate_tiny
 from tests.evaluation.tiny_llama import make_tiny_llama, train_tiny_tokenizer
@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     hf = make_tiny_llama(str(root / "hf"), tokenizer_dir=train_tiny_tokenizer(str(root / "tokenizer")))
     run("tools/convert_checkpoint.py", "hf-to-megatron", "--hf-dir", hf, "--save", str(root / "ck"))
     task_dir = str(root / "tasks")
-    build.build_tasks(assets.pydoc_topics()[:40], task_dir, max_passage_words=60, max_items=5)
+    build_tasks.build_tasks(assets.pydoc_topics()[:40], task_dir, max_passage_words=60, max_items=5)
     return hf, str(root / "ck"), task_dir
 
 
@@ -34,7 +34,7 @@ def test_both_backends_agree_on_the_gpu(tiny, tmp_path, tp):
     loaded = tasks.load_tasks([task_dir])
     hf_lm = HFModel(hf_dir, batch_size=4, dtype="float32")
     assert hf_lm.device.type == DEVICE
-    hf_predictions = runner.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None).pop("_predictions")
+    hf_predictions = scoring.evaluate(loaded, hf_lm, max_new_tokens=12, log=lambda m: None).pop("_predictions")
     out = evaluate_tiny(
         ck, task_dir, "--tensor-model-parallel-size", str(tp), "--predictions-dir", str(tmp_path / "ours"), nproc=tp
     )

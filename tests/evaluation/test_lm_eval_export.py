@@ -187,7 +187,7 @@ def test_lm_eval_scores_a_real_model_as_our_runner_does(exported, tmp_path, monk
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from megatron_ipt.evaluation import runner
+    from megatron_ipt.evaluation import scoring
     from megatron_ipt.evaluation.hf_backend import HFModel
 
     task_dir, out = exported
@@ -203,7 +203,7 @@ def test_lm_eval_scores_a_real_model_as_our_runner_does(exported, tmp_path, monk
         log_samples=True,
     )
     lm = HFModel(model_dir, batch_size=4, dtype="float32")
-    ours = runner.evaluate([tasks.load_task(str(task_dir / f"{n}.jsonl"), limit=limit) for n in names], lm, log=print)
+    ours = scoring.evaluate([tasks.load_task(str(task_dir / f"{n}.jsonl"), limit=limit) for n in names], lm, log=print)
     choice = tasks.load_task(str(task_dir / "rc_sentence_choice.jsonl"), limit=limit)
     samples = sorted(results["samples"]["rc_sentence_choice"], key=lambda s: s["doc_id"])
     for item, prediction, sample in zip(choice.items, ours["_predictions"]["rc_sentence_choice"], samples):

@@ -82,14 +82,14 @@ def test_a_lone_surrogate_is_a_file_line_error_before_the_model(tmp_path, capsys
     ],
 )
 def test_unwritable_outputs_fail_before_the_model_loads(tmp_path, capsys, flag, target, problem):
-    from megatron_ipt.evaluation import runner
+    from megatron_ipt.evaluation import scoring
 
     (tmp_path / "a_file").write_text("not a directory")
     (tmp_path / "a_dir").mkdir()
     path = write_jsonl(tmp_path / "t.jsonl", [ITEM])
     out = str(tmp_path / target)
     kwargs = {"--output": "output", "--predictions-dir": "predictions_dir", "--tensorboard-dir": "tensorboard_dir"}
-    assert runner.run(_refuse_to_load, [path], **{kwargs[flag]: out}) == 1
+    assert scoring.run(_refuse_to_load, [path], **{kwargs[flag]: out}) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flag} {out}: {problem}"), err
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from megatron_ipt import assets
-from megatron_ipt.evaluation import held_out, metrics, runner, tasks
+from megatron_ipt.evaluation import held_out, metrics, scoring, tasks
 from megatron_ipt.evaluation.hf_backend import HFModel
 from megatron_ipt.formats.records import TaskItem
 from megatron_ipt.io.inputs import InputError
@@ -46,7 +46,7 @@ def _choice_task(items, name="mc"):
 
 
 def _evaluate(lm, task_list, **kwargs):
-    report = runner.evaluate(task_list, lm, max_new_tokens=4, log=lambda m: None, **kwargs)
+    report = scoring.evaluate(task_list, lm, max_new_tokens=4, log=lambda m: None, **kwargs)
     return report["tasks"], report["_predictions"]
 
 

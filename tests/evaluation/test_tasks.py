@@ -7,7 +7,7 @@ import os
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.evaluation import build, tasks
+from megatron_ipt.evaluation import build_tasks, tasks
 from megatron_ipt.io.inputs import InputError
 from megatron_ipt.text import sentences
 from tests.conftest import REPO, write_jsonl
@@ -121,14 +121,14 @@ def test_build_tasks_follows_its_rules_and_is_deterministic(held_out, tmp_path, 
     assert "rc_sentence_choice" in capsys.readouterr().out
     cli.main(["build-tasks", "--input", held_out, "--output-dir", str(tmp_path / "b"), "--seed", "7"])
     cli.main(["build-tasks", "--input", held_out, "--output-dir", str(tmp_path / "c"), "--seed", "8"])
-    for name in build.TASKS:
+    for name in build_tasks.TASKS:
         a, b, c = ((tmp_path / d / f"{name}.jsonl").read_bytes() for d in "abc")
         assert a == b and a != c, name
     loaded = {t.name: t for t in tasks.load_tasks([str(tmp_path / "a")])}
-    assert set(loaded) == set(build.TASKS)
+    assert set(loaded) == set(build_tasks.TASKS)
     texts = [json.loads(line)["text"] for line in open(held_out)]
     doc_sentences = [set(sentences(t)) for t in texts]
-    appears, nxt, complete = (loaded[n] for n in build.TASKS)
+    appears, nxt, complete = (loaded[n] for n in build_tasks.TASKS)
     assert len(appears.items) >= 20 and appears.header["seed"] == 7
     for item in appears.items:
         passage = item.prompt.split("\n\nQuestion:")[0]
@@ -148,7 +148,7 @@ def test_build_tasks_reports_bad_input_lines(tmp_path):
     path = tmp_path / "held.jsonl"
     path.write_text('{"text": "One. Two."}\n{"txt": "x"}\n')
     with pytest.raises(InputError, match=r"held.jsonl:2: missing key: 'text'"):
-        build.read_documents(str(path))
+        build_tasks.read_documents(str(path))
 
 
 def test_build_tasks_deeply_nested_line_is_a_line_error(tmp_path, capsys):

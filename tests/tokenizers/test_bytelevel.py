@@ -179,9 +179,9 @@ def test_unsupported_tokenizer_json_falls_back_and_says_so(tmp_path, real_texts,
 
 
 def test_preprocess_with_native_byte_level_equals_the_library(tmp_path, real_texts, cl100k):
-    from megatron_ipt.data.preprocess import PreprocessConfig, preprocess
+    from megatron_ipt.packing.preprocess import PreprocessConfig, preprocess
     from tests.conftest import write_jsonl
-    from tests.data.test_preprocess import same_dataset
+    from tests.packing.test_preprocess import same_dataset
 
     spec = llama3_style_tokenizer_json(real_texts, ignore_merges=True)
     (tmp_path / "hf").mkdir()

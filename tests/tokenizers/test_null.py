@@ -9,7 +9,7 @@ import pytest
 
 from megatron_ipt.tokenizers import NullTokenizer, TokenizerSpec, build_tokenizer
 from tests.conftest import REPO, write_jsonl
-from tests.data.test_preprocess import documents
+from tests.packing.test_preprocess import documents
 from tools import build_corpus, preprocess_data, synthesize
 
 TOOL = os.path.join(REPO, "tools", "preprocess_data.py")

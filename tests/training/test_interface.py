@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from megatron_ipt import assets
-from megatron_ipt.training import config, data, model_config, presets
+from megatron_ipt.training import config, datasets, model_config, presets
 from tests.training.helpers import REPO, environment, free_port, training_config
 from tests.training.make_data import make
 
@@ -36,12 +36,12 @@ def pretrain(nproc, *flags, timeout=180):
 
 def test_empty_test_part_of_megatrons_usual_split_is_left_out(corpus397):
     # 949,50,1 on 397 documents: test = round(0.999 * 397) .. 397 = no document; megatron-core would loop for ever
-    matrix, notes = data.plan_splits([corpus397], "949,50,1", [8, 4, 0])
-    assert matrix[:2] == data.split_matrix("949,50,1")[:2] and matrix[2] is None
+    matrix, notes = datasets.plan_splits([corpus397], "949,50,1", [8, 4, 0])
+    assert matrix[:2] == datasets.split_matrix("949,50,1")[:2] and matrix[2] is None
     assert len(notes) == 1 and "train 377 documents / " in notes[0] and "test 0 documents / 0 tokens" in notes[0]
     # samples asked of an empty part: one line naming the split, the parts' sizes and what to change
     with pytest.raises(SystemExit) as error:
-        data.plan_splits([corpus397], "999,1,0", [8, 4, 0])
+        datasets.plan_splits([corpus397], "999,1,0", [8, 4, 0])
     message = str(error.value)
     assert "\n" not in message
     assert re.search(r"--split 999,1,0 on .*: train 397 documents / \d+ tokens, valid 0 documents / 0 tokens", message)

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from megatron_ipt.training import data, preflight
+from megatron_ipt.training import datasets, preflight
 from megatron_ipt.training.errors import TrainingInputError
 from tests.training.helpers import background, run, wait_for
 
@@ -120,11 +120,11 @@ def _patch(path, offset, content):
 def test_every_corrupt_dataset_is_a_training_input_error(corpus, tmp_path):
     for name, prefix, expect in _cases(corpus, tmp_path):
         with pytest.raises(TrainingInputError) as caught:
-            data.check_dataset(prefix)
+            datasets.check_dataset(prefix)
         message = str(caught.value)
         assert all(part in message for part in expect), (name, message)
         assert prefix in message or os.path.basename(prefix) in message, (name, message)
-    assert data.check_dataset(corpus)["documents"] == 120  # the sound one passes
+    assert datasets.check_dataset(corpus)["documents"] == 120  # the sound one passes
 
 
 # -- 4. token ids against the vocabulary ----------------------------------------------------------------------------
@@ -141,21 +141,21 @@ def test_token_ids_past_the_vocabulary_stop_the_run_at_tp2(tmp_path):
 def test_token_id_scan_is_cached_by_file_stamp(corpus, tmp_path, monkeypatch):
     prefix = _copy(corpus, tmp_path / "d")
     cache = str(tmp_path / "cache")
-    info = data.check_dataset(prefix)
-    low, high = data.token_id_range(prefix, cache, info["dtype"], info["tokens"])
+    info = datasets.check_dataset(prefix)
+    low, high = datasets.token_id_range(prefix, cache, info["dtype"], info["tokens"])
     ids = np.fromfile(prefix + ".bin", np.uint16)
     assert (low, high) == (ids.min(), ids.max())
-    with open(os.path.join(cache, data.TOKEN_IDS_FILE)) as f:
+    with open(os.path.join(cache, datasets.TOKEN_IDS_FILE)) as f:
         assert f.read().lstrip().startswith("{")  # plain JSON, nothing to unpickle
 
     def no_rescan(*args):
         raise AssertionError("rescanned")
 
-    monkeypatch.setattr(data, "scan_token_ids", no_rescan)
-    assert data.token_id_range(prefix, cache, info["dtype"], info["tokens"]) == (low, high)
+    monkeypatch.setattr(datasets, "scan_token_ids", no_rescan)
+    assert datasets.token_id_range(prefix, cache, info["dtype"], info["tokens"]) == (low, high)
     os.utime(prefix + ".bin", ns=(1, 1))  # the .bin changed under the same prefix: scanned again
     with pytest.raises(AssertionError, match="rescanned"):
-        data.token_id_range(prefix, cache, info["dtype"], info["tokens"])
+        datasets.token_id_range(prefix, cache, info["dtype"], info["tokens"])
 
 
 # -- 5. the index cache holds plain integer arrays only ---------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_a_pickled_index_cache_file_is_refused_before_megatron_loads_it(corpus, 
     prefix = _copy(corpus, tmp_path / "d")
     run(prefix, 1, "--train-iters", "1")
     cache = tmp_path / "d" / "index-cache"
-    data.check_index_cache(str(cache))  # what megatron-core wrote passes
+    datasets.check_index_cache(str(cache))  # what megatron-core wrote passes
     target = sorted(cache.glob("*-GPTDataset-train-shuffle_index.npy"))[0]
     marker = tmp_path / "MARKER"
     subprocess.run([sys.executable, "-c", _EVIL, str(target), str(marker)], check=True)
@@ -193,7 +193,7 @@ def test_a_pickled_index_cache_file_is_refused_before_megatron_loads_it(corpus, 
 def test_a_non_npy_cache_file_is_refused(tmp_path):
     (tmp_path / "x-GPTDataset-train-document_index.npy").write_bytes(b"\x80\x04garbage")
     with pytest.raises(TrainingInputError, match="not a plain .npy index file"):
-        data.check_index_cache(str(tmp_path))
+        datasets.check_index_cache(str(tmp_path))
 
 
 # -- 6. outputs other than --save: writable before the model is built -----------------------------------------------

@@ -140,7 +140,7 @@ def check_split(run) -> None:
 
 def gpt_dataset_config(run, tokenizer, blend=None, cache_dir=None, matrix=None, *, eod_mask_loss: bool):
     """megatron-core's GPTDatasetConfig for a run, one for both dataset paths: pre-training's (GPTDataset,
-    MockGPTDataset: `blend` None) and `--loss-mask-data`'s (tuning_data.TuningDataset, whose own loss mask replaces
+    MockGPTDataset: `blend` None) and `--loss-mask-data`'s (loss_mask_data.TuningDataset, whose own loss mask replaces
     --eod-mask-loss). `blend`, `cache_dir` and `matrix` as prepare_blend gives them."""
     config = run.config
     built = GPTDatasetConfig(

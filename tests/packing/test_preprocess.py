@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_ipt.data.preprocess import PreprocessConfig, preprocess
+from megatron_ipt.packing.preprocess import PreprocessConfig, preprocess
 from megatron_ipt.tokenizers import TokenizerSpec, build_tokenizer
 from tests.conftest import REPO, write_jsonl
-from tests.data.megatron_reference import megatron_style_preprocess
+from tests.packing.megatron_reference import megatron_style_preprocess
 
 TOOL = os.path.join(REPO, "tools", "preprocess_data.py")
 

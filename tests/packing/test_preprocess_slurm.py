@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO, write_jsonl
-from tests.data.test_preprocess import run_tool, same_dataset
+from tests.packing.test_preprocess import run_tool, same_dataset
 from tools import merge_datasets, preprocess_data
 
 SCRIPT = os.path.join(REPO, "examples", "preprocess_slurm.sh")

@@ -1,4 +1,4 @@
-"""Training with a loss mask (--loss-mask-data, training/tuning_data.py): one packed sequence per sample, loss and
+"""Training with a loss mask (--loss-mask-data, training/loss_mask_data.py): one packed sequence per sample, loss and
 gradients from masked-in targets only, and the loss on pair tokens falls."""
 
 import os
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_ipt.training import config as cfg
-from megatron_ipt.training import loop, models, parallel, tuning_data
+from megatron_ipt.training import loop, loss_mask_data, models, parallel
 from tests.training.helpers import free_port, run, scalars, tags
 from tests.training.tuning_fixtures import make_tuning
 
@@ -24,7 +24,7 @@ def _dataset(prefix, num_samples=None):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
     from megatron.core.datasets.utils import Split
 
-    from megatron_ipt.training.data import MockTokenizer
+    from megatron_ipt.training.datasets import MockTokenizer
 
     config = GPTDatasetConfig(
         random_seed=1234,
@@ -36,9 +36,9 @@ def _dataset(prefix, num_samples=None):
         reset_attention_mask=False,
         eod_mask_loss=False,
     )
-    low = tuning_data.TuningDataset.build_low_level_dataset(prefix, config)
+    low = loss_mask_data.TuningDataset.build_low_level_dataset(prefix, config)
     indices = np.arange(len(low), dtype=np.int32)
-    return low, tuning_data.TuningDataset(low, prefix, indices, num_samples, Split.train, config)
+    return low, loss_mask_data.TuningDataset(low, prefix, indices, num_samples, Split.train, config)
 
 
 def test_a_sample_is_one_packed_sequence_never_mixed(tuning):
@@ -128,13 +128,13 @@ def test_loss_on_pair_tokens_falls_and_the_log_says_so(tuning, tmp_path):
 
 def test_a_missing_or_mismatched_mask_is_one_line(tuning, tmp_path):
     with pytest.raises(SystemExit, match="must end in _text_document"):
-        tuning_data.check_prefixes([tuning[: -len("_text_document")]], SEQ)
+        loss_mask_data.check_prefixes([tuning[: -len("_text_document")]], SEQ)
     with pytest.raises(SystemExit, match="longer than --seq-length 64"):
-        tuning_data.check_prefixes([tuning], 64)
+        loss_mask_data.check_prefixes([tuning], 64)
     lonely = make_tuning(str(tmp_path / "lonely"), n_examples=4, seq_length=SEQ)
     os.remove(lonely.replace("_text_document", "_loss_mask_document") + ".idx")
     with pytest.raises(SystemExit, match="lonely_loss_mask_document.idx does not exist"):
-        tuning_data.check_prefixes([lonely], SEQ)
+        loss_mask_data.check_prefixes([lonely], SEQ)
 
 
 def test_mistral7b_recipe_flags_parse():

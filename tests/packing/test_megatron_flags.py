@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from megatron_ipt.data.preprocess import PreprocessConfig, preprocess
+from megatron_ipt.packing.preprocess import PreprocessConfig, preprocess
 from megatron_ipt.tokenizers import TokenizerSpec, build_tokenizer
 from tests.conftest import write_jsonl
-from tests.data.test_preprocess import documents, run_tool, same_dataset
+from tests.packing.test_preprocess import documents, run_tool, same_dataset
 from tools import merge_datasets, preprocess_data
 
 

@@ -131,16 +131,16 @@ class TuningDataset(MegatronDataset):
 
 def build_datasets(run, tokenizer):
     """Train/valid/test TuningDatasets for a run with `--loss-mask-data`: the blend and split of `--data-path` and
-    `--split`, sized as training/data.py sizes pre-training's. Returns (train, valid, test, the sources' names)."""
-    from megatron_ipt.training import data
+    `--split`, sized as training/datasets.py sizes pre-training's. Returns (train, valid, test, the sources' names)."""
+    from megatron_ipt.training import datasets
 
-    sizes = data.requested_samples(run)
+    sizes = datasets.requested_samples(run)
     prefixes, weights = get_blend_from_list(list(run.config.data.data_path))
     masks = [mask_prefix(p) for p in prefixes]  # the loss masks beside the text: the index cache depends on both
-    matrix, cache_dir = data.prepare_blend(run, prefixes, sizes, stamped=prefixes + masks)
+    matrix, cache_dir = datasets.prepare_blend(run, prefixes, sizes, stamped=prefixes + masks)
     # the cache holds the blend's indices (BlendedDataset); TuningDataset itself caches nothing, and its loss mask
     # comes from the mask files, not from eod_mask_loss
-    dataset_config = data.gpt_dataset_config(
+    dataset_config = datasets.gpt_dataset_config(
         run, tokenizer, (prefixes, weights), cache_dir, matrix, eod_mask_loss=False
     )
     train, valid, test = BlendedMegatronDatasetBuilder(TuningDataset, sizes, lambda: True, dataset_config).build()

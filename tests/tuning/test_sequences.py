@@ -8,8 +8,8 @@ import os
 import numpy as np
 
 from megatron_ipt.formats.wire import BOS, EOS, cook_context, cook_pairs, parse_pred
-from megatron_ipt.tuning import data as tuning_data
-from megatron_ipt.tuning.data import Example, select_examples
+from megatron_ipt.tuning import sequences
+from megatron_ipt.tuning.sequences import Example, select_examples
 from tests.conftest import write_jsonl
 from tests.tuning.conftest import dataset_folder, read_output, split_examples
 from tools.build_tuning_data import main
@@ -202,14 +202,14 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(
     build(out, mistral_flags, "--input", plain)  # a finished earlier build
     finished = sorted(p for p in os.listdir(tmp_path) if p.startswith("o"))
     before = {p: (tmp_path / p).read_bytes() for p in finished}
-    real = tuning_data.IndexedDatasetWriter.add_batch
+    real = sequences.IndexedDatasetWriter.add_batch
 
     def fail_on_text(self, tokens, lengths, *rest):
         if self.prefix.endswith("_text_document"):
             raise OSError(28, "No space left on device")
         return real(self, tokens, lengths, *rest)
 
-    monkeypatch.setattr(tuning_data.IndexedDatasetWriter, "add_batch", fail_on_text)
+    monkeypatch.setattr(sequences.IndexedDatasetWriter, "add_batch", fail_on_text)
     assert main(["--input", plain, *mistral_flags, "--output-prefix", str(out), "--seed", "7"]) == 1
     err = capsys.readouterr().err  # one line, no traceback
     assert err.startswith("error: ") and "no space left on device" in err and "Traceback" not in err
@@ -225,7 +225,7 @@ def test_an_interrupted_build_leaves_nothing_that_looks_finished(
 def test_a_sequence_never_holds_two_copies_of_a_row():
     from collections import Counter
 
-    from megatron_ipt.tuning.data import Packed, pack_examples
+    from megatron_ipt.tuning.sequences import Packed, pack_examples
 
     a, b = Example("f:1", "a", [{"Q": "q", "A": "x"}]), Example("f:2", "b", [{"Q": "q", "A": "y"}])
     encoded = [([1, 5, 6, 7], 2), ([1, 8, 9], 2), ([1, 5, 6, 7], 2)]
