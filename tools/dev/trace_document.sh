@@ -27,6 +27,11 @@ import glob, json, sys
 seen = {tuple(pair) for path in glob.glob(sys.argv[1] + "/trace.*.json") for pair in json.load(open(path))}
 files = sorted({f for f, _ in seen})
 print(f"{len(files)} files, {len(seen)} functions executed")
+# What a reader follows: functions called, not module bodies run on import (<module>, class bodies, the dataclass
+# and lambda helpers Python generates), nor package __init__ files.
+called = {(f, g) for f, g in seen if not g.startswith("<") and g not in ("__init__", "__post_init__", "__repr__")
+          and not f.endswith("__init__.py")}
+print(f"{len({f for f, _ in called})} files, {len(called)} functions called (module bodies and __init__ left out)")
 for f in files:
-    print(f"  {f}: {sum(1 for g, _ in seen if g == f)}")
+    print(f"  {f}: {sum(1 for g, _ in seen if g == f)} ({sum(1 for g, _ in called if g == f)} called)")
 PY
