@@ -43,7 +43,12 @@ def _main(argv) -> int:
         if data.mock_data:
             raise SystemExit("--loss-mask-data reads a loss mask beside each --data-path prefix: not with --mock-data")
         loss_mask_data.check_prefixes(data.data_path, training.model.seq_length)
-    tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
+    try:  # a corrupt tokenizer model, a directory where a file belongs: one line naming it
+        tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
+    except (OSError, ValueError) as error:
+        from megatron_ipt.io.cli import describe_error
+
+        raise TrainingInputError(describe_error(error)) from None
     run = _check_inputs_first(training)
     if training.checkpoint.save:
         # dist_checkpointing's writer keeps a multiprocessing Manager (spawned at the first save, in the rank's

@@ -134,7 +134,7 @@ class IndexFormatError(ValueError):
 def check_dataset(prefix: str) -> dict:
     """What megatron-core's IndexedDataset would trip on (with an assertion, a numpy error or not at all), for a pair
     whose two files exist: a Megatron index of the length its header says, a known token dtype, sequence pointers
-    that tile the `.bin`, a `.bin` as long as they say, and at least one token. Raises IndexFormatError naming the
+    that tile the `.bin`, a `.bin` of exactly the size they say, and at least one token. Raises IndexFormatError naming the
     file; returns {"dtype", "sequences", "documents", "tokens"}."""
     idx, bin_ = prefix + ".idx", prefix + ".bin"
     size = os.path.getsize(idx)
@@ -170,6 +170,11 @@ def check_dataset(prefix: str) -> dict:
     need, have = tokens * dtype.itemsize, os.path.getsize(bin_)
     if have < need:
         raise IndexFormatError(f"{bin_}: truncated: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes)")
+    if have > need:  # megatron-core reads only what the index says: the extra bytes would be skipped silently
+        raise IndexFormatError(
+            f"{bin_}: {have} bytes, but {idx} indexes {tokens} tokens ({need} bytes): the two files are not one "
+            "dataset (a .bin of another build?); rebuild it"
+        )
     return {"dtype": dtype, "sequences": sequences, "documents": documents - 1, "tokens": tokens}
 
 

@@ -264,14 +264,22 @@ def _run_part(task):
 
 
 def pack_shards(
-    shards: List[Shard], prefixes: Dict[str, str], config: PreprocessConfig, tokenizer: Tokenizer, progress
+    shards: List[Shard],
+    prefixes: Dict[str, str],
+    config: PreprocessConfig,
+    tokenizer: Tokenizer,
+    progress,
+    inputs: Optional[List[str]] = None,
 ) -> ShardStats:
-    """Pack `shards`, in order, into one dataset per JSON key: all finalized together, or none left behind."""
+    """Pack `shards`, in order, into one dataset per JSON key: all finalized together, or none left behind.
+    `inputs`: the run's input files, which must hold a document (InputError naming them, nothing written)."""
     writers = {key: IndexedDatasetWriter(prefix, vocab_size=tokenizer.vocab_size) for key, prefix in prefixes.items()}
     stats = ShardStats()
     try:
         for shard in shards:
             stats.add(process_shard(shard, config, tokenizer, writers, progress))
+        if inputs is not None and stats.documents == 0:
+            raise no_documents_error(inputs, stats)
         for writer in writers.values():
             writer.finalize()
     except BaseException:
@@ -346,8 +354,11 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     output_dir = os.path.dirname(os.path.abspath(config.output_prefix))
     check_writable_dir(output_dir)  # before any work, not after it
     clean_once(output_dir)  # the parts and temporary files of killed runs
-    files = expand_inputs(config.input)
+    files = inputs = expand_inputs(config.input)
     task = task_slice(files, config.num_shards, config.shard_index)
+    whole = config.num_shards == 1  # the whole input: it must hold a document (one Slurm task's slice may not)
+    if whole and not task:
+        raise no_documents_error(inputs, ShardStats())
     files = list(dict.fromkeys(shard.path for shard in task))  # the files this task reads part of
     total_bytes = sum((s.end if s.end is not None else os.path.getsize(s.path)) - s.start for s in task)
     workers = max(1, config.workers)
@@ -365,8 +376,9 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     tokenizer = config.tokenizer.build(config.threads_per_worker)
     if config.append_eod and tokenizer.eod is None:
         raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
-    if workers == 1:
-        stats = pack_shards(shards, outputs, config, tokenizer, _ReportingProgress(progress, reporter))
+    if workers == 1 or not shards:
+        progress_ = _ReportingProgress(progress, reporter)
+        stats = pack_shards(shards, outputs, config, tokenizer, progress_, inputs if whole else None)
     else:
         part_dir = owned_path(f"{config.output_prefix}.parts")
         os.makedirs(part_dir)
@@ -395,6 +407,8 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
                 results = dict(f.result() for f in pending)
             for i in range(len(shards)):
                 stats.add(results[i])
+            if whole and stats.documents == 0:
+                raise no_documents_error(inputs, stats)
             for key, prefix in outputs.items():
                 merge_datasets([os.path.join(part_dir, f"{i:06d}_{key}") for i in range(len(shards))], prefix)
         except OSError as e:
@@ -406,6 +420,17 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     return PreprocessResult(
         stats, outputs, files, len(shards), time.time() - start, tokenizer.vocab_size, describe(tokenizer)
     )
+
+
+def no_documents_error(inputs: List[str], stats: ShardStats) -> InputError:
+    """The input holds no document: empty, or only blank (or skipped bad) lines."""
+    what = [f"{stats.blank_lines:,} blank lines"] if stats.blank_lines else []
+    if stats.bad_lines.total:
+        what.append(f"{stats.bad_lines.total:,} bad lines skipped")
+    why = ", ".join(what) if what else ("it is empty" if len(inputs) == 1 else "they are empty")
+    names = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+    verb = "holds" if len(inputs) == 1 else "hold"
+    return InputError(names, None, f"{verb} no documents ({why}): nothing to pack")
 
 
 def _name_the_output(error: OSError, part_dir: str, outputs: Dict[str, str]) -> OSError:

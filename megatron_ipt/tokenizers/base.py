@@ -19,6 +19,11 @@ def flatten(ids: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
     return tokens, lengths
 
 
+class TokenizerFileError(ValueError):
+    """A tokenizer file a tool cannot use (corrupt, or a directory where a file belongs); `str(error)` is one line
+    naming the path and the problem."""
+
+
 class Tokenizer:
     """What the pipeline needs from a tokenizer. `eod`/`bos` are None when the model has no such token."""
 

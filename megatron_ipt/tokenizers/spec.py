@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional
 
-from megatron_ipt.tokenizers.base import Tokenizer
+from megatron_ipt.tokenizers.base import Tokenizer, TokenizerFileError
 from megatron_ipt.tokenizers.gpt2 import GPT2_TYPES, GPT2BPETokenizer
 from megatron_ipt.tokenizers.huggingface import HUGGINGFACE_TYPES, HuggingFaceTokenizer
 from megatron_ipt.tokenizers.null import NULL_TYPES, NullTokenizer
@@ -57,8 +57,19 @@ def build_tokenizer(
                 f"tokenizer_config.json) where there is network access and pass their local directory"
             )
         raise FileNotFoundError(f"--tokenizer-model {tokenizer_model}: no such file or directory")
+    if os.path.isdir(tokenizer_model) and tokenizer_type not in HUGGINGFACE_TYPES:
+        raise TokenizerFileError(
+            f"--tokenizer-model {tokenizer_model}: is a directory; --tokenizer-type {tokenizer_type} reads a file "
+            "(for a Hugging Face tokenizer directory give --tokenizer-type HuggingFaceTokenizer)"
+        )
     if tokenizer_type in SENTENCEPIECE_TYPES:
-        return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads, native=native)
+        try:
+            return SentencePieceTokenizer(tokenizer_model, tokenizer_type, num_threads=num_threads, native=native)
+        except (RuntimeError, OSError) as e:  # sentencepiece's "INTERNAL: could not parse ModelProto from ..."
+            why = (str(e).splitlines() or [type(e).__name__])[0].replace(f" from {tokenizer_model}", "")
+            raise TokenizerFileError(
+                f"--tokenizer-model {tokenizer_model}: not a SentencePiece model (corrupt or another format: {why})"
+            ) from None
     if tokenizer_type in HUGGINGFACE_TYPES:
         return HuggingFaceTokenizer(
             tokenizer_model,

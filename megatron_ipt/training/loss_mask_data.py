@@ -44,12 +44,18 @@ def check_prefixes(data_path, seq_length: int) -> None:
     """Every prefix of the blend has its loss mask, with the same documents, none longer than `seq_length` + 1, and
     a mask of 0/1 uint8. SystemExit with one line naming the file otherwise (tools/pretrain.py calls it on every
     rank before anything is built, so no rank waits on one that stopped)."""
+    from megatron_ipt.formats import indexed
+
     for prefix in get_blend_from_list(list(data_path))[0]:
         masks = mask_prefix(prefix)
         for path in (prefix, masks):
             for ext in (".bin", ".idx"):
                 if not os.path.isfile(path + ext):
                     raise SystemExit(f"--loss-mask-data: {path + ext} does not exist")
+        try:  # the mask pair as data.check_dataset checks the text's: a .bin of exactly the size its .idx says
+            indexed.check_dataset(masks)
+        except indexed.IndexFormatError as e:
+            raise SystemExit(f"--loss-mask-data: {e}") from None
         text, mask = IndexedDataset(prefix), IndexedDataset(masks)
         if mask.index.dtype != np.uint8:
             raise SystemExit(f"--loss-mask-data: {masks}.idx holds {mask.index.dtype.__name__}, expected uint8 0/1")

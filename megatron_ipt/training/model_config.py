@@ -181,6 +181,10 @@ def _tokenizer_vocab_size(args) -> Optional[int]:
     try:
         return spec.build().vocab_size
     except (OSError, ValueError, RuntimeError) as error:
+        from megatron_ipt.tokenizers.base import TokenizerFileError
+
+        if isinstance(error, TokenizerFileError):  # names the file and the problem already
+            raise SystemExit(f"{error} (needed for the vocabulary size: --vocab-size not given)") from None
         raise SystemExit(f"--vocab-size not given and --tokenizer-model {spec.model} cannot be read: {error}") from None
 
 

@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from megatron_ipt.corpus import SAMPLE_GENERAL_INSTRUCTIONS
 from megatron_ipt.tokenizers import build_tokenizer
-from tests.conftest import write_jsonl
+from tests.conftest import REPO, one_error_line, write_jsonl
 from tools.build_corpus import main
 
 
@@ -409,3 +411,16 @@ def test_killed_at_any_step_the_next_run_finds_the_old_or_the_new_corpus(tmp_pat
             assert main(["--recipe", "vanilla", *args]) == 0
         step += 1
     assert step > 3 and without_times(content()) == new
+
+
+@pytest.mark.parametrize("variant", ["flipped", "truncated", "empty", "directory"])
+def test_a_broken_tokenizer_model_is_one_line_naming_it(tmp_path, collections_file, broken_tokenizer_models, variant):
+    """Issue 25: a corrupt SentencePiece model (or a directory) was a sentencepiece RuntimeError traceback once the
+    token budget needed the tokenizer."""
+    model = broken_tokenizer_models[variant]
+    argv = [sys.executable, os.path.join(REPO, "tools", "build_corpus.py"), "--recipe", "general", "--collections"]
+    argv += [collections_file, "--token-budget", "1000", "--output-dir", str(tmp_path / "out")]
+    argv += ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model]
+    result = subprocess.run(argv, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+    expect = "is a directory" if variant == "directory" else "not a SentencePiece model"
+    one_error_line(result, f"--tokenizer-model {model}: {expect}")

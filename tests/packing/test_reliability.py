@@ -15,7 +15,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_ipt.formats.indexed import IndexedDatasetWriter, check_pair, read_index_header
 from megatron_ipt.io import atomic
-from tests.conftest import REPO, write_jsonl
+from tests.conftest import REPO, one_error_line, write_jsonl
 from tests.io.test_atomic import kill_at_step
 
 TOOL = os.path.join(REPO, "tools", "preprocess_data.py")
@@ -218,3 +218,46 @@ def test_merge_refuses_a_mismatched_input_and_an_unwritable_output(tmp_path, cap
     assert merge_datasets.main(["--input", str(shards), "--output-prefix", str(tmp_path / "m")]) == 1
     assert "b.bin is 6 bytes but" in capsys.readouterr().err
     assert not (tmp_path / "m.bin").exists()
+
+
+# -- hostile inputs (issue 25): one `error:` line naming the file, no traceback ------------------------------------
+
+
+def _preprocess(*args):
+    argv = [sys.executable, TOOL, *map(str, args)]
+    return subprocess.run(argv, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "variant", ["flipped", "truncated", "header-zeroed", "empty", "json", "directory"], ids=lambda v: v
+)
+def test_a_broken_tokenizer_model_is_one_line_naming_it(tmp_path, real_texts, broken_tokenizer_models, variant):
+    """A corrupt SentencePiece model (or a directory) was a sentencepiece RuntimeError traceback."""
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in real_texts[:5]])
+    model = broken_tokenizer_models[variant]
+    result = _preprocess(
+        "--input", path, "--output-prefix", tmp_path / "out" / "x", "--tokenizer-type", "MistralTokenizer",
+        "--tokenizer-model", model,
+    )  # fmt: skip
+    expect = "is a directory" if variant == "directory" else "not a SentencePiece model"
+    one_error_line(result, f"--tokenizer-model {model}: {expect}")
+    if variant == "directory":
+        assert "--tokenizer-type HuggingFaceTokenizer" in result.stderr
+    assert not (tmp_path / "out" / "x_text_document.bin").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n\n\n", " \n\t\n"], ids=["empty", "blank-lines", "whitespace-lines"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_input_with_no_documents_is_one_line_naming_it(tmp_path, mistral_model, content, workers):
+    """An empty input said `error: max_workers must be greater than 0` (--workers > 1) or wrote an empty dataset
+    with exit 0; blank lines only, an empty dataset with exit 0."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(content)
+    prefix = tmp_path / "out" / "x"
+    result = _preprocess(
+        "--input", path, "--output-prefix", prefix, "--tokenizer-type", "MistralTokenizer", "--tokenizer-model",
+        mistral_model, "--workers", workers,
+    )  # fmt: skip
+    line = one_error_line(result, f"{path}: holds no documents")
+    assert ("it is empty" in line) == (content == "")
+    assert not os.path.exists(prefix.parent) or os.listdir(prefix.parent) == []

@@ -135,6 +135,12 @@ def test_a_missing_or_mismatched_mask_is_one_line(tuning, tmp_path):
     os.remove(lonely.replace("_text_document", "_loss_mask_document") + ".idx")
     with pytest.raises(SystemExit, match="lonely_loss_mask_document.idx does not exist"):
         loss_mask_data.check_prefixes([lonely], SEQ)
+    # issue 25: a mask .bin longer than its .idx says (another build's) was read without a word
+    padded = make_tuning(str(tmp_path / "padded"), n_examples=4, seq_length=SEQ)
+    with open(padded.replace("_text_document", "_loss_mask_document") + ".bin", "ab") as f:
+        f.write(b"\1" * 8)
+    with pytest.raises(SystemExit, match="padded_loss_mask_document.bin: .* bytes, but .*not one dataset"):
+        loss_mask_data.check_prefixes([padded], SEQ)
 
 
 def test_mistral7b_recipe_flags_parse():

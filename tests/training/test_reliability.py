@@ -98,6 +98,7 @@ def _cases(corpus, root):
     case("no-bin", lambda p: os.remove(p + ".bin"), ".bin does not exist")
     case("no-idx", lambda p: os.remove(p + ".idx"), ".idx does not exist")
     case("short-bin", lambda p: os.truncate(p + ".bin", 1000), ".bin", "truncated: 1000 bytes")
+    case("long-bin", lambda p: _append(p + ".bin", b"\0\0"), ".bin", ".idx", "not one dataset")
     case("bad-header", lambda p: _patch(p + ".idx", 0, b"NOTANIDX"), ".idx", "bad header")
     case("dtype-code", lambda p: _patch(p + ".idx", 17, bytes([42])), ".idx", "unknown token dtype code 42")
     case("lengths", lambda p: _patch(p + ".idx", 34, struct.pack("<i", 7)), ".idx", "lengths and pointers disagree")
@@ -109,6 +110,11 @@ def _cases(corpus, root):
     cases.append(("empty-documents", _write(blank, [[], []]), ("empty dataset", "hold no tokens")))
     cases.append(("no-such-prefix", str(root / "nowhere" / "x_text_document"), ("no dataset there",)))
     return cases
+
+
+def _append(path, content):
+    with open(path, "ab") as f:
+        f.write(content)
 
 
 def _patch(path, offset, content):
@@ -125,6 +131,27 @@ def test_every_corrupt_dataset_is_a_training_input_error(corpus, tmp_path):
         assert all(part in message for part in expect), (name, message)
         assert prefix in message or os.path.basename(prefix) in message, (name, message)
     assert datasets.check_dataset(corpus)["documents"] == 120  # the sound one passes
+
+
+def test_a_bin_longer_than_its_index_says_is_one_line_from_pretrain(corpus, tmp_path):
+    """Issue 25: the `.idx` of one dataset beside a larger `.bin` (here the corpus' tokens twice over) trained to the
+    end with exit 0 (megatron-core reads only what the index says); only a too-short `.bin` was caught."""
+    prefix = _copy(corpus, tmp_path / "d")
+    with open(corpus + ".bin", "rb") as f:
+        _append(prefix + ".bin", f.read())
+    size, want = os.path.getsize(prefix + ".bin"), os.path.getsize(corpus + ".bin")
+    out = run(prefix, 2, "--train-iters", "2", expect_rc=1)
+    _one_line_error(out, prefix + ".bin", prefix + ".idx", f"{size} bytes", f"({want} bytes)")
+    assert "number of parameters" not in out
+
+
+@pytest.mark.parametrize("variant", ["flipped", "directory"])
+def test_a_broken_tokenizer_model_is_one_line_from_pretrain(corpus, broken_tokenizer_models, variant):
+    """Issue 25: a corrupt SentencePiece model (or a directory) was a sentencepiece RuntimeError on every rank."""
+    model = broken_tokenizer_models[variant]
+    out = run(corpus, 1, "--train-iters", "2", "--tokenizer-model", model, expect_rc=1)
+    expect = "is a directory" if variant == "directory" else "not a SentencePiece model"
+    _one_line_error(out, f"--tokenizer-model {model}: {expect}")
 
 
 # -- 4. token ids against the vocabulary ----------------------------------------------------------------------------
