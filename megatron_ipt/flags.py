@@ -27,6 +27,9 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import dataclasses
+import difflib
+import os
+import sys
 import types
 import typing
 from typing import Any, NamedTuple, Sequence
@@ -214,3 +217,36 @@ def _strip_optional(hint):
         if len(members) == 1:
             return members[0]
     return hint
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line each, printed by one process of a torchrun job: an unknown flag is named
+    with the closest known flags, instead of the whole usage (which --help prints) and "unrecognized arguments" once
+    per rank. Exit status 2, as argparse."""
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._fail(self._unknown(extras))
+        return namespace
+
+    def error(self, message):
+        self._fail([f"error: {message} (see --help)"])
+
+    def _fail(self, lines):
+        if os.environ.get("RANK", "0") == "0":  # torchrun's global rank 0, or no torchrun
+            sys.stderr.write("".join(line + "\n" for line in lines))
+        self.exit(2)
+
+    def _unknown(self, extras):
+        known = sorted({o for action in self._actions for o in action.option_strings if o.startswith("--")})
+        lines, after_flag = [], False
+        for token in extras:
+            if token.startswith("--"):
+                name = token.split("=", 1)[0]
+                close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+                lines.append(f"error: unknown flag {name}" + (f" (closest: {', '.join(close)})" if close else ""))
+                after_flag = True
+            elif not after_flag:  # a value after an unknown flag is its value, not a second error
+                lines.append(f"error: unexpected argument {token!r}")
+        return lines

@@ -16,7 +16,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from megatron_ipt.flags import Alias, add_flags, config_from_args, flag, in_help_order
+from megatron_ipt.flags import Alias, OneLineArgumentParser, add_flags, config_from_args, flag, in_help_order
 from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.training import megatron_flags
 from megatron_ipt.training.model_config import ModelConfig, add_model_args
@@ -407,7 +407,10 @@ def add_precision_args(parser, exclude=()) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """tools/pretrain.py's flags; `TrainingConfig.from_args` reads what they parse to."""
-    parser = argparse.ArgumentParser(description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).")
+    parser = OneLineArgumentParser(
+        description="Pre-train a GPT model with megatron-core (Megatron-LM flag names).",
+        allow_abbrev=False,  # as Megatron-LM: a misspelt flag is never taken for another one that it prefixes
+    )
     add_model_args(parser)
     add_flags(parser, megatron_flags.ModelRules)
     add_parallel_args(parser)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from megatron_ipt.training import config, megatron_flags, models, presets
+from tests import launch
 from tests.training.helpers import REPO, environment, training_config
 
 BASE = ["--model", "tiny", "--micro-batch-size", "1", "--train-iters", "10"]
@@ -207,3 +208,29 @@ def test_docs_show_the_registries_as_they_are():
     assert text[text.index(begin) + len(begin) : text.index(end)] == megatron_flags.markdown(), (
         "regenerate with: python -m megatron_ipt.training.megatron_flags"
     )
+
+
+def test_unknown_flags_are_one_line_each_with_the_closest_known_flags_once_per_job():
+    """Before: the whole 150-line usage and "unrecognized arguments", once per rank. A prefix of a real flag is
+    unknown too (Megatron-LM's allow_abbrev=False), and an argparse error is one line."""
+    out = launch.run(
+        "tools/pretrain.py",
+        *BASE,
+        "--tensor-model-paralel-size",
+        "2",
+        "--lr-warmup",
+        "3",
+        nproc=2,
+        expect_rc=1,
+        timeout=300,
+    )
+    lines = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert lines == [
+        "error: unknown flag --tensor-model-paralel-size (closest: --tensor-model-parallel-size, "
+        "--pipeline-model-parallel-size, --context-parallel-size)",
+        "error: unknown flag --lr-warmup (closest: --lr-warmup-iters, --lr-warmup-samples, --lr-warmup-fraction)",
+    ]
+    assert "usage:" not in out and "unrecognized arguments" not in out
+    with pytest.raises(SystemExit) as exit:
+        config.build_parser().parse_args(BASE + ["--lr-decay-style", "bogus"])
+    assert exit.value.code == 2
