@@ -6,7 +6,8 @@ so a half-written corpus never carries the final name; see "Reliability" in docs
   ``{"text": ..., "source": "augmented" | "raw" | "tuning" | "general_instruction"}``, shuffled across sources;
 - ``per_source_outputs``: ``{source}.jsonl`` with each source's documents once, and the ``--data-path``
   weights (token shares of the recipe) to blend them at training time;
-- ``summary.json`` (figures below; ``--token-budget-from`` reads its ``tokens``) and, with evaluation sets,
+- ``summary.json`` (figures below; ``--token-budget-from`` reads its ``tokens``; ``incomplete_synthesis``: what
+  an unfinished synthesis built with ``--allow-incomplete-synthesis`` lacks) and, with evaluation sets,
   ``decontam-flagged.jsonl`` (one line per dropped or flagged item, with the overlapping words).
 """
 
@@ -38,7 +39,7 @@ from megatron_ipt.io.jsonl import BadLines
 from megatron_ipt.tokenizers import TokenizerSpec
 
 from . import decontam
-from .reader import read_collections, read_instructions, read_texts, read_tuning
+from .reader import read_collections, read_instructions, read_texts, read_tuning, unfinished_synthesis
 from .recipes import RECIPES, Inputs, RecipeConfig, build_pools, mix
 from .render import SEED_OFFSET
 
@@ -132,6 +133,12 @@ class BuildConfig:
         False, help="replace a non-empty --output-dir (after the new corpus is complete)", group=OUTPUT
     )
     skip_bad_lines: bool = flag(False, help="skip and count unusable input lines instead of stopping", group=INPUTS)
+    allow_incomplete_synthesis: bool = flag(
+        False,
+        help="build from the parts of a --collections synthesis that is not finished (its manifests list parts "
+        "not done) instead of refusing it; the summary says how much is missing",
+        group=INPUTS,
+    )
     eval_sets: Sequence[str] = flag(
         (),
         help="evaluation sets: JSONL (one example per line) or plain text (one per line); files, globs or dirs",
@@ -246,8 +253,16 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     parent = os.path.dirname(os.path.abspath(out))
     check_writable_dir(parent)  # before the work, not after it
     clean_once(parent)  # what killed runs left: their `OUT.{pid}@{host}.tmp` directories
+    # a synthesis still running or killed: refused (naming its missing parts) unless asked for what is there
+    missing = unfinished_synthesis(cfg.collections, cfg.allow_incomplete_synthesis)
     tokenizer = cfg.tokenizer.build(cfg.threads)
     notes = [n for n in [_rounds_note(cfg.collections, cfg.recipe)] if n]
+    if missing:
+        texts = "an unknown number of" if missing["texts_missing"] is None else f"{missing['texts_missing']:,}"
+        notes.append(
+            f"warning: built from an unfinished synthesis (--allow-incomplete-synthesis): {texts} texts of "
+            f"{missing['shards']} shard(s) missing; {missing['detail']}"
+        )
 
     bad = BadLines(skip=cfg.skip_bad_lines)
     inputs = read_inputs(cfg, bad)
@@ -332,6 +347,8 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
                 **dict(sorted(report.counts.items())),
             },
             "skipped_lines": dict(bad.counts),
+            # None: every synthesis run under --collections is finished (or none is described there)
+            "incomplete_synthesis": missing,
             "seconds": {
                 "read": t_read - t0,
                 "decontaminate": t_decontam - t_read,

@@ -6,13 +6,16 @@
 - general instructions: JSONL with a question and a response field, rendered ``"{question} {response}"``.
 
 A directory input means its JSONL files (recursively), so a synthesis output directory can be given as is
-(its ``manifest-*.json`` files are not collections).
+(its ``manifest-*.json`` files are not collections). Its manifests say whether the synthesis finished
+(``unfinished_synthesis``): the builder refuses a run with parts not finished unless asked for what is there.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, List, Sequence, Tuple
+import os
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
+from megatron_ipt.formats import synthesis_output
 from megatron_ipt.formats.records import Collection, Entry
 from megatron_ipt.io.inputs import COMPRESSED_SUFFIXES, expand_inputs
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, read_jsonl, string_field
@@ -62,3 +65,35 @@ def read_instructions(spec: str, keys: Sequence[str], bad: BadLines) -> List[Tup
         return f"{question} {response}"
 
     return list(iter_records(spec, bad, check))
+
+
+ALLOW_INCOMPLETE = "--allow-incomplete-synthesis"
+
+
+def unfinished_synthesis(spec: str, allow: bool = False) -> Optional[dict]:
+    """What the synthesis runs below the directory ``spec`` (their manifests) have not finished: None when every
+    shard of every run is finished (or ``spec`` is no directory, or holds no manifest). Otherwise a ValueError of
+    one line naming the directory, each unfinished shard and its parts, and how to go on; with ``allow``, the
+    missing parts and texts as a dict (``texts_missing`` None where a shard's count is not known yet)."""
+    if not spec or not os.path.isdir(spec):
+        return None
+    shards = [s for s in synthesis_output.progress(spec) if not s.finished]
+    if not shards:
+        return None
+    by_dir = {}
+    for s in shards:
+        by_dir.setdefault(s.directory, []).append(s.describe())
+    detail = "; ".join(f"{d}: " + "; ".join(lines) for d, lines in by_dir.items())
+    if not allow:
+        raise ValueError(
+            f"--collections {spec}: the synthesis is not finished: {detail}; rerun tools/synthesize.py with --resume "
+            f"(same flags) to finish it, or pass {ALLOW_INCOMPLETE} to build from the parts that are there"
+        )
+    known = [s.texts_missing for s in shards]
+    return {
+        "shards": len(shards),
+        "parts_missing": sum(len(s.missing) for s in shards if s.parts is not None),
+        "parts_count_known": all(s.parts is not None for s in shards),
+        "texts_missing": None if None in known else sum(known),
+        "detail": detail,
+    }

@@ -75,7 +75,7 @@ def score_synthesis(generations: Sequence) -> dict:
     total = sum(kinds.values())
     return {
         "texts": len(generations),
-        "failed_generations": sum(1 for g in generations if not g),
+        "failed_generations": sum(1 for g in generations if g is None),  # the engine did not answer
         "format_validity": 100.0 * sum(1 for ps in pairs if ps) / max(len(pairs), 1),
         "pairs_per_text": total / max(len(pairs), 1),
         "pair_types": {k: 100.0 * kinds[k] / total if total else 0.0 for k in PAIR_TYPES},

@@ -1,5 +1,5 @@
 """A shard's output directory: ``{out}/shard{S:05d}-part{P:05d}.jsonl`` parts and ``manifest-shard{S:05d}.json``,
-the one module that writes and reads them.
+the one module that writes them (their format, and the reader other stages use: megatron_ipt/formats/synthesis_output.py).
 
 The manifest records the layout (input content hash, settings, parts, each with the hash of the input up to its
 last text) and is rewritten as parts start and finish. A resumed run skips the finished parts and refuses a
@@ -14,9 +14,9 @@ the file on disk matches either the pending record or the previous one (``Manife
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 
+from megatron_ipt.formats.synthesis_output import manifest_name, part_name, part_pattern, read_manifest
 from megatron_ipt.io.atomic import write_atomic
 from megatron_ipt.io.inputs import open_binary
 
@@ -119,16 +119,15 @@ class Manifest:
 
     def __init__(self, output_dir, shard_index, layout, resume, input_files):
         self.dir, self.shard_index, self.resume = output_dir, shard_index, resume
-        self.path = os.path.join(output_dir, f"manifest-shard{shard_index:05d}.json")
+        self.path = os.path.join(output_dir, manifest_name(shard_index))
         self.layout = dict(layout)
         old = {}
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                old = json.load(f)
+            old = read_manifest(self.path)
             if resume:
                 self._check_resumable(old, input_files)
         if not resume and os.path.isdir(output_dir):
-            mine = re.compile(rf"shard{shard_index:05d}-part\d+\.jsonl")
+            mine = part_pattern(shard_index)
             existing = sorted(f for f in os.listdir(output_dir) if mine.fullmatch(f))
             if existing:
                 raise FileExistsError(
@@ -177,7 +176,7 @@ class Manifest:
             part = {}
             self.parts.append(part)
         fresh = "file" not in part
-        part.update(file=f"shard{self.shard_index:05d}-part{p:05d}.jsonl", texts=texts, input_sha256=read)
+        part.update(file=part_name(self.shard_index, p), texts=texts, input_sha256=read)
         if fresh:
             self.save()  # the part is known from here on, with the input it is made of
         return part

@@ -1,8 +1,10 @@
 """Multi-round (M-shot) synthesis, as the released code does it (github.com/microsoft/LMOps instruction_pretrain/;
 Cheng et al. 2024, arXiv 2406.14491): round r's texts get the chains of round r-1 as demonstrations.
 
-``generate(prompts) -> list[str | None]`` is any engine call; ``None`` or "" marks a failed generation,
-which yields zero pairs and no chain link (the released code crashes there instead).
+``generate(prompts) -> list[str | None]`` is any engine call; ``None`` marks a failed generation (the engine
+did not answer), which yields zero pairs and no chain link and is recorded for ``--resume`` (the released code
+crashes there instead). A string is an answer, even one that parses to zero pairs (``""`` included: the rules
+engine's answer for a text it cannot mine): that text is kept without pairs and is no failure.
 
 ``count_tokens(prompt)`` measures a prompt for the length guard: the engine's real tokenizer when it has one,
 otherwise the paper's estimate, whitespace words x 1.5, with long runs without spaces counted by bytes
@@ -12,7 +14,7 @@ otherwise the paper's estimate, whitespace words x 1.5, with long runs without s
 import asyncio
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional
 
 from megatron_ipt.formats.records import ENTRY_KEYS, Collection, Entry
@@ -100,6 +102,8 @@ class PartResult:
     generated: int  # prompts sent to the engine (the others reused ``earlier`` results)
     demonstrations: int = 0  # generated prompts that carry their chain's demonstration (after a generation of this run)
     extending: int = 0  # of those, the prompts that start with exactly their chain's last prompt + generation
+    # indices of the texts generated in this run whose answer parsed to zero pairs (kept without pairs; no failure)
+    without_pairs: List[int] = field(default_factory=list)
 
 
 SCHEDULES = ("pipelined", "barrier")
@@ -184,7 +188,10 @@ def prefix_extends(prompt, last_prompt, last_generation):
 
 def _with_prefix_check(part, texts, rounds, preds):
     """``part`` with the prefix check of its generated prompts (``preds``: {text index: generation} of this run;
-    text j's chain predecessor is j - B)."""
+    text j's chain predecessor is j - B), and the texts of this run answered without pairs."""
+    part.without_pairs = [
+        j for j, pred in sorted(preds.items()) if pred is not None and not parse_pred(pred, dedup=True)
+    ]
     bsz = math.ceil(len(texts) / rounds) if texts else 0
     for j, prompt in enumerate(part.prompts):
         last = j - bsz
@@ -223,7 +230,7 @@ def _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_token
                 raise RuntimeError(f"engine returned {len(generations)} generations for {len(todo)} prompts")
             for i, pred in zip(todo, generations):
                 preds[lo + i] = pred
-                results[i] = parse_pred(pred, dedup=True) if pred else None
+                results[i] = parse_pred(pred, dedup=True) if pred is not None else None
         prev = finish_round(items, results)
         failed += [lo + i for i, pairs in enumerate(results) if pairs is None]
     return PartResult([Collection(chain) for chain in prev], failed, prompts, len(preds)), preds
@@ -251,7 +258,7 @@ def _pipelined(texts, agenerate, run, rounds, budget, count_tokens, extras, earl
                         await gate.acquire(i)
                         holding = True
                     preds[j] = pred = await agenerate(prompt)
-                    pairs = parse_pred(pred, dedup=True) if pred else None
+                    pairs = parse_pred(pred, dedup=True) if pred is not None else None
                 results[j] = (prompt, pairs)
                 entries.append(chain_entry(texts[j], entries, pairs, extras[j] if extras else {}))
         finally:

@@ -157,8 +157,9 @@ def _earlier_results(path, texts, extras, failed, synth):
 def run(config: SynthesisConfig, engine, progress=None):
     """Synthesize this shard (``config``) with ``engine``; returns the summary dict (see ``format_summary``).
 
-    Failed generations are recorded per part (``failed``: text indices in the part) and ``config.resume`` retries
-    them. The run stops after a part when more than ``config.max_failure_rate`` of this run's generations failed
+    Failed generations (the engine did not answer) are recorded per part (``failed``: text indices in the part)
+    and ``config.resume`` retries them; a text answered with zero pairs is counted as ``texts_without_pairs``, no
+    failure (the corpus keeps it raw). The run stops after a part when more than ``config.max_failure_rate`` of this run's generations failed
     (``summary["stopped"]``). ``progress(total)`` (optional) returns an object with ``update(n)`` and
     ``close()``; it is told about every text as its generation finishes (and about the texts kept from an
     earlier run). ``config.schedule``/``max_in_flight``: how each part's rounds are scheduled
@@ -244,13 +245,17 @@ def run(config: SynthesisConfig, engine, progress=None):
             if bar and kept:
                 bar.update(kept)
             lines = [json.dumps(col.to_json(), ensure_ascii=False) + "\n" for col in result.collections]
-            part_stats = collection_stats(result.collections) + Counter(failures=len(result.failed))
+            part_stats = collection_stats(result.collections)
+            # a failed text has no pairs either; "texts without pairs" are those answered with none, failures apart
+            part_stats["texts_without_pairs"] -= len(result.failed)
+            part_stats = +part_stats + Counter(failures=len(result.failed))
             manifest.write(part, lines, part_stats, result.failed)
             stats.update(
                 texts=result.generated,
                 skipped_texts=kept,
                 retried=retried,
                 failures=len(result.failed),
+                texts_without_pairs=len(result.without_pairs),
                 demonstration_prompts=result.demonstrations,
                 prefix_extending=result.extending,
             )
@@ -309,12 +314,14 @@ def format_summary(s):
         f"files          {files.get('parts', 0)} of {s['parts']} parts written, {files.get('texts', 0)} texts; "
         "the counts below are theirs",
         f"pairs          {files.get('pairs', 0)} ({files.get('pairs', 0) / n:.2f} per text; "
-        f"{files.get('texts_without_pairs', 0)} texts without pairs)",
+        f"{files.get('texts_without_pairs', 0)} texts without pairs, {files.get('failures', 0)} failed)",
         f"pair types     free-form {files.get('free-form', 0)}, options {files.get('options', 0)}, "
         f"CoT {files.get('cot', 0)}",
         f"failures       {failures} generations of {generated} in this run ({failures / max(generated, 1):.1%}; "
         f"--max-failure-rate {s['max_failure_rate']:g}); {files.get('failures', 0)} failed texts in the files"
         + (": --resume retries them" if files.get("failures") else ""),
+        f"without pairs  {s.get('texts_without_pairs', 0)} texts of {generated} in this run answered with no pairs "
+        "(kept raw in the corpus; not failures)",
         f"tokens{estimate:<9} prompt {u['prompt_tokens']:,} ({u['prompt_tokens'] / secs:,.0f}/s), "
         f"generated {u['generated_tokens']:,} ({u['generated_tokens'] / secs:,.0f}/s)",
         f"time           {secs:.1f} s ({generated / secs:,.1f} texts/s; {u['seconds']:.1f} s in the engine)",

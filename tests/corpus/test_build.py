@@ -424,3 +424,76 @@ def test_a_broken_tokenizer_model_is_one_line_naming_it(tmp_path, collections_fi
     result = subprocess.run(argv, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
     expect = "is a directory" if variant == "directory" else "not a SentencePiece model"
     one_error_line(result, f"--tokenizer-model {model}: {expect}")
+
+
+def test_an_unfinished_synthesis_is_refused_unless_asked_for(tmp_path, tokenizer_flags, capsys):
+    """Issue 25: --collections of a synthesis run that was killed (or stopped) after a few of its parts used to
+    build a corpus of those parts, exit 0, no warning. Its manifest knows the parts not finished: refused, naming
+    them, unless --allow-incomplete-synthesis asks for what is there (the summary then says what is missing)."""
+    from megatron_ipt.assets import opticks_paragraphs
+    from megatron_ipt.synthesis.config import SynthesisConfig
+    from megatron_ipt.synthesis.engines import build_engine
+    from megatron_ipt.synthesis.engines.base import Generation
+    from megatron_ipt.synthesis.engines.rules import RulesEngine
+    from megatron_ipt.synthesis.runner import run
+
+    class Breaking(RulesEngine):
+        """The rules engine, one generate call a part (M=1): killed (as by Ctrl-C) or failing every text from
+        its n-th call."""
+
+        def __init__(self, at, kill):
+            super().__init__()
+            self.calls, self.at, self.kill = 0, at, kill
+
+        def _generate(self, texts):
+            self.calls += 1
+            if self.calls >= self.at:
+                if self.kill:
+                    raise KeyboardInterrupt
+                return [Generation(None) for _ in texts]
+            return super()._generate(texts)
+
+    path = tmp_path / "in.jsonl"
+    texts = [p for p in opticks_paragraphs() if len(p.split()) > 20][:60]
+    write_jsonl(path, [{"id": i, "text": t} for i, t in enumerate(texts)])
+
+    def synth(out, engine, **kw):
+        return run(SynthesisConfig(input=str(path), output_dir=str(out), rounds=1, part_size=2, **kw), engine)
+
+    def corpus(collections, name, *more):
+        flags = ["--recipe", "general", "--collections", str(collections), *tokenizer_flags]
+        return main([*flags, "--output-dir", str(tmp_path / name), *more])
+
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        synth(killed, Breaking(4, kill=True))  # parts 0-2 written, killed in part 3 of 30
+    assert corpus(killed, "c1") == 1
+    err = capsys.readouterr().err
+    assert f"--collections {killed}: the synthesis is not finished: {killed}: shard 0: parts 3 and later" in err
+    assert "--resume" in err and "--allow-incomplete-synthesis" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "c1")
+    assert corpus(killed, "c2", "--allow-incomplete-synthesis") == 0
+    out = capsys.readouterr().out
+    summary = json.load(open(tmp_path / "c2" / "summary.json"))
+    assert summary["render"]["texts:total"] == 6 and summary["incomplete_synthesis"]["texts_missing"] is None
+    assert "warning: built from an unfinished synthesis" in out and "shard 0: parts 3 and later" in out
+
+    stopped = tmp_path / "stopped"  # stopped by --max-failure-rate in part 3: it read its whole input
+    assert synth(stopped, Breaking(4, kill=False))["stopped"] == 3
+    assert corpus(stopped, "c3") == 1
+    assert f"{stopped}: shard 0: parts 4-29 of 30 not finished;" in capsys.readouterr().err
+    assert corpus(stopped, "c4", "--allow-incomplete-synthesis") == 0
+    missing = json.load(open(tmp_path / "c4" / "summary.json"))["incomplete_synthesis"]
+    assert (missing["parts_missing"], missing["texts_missing"], missing["shards"]) == (26, 52, 1)
+    assert "52 texts of 1 shard(s) missing" in capsys.readouterr().out
+
+    # finished (--resume): built as before, with or without the flag, and nothing said missing
+    rules = build_engine("rules")
+    synth(stopped, rules, resume=True)
+    synth(tmp_path / "clean", rules)
+    assert corpus(stopped, "c5") == 0 and corpus(tmp_path / "clean", "c6", "--allow-incomplete-synthesis") == 0
+    capsys.readouterr()
+    docs = [open(tmp_path / c / "corpus-00000.jsonl").read() for c in ("c5", "c6")]
+    assert docs[0] == docs[1]
+    summary = json.load(open(tmp_path / "c5" / "summary.json"))
+    assert summary["incomplete_synthesis"] is None and summary["render"]["texts:total"] == 60

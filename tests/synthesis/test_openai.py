@@ -1,8 +1,8 @@
 """The openai engine's error handling against a real local HTTP server that injects faults.
 
 The server speaks the OpenAI completions protocol on 127.0.0.1 and misbehaves on purpose (HTTP 500s, answers
-later than the client's timeout, dropped connections, non-JSON bodies, HTTP 400), keyed by words in the
-prompt. The happy path against a real model server (`vllm serve`) is in test_vllm.py.
+later than the client's timeout, a body sent a byte a second forever, dropped connections, non-JSON bodies, HTTP
+400, empty answers), keyed by words in the prompt. The happy path against a real model server (`vllm serve`) is in test_vllm.py.
 """
 
 import json
@@ -82,6 +82,19 @@ class FaultServer:
                     text = f"<QUE> about {ctx}? <ANS> {ctx} </END>"
                     if outer.count_demos:
                         text = f"<QUE> about {ctx}? <ANS> {ctx}, {req['prompt'].count('<CON>') - 1} demos </END>"
+                    if ctx.startswith("drip"):  # headers, then one byte a second, forever (until the client hangs up)
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", "1000000")
+                        self.end_headers()
+                        while True:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(1)
+                    if ctx.startswith("empty"):  # a server that answers nothing: a failed generation
+                        text = ""
+                    if ctx.startswith("nopairs"):  # an answer, but no pair in it: a text without pairs
+                        text = "I cannot write questions about this text."
                     malformed = {
                         "usagelist": {"choices": [{"text": text}], "usage": [1, 2]},
                         "usagestr": {"choices": [{"text": text}], "usage": {"prompt_tokens": "many"}},
@@ -385,3 +398,63 @@ def test_prefix_cache_hits_reported_by_the_server_are_counted(server):
         eng.close()
     assert all(out) and eng.usage.failures == 0
     assert (eng.usage.cached_prompt_tokens, eng.usage.cache_reports) == (6, 2)
+
+
+def test_an_empty_answer_fails_an_answer_without_pairs_does_not(server, tmp_path, capsys):
+    """Issue 25: "failed generation" is kept for an engine that did not answer (here: an empty completion, after
+    the retries of nothing); an answer that parses to zero pairs is a text without pairs, never a failure."""
+    path = tmp_path / "in.jsonl"
+    write_texts(path, ["ok0", "empty0", "nopairs0", "ok1"])
+    summary_json = tmp_path / "summary.json"
+    flags = ["--max-failure-rate", "0.3", "--summary-json", str(summary_json), "--rounds", "1"]
+    assert synthesize(server, path, tmp_path / "o", *flags) == 0
+    s = json.load(open(summary_json))
+    assert (s["failures"], s["texts_without_pairs"], s["usage"]["failures"]) == (1, 1, 1)
+    assert (s["written"]["failures"], s["written"]["texts_without_pairs"]) == (1, 1)
+    manifest = json.load(open(tmp_path / "o" / "manifest-shard00000.json"))
+    assert [p["failed"] for p in manifest["parts"]] == [[1]]  # empty0: --resume retries it, not nopairs0
+    out = capsys.readouterr().out
+    assert "failures       1 generations of 4" in out and "without pairs  1 texts of 4 in this run" in out
+
+
+def test_a_server_dripping_bytes_ends_as_a_failed_generation(server, tmp_path):
+    """Issue 25: --request-timeout is an overall deadline, not a per-read one. A server that sends its headers and
+    then one byte a second forever is cut off after the deadline (and the retry's), the text is a recorded
+    failure, and the run ends with the exit status --max-failure-rate gives, in bounded time."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "in.jsonl"
+    write_texts(path, ["ok0", "drip0", "ok1", "ok2"])
+    out, summary_json = tmp_path / "o", tmp_path / "summary.json"
+    flags = ["tools/synthesize.py", "--input", str(path), "--engine", "openai", "--openai-base-url", server.url]
+    flags += ["--request-timeout", "3", "--max-retries", "1", "--summary-json", str(summary_json)]
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONDONTWRITEBYTECODE="1")
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, *flags, "--output-dir", str(out), "--max-failure-rate", "0.5"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("synthesize.py still waiting on a dripping server after 60 s (--request-timeout 3)")
+    assert time.monotonic() - start < 20, done.stderr  # 2 attempts of 3 s + backoff + start-up
+    assert done.returncode == 0, done.stderr
+    assert "no complete answer within 3 s (--request-timeout)" in done.stderr
+    assert len(server.attempts["drip0"]) == 2
+    s = json.load(open(summary_json))
+    assert s["failures"] == 1 and s["usage"]["failures"] == 1
+    manifest = json.load(open(out / "manifest-shard00000.json"))
+    assert [p["failed"] for p in manifest["parts"]] == [[1]]  # recorded: --resume retries it
+    # at the default --max-failure-rate (5 %) the same failure stops the run with exit status 3
+    done = subprocess.run(
+        [sys.executable, *flags, "--output-dir", str(tmp_path / "o3")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 3 and "1 of 4 generations failed" in done.stderr, done.stderr

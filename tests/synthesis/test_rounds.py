@@ -7,14 +7,18 @@ from megatron_ipt.synthesis.rounds import synthesize_part, synthesize_rounds
 
 
 def echo_engine(log):
-    """Real deterministic generator: one pair naming the last context of the prompt."""
+    """Real deterministic generator: one pair naming the last context of the prompt; None (a failed generation)
+    for a context starting with FAIL, "" (an answer without pairs) for one starting with NONE."""
 
     def generate(prompts):
         log.append(list(prompts))
         out = []
         for p in prompts:
             ctx = p.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
-            out.append("" if ctx.startswith("FAIL") else f"<QUE> about {ctx}? <ANS> {ctx} </END>")
+            if ctx.startswith(("FAIL", "NONE")):
+                out.append(None if ctx.startswith("FAIL") else "")
+            else:
+                out.append(f"<QUE> about {ctx}? <ANS> {ctx} </END>")
         return out
 
     return generate
@@ -54,6 +58,15 @@ def test_failure_gives_zero_pairs_and_no_link():
     # the next round after a zero-pair entry gets no demonstration
     cols, _ = synthesize_rounds(["FAIL0", "T1"], echo_engine(log := []), rounds=2)
     assert log[1] == [cook_context("T1")] and cols[0][0].followed_by_next is False
+
+
+def test_an_answer_without_pairs_is_no_failure():
+    """None is a failed generation (recorded, retried by --resume); a string that parses to zero pairs, "" too, is
+    an answer: the text is kept without pairs, not failed (issue 25)."""
+    for schedule in ("barrier", "pipelined"):
+        r = synthesize_part(["T0", "NONE1", "FAIL2", "T3"], echo_engine([]), 2, schedule=schedule)
+        assert r.failed == [2] and r.without_pairs == [1], schedule
+        assert [len(e.qa_list) for c in r.collections for e in c] == [1, 0, 0, 1]
 
 
 def test_leftover_chains_are_kept():

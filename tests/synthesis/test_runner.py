@@ -489,3 +489,28 @@ def test_a_late_bad_line_keeps_the_parts_before_it_and_resume_goes_on(corpus, tm
     assert {f: open(out / f).read() for f in os.listdir(out) if f.endswith(".jsonl")} == {
         f: open(clean / f).read() for f in os.listdir(clean) if f.endswith(".jsonl")
     }
+
+
+def test_texts_the_rules_engine_cannot_mine_are_kept_without_pairs_not_failed(corpus, tmp_path, capsys):
+    """Issue 25: a text without pairs ("Ok.": nothing to mine) is a normal, deterministic outcome, never a failed
+    generation: 20 % of them at --max-failure-rate 0.05 finish with exit 0, counted as texts without pairs."""
+    _, texts = corpus
+    mixed = [t if i % 5 else "Ok." for i, t in enumerate(texts[:20])]  # 4 of 20 cannot be mined
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(mixed)))
+    out, summary_json = tmp_path / "o", tmp_path / "summary.json"
+    flags = ["--input", str(path), "--output-dir", str(out), "--rounds", "2", "--part-size", "10"]
+    assert main([*flags, "--max-failure-rate", "0.05", "--summary-json", str(summary_json)]) == 0
+    captured = capsys.readouterr()
+    s = json.load(open(summary_json))
+    assert s["failures"] == 0 and s["texts_without_pairs"] == 4 and s["stopped"] is None
+    assert s["written"]["texts_without_pairs"] == 4 and s["written"].get("failures", 0) == 0
+    assert s["usage"]["failures"] == 0
+    assert "failures       0 generations of 20" in captured.out and "--resume" not in captured.err
+    assert "without pairs  4 texts of 20 in this run" in captured.out
+    manifest = json.load(open(out / "manifest-shard00000.json"))
+    assert manifest["complete"] and all(p["failed"] == [] for p in manifest["parts"])
+    assert {e["context"]: len(e["QA_list"]) for e in entries(out)}["Ok."] == 0
+    # --resume has nothing to retry: the run is finished
+    assert main([*flags, "--resume", "--summary-json", str(summary_json)]) == 0
+    assert json.load(open(summary_json)).get("texts", 0) == 0

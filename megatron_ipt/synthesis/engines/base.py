@@ -1,7 +1,11 @@
 """The engine interface: ``generate(prompts) -> list[str | None]``, one generation per wire-format prompt.
 
 A generation is the text produced after the prompt (pairs in the QA_TEMPLATE format, ending with </END>), or
-None/"" when that item failed; a failed item never raises (rounds.py counts it and the run goes on).
+None when that item failed (the engine did not answer); a failed item never raises (rounds.py counts it, records
+it for ``--resume`` and the run goes on). An answer that parses to zero pairs is no failure: the text is kept
+without pairs. An empty answer is a failure for the model engines (``empty_answer_fails``: a model that answers
+nothing, e.g. a server's empty completion, did not do the work) and an answer for the rules engine (a text it
+finds nothing to mine in, which no retry changes).
 Sampling settings (``max_new_tokens``, ``temperature``) are fixed when the engine is built, so every call of a
 run samples the same way. Every engine also offers:
 
@@ -93,6 +97,7 @@ class Engine:
     name = "base"
     Settings = None  # the engine's settings dataclass
     max_in_flight = DEFAULT_MAX_IN_FLIGHT
+    empty_answer_fails = True  # an empty generation is a failure (None), not an answer without pairs
     _loop = _batcher = None
 
     def __init__(self, max_new_tokens=400, temperature=0.0, style: PromptStyle = None, token_counter=None):
@@ -140,12 +145,15 @@ class Engine:
     def _account(self, text, gen: Generation) -> Optional[str]:
         """Count one finished generation of the rendered prompt ``text`` in ``usage``; its restored text, or None."""
         self.usage.prompts += 1
-        if not gen.text or not isinstance(gen.text, str):  # an engine's malformed answer fails its item only
+        # an engine's malformed answer fails its item only; an empty one too, where empty_answer_fails
+        if not isinstance(gen.text, str) or (not gen.text and self.empty_answer_fails):
             self.usage.failures += 1
             return None
         self.usage.prompt_tokens += int(gen.prompt_tokens if gen.prompt_tokens is not None else self._count_text(text))
         self.usage.generated_tokens += int(
-            gen.generated_tokens if gen.generated_tokens is not None else self._count_text(gen.text)
+            gen.generated_tokens
+            if gen.generated_tokens is not None
+            else (self._count_text(gen.text) if gen.text else 0)
         )
         if gen.cached_tokens is not None:
             self.usage.cached_prompt_tokens += int(gen.cached_tokens)

@@ -3,8 +3,9 @@ or nodes serve one run (examples/synthesize_vllm_serve.sh).
 
 One prompt per request (``agenerate``: an async request on httpx's AsyncClient, so the pipelined schedule keeps
 the server's batch full), at most ``max_concurrency`` requests in flight, spread round-robin over
-the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (``request_timeout``
-seconds without a byte), loses its connection, or gets HTTP 408/429/5xx or a malformed answer (not JSON, no
+the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (no complete answer
+within ``request_timeout`` seconds: an overall deadline for the whole request, from connecting to the last byte of
+the body, so a server that answers a byte at a time cannot hold it forever), loses its connection, or gets HTTP 408/429/5xx or a malformed answer (not JSON, no
 ``choices``, a ``text`` that is not a string, a ``usage`` that is not an object of counts) is retried up to
 ``max_retries`` times with exponential backoff (``backoff`` x 2^attempt seconds, capped at 60 s, +0-25%
 jitter); other HTTP errors (e.g. 400 prompt too long) are not retried. An item that still fails returns None,
@@ -98,7 +99,13 @@ class OpenAISettings:
     )
     max_concurrency: int = flag(16, help="requests in flight", group="openai engine")
     max_retries: int = flag(4, help=None, group="openai engine")
-    request_timeout: float = flag(600.0, help="seconds without an answer", group="openai engine")
+    request_timeout: float = flag(
+        600.0,
+        help="seconds one request may take in all, from connecting to the answer's last byte (an overall deadline, "
+        "not per read); a request past it is cancelled and retried (--max-retries), then its text is a failed "
+        "generation (default: %(default)s)",
+        group="openai engine",
+    )
     backoff: float = 1.0
     tokenizer: Optional[TokenizerSpec] = None  # counts prompt tokens for the length guard; None: words x1.5
     prompt_style: str = "wire"
@@ -163,14 +170,18 @@ class OpenAIEngine(Engine):
     async def _request(self, url, body=None):
         if self._client is None:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            # timeout: connect, and each read/write, may take at most this long ("seconds without an answer")
+            # httpx's timeout bounds connect and each read/write; the request as a whole is bounded below
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.max_concurrency)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits)
+        request = self._client.get(url) if body is None else self._client.post(url, json=body)
         try:
-            if body is None:
-                resp = await self._client.get(url)
-            else:
-                resp = await self._client.post(url, json=body)
+            # the overall deadline: httpx's own timeout is per read, which a server sending a byte at a time never
+            # trips; the response body is read inside this (no streaming), so the whole answer is bounded
+            resp = await asyncio.wait_for(request, self.timeout)
+        except asyncio.TimeoutError:
+            raise RequestFailed(
+                f"{url}: no complete answer within {self.timeout:g} s (--request-timeout)", retry=True, answered=False
+            ) from None
         except httpx.HTTPError as e:  # refused, reset, dropped, timed out
             raise RequestFailed(f"{url}: {e!r}", retry=True, answered=False) from None
         if resp.status_code >= 400:

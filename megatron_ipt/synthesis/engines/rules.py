@@ -133,8 +133,12 @@ class RulesSettings:
 
 
 class RulesEngine(Engine):
+    """A text with nothing to mine (e.g. "Ok.": no sentence of 5 words) is answered with "": kept without pairs,
+    as the paper keeps such texts raw; no failure, since no retry can change a deterministic result."""
+
     name = "rules"
     Settings = RulesSettings
+    empty_answer_fails = False
 
     def __init__(self, settings: Optional[RulesSettings] = None):
         s = settings or RulesSettings()
@@ -150,7 +154,6 @@ class RulesEngine(Engine):
                 DELIMITER.join(
                     QA_TEMPLATE.format(question=q, answer=a) for q, a in mine_pairs(last_context(t), self.max_pairs)
                 )
-                or None
             )
             for t in texts
         ]
