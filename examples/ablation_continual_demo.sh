@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
 OUT=${ABLATION_CONTINUAL_DIR:-runs/ablation-continual}
 SYNTHESIZER=${SYNTHESIZER:-runs/synthesizer-demo/tuned-hf}
-TRAIN_DOCS=${TRAIN_DOCS:-80}       # training documents, each synthesized by the LM
-HELD_OUT_DOCS=${HELD_OUT_DOCS:-40} # held-out documents: tasks + perplexity
+TRAIN_DOCS=${TRAIN_DOCS:-16}       # training documents, each synthesized by the LM
+HELD_OUT_DOCS=${HELD_OUT_DOCS:-24} # held-out documents: tasks + perplexity
 if [[ ! -f "$SYNTHESIZER/config.json" ]]; then
   echo "error: $SYNTHESIZER: no tuned synthesizer (run: EXPORT_ONLY=1 make synthesizer-demo)" >&2
   exit 1
