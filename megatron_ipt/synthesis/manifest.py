@@ -17,15 +17,12 @@ import os
 import re
 from collections import Counter
 
+from megatron_ipt.errors import ConfigError, OutputError
 from megatron_ipt.io.atomic import write_atomic
 from megatron_ipt.io.inputs import open_binary
 
 # The layout keys known only once the whole input is read (None until then).
 FROM_INPUT = ("input_sha256", "records", "texts")
-
-
-class OutputError(Exception):
-    """An output that cannot be written; the message names the path and the system's reason."""
 
 
 def _reason(e: OSError) -> str:
@@ -124,7 +121,10 @@ class Manifest:
         old = {}
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
-                old = json.load(f)
+                try:
+                    old = json.load(f)
+                except ValueError as e:  # a damaged manifest: the message as json gives it
+                    raise ConfigError(str(e)) from e
             if resume:
                 self._check_resumable(old, input_files)
         if not resume and os.path.isdir(output_dir):
@@ -148,7 +148,7 @@ class Manifest:
     def _check_resumable(self, old, input_files):
         diff = {k: (old.get(k), v) for k, v in self.layout.items() if k not in FROM_INPUT and old.get(k) != v}
         if diff:
-            raise ValueError(f"{self.path}: --resume with different input or settings; (old, new): {diff}")
+            raise ConfigError(f"{self.path}: --resume with different input or settings; (old, new): {diff}")
         if old.get("input_sha256") and any("input_sha256" not in q for q in old.get("parts", [])):
             whole = hash_input(input_files)  # an earlier version's manifest: only the whole input is known
             if whole != old["input_sha256"]:
@@ -156,7 +156,7 @@ class Manifest:
         self.layout.update({k: old.get(k) for k in FROM_INPUT})
 
     def changed(self, diff):
-        return ValueError(
+        return ConfigError(
             f"{self.path}: --resume with different input or settings (the input changed); (old, new): {diff}"
         )
 
