@@ -12,7 +12,7 @@ SHARED = {"io", "formats", "tokenizers", "flags", "errors", "text", "metrics", "
 STAGES = {"synthesis", "corpus", "packing", "training"}
 ALLOWED = {
     **{stage: SHARED for stage in STAGES},
-    "io": set(),
+    "io": {"errors"},
     "formats": {"io", "_native", "errors"},
     "tokenizers": {"_native", "errors"},
     "flags": set(),

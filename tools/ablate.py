@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from megatron_ipt.ablation import pipeline
     from megatron_ipt.ablation.plan import PlanError, check_held_out, differing_keys, load_plan, resolved
-    from megatron_ipt.ablation.stages import RunLock, Runner, Stage, StageFailed
+    from megatron_ipt.ablation.stages import RunLock, Runner, Stage
+    from megatron_ipt.errors import UserError
     from megatron_ipt.io.atomic import write_json_atomic
-    from megatron_ipt.io.inputs import InputError
 
     try:  # everything about the plan is checked before any work starts
         plan = load_plan(args.plan, args.overrides)
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         # the budget check tokenizes the corpus: a dry run (e.g. DRY_RUN=1 of a GPU script) only prints the plan
         unique = None if args.dry_run else pipeline.check_budget_reachable(plan)
         plan_json = resolved(plan)
-    except (PlanError, InputError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     derived = plan_json["derived"]
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             else:
                 write_json_atomic(plan_path, plan_json)
             Runner(run_dir, stages).run()
-    except (PlanError, StageFailed) as error:
+    except UserError as error:  # PlanError: another plan in this run directory; StageFailed
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # an unwritable or full run directory

@@ -19,9 +19,9 @@ from megatron_ipt.corpus.build import (
     build_corpus,
 )
 from megatron_ipt.corpus.recipes import SOURCES
+from megatron_ipt.errors import UserError
 from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         budget = budget_from_summary(a.token_budget_from) if a.token_budget_from else a.token_budget
         cfg = config_from_args(BuildConfig, a, tokenizer=tokenizer, token_budget=budget)
         result = build_corpus(cfg)
-    except (InputError, OSError, ValueError) as e:  # OSError: no space left, unwritable output (named)
+    except (UserError, OSError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e)
     print(format_summary(result.summary, a.output_dir.rstrip("/"), tokenizer.to_flags()))
     for example in result.skipped.examples:

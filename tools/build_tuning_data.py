@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.flags import add_flags, config_from_args, in_help_order
 from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.tokenizers import TokenizerSpec, add_tokenizer_args
 from megatron_ipt.tuning.sequences import (
     DECONTAMINATION,
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         a = parse_standin_args(argv[1:])
         try:
             s = make_standin(a.output_dir, a.seed, a.holdout_fraction, a.max_words, a.max_pairs, a.overwrite)
-        except (OSError, ValueError) as e:  # OSError: an existing non-stand-in dir, no space left (named)
+        except (UserError, OSError) as e:  # OSError: an existing non-stand-in dir, no space left (named)
             return report_error(e, has_skip_flag=False)
         for name, d in s["datasets"].items():
             print(
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         cfg = config_from_args(TuningDataConfig, a, tokenizer=spec)
         check_writable_dir(os.path.dirname(os.path.abspath(a.output_prefix)))  # before the work, not after it
         summary = build_tuning_data(cfg)
-    except (InputError, OSError, ValueError) as e:  # OSError: missing input, unwritable output, no space left
+    except (UserError, OSError) as e:  # OSError: missing input, unwritable output, no space left
         return report_error(e)
     print(format_summary(summary))
     return 0

@@ -12,10 +12,9 @@ import os
 import sys
 
 from megatron_ipt.convert.hf_checkpoint import DTYPES, export_hf, import_hf
-from megatron_ipt.convert.llama import ConversionError
+from megatron_ipt.errors import UserError
 from megatron_ipt.io.atomic import check_writable_dir
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.training.errors import TrainingInputError
 
 
 def main(argv=None) -> int:
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
             )
         else:
             export_hf(args.load, args.hf_dir, args.model, args.tokenizer_dir, args.dtype)
-    except (ConversionError, TrainingInputError) as error:
+    except UserError as error:  # ConversionError, TrainingInputError
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # no space left, unwritable output: one line naming the path

@@ -22,10 +22,10 @@ TRAINING_ONLY_PRECISION = ("attention_backend", "fp8_param_gather", "cross_entro
 
 
 def build_tasks_main(argv) -> int:
+    from megatron_ipt.errors import UserError
     from megatron_ipt.evaluation.build_tasks import build_tasks, read_documents
     from megatron_ipt.io.atomic import check_writable_dir
     from megatron_ipt.io.cli import report_error
-    from megatron_ipt.io.inputs import InputError
 
     p = argparse.ArgumentParser(
         prog="tools/evaluate.py build-tasks",
@@ -60,7 +60,7 @@ def build_tasks_main(argv) -> int:
             a.input,
             a.passages_per_document,
         )
-    except (InputError, ValueError, OSError) as e:  # OSError: no space left, unwritable output (named)
+    except (UserError, OSError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e, has_skip_flag=False)
     print(
         f"{summary['documents']} documents ({summary['skipped_documents']} without two consecutive short sentences skipped) -> "
@@ -71,11 +71,11 @@ def build_tasks_main(argv) -> int:
 
 
 def export_lm_eval_main(argv) -> int:
+    from megatron_ipt.errors import UserError
     from megatron_ipt.evaluation.lm_eval_export import export_tasks
     from megatron_ipt.evaluation.scoring import MAX_NEW_TOKENS
     from megatron_ipt.evaluation.tasks import load_tasks
     from megatron_ipt.io.cli import report_error
-    from megatron_ipt.io.inputs import InputError
 
     p = argparse.ArgumentParser(
         prog="tools/evaluate.py export-lm-eval",
@@ -96,7 +96,7 @@ def export_lm_eval_main(argv) -> int:
     try:
         tasks = load_tasks(a.tasks, a.skip_bad_lines)
         export_tasks(tasks, a.output_dir, a.max_new_tokens)
-    except (InputError, ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         return report_error(e)
     for task in tasks:
         skipped = f" ({sum(task.skipped.values())} bad lines skipped)" if task.skipped else ""
@@ -181,13 +181,13 @@ def run_main(argv) -> int:
             from megatron_ipt.evaluation.hf_backend import HFModel
 
             return HFModel(opts.hf_model, opts.micro_batch_size, opts.max_length, opts.start_token, opts.hf_dtype)
+        from megatron_ipt.errors import UserError
         from megatron_ipt.evaluation.megatron_backend import CheckpointSpec, MegatronModel
-        from megatron_ipt.training.errors import TrainingInputError
 
         spec = CheckpointSpec.from_args(opts)
         try:
             return MegatronModel(spec, opts.micro_batch_size, opts.max_length, opts.start_token)
-        except TrainingInputError as error:  # a corrupt, unsafe or missing checkpoint file: one line naming it
+        except UserError as error:  # a corrupt, unsafe or missing checkpoint file: one line naming it
             raise SystemExit(f"error: {error}") from None
 
     return run(

@@ -15,9 +15,9 @@ import logging
 import os
 import sys
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.io.atomic import check_writable_dir, write_json_atomic
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.io.jsonl import BadLines
 
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         if args.output:  # an unwritable --output fails now, not after the generations
             check_writable_dir(os.path.dirname(os.path.abspath(args.output)))
         rows = read_heldout(args.input, args.split, bad, args.max_rows)
-    except (InputError, OSError) as error:
+    except (UserError, OSError) as error:
         return report_error(error)
     if not rows:
         print(f"error: {' '.join(args.input)}: no rows with pairs to judge", file=sys.stderr)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             results[name] = judge.judge(
                 rows, make_engine, args.max_new_tokens, args.answer_max_new_tokens, args.max_questions_per_row
             )
-        except (RuntimeError, ValueError, FileNotFoundError, OSError) as error:  # missing vLLM, bad model directory
+        except (UserError, OSError) as error:  # missing vLLM, bad model directory
             return report_error(error, has_skip_flag=False)
     print()
     print(judge.format_table(results, gold))

@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 
-from megatron_ipt.formats.indexed import DTYPE_NAMES, check_pair, merge_datasets, read_index_header
+from megatron_ipt.errors import ConfigError, UserError
+from megatron_ipt.formats.indexed import DTYPE_NAMES, IndexFormatError, check_pair, merge_datasets, read_index_header
 from megatron_ipt.io.atomic import check_writable_dir, remove_stale
 from megatron_ipt.io.cli import report_error
 from megatron_ipt.tokenizers import add_refused_arg
@@ -33,15 +34,15 @@ def find_datasets(directory: str) -> list:
     """The prefixes of the `.bin/.idx` pairs in `directory`, sorted; a file without its partner is an error.
     Unfinished outputs (temporary `*.{pid}@{host}.tmp` names) are not datasets and are skipped."""
     if not os.path.isdir(directory):
-        raise ValueError(f"--input {directory}: not a directory")
+        raise ConfigError(f"--input {directory}: not a directory")
     names = {n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n))}
     stems = sorted({os.path.splitext(n)[0] for n in names if n.endswith((".bin", ".idx"))})
     for stem in stems:
         for ext, other in ((".bin", ".idx"), (".idx", ".bin")):
             if stem + ext in names and stem + other not in names:
-                raise ValueError(f"{os.path.join(directory, stem + ext)}: its {other} file is missing")
+                raise IndexFormatError(f"{os.path.join(directory, stem + ext)}: its {other} file is missing")
     if not stems:
-        raise ValueError(f"--input {directory}: no .bin/.idx datasets in it")
+        raise ConfigError(f"--input {directory}: no .bin/.idx datasets in it")
     return [os.path.join(directory, stem) for stem in stems]
 
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         prefixes = find_datasets(args.input)
         output_dir = os.path.dirname(os.path.abspath(args.output_prefix))
         if os.path.samefile(output_dir, args.input) if os.path.isdir(output_dir) else False:
-            raise ValueError(
+            raise ConfigError(
                 f"--output-prefix {args.output_prefix} is inside --input {args.input}: a second run would merge the "
                 f"output into itself; write it elsewhere"
             )
@@ -65,12 +66,12 @@ def main(argv=None) -> int:
             by_dtype = {}
             for prefix, h in headers.items():
                 by_dtype.setdefault(DTYPE_NAMES.get(h["dtype_code"]), []).append(os.path.basename(prefix))
-            raise ValueError(
+            raise IndexFormatError(
                 "the datasets store tokens in different dtypes (different tokenizers?): "
                 + "; ".join(f"{d}: {', '.join(names[:3])}" for d, names in by_dtype.items())
             )
         merge_datasets(prefixes, args.output_prefix)
-    except (ValueError, OSError) as e:
+    except (UserError, OSError) as e:
         return report_error(e, has_skip_flag=False)
     documents = sum(h["document_count"] for h in headers.values())
     sequences = sum(h["sequence_count"] for h in headers.values())

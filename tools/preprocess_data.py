@@ -11,9 +11,9 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.flags import add_flags, config_from_args, flag, in_help_order
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.packing.preprocess import (
     INPUT,
     RUNTIME,
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
             print_worker_search(find_optimal_workers(config, args.workers_to_check, args.max_documents))
             return 0
         result = preprocess(config)
-    except (InputError, OSError, ValueError) as e:  # OSError: no space left, unwritable output (named)
+    except (UserError, OSError) as e:  # OSError: no space left, unwritable output (named)
         return report_error(e)
     print_summary(result)
     if args.num_shards > 1:

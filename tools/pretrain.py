@@ -8,14 +8,14 @@ from megatron_ipt import process
 if __name__ == "__main__":  # not in the processes multiprocessing spawns from this module (their parent is the rank)
     process.die_with_launcher()  # before the slow imports: a rank must not outlive a torchrun killed at start-up
 
+from megatron_ipt.errors import UserError  # noqa: E402
 from megatron_ipt.training import config, loop, models, preflight  # noqa: E402
-from megatron_ipt.training.errors import TrainingInputError  # noqa: E402
 
 
 def main(argv=None) -> int:
     try:
         return _main(argv)
-    except TrainingInputError as error:  # a bad input, checkpoint or output: one line, once (preflight.report)
+    except UserError as error:  # a bad input, checkpoint, output or setup: one line, once (preflight.report)
         return preflight.report(error)
     except SystemExit as error:  # a flag error: the same, instead of once per rank
         if not isinstance(error.code, str):
@@ -33,20 +33,19 @@ def _main(argv) -> int:
         raise SystemExit("--data-path is required (a prefix, or a blend 'w1 prefix1 w2 prefix2'), or --mock-data")
     if data.tokenizer is None and not data.mock_data:
         raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
-    try:  # what this machine cannot build (no Transformer Engine for FP8, CP, ...) stops here, in one line
-        models.check_buildable(training.model, training.parallel, training.precision)
-    except RuntimeError as error:
-        raise SystemExit(f"error: {error}") from None
+    # what this machine cannot build (no Transformer Engine for FP8, CP, ...) stops here, in one line (UserError)
+    models.check_buildable(training.model, training.parallel, training.precision)
     if data.loss_mask_data:  # tuning data: its files checked on every rank before anything is built
         from megatron_ipt.training import loss_mask_data
 
         if data.mock_data:
             raise SystemExit("--loss-mask-data reads a loss mask beside each --data-path prefix: not with --mock-data")
         loss_mask_data.check_prefixes(data.data_path, training.model.seq_length)
-    try:  # a corrupt tokenizer model, a directory where a file belongs: one line naming it
+    try:  # an unreadable tokenizer file: one line naming it (a corrupt one is a UserError of the tokenizers already)
         tokenizer = data.tokenizer.build() if data.tokenizer else None  # None: --mock-data's ids below the vocab size
-    except (OSError, ValueError) as error:
+    except OSError as error:
         from megatron_ipt.io.cli import describe_error
+        from megatron_ipt.training.errors import TrainingInputError
 
         raise TrainingInputError(describe_error(error)) from None
     run = _check_inputs_first(training)

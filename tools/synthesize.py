@@ -8,10 +8,10 @@ import argparse
 import logging
 import sys
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.flags import add_flags, config_from_args
 from megatron_ipt.io.atomic import write_json_atomic
 from megatron_ipt.io.cli import report_error
-from megatron_ipt.io.inputs import InputError
 from megatron_ipt.synthesis.config import SynthesisConfig
 from megatron_ipt.synthesis.engines import build_engine, engine_settings, settings_class
 from megatron_ipt.synthesis.manifest import OutputError, check_output_dir
@@ -46,21 +46,21 @@ def main(argv=None):
     values = dict(vars(args), tokenizer=TokenizerSpec.from_args(args))
     try:
         config = config_from_args(SynthesisConfig, args)
-    except ValueError as e:  # flags out of range (--shard-index, --rounds, --max-failure-rate ...)
+    except UserError as e:  # flags out of range (--shard-index, --rounds, --max-failure-rate ...)
         return report_error(e)
     try:  # before a model loads or a server is asked: a run that could not write its output stops at once
         check_output_dir(config.output_dir)
-    except OutputError as e:
+    except UserError as e:  # OutputError
         return report_error(e)
     try:
         engine = build_engine(config.engine, **engine_settings(config.engine, values))
-    except (RuntimeError, ValueError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags
+    except (UserError, FileNotFoundError) as e:  # missing vLLM, unreachable server, bad flags, no tokenizer file
         return report_error(e)
     try:
         summary = run(config, engine, progress=lambda total: Progress(total, config.log_interval))
-    # FileExistsError: output of an earlier run; ValueError: --resume with changed input or settings;
-    # OutputError: a part or the manifest could not be written (disk full, read-only)
-    except (InputError, FileExistsError, ValueError, OutputError) as e:
+    # FileExistsError: output of an earlier run; ConfigError: --resume with changed input or settings;
+    # OutputError: a part or the manifest could not be written (disk full, read-only); InputError
+    except (UserError, FileExistsError) as e:
         return report_error(e)
     finally:
         engine.close()

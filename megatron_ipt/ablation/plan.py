@@ -24,6 +24,8 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
+from megatron_ipt.errors import UserError
+
 KINDS = ("vanilla", "mix", "ipt")
 RECIPES = ("general", "domain")
 ENGINES_WITH_MODEL = ("vllm", "hf")  # the openai engine names a server's model; rules needs none
@@ -51,7 +53,7 @@ OWNED_PRETRAIN_FLAGS = (
 OWNED_EVALUATE_FLAGS = ("--load", "--tasks", "--output", "--predictions-dir", "--tensorboard-dir", "--held-out-text")
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """A plan that cannot run: one line naming the plan file and the key."""
 
 

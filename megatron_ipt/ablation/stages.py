@@ -21,13 +21,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Union
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.io.atomic import pid_alive, remove_path, write_json_atomic
 from megatron_ipt.process import die_with_parent
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class StageFailed(RuntimeError):
+class StageFailed(UserError, RuntimeError):
     """One line: which stage failed, its exit status, the last error line of its log and the log's path."""
 
 

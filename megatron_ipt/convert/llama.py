@@ -36,6 +36,7 @@ from typing import Callable, Dict, Iterator, Tuple
 
 import torch
 
+from megatron_ipt.errors import UserError
 from megatron_ipt.training.presets import MISTRAL_STYLE
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
@@ -43,7 +44,7 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     pass
 
 

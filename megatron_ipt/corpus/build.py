@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import orjson
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.flags import Alias, flag
 from megatron_ipt.formats.records import Document
 from megatron_ipt.io.atomic import (
@@ -238,16 +239,16 @@ def build_corpus(cfg: BuildConfig) -> BuildResult:
     )
     recipe.check(bool(cfg.raw_input), bool(cfg.tuning_data), bool(cfg.general_instructions))
     if cfg.recipe in ("general", "domain") and not cfg.collections:
-        raise ValueError(f"recipe {cfg.recipe!r} renders synthesized collections: give --collections")
+        raise ConfigError(f"recipe {cfg.recipe!r} renders synthesized collections: give --collections")
     if not (cfg.collections or cfg.raw_input):
-        raise ValueError("give --collections and/or --raw-input")
+        raise ConfigError("give --collections and/or --raw-input")
     if cfg.per_source_outputs and cfg.token_budget:
-        raise ValueError(
+        raise ConfigError(
             "--token-budget sizes the mixed output; with --per-source-outputs the training run's "
             "sample count sets the budget and the printed weights set the shares"
         )
     if cfg.docs_per_shard < 1:
-        raise ValueError("--docs-per-shard must be at least 1")
+        raise ConfigError("--docs-per-shard must be at least 1")
     _check_output_dir(cfg.output_dir, cfg.overwrite)
     out = cfg.output_dir.rstrip("/") or "/"
     parent = os.path.dirname(os.path.abspath(out))
@@ -379,7 +380,10 @@ def budget_from_summary(path: str) -> int:
     if os.path.isdir(path):
         path = os.path.join(path, SUMMARY)
     with open(path, encoding="utf-8") as f:
-        tokens = json.load(f).get("tokens")
+        try:
+            tokens = json.load(f).get("tokens")
+        except ValueError as e:  # not JSON (or not UTF-8): the message as json gives it
+            raise ConfigError(str(e)) from e
     if not isinstance(tokens, int) or tokens <= 0:
-        raise ValueError(f"{path}: no positive 'tokens' count")
+        raise ConfigError(f"{path}: no positive 'tokens' count")
     return tokens

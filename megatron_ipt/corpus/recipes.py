@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats.records import Collection, Entry
 
 from .render import SEED_OFFSET, render_collection
@@ -51,13 +52,13 @@ class RecipeConfig:
     def check(self, has_raw: bool, has_tuning: bool, has_instructions: bool):
         """Refuse inputs a recipe would not use, so nothing a user gave is silently left out."""
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if not 0 <= self.convert_fraction <= 1:
-            raise ValueError(f"--convert-fraction {self.convert_fraction} must be in [0, 1]")
+            raise ConfigError(f"--convert-fraction {self.convert_fraction} must be in [0, 1]")
         if self.tuning_upsample <= 0 or self.instruction_ratio < 0:
-            raise ValueError("--tuning-upsample must be > 0 and --instruction-ratio >= 0")
+            raise ConfigError("--tuning-upsample must be > 0 and --instruction-ratio >= 0")
         if self.token_budget is not None and self.token_budget <= 0:
-            raise ValueError(f"--token-budget {self.token_budget} must be positive")
+            raise ConfigError(f"--token-budget {self.token_budget} must be positive")
         unused = {
             "general": [("--general-instructions", has_instructions)],
             "domain": [("--raw-input", has_raw), ("--tuning-data", has_tuning)],
@@ -66,13 +67,13 @@ class RecipeConfig:
         }[self.recipe]
         for flag, given in unused:
             if given:
-                raise ValueError(f"recipe {self.recipe!r} does not use {flag} (see --help for what each recipe mixes)")
+                raise ConfigError(f"recipe {self.recipe!r} does not use {flag} (see --help for what each recipe mixes)")
         if self.recipe == "mix" and not (has_tuning or has_instructions):
-            raise ValueError(
+            raise ConfigError(
                 "recipe 'mix' adds instruction data to raw text: give --tuning-data and/or --general-instructions"
             )
         if self.recipe == "domain" and not has_instructions and self.instruction_ratio > 0:
-            raise ValueError(
+            raise ConfigError(
                 "recipe 'domain' mixes general instructions 1:1 by tokens: give --general-instructions "
                 "(or --instruction-ratio 0 for augmented domain text only)"
             )
@@ -173,7 +174,7 @@ def build_pools(cfg: RecipeConfig, inputs: Inputs, tokenizer, stats: Counter) ->
     if cfg.token_budget:
         natural = sum(p.target for p in pools.values())
         if natural <= 0:
-            raise ValueError("--token-budget given, but the inputs hold no tokens to fill it with")
+            raise ConfigError("--token-budget given, but the inputs hold no tokens to fill it with")
         for pool in pools.values():
             pool.target *= cfg.token_budget / natural
     return pools

@@ -27,6 +27,7 @@ import random
 from collections import Counter
 from typing import Dict, List
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.evaluation.tasks import write_task
 from megatron_ipt.formats.records import TaskItem
 from megatron_ipt.io.atomic import owned_path, publish, remove_path
@@ -82,7 +83,7 @@ def _options(rng: random.Random, gold: str, pool: List[tuple], doc: int, doc_tex
         if other_doc != doc and sentence not in distractors and sentence not in doc_text:
             distractors.append(sentence)
     if len(distractors) < n - 1:
-        raise ValueError(f"document {doc}: could not find {n - 1} distinct distractor sentences in other documents")
+        raise ConfigError(f"document {doc}: could not find {n - 1} distinct distractor sentences in other documents")
     options = distractors + [gold]
     rng.shuffle(options)
     return options, options.index(gold)
@@ -103,12 +104,12 @@ def build_tasks(
     `passages_per_document` > 1 makes items from several non-overlapping passages of a long document (more items
     from the same held-out text: narrower intervals in an ablation)."""
     if passages_per_document < 1:
-        raise ValueError(f"--passages-per-document {passages_per_document} must be at least 1")
+        raise ConfigError(f"--passages-per-document {passages_per_document} must be at least 1")
     passages = [_passages(t, max_passage_words, max_sentence_words, passages_per_document) for t in texts]
     usable = [d for d, p in enumerate(passages) if p]
     pool = [(d, s) for d in usable for passage in passages[d] for s in passage]
     if len({d for d, _ in pool}) < num_options:
-        raise ValueError(
+        raise ConfigError(
             f"{source or 'input'}: {len(usable)} documents have 2+ sentences; "
             f"{num_options} options need at least {num_options}"
         )

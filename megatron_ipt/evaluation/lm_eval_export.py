@@ -28,6 +28,7 @@ import re
 import string
 from typing import List
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.evaluation.tasks import CHOICE, Task
 from megatron_ipt.io.atomic import (
     owned_path,
@@ -155,7 +156,7 @@ def export_tasks(tasks: List[Task], output_dir: str, max_new_tokens: int) -> Lis
                 "(letters, digits, '_', '-', '.'; not starting with '.' or '-')",
             )
     if max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     final = os.path.abspath(output_dir)
     _check_output_dir(final)
     # The export is written whole into this process's temporary directory, then published over the earlier one

@@ -10,6 +10,7 @@ import tempfile
 import time
 from typing import Callable, List, Optional
 
+from megatron_ipt.errors import OutputError
 from megatron_ipt.evaluation import metrics
 from megatron_ipt.evaluation.held_out import NAME as HELD_OUT
 from megatron_ipt.evaluation.held_out import HeldOutText, score_held_out
@@ -233,10 +234,6 @@ def format_table(report: dict) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-class OutputError(Exception):
-    """An output path that cannot be written: names the flag, the path and the reason."""
 
 
 def _probe_directory(flag: str, path: str, directory: str) -> None:

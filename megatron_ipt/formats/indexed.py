@@ -24,6 +24,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from megatron_ipt import _native
+from megatron_ipt.errors import UserError
 from megatron_ipt.io.atomic import clean_once, fsync_file, owned_path, publish, remove_path, target_of
 
 # -- the layout ---------------------------------------------------------------------------------------------------
@@ -98,12 +99,12 @@ def expected_bin_size(prefix: str) -> int:
     try:
         header = read_index_header(prefix)
     except RuntimeError as e:
-        raise ValueError(str(e)) from None
+        raise IndexFormatError(str(e)) from None
     n, d = header["sequence_count"], header["document_count"]
     want = HEADER_SIZE + 4 * n + 8 * n + 8 * d
     size = os.path.getsize(idx)
     if size < want:
-        raise ValueError(f"{idx}: truncated index ({size} bytes, its header says {want})")
+        raise IndexFormatError(f"{idx}: truncated index ({size} bytes, its header says {want})")
     if n == 0:
         return 0
     with open(idx, "rb") as f:
@@ -121,13 +122,13 @@ def check_pair(prefix: str) -> None:
     want = expected_bin_size(prefix)
     size = os.path.getsize(prefix + ".bin")
     if size != want:
-        raise ValueError(
+        raise IndexFormatError(
             f"{prefix}.bin is {size:,} bytes but {prefix}.idx describes {want:,}: the two files are not one dataset "
             "(truncated, or from different builds); rebuild it"
         )
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(UserError, ValueError):
     """A `.bin/.idx` pair a reader would trip on; `str(error)` names the file and the problem."""
 
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from megatron_ipt.errors import ConfigError
+
 MANIFEST = re.compile(r"manifest-shard(\d{5})\.json")
 
 
@@ -34,7 +36,10 @@ def part_pattern(shard_index: int):
 
 def read_manifest(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:  # a damaged manifest: the message as json gives it
+            raise ConfigError(str(e)) from e
 
 
 def _ranges(numbers: List[int]) -> str:

@@ -1,4 +1,5 @@
-"""How every tool ends on bad input: `error: file:line: problem` on stderr and exit status 1."""
+"""How every tool ends on bad input (a `UserError` of megatron_ipt/errors.py, or an `OSError`): `error: file:line:
+problem` on stderr and exit status 1."""
 
 from __future__ import annotations
 

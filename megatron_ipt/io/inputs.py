@@ -11,12 +11,14 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+from megatron_ipt.errors import UserError
+
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
 JSONL_SUFFIXES = tuple(s + c for s in (".jsonl", ".json", ".ndjson") for c in ("",) + COMPRESSED_SUFFIXES)
 _BUFFER = 1 << 20
 
 
-class InputError(Exception):
+class InputError(UserError):
     """A problem with the user's input, located to a file and line. `skippable`: --skip-bad-lines would have
     skipped and counted this line instead (the tools then say so)."""
 

@@ -19,12 +19,14 @@ from typing import Callable, Iterator, List, Sequence, Tuple
 
 import orjson
 
+from megatron_ipt.errors import UserError
+
 from .inputs import InputError, Shard, iter_lines
 
 BAD_LINE_EXAMPLES = 10  # skipped lines listed in a summary, the first ones met
 
 
-class LineError(ValueError):
+class LineError(UserError, ValueError):
     """Why one line is unusable; `kind` groups skipped lines in the summary."""
 
     def __init__(self, kind: str, detail: str = ""):

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.flags import flag
 from megatron_ipt.formats.indexed import IndexedDatasetWriter, document_prefix, merge_datasets
 from megatron_ipt.io.atomic import check_writable_dir, clean_once, owned_path, remove_path, scratch_dir
@@ -301,7 +302,7 @@ def task_slice(files: List[str], num_shards: int, shard_index: int) -> List[Shar
     cut: it belongs whole to the task its first byte falls in. Merging the tasks' outputs in task order
     (tools/merge_datasets.py) gives the dataset one run over the whole input writes, byte for byte."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < num-shards")
+        raise ConfigError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < num-shards")
     sizes = [os.path.getsize(p) for p in files]
     total = sum(sizes)
     lo, hi = total * shard_index // num_shards, total * (shard_index + 1) // num_shards
@@ -375,7 +376,7 @@ def preprocess(config: PreprocessConfig, reporter=None) -> PreprocessResult:
     # inside a Pool initializer (where multiprocessing respawns failing workers forever).
     tokenizer = config.tokenizer.build(config.threads_per_worker)
     if config.append_eod and tokenizer.eod is None:
-        raise ValueError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
+        raise ConfigError(f"--append-eod: tokenizer {tokenizer.model_path} has no end-of-document token")
     if workers == 1 or not shards:
         progress_ = _ReportingProgress(progress, reporter)
         stats = pack_shards(shards, outputs, config, tokenizer, progress_, inputs if whole else None)

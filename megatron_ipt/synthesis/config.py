@@ -6,6 +6,7 @@ The engine-specific flags are declared on each engine's settings (engines/: ``VL
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.flags import flag
 
 from .engines import ENGINES
@@ -99,11 +100,11 @@ class SynthesisConfig:
 
     def __post_init__(self):
         if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
+            raise ConfigError(f"--shard-index {self.shard_index} not in [0, {self.num_shards})")
         if self.rounds < 1 or self.part_size < 1:
-            raise ValueError("--rounds and --part-size must be at least 1")
+            raise ConfigError("--rounds and --part-size must be at least 1")
         if not 0 <= self.max_failure_rate <= 1:
-            raise ValueError(f"--max-failure-rate {self.max_failure_rate}: expected a fraction in [0, 1]")
+            raise ConfigError(f"--max-failure-rate {self.max_failure_rate}: expected a fraction in [0, 1]")
 
     @property
     def resolved_schedule(self) -> str:

@@ -16,16 +16,13 @@ import json
 import os
 from collections import Counter
 
+from megatron_ipt.errors import ConfigError, OutputError
 from megatron_ipt.formats.synthesis_output import manifest_name, part_name, part_pattern, read_manifest
 from megatron_ipt.io.atomic import write_atomic
 from megatron_ipt.io.inputs import open_binary
 
 # The layout keys known only once the whole input is read (None until then).
 FROM_INPUT = ("input_sha256", "records", "texts")
-
-
-class OutputError(Exception):
-    """An output that cannot be written; the message names the path and the system's reason."""
 
 
 def _reason(e: OSError) -> str:
@@ -147,7 +144,7 @@ class Manifest:
     def _check_resumable(self, old, input_files):
         diff = {k: (old.get(k), v) for k, v in self.layout.items() if k not in FROM_INPUT and old.get(k) != v}
         if diff:
-            raise ValueError(f"{self.path}: --resume with different input or settings; (old, new): {diff}")
+            raise ConfigError(f"{self.path}: --resume with different input or settings; (old, new): {diff}")
         if old.get("input_sha256") and any("input_sha256" not in q for q in old.get("parts", [])):
             whole = hash_input(input_files)  # an earlier version's manifest: only the whole input is known
             if whole != old["input_sha256"]:
@@ -155,7 +152,7 @@ class Manifest:
         self.layout.update({k: old.get(k) for k in FROM_INPUT})
 
     def changed(self, diff):
-        return ValueError(
+        return ConfigError(
             f"{self.path}: --resume with different input or settings (the input changed); (old, new): {diff}"
         )
 

@@ -12,6 +12,7 @@ The started ``<QUE>`` is put back in front of the generation before parsing, so 
 sees the wire format in every style. What these styles yield with a small general model is measured in docs/synthesis.md.
 """
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, OPTIONS_MARK, QUE, cook_example
 
 PROMPT_STYLES = ("wire", "oneshot", "chat")
@@ -48,9 +49,9 @@ CHAT_INSTRUCTION = (
 class PromptStyle:
     def __init__(self, name="wire", tokenizer=None):
         if name not in PROMPT_STYLES:
-            raise ValueError(f"unknown --prompt-style {name!r}; choose one of {', '.join(PROMPT_STYLES)}")
+            raise ConfigError(f"unknown --prompt-style {name!r}; choose one of {', '.join(PROMPT_STYLES)}")
         if name == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise ConfigError(
                 "--prompt-style chat needs a tokenizer with a chat template (engines hf and vllm "
                 "have one when the model does); use --prompt-style oneshot otherwise"
             )

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats.records import ENTRY_KEYS, Collection, Entry
 from megatron_ipt.formats.wire import cook_context, cook_example, parse_pred
 
@@ -151,7 +152,7 @@ def synthesize_part(
     not fail regenerates exactly the failed texts and the later-round texts whose prompts (demonstrations)
     they change: the result is the run that had no failures."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     generate = engine if not hasattr(engine, "generate") else engine.generate
     if schedule == "barrier" or not texts:
         part, preds = _barrier(texts, generate, rounds, max_model_len, max_new_tokens, count_tokens, extras, earlier)
@@ -285,7 +286,7 @@ class _Gate:
 
     def __init__(self, slots):
         if slots < 1:
-            raise ValueError(f"--max-in-flight {slots}: expected at least 1")
+            raise ConfigError(f"--max-in-flight {slots}: expected at least 1")
         self.free, self.waiting = slots, []
 
     async def acquire(self, key):

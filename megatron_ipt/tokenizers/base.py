@@ -9,6 +9,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_ipt.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def flatten(ids: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
     return tokens, lengths
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(ConfigError):
     """A tokenizer file a tool cannot use (corrupt, or a directory where a file belongs); `str(error)` is one line
     naming the path and the problem."""
 

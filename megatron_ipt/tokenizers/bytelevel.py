@@ -14,6 +14,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from megatron_ipt import _native
+from megatron_ipt.errors import ConfigError
 
 # Pre-tokenization regexes the native encoder implements (csrc/bytelevel_bpe.cpp), by its pattern code.
 LLAMA3_PATTERN = (
@@ -55,7 +56,7 @@ def read_tiktoken_file(path: str) -> Dict[bytes, int]:
             token, rank = line.split()
             ranks[_a2b_base64(token)] = int(rank)
         except (ValueError, binascii.Error) as e:
-            raise ValueError(f"{path}:{number}: not a tiktoken ranks line ({e})") from None
+            raise ConfigError(f"{path}:{number}: not a tiktoken ranks line ({e})") from None
     return ranks
 
 

@@ -8,6 +8,7 @@ import json
 import os
 from typing import List, Sequence
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.tokenizers.base import ByteLevelTokenizer
 
 GPT2_TYPES = ("GPT2BPETokenizer",)  # a vocab.json + merges.txt pair (--vocab-file, --merge-file)
@@ -38,7 +39,7 @@ class GPT2BPETokenizer(ByteLevelTokenizer):
         try:
             bpe = models.BPE.from_file(vocab_file, merge_file)
         except Exception as e:
-            raise ValueError(
+            raise ConfigError(
                 f"--vocab-file {vocab_file} / --merge-file {merge_file}: not a GPT-2 vocab.json + merges.txt pair ({e})"
             ) from None
         self.tokenizer_type, self.model_path, self.merge_file = tokenizer_type, vocab_file, merge_file

@@ -8,6 +8,7 @@ import json
 import os
 from typing import List, Optional, Sequence
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.tokenizers.base import ByteLevelTokenizer
 from megatron_ipt.tokenizers.sentencepiece import is_sentencepiece_model
 
@@ -44,12 +45,12 @@ class HuggingFaceTokenizer(ByteLevelTokenizer):
             self._tok = tokenizers.Tokenizer.from_file(json_path)
         except Exception as e:  # the library's own message ("stream did not contain valid UTF-8", ...) names no file
             if is_sentencepiece_model(json_path):  # what Megatron-LM's docs give HuggingFaceTokenizer
-                raise ValueError(
+                raise ConfigError(
                     f"--tokenizer-model {json_path} is a SentencePiece model, not a tokenizer.json: give it with "
                     f"--tokenizer-type SentencePieceTokenizer (or Llama2Tokenizer/MistralTokenizer: the same ids), or "
                     f"give HuggingFaceTokenizer the model's Hugging Face directory (the one holding tokenizer.json)"
                 ) from None
-            raise ValueError(
+            raise ConfigError(
                 f"--tokenizer-model {json_path}: not a tokenizer.json the tokenizers library reads ({e})"
             ) from None
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
@@ -97,4 +98,7 @@ def _read_tokenizer_config(directory: str) -> dict:
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:  # not JSON (or not UTF-8): the message as json gives it
+            raise ConfigError(str(e)) from e

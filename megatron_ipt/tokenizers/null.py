@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import List, Sequence
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.tokenizers.base import Tokenizer
 
 NULL_TYPES = ("NullTokenizer",)  # pre-tokenized text: token ids as decimal integers (--vocab-size, no files)
@@ -23,7 +24,7 @@ class NullTokenizer(Tokenizer):
 
     def __init__(self, vocab_size: int, tokenizer_type: str = "NullTokenizer"):
         if vocab_size < 1:
-            raise ValueError(f"--vocab-size {vocab_size}: NullTokenizer needs a positive vocabulary size")
+            raise ConfigError(f"--vocab-size {vocab_size}: NullTokenizer needs a positive vocabulary size")
         self.tokenizer_type = tokenizer_type
         self.model_path = f"{tokenizer_type} --vocab-size {vocab_size}"  # what messages name: there is no file
         self.null_vocab_size = vocab_size

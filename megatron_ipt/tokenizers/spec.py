@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.tokenizers.base import Tokenizer, TokenizerFileError
 from megatron_ipt.tokenizers.gpt2 import GPT2_TYPES, GPT2BPETokenizer
 from megatron_ipt.tokenizers.huggingface import HUGGINGFACE_TYPES, HuggingFaceTokenizer
@@ -82,7 +83,7 @@ def build_tokenizer(
         return TiktokenFileTokenizer(
             tokenizer_model, tokenizer_type, tiktoken_pattern=tiktoken_pattern, num_threads=num_threads, native=native
         )
-    raise ValueError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
+    raise ConfigError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 
 # Megatron-LM's tokenizer metadata names a library; the one each of our types is.
@@ -235,7 +236,7 @@ class TokenizerSpec:
         )
         # NullTokenizer's vocab_size is the ids before its EOD: its ids fit by construction
         if self.vocab_size is not None and tokenizer.vocab_size > self.vocab_size and self.type not in NULL_TYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"--vocab-size {self.vocab_size}: the tokenizer {self.model} has {tokenizer.vocab_size} tokens; "
                 f"its ids would not fit a vocabulary of {self.vocab_size}"
             )

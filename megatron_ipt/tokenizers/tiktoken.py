@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import List, Sequence
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.tokenizers.base import ByteLevelTokenizer
 
 TIKTOKEN_TYPES = ("TiktokenFileTokenizer",)
@@ -28,7 +29,7 @@ class TiktokenFileTokenizer(ByteLevelTokenizer):
 
         patterns = {"cl100k": bytelevel.CL100K_POSSESSIVE_PATTERN, "llama3": bytelevel.LLAMA3_PATTERN}
         if tiktoken_pattern not in patterns:
-            raise ValueError(f"tiktoken pattern {tiktoken_pattern!r}: choose one of {', '.join(patterns)}")
+            raise ConfigError(f"tiktoken pattern {tiktoken_pattern!r}: choose one of {', '.join(patterns)}")
         self.tokenizer_type, self.model_path, self.num_threads = tokenizer_type, model_path, num_threads
         self.tiktoken_pattern = tiktoken_pattern
         self._ranks = bytelevel.read_tiktoken_file(model_path)

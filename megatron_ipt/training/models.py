@@ -12,6 +12,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.enums import AttnBackend
 
+from megatron_ipt.errors import UnavailableError
 from megatron_ipt.training import parallel as parallel_setup
 from megatron_ipt.training.config import InitConfig, ParallelConfig, PrecisionConfig
 from megatron_ipt.training.model_config import ModelConfig
@@ -34,7 +35,7 @@ def transformer_engine_available() -> bool:
 def transformer_impl(precision: PrecisionConfig) -> str:
     """--transformer-impl, or transformer_engine when it imports, else local."""
     if precision.transformer_impl == "transformer_engine" and not transformer_engine_available():
-        raise RuntimeError(TE_MISSING.format(what="--transformer-impl transformer_engine"))
+        raise UnavailableError(TE_MISSING.format(what="--transformer-impl transformer_engine"))
     return precision.transformer_impl or ("transformer_engine" if transformer_engine_available() else "local")
 
 
@@ -42,14 +43,16 @@ def check_buildable(model: ModelConfig, parallel: ParallelConfig, precision: Pre
     """Stop, naming the flag, where this machine cannot build what the flags describe."""
     te = transformer_engine_available()
     if precision.fp8_format and not te:
-        raise RuntimeError(TE_MISSING.format(what="--fp8-format"))
+        raise UnavailableError(TE_MISSING.format(what="--fp8-format"))
     if parallel.sequence_parallel and parallel.tensor_model_parallel_size > 1 and not te:
-        raise RuntimeError(TE_MISSING.format(what="--sequence-parallel (it needs the TE or apex norm)"))
+        raise UnavailableError(TE_MISSING.format(what="--sequence-parallel (it needs the TE or apex norm)"))
     if parallel.context_parallel_size > 1 and not te:
-        raise RuntimeError(TE_MISSING.format(what="--context-parallel-size > 1 (TE's attention splits the sequence)"))
+        raise UnavailableError(
+            TE_MISSING.format(what="--context-parallel-size > 1 (TE's attention splits the sequence)")
+        )
     impl = transformer_impl(precision)
     if precision.attention_backend == "local" and impl == "transformer_engine" and parallel.context_parallel_size > 1:
-        raise RuntimeError("--attention-backend local cannot split sequences: drop it for --context-parallel-size")
+        raise UnavailableError("--attention-backend local cannot split sequences: drop it for --context-parallel-size")
     if precision.attention_backend in ("flash", "fused", "unfused") and impl == "local":
         pass  # a kernel choice among TE's: reported as a no-op at start-up (attention_notes)
 

@@ -65,6 +65,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.flags import flag
 from megatron_ipt.formats.indexed import (
     DTYPE_NAMES,
@@ -165,13 +166,13 @@ class TuningDataConfig:
 
     def check(self):
         if self.seq_length < 1:
-            raise ValueError(f"--seq-length must be >= 1, got {self.seq_length}")
+            raise ConfigError(f"--seq-length must be >= 1, got {self.seq_length}")
         if self.max_examples_per_dataset < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"--max-examples-per-dataset must be >= 0 (0: no cap), got {self.max_examples_per_dataset}"
             )
         if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
     def outputs(self) -> Dict[str, str]:
         p = self.output_prefix

@@ -31,6 +31,7 @@ import shutil
 from typing import Dict, List
 
 from megatron_ipt import assets
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats.wire import OPTIONS_MARK
 from megatron_ipt.io.atomic import write_json_atomic, write_jsonl_atomic
 from megatron_ipt.synthesis.engines.rules import mine_pairs
@@ -83,9 +84,9 @@ def make_standin(
 ) -> dict:
     """Write the stand-in collection; returns its summary (also written to standin.json)."""
     if not 0 < holdout_fraction < 1:
-        raise ValueError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
+        raise ConfigError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
     if max_words < 20:
-        raise ValueError(f"--max-words must be >= 20, got {max_words}")
+        raise ConfigError(f"--max-words must be >= 20, got {max_words}")
     if os.path.exists(output_dir) and os.listdir(output_dir):
         if not os.path.exists(os.path.join(output_dir, MARKER)):
             raise FileExistsError(f"{output_dir}: exists and is not a stand-in collection; choose another directory")

@@ -4,6 +4,8 @@ schedule (rounds.synthesize_part) asks for one at a time are pooled into ``gener
 import asyncio
 import heapq
 
+from megatron_ipt.errors import ConfigError
+
 DEFAULT_MAX_IN_FLIGHT = 256  # generations asked and not yet answered, for engines that do not set their own
 
 
@@ -21,7 +23,7 @@ class BatchingAdapter:
 
     def __init__(self, generate, batch_size=None, size=None):
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"--batch-size {batch_size}: expected at least 1")
+            raise ConfigError(f"--batch-size {batch_size}: expected at least 1")
         self.generate, self.batch_size, self.size = generate, batch_size, size
         self.pool, self.arrivals, self.draining = [], 0, False  # pool: heap of (-size, arrival, prompt, answer)
 

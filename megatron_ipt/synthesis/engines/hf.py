@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
 
@@ -51,13 +52,16 @@ class HFEngine(Engine):
         if path.endswith(".gguf"):
             path, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
         self.model = model or "SmolLM2-135M-Instruct"
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        try:  # a directory transformers cannot load (an unknown model type, a bad config) is the user's to fix
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            self.lm = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
+            ).eval()
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
-        ).eval()
         self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.lm.to(self.device)
         self.batch_size, self.max_model_len = s.batch_size, s.max_model_len

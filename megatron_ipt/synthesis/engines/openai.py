@@ -35,6 +35,7 @@ from typing import Optional, Sequence, Union
 
 import httpx
 
+from megatron_ipt.errors import ConfigError, UnavailableError
 from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
 from megatron_ipt.tokenizers import TokenizerSpec
@@ -123,12 +124,12 @@ class OpenAIEngine(Engine):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         urls = [u.strip().rstrip("/") for part in urls for u in part.split(",") if u.strip()]
         if not urls:
-            raise ValueError("--openai-base-url: give at least one server URL, e.g. http://host:8000/v1")
+            raise ConfigError("--openai-base-url: give at least one server URL, e.g. http://host:8000/v1")
         for u in urls:
             if not u.startswith(("http://", "https://")):
-                raise ValueError(f"--openai-base-url {u!r}: expected http://HOST:PORT/v1")
+                raise ConfigError(f"--openai-base-url {u!r}: expected http://HOST:PORT/v1")
         if s.prompt_style == "chat":
-            raise ValueError(
+            raise ConfigError(
                 "--prompt-style chat is not available with --engine openai (the chat template is "
                 "the server's); use --prompt-style oneshot"
             )
@@ -136,7 +137,7 @@ class OpenAIEngine(Engine):
         self.api_key = s.api_key or os.environ.get("OPENAI_API_KEY")
         self._next_url = itertools.cycle(range(len(urls)))
         if max_concurrency < 1:
-            raise ValueError(f"--max-concurrency {max_concurrency}: expected at least 1")
+            raise ConfigError(f"--max-concurrency {max_concurrency}: expected at least 1")
         self.max_concurrency = self.max_in_flight = max_concurrency
         self._client = self._slots = None  # made on the engine's event loop, at the first request
         super().__init__(
@@ -147,12 +148,14 @@ class OpenAIEngine(Engine):
         )
         served = self._served_models()
         if model is None and not served:
-            raise RuntimeError(
+            raise UnavailableError(
                 f"--engine openai: could not list the served models at {self.base_urls[0]}; pass --model to name "
                 "the model"
             )
         if model is not None and served and model not in served:
-            raise RuntimeError(f"--model {model!r} is not served at {', '.join(urls)} (it serves: {', '.join(served)})")
+            raise UnavailableError(
+                f"--model {model!r} is not served at {', '.join(urls)} (it serves: {', '.join(served)})"
+            )
         self.model = model or served[0]
         self.body = {
             "model": self.model,
@@ -213,7 +216,7 @@ class OpenAIEngine(Engine):
             answer = self.run(self._with_retries("/models"))
         except RequestFailed as e:
             if not e.answered:
-                raise RuntimeError(
+                raise UnavailableError(
                     f"--engine openai: cannot reach a server at {', '.join(self.base_urls)} ({e}); is it up? "
                     "(--openai-base-url)"
                 ) from None

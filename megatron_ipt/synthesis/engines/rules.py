@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Optional
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats.wire import COT_ANSWER_MARK, COT_QUESTION_MARK, DELIMITER, OPTIONS_MARK, QA_TEMPLATE
 from megatron_ipt.text import sentences
 from megatron_ipt.tokenizers import TokenizerSpec
@@ -143,7 +144,7 @@ class RulesEngine(Engine):
     def __init__(self, settings: Optional[RulesSettings] = None):
         s = settings or RulesSettings()
         if s.prompt_style != "wire":
-            raise ValueError("--prompt-style applies to model engines; the rules engine reads wire prompts")
+            raise ConfigError("--prompt-style applies to model engines; the rules engine reads wire prompts")
         counter = load_token_counter(s.tokenizer) if s.tokenizer else None
         super().__init__(max_new_tokens=None, temperature=None, token_counter=counter)
         self.max_pairs = s.max_pairs

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from megatron_ipt.errors import ConfigError, UnavailableError
 from megatron_ipt.flags import flag
 from megatron_ipt.formats.wire import EOS
 
@@ -43,7 +44,7 @@ def import_vllm():
     try:
         import vllm
     except ImportError as e:
-        raise RuntimeError(f"{INSTALL_HINT} (import failed: {e})") from None
+        raise UnavailableError(f"{INSTALL_HINT} (import failed: {e})") from None
     return vllm
 
 
@@ -79,25 +80,28 @@ class VLLMEngine(Engine):
     def __init__(self, settings: Optional[VLLMSettings] = None):
         s = settings or VLLMSettings()
         if not s.model:
-            raise ValueError(
+            raise ConfigError(
                 "--engine vllm needs --model (e.g. instruction-pretrain/instruction-synthesizer "
                 "or a local HF directory)"
             )
         if s.max_num_seqs is not None and s.max_num_seqs < 1:
-            raise ValueError(f"--max-num-seqs {s.max_num_seqs}: expected at least 1 (leave it out for vLLM's default)")
+            raise ConfigError(f"--max-num-seqs {s.max_num_seqs}: expected at least 1 (leave it out for vLLM's default)")
         vllm = import_vllm()
         self.model, self.max_model_len = s.model, s.max_model_len
-        self.llm = vllm.LLM(
-            model=s.model,
-            max_model_len=s.max_model_len,
-            tensor_parallel_size=s.tensor_parallel_size,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-            dtype=s.dtype or "auto",
-            enforce_eager=s.enforce_eager,
-            seed=s.seed,
-            **({"max_num_seqs": s.max_num_seqs} if s.max_num_seqs is not None else {}),
-            **({"kv_cache_memory_bytes": s.kv_cache_memory_bytes} if s.kv_cache_memory_bytes else {}),
-        )
+        try:  # a model vLLM cannot load or fit (a bad directory, too little memory) is the user's to fix
+            self.llm = vllm.LLM(
+                model=s.model,
+                max_model_len=s.max_model_len,
+                tensor_parallel_size=s.tensor_parallel_size,
+                gpu_memory_utilization=s.gpu_memory_utilization,
+                dtype=s.dtype or "auto",
+                enforce_eager=s.enforce_eager,
+                seed=s.seed,
+                **({"max_num_seqs": s.max_num_seqs} if s.max_num_seqs is not None else {}),
+                **({"kv_cache_memory_bytes": s.kv_cache_memory_bytes} if s.kv_cache_memory_bytes else {}),
+            )
+        except (ValueError, RuntimeError) as e:
+            raise UnavailableError(str(e)) from e
         self.tokenizer = self.llm.get_tokenizer()
         self.max_in_flight = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         # stop at a literal </s> too: a no-op for the released synthesizer (its EOS token ends a generation
