@@ -452,9 +452,12 @@ def _check_model_fits(load_dir: str, directory: str, model_state, model_now: Opt
         if not isinstance(item, ShardedTensor):
             continue
         there = saved.get(item.key)
+        # The vocabulary rows may differ (megatron-core marks the embedding and output layer allow_shape_mismatch
+        # and loads the shared rows: an unpadded vocabulary saved by the converter, or one padded for another TP).
+        compared = slice(1, None) if item.allow_shape_mismatch else slice(None)
         if there is None:
             misfits.append(f"this model's {item.key} is not in it")
-        elif tuple(there.global_shape) != tuple(item.global_shape):
+        elif tuple(there.global_shape)[compared] != tuple(item.global_shape)[compared]:
             misfits.append(f"{item.key} is {list(there.global_shape)} there, {list(item.global_shape)} here")
     if not misfits:
         return

@@ -1,7 +1,12 @@
 """Every difference between megatron-core releases that this package's code meets, in one place.
 
-Supported: megatron-core 0.16.1 (the newest for Python 3.11) to 0.19.x (Python >= 3.12). The whole tests/training
-suite passes on 0.16.1 (torch 2.13 CPU) and on 0.19.2 (torch 2.14.1 from PyPI, run on CPU). Read from both wheels:
+Supported: megatron-core 0.16.1 (the newest for Python 3.11) to 0.19.x (Python >= 3.12). Read from both wheels.
+
+What CI checks (.ci/run, Python 3.11, torch 2.13.0 CPU): `make test` runs the whole suite on 0.16.1 (.venv), and
+`make test-mcore-latest` runs tests/training, tests/convert and tests/evaluation, without the tests marked slow, on
+0.19.2 (.venv-mcore: its cp311 wheel installed with --ignore-requires-python, plus triton, which `import
+megatron.core` needs), after asserting that it imports 0.19.x. CI leaves the slow ones out for time;
+`make test-mcore-latest MCORE_PYTEST=` runs them too.
 
 Differences, and what we do about them
 - Common (non-sharded) checkpoint state: 0.16.1 pickles it to `common.pt`; 0.19 stores it as a `common_state`
@@ -28,6 +33,9 @@ Differences, and what we do about them
   loses `moe_use_legacy_grouped_gemm`; TransformerConfig loses `async_tensor_model_parallel_allreduce`,
   `moe_extended_tp`, `moe_use_legacy_grouped_gemm`; DistributedDataParallelConfig loses `preserve_fp32_weights`.
   We use none of these arguments, so the same calls work on both.
+- The torch_dist files: 0.16.1 writes `__0_0.distcp` and `__0_1.distcp` for rank 0, plus `common.pt`; 0.19 writes
+  one file per rank (`__0_0.distcp`, `__1_0.distcp`) and no `common.pt`. Nothing here names a shard file: the
+  checksum list and checkpoint_files.verify take whatever the directory holds (the tests do likewise).
 - Unchanged in both, relied on: the DistributedOptimizer sharding types ('fully_reshardable' is the reshardable
   one; 'fully_sharded_model_space' is listed but its flattened shards are rejected by dist_checkpointing), and the
   three gaps of its load path with torch's AdamW handled in checkpoint.py; `get_megatron_optimizer` returning a

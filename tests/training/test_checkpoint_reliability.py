@@ -171,9 +171,11 @@ def test_corrupt_or_missing_files_are_named(corpus, saved, tmp_path):
     assert out.count(f"{directory} has no {files.CHECKSUMS} (saved before checksums were recorded): not verified") == 1
     assert "at iteration 2" in out
 
-    os.remove(os.path.join(directory, "__0_1.distcp"))
+    # The last shard file (0.16.1 writes __0_1 too; 0.19 writes one file per rank here: __0_0, __1_0).
+    missing = os.path.join(directory, sorted(f for f in os.listdir(directory) if f.endswith(".distcp"))[-1])
+    os.remove(missing)
     line = one_error_line(pretrain(corpus, "--train-iters", "3", "--load", ck))
-    assert line.startswith(f"error: {os.path.join(directory, '__0_1.distcp')}: cannot read") and "No such file" in line
+    assert line.startswith(f"error: {missing}: cannot read") and "No such file" in line
 
     ck, directory = copy_of(saved, tmp_path, "truncated")
     os.remove(os.path.join(directory, files.CHECKSUMS))
@@ -189,9 +191,11 @@ def test_checksums_catch_a_missing_or_changed_file_without_a_process_group(saved
     os.remove(os.path.join(directory, "__1_0.distcp"))
     with pytest.raises(TrainingInputError, match=r"__1_0\.distcp: missing \(listed in .*checksums\.sha256\)"):
         files.verify(directory)
+    # The line after the listed files (how many differs: 0.16.1 writes common.pt and more shard files than 0.19).
+    garbage_line = len(open(os.path.join(directory, files.CHECKSUMS)).read().splitlines()) + 1
     with open(os.path.join(directory, files.CHECKSUMS), "a") as f:
         f.write("garbage\n")
-    with pytest.raises(TrainingInputError, match=r"checksums\.sha256: line 7 is not '<sha256>  <file>'"):
+    with pytest.raises(TrainingInputError, match=rf"checksums\.sha256: line {garbage_line} is not '<sha256>  <file>'"):
         files.verify(directory)
 
 
