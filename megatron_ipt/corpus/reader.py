@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
+from megatron_ipt.errors import ConfigError
 from megatron_ipt.formats import synthesis_output
 from megatron_ipt.formats.records import Collection, Entry
 from megatron_ipt.io.inputs import COMPRESSED_SUFFIXES, expand_inputs
@@ -85,7 +86,7 @@ def unfinished_synthesis(spec: str, allow: bool = False) -> Optional[dict]:
         by_dir.setdefault(s.directory, []).append(s.describe())
     detail = "; ".join(f"{d}: " + "; ".join(lines) for d, lines in by_dir.items())
     if not allow:
-        raise ValueError(
+        raise ConfigError(
             f"--collections {spec}: the synthesis is not finished: {detail}; rerun tools/synthesize.py with --resume "
             f"(same flags) to finish it, or pass {ALLOW_INCOMPLETE} to build from the parts that are there"
         )
