@@ -24,6 +24,20 @@ from megatron_ipt import assets  # noqa: E402
 from tests import launch  # noqa: E402
 
 
+def _pretrain_flags(data_prefix: str, tokenizer_model: str) -> list:
+    """Two steps of the tiny model on `data_prefix` with this tokenizer model."""
+    return ["--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "2", "--lr", "1e-3"] + [
+        "--train-iters",
+        "2",
+        "--data-path",
+        data_prefix,
+        "--split",
+        "90,10,0",
+        "--tokenizer-model",
+        tokenizer_model,
+    ]
+
+
 def fuzzed_models(model: str, out: str, count: int) -> list:
     """`count` damaged copies of a real SentencePiece model: bytes flipped, truncated, a chunk overwritten, the header
     scrambled (in turn), seeded."""
@@ -154,24 +168,7 @@ def main() -> None:
             prefix,
         )
         if not args.no_pretrain:
-            flags = [
-                "--model",
-                "tiny",
-                "--micro-batch-size",
-                "2",
-                "--global-batch-size",
-                "2",
-                "--lr",
-                "1e-3",
-                "--train-iters",
-                "2",
-                "--data-path",
-                prefix,
-                "--split",
-                "90,10,0",
-                "--tokenizer-model",
-                model,
-            ]
+            flags = _pretrain_flags(prefix, model)
             record("bin-size", "pretrain " + name, tool("pretrain.py", *flags, nproc=1), prefix)
 
     # 2. tokenizer files
@@ -216,24 +213,7 @@ def main() -> None:
         )
     if not args.no_pretrain:
         for path in [fuzzed[0], fuzzed[1], directory]:
-            flags = [
-                "--model",
-                "tiny",
-                "--micro-batch-size",
-                "2",
-                "--global-batch-size",
-                "2",
-                "--lr",
-                "1e-3",
-                "--train-iters",
-                "2",
-                "--data-path",
-                good,
-                "--split",
-                "90,10,0",
-                "--tokenizer-model",
-                path,
-            ]
+            flags = _pretrain_flags(good, path)
             record("tokenizer", "pretrain " + os.path.basename(path), tool("pretrain.py", *flags, nproc=1), path)
 
     # 3. inputs with no documents
