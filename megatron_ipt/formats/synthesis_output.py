@@ -66,11 +66,10 @@ class ShardProgress:
     missing: List[int] = field(default_factory=list)
     texts: Optional[int] = None  # the shard's texts (None: not known yet)
     texts_done: int = 0
-    manifest: bool = True  # False: the shard has no manifest (never started)
 
     @property
     def finished(self) -> bool:
-        return self.manifest and self.parts is not None and not self.missing
+        return self.parts is not None and not self.missing
 
     @property
     def texts_missing(self) -> Optional[int]:
@@ -78,8 +77,6 @@ class ShardProgress:
 
     def describe(self) -> str:
         """e.g. "shard 0: parts 3-29 of 30 not finished"."""
-        if not self.manifest:
-            return f"shard {self.shard_index}: not started (no {manifest_name(self.shard_index)})"
         if self.parts is None:
             missing, later = list(self.missing), self.started  # every part from `later` on is missing
             while missing and missing[-1] == later - 1:
@@ -93,8 +90,10 @@ class ShardProgress:
 
 
 def progress(directory: str) -> List[ShardProgress]:
-    """Every shard of every synthesis run below ``directory`` (its manifests, searched recursively; the shards of
-    a run are the ``num_shards`` its manifests record), finished or not, by directory and shard."""
+    """Every started shard of every synthesis run below ``directory`` (its manifests, searched recursively),
+    finished or not, by directory and shard. A shard without a manifest is not listed: synthesizing some shards of
+    the input on purpose is how the paper's share is made (``--num-shards 5 --shard-index 0`` converts 1/5 of the
+    texts, the rest stays raw), so only a shard that started and did not finish is known to be incomplete."""
     runs = {}
     for root, _, files in os.walk(directory):
         for name in sorted(files):
@@ -104,11 +103,7 @@ def progress(directory: str) -> List[ShardProgress]:
     out = []
     for root in sorted(runs):
         manifests = runs[root]
-        shards = max([m.get("num_shards") or 1 for m in manifests.values()] + [max(manifests) + 1])
-        for s in range(shards):
-            if s not in manifests:
-                out.append(ShardProgress(root, s, None, 0, manifest=False))
-                continue
+        for s in sorted(manifests):
             m = manifests[s]
             records, texts = m.get("parts", []), m.get("texts")
             parts = -(-texts // m["part_size"]) if isinstance(texts, int) and m.get("part_size") else None
