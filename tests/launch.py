@@ -30,9 +30,16 @@ def launcher(nproc=None) -> list:
     ]
 
 
+# megatron-core writes its attention-backend choice into os.environ when it builds a model (NVTE_*_ATTN); a test that
+# builds one in the pytest process would hand it to every script launched after it, where a model with another
+# --attention-backend then refuses it.
+_SET_BY_MODEL_BUILDS = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
+
+
 def environment(**extra) -> dict:
     """The test environment for a launched script; `extra` adds or overrides (e.g. OMP_NUM_THREADS) variables."""
-    return {**os.environ, "PYTHONPATH": REPO, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **extra}
+    inherited = {k: v for k, v in os.environ.items() if k not in _SET_BY_MODEL_BUILDS}
+    return {**inherited, "PYTHONPATH": REPO, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **extra}
 
 
 def run(*argv, nproc=None, env=None, expect_rc=0, timeout=600) -> str:
