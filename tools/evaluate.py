@@ -17,7 +17,12 @@ if __name__ == "__main__":  # not in the processes multiprocessing spawns from t
 
 # tools/pretrain.py's parallelism and precision flags that evaluation does not take (context parallelism, gradient
 # reduction, loss fusion, kernel choices): its model is built with their defaults
-TRAINING_ONLY_PARALLEL = ("context_parallel_size", "distributed_timeout_minutes", "grad_reduce_in_bf16")
+TRAINING_ONLY_PARALLEL = (
+    "context_parallel_size",
+    "cp_comm_type",
+    "distributed_timeout_minutes",
+    "grad_reduce_in_bf16",
+)
 TRAINING_ONLY_PRECISION = ("attention_backend", "fp8_param_gather", "cross_entropy_loss_fusion", "deterministic_mode")
 
 

@@ -45,6 +45,11 @@ class ParallelConfig(_FromArgs):
     context_parallel_size: int = flag(1, help="split each sequence over this many GPUs (needs Transformer Engine)")
     distributed_timeout_minutes: int = flag(10, help="timeout of torch.distributed's collectives")
     grad_reduce_in_bf16: bool = flag(False, help="with --bf16: reduce gradients in bf16, not fp32")
+    cp_comm_type: Tuple[str, ...] = flag(
+        ("p2p",),
+        help="context parallelism's communication: one for all layers, or one per layer",
+        choices=["p2p", "a2a", "allgather", "a2a+p2p"],
+    )
 
     def virtual_pipeline_model_parallel_size(self, num_layers: int) -> Optional[int]:
         """Model chunks per pipeline stage (interleaved schedule), as Megatron-LM derives it; None without
@@ -270,6 +275,9 @@ class CheckpointConfig(_FromArgs):
     use_checkpoint_args: bool = flag(
         False, help="take the model from --load's model.json (shape flags that disagree with it are an error)"
     )
+    exit_on_missing_checkpoint: bool = flag(
+        False, help="with --load: a directory without a checkpoint is an error (exit status 1), not a fresh start"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,8 +350,10 @@ class TrainingConfig:
     def from_args(cls, args) -> "TrainingConfig":
         """The config `build_parser()`'s parsed flags describe."""
         args = megatron_flags.apply_rules(args)
+        model = ModelConfig.from_args(args)
+        megatron_flags.check_model(args, model)
         return cls(
-            model=ModelConfig.from_args(args),
+            model=model,
             parallel=ParallelConfig.from_args(args),
             precision=PrecisionConfig.from_args(args),
             init=InitConfig.from_args(args),

@@ -16,6 +16,7 @@ from megatron.core.transformer.module import Float16Module
 
 from megatron_ipt.training import callbacks, checkpoint, datasets, loss_mask_data, models, parallel
 from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
+from megatron_ipt.training.errors import TrainingInputError
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
 
@@ -212,6 +213,11 @@ def _resume(config: CheckpointConfig, chunks, optimizer, scheduler, model_json: 
     if not config.load:
         return 0, 0
     fresh = checkpoint.check_load_dir(config.load, config.save)  # a missing --load is an error unless it is --save
+    if fresh and config.exit_on_missing_checkpoint:  # Megatron-LM's meaning: exit non-zero instead
+        raise TrainingInputError(
+            f"--exit-on-missing-checkpoint: no checkpoint in {config.load} "
+            f"(no {checkpoint.MARKER}); not starting from iteration 0"
+        )
     if fresh:
         _print(fresh)
         return 0, 0

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
-from megatron_ipt.flags import add_flags, flag, flag_fields
+from megatron_ipt.flags import Alias, add_flags, flag, flag_fields
 from megatron_ipt.tokenizers import NULL_TYPES, TokenizerSpec
 from megatron_ipt.training.presets import MISTRAL_STYLE, PRESETS
 
@@ -65,6 +65,13 @@ class ModelConfig:
         "learned_absolute",
         help=None,
         choices=("learned_absolute", "rope", "yarn", "mrope", "relative", "none"),  # Megatron-LM's
+        aliases=[
+            Alias(
+                "--use-rotary-position-embeddings",
+                "rope",
+                help="Megatron-LM's older spelling of --position-embedding-type rope",
+            )
+        ],
     )
     rotary_percent: float = flag(1.0, help=None)
     attention_dropout: float = flag(0.1, help=None)

@@ -104,6 +104,9 @@ def transformer_config(
         use_cpu_initialization=not torch.cuda.is_available(),
         recompute_granularity=precision.recompute_granularity,
     )
+    if parallel.context_parallel_size > 1:  # Megatron-LM's --cp-comm-type: one type for all layers, or one a layer
+        kinds = parallel.cp_comm_type
+        kwargs.update(cp_comm_type=kinds[0] if len(kinds) == 1 else list(kinds))
     if precision.recompute_granularity == "full":
         kwargs.update(recompute_method=precision.recompute_method, recompute_num_layers=precision.recompute_num_layers)
     if precision.fp8_format:

@@ -1,6 +1,8 @@
-"""Megatron-LM's launch flags on tools/pretrain.py (issue 12): every flag is known; refused ones stop with their reason,
-no-ops are accepted and reported, implemented ones reach what they configure."""
+"""Megatron-LM's launch flags on tools/pretrain.py (issues 12 and 24): every flag is known; refused ones stop with their
+reason, no-ops are accepted and reported, implemented ones reach what they configure. The list of Megatron-LM's flags
+(megatron_lm_flags.tsv) is walked flag by flag."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from megatron_ipt.flags import flag_fields
 from megatron_ipt.training import config, megatron_flags, models, presets
 from tests import launch
 from tests.training.helpers import REPO, environment, training_config
@@ -42,7 +45,7 @@ def _refused_value(flag):
         return [next(c for c in kwargs["choices"] if c not in flag.allowed)]
     if kwargs.get("action") == "store_const":
         return []
-    return ["1"]
+    return ["2"] if 1 in flag.allowed else ["1"]
 
 
 @pytest.mark.parametrize("flag", megatron_flags.REFUSED, ids=lambda f: f.option)
@@ -54,7 +57,7 @@ def test_refused_flags_stop_with_their_reason(flag, capsys):
     err = capsys.readouterr().err
     assert err == f"error: {flag.option}: {flag.reason}\n"
     for allowed in flag.allowed:  # its accepted values pass
-        training_config(BASE + [flag.option, allowed])
+        training_config(BASE + [flag.option, str(allowed)])
 
 
 def test_refusal_from_the_tool_is_one_line_without_traceback():
@@ -201,6 +204,42 @@ def test_context_parallel_needs_transformer_engine():
         models.transformer_config(cfg.model, cfg.parallel, cfg.precision)
 
 
+def test_older_position_embedding_spellings_are_megatrons():
+    """--use-rotary-position-embeddings is --position-embedding-type rope; --no-position-embedding is accepted only
+    beside rope positions, as Megatron-LM's argument check accepts it."""
+    shape = ["--micro-batch-size", "1", "--train-iters", "1", "--num-layers", "2", "--hidden-size", "64"]
+    shape += [
+        "--num-attention-heads",
+        "4",
+        "--seq-length",
+        "64",
+        "--max-position-embeddings",
+        "64",
+        "--vocab-size",
+        "512",
+    ]
+    assert training_config(shape).model.position_embedding_type == "learned_absolute"  # Megatron-LM's default
+    rope = training_config(shape + ["--use-rotary-position-embeddings", "--no-position-embedding"]).model
+    assert rope.position_embedding_type == "rope"
+    with pytest.raises(SystemExit) as exit:
+        training_config(shape + ["--no-position-embedding"])
+    assert exit.value.code == 2
+
+
+def test_exit_on_missing_checkpoint_stops_instead_of_starting_fresh(tmp_path):
+    """Megatron-LM's meaning: --load names a directory without a checkpoint (a typo, a wiped run): exit non-zero."""
+    argv = ["tools/pretrain.py", *BASE, "--mock-data", "--load", str(tmp_path), "--exit-on-missing-checkpoint"]
+    out = launch.run(*argv, nproc=1, expect_rc=1, timeout=300)
+    assert f"error: --exit-on-missing-checkpoint: no checkpoint in {tmp_path}" in out
+    assert "yet: starting from iteration 0" not in out and "training done" not in out
+
+
+@pytest.mark.skipif(not models.transformer_engine_available(), reason="context parallelism needs Transformer Engine")
+def test_cp_comm_type_reaches_the_transformer_config():
+    cfg = training_config(BASE + ["--context-parallel-size", "2", "--cp-comm-type", "a2a"])
+    assert models.transformer_config(cfg.model, cfg.parallel, cfg.precision).cp_comm_type == "a2a"
+
+
 def test_docs_show_the_registries_as_they_are():
     """docs/training.md's 'Coming from Megatron-LM' tables are megatron_flags.markdown() (cannot drift)."""
     text = open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8").read()
@@ -227,10 +266,163 @@ def test_unknown_flags_are_one_line_each_with_the_closest_known_flags_once_per_j
     lines = [line for line in out.splitlines() if line.startswith("error: ")]
     assert lines == [
         "error: unknown flag --tensor-model-paralel-size (closest: --tensor-model-parallel-size, "
-        "--pipeline-model-parallel-size, --context-parallel-size)",
+        "--expert-model-parallel-size, --pipeline-model-parallel-size)",
         "error: unknown flag --lr-warmup (closest: --lr-warmup-iters, --lr-warmup-samples, --lr-warmup-fraction)",
     ]
     assert "usage:" not in out and "unrecognized arguments" not in out
     with pytest.raises(SystemExit) as exit:
         config.build_parser().parse_args(BASE + ["--lr-decay-style", "bogus"])
     assert exit.value.code == 2
+
+
+# -- every flag of Megatron-LM's dense scripts and training docs (issue 24) ------------------------------------------
+
+LIST = os.path.join(os.path.dirname(__file__), "megatron_lm_flags.tsv")
+
+
+def _megatron_lm_flags():
+    """(flag, sample value or None, sources) of megatron_lm_flags.tsv: the list collected from Megatron-LM."""
+    lines = [line for line in open(LIST, encoding="utf-8") if not line.startswith("#")]
+    assert lines[0] == "flag\tvalue\tsources\n"
+    rows = [tuple(line.rstrip("\n").split("\t")) for line in lines[1:]]
+    return [(flag, value or None, sources.split(",")) for flag, value, sources in rows]
+
+
+MEGATRON_LM_FLAGS = _megatron_lm_flags()
+
+# What an implemented flag needs beside it, by Megatron-LM's own rules (each from the same script or page): the flag's
+# effect is measured against BASE plus these
+NEEDS = {
+    "--lr-decay-samples": ["--train-iters", None, "--train-samples", "80"],
+    "--lr-warmup-samples": ["--train-iters", None, "--train-samples", "80"],
+    "--fp8-format": ["--bf16"],
+    "--fp8-amax-history-len": ["--bf16", "--fp8-format", "hybrid"],
+    "--fp8-amax-compute-algo": ["--bf16", "--fp8-format", "hybrid"],
+    "--fp8-param-gather": ["--bf16", "--fp8-format", "hybrid"],
+    "--profile": ["--tensorboard-dir", "/tb"],
+    "--profile-step-start": ["--profile", "--tensorboard-dir", "/tb"],
+    "--profile-step-end": ["--profile", "--tensorboard-dir", "/tb", "--profile-step-start", "4"],
+    "--profile-ranks": ["--profile", "--tensorboard-dir", "/tb"],
+    "--overlap-param-gather": ["--use-distributed-optimizer", "--overlap-grad-reduce"],
+    "--grad-reduce-in-bf16": ["--bf16"],
+    "--num-query-groups": ["--group-query-attention"],
+    "--num-layers-per-virtual-pipeline-stage": ["--pipeline-model-parallel-size", "2"],
+    "--decoupled-min-lr": ["--decoupled-lr", "5e-4"],
+    "--no-position-embedding": ["--use-rotary-position-embeddings"],
+    "--use-checkpoint-args": ["--load", "{load}"],  # a directory with the tiny model's model.json
+}
+# Flags given instead of another (the length of training in samples, not iterations): that one's field changes too
+INSTEAD = {"--train-samples": "--train-iters"}
+# Flags that are only valid together (GPT-2's BPE files): given together, each may change only their fields
+TOGETHER = {
+    "--vocab-file": ["--tokenizer-type", "GPT2BPETokenizer", "--merge-file", "/data/gpt2-merges.txt"],
+    "--merge-file": ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", "/data/gpt2-vocab.json"],
+}
+
+
+# the fields a flag may set: the config groups', the model's and the Megatron-LM rules' (megatron_flags.ModelRules)
+CONFIG_FIELDS = {
+    f.name
+    for cls in (
+        config.ModelConfig,
+        config.ParallelConfig,
+        config.PrecisionConfig,
+        config.InitConfig,
+        config.OptimizerConfig,
+        config.DataConfig,
+        config.CheckpointConfig,
+        config.LoggingConfig,
+        megatron_flags.ModelRules,
+    )
+    for f in flag_fields(cls)
+}
+
+
+def _with(argv, needs):
+    """`argv` with `needs` applied: a flag followed by None is removed (with its value), others are added."""
+    argv, i = list(argv), 0
+    while i < len(needs):
+        if i + 1 < len(needs) and needs[i + 1] is None:
+            at = argv.index(needs[i])
+            del argv[at : at + 2]
+            i += 2
+        else:
+            argv.append(needs[i])
+            i += 1
+    return argv
+
+
+def _leaves(value, path=""):
+    """A config as {dotted field path: value}, through nested dataclasses."""
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            if f.compare:
+                out.update(_leaves(getattr(value, f.name), f"{path}{f.name}."))
+        return out
+    return {path[:-1]: value}
+
+
+def test_the_list_of_megatron_lm_flags_is_megatrons_scripts_and_docs():
+    flags = [flag for flag, _, _ in MEGATRON_LM_FLAGS]
+    assert len(flags) == len(set(flags)) and len(flags) >= 140
+    sources = {source.split("@")[0] for _, _, where in MEGATRON_LM_FLAGS for source in where}
+    for script in (
+        "examples/gpt3/train_gpt3_175b_distributed.sh",
+        "examples/llama/train_llama3_8b_h100_fp8.sh",
+        "examples/megatron_fsdp/train_llama3_8b_fsdp_h100_fp8.sh",
+        "docs/llama_mistral.md",
+        "docs/user-guide/data-loading.md",
+    ):
+        assert script in sources
+    assert all(source.endswith("@d98e8a64") for _, _, where in MEGATRON_LM_FLAGS for source in where)
+
+
+@pytest.mark.parametrize("flag, value, sources", MEGATRON_LM_FLAGS, ids=[row[0] for row in MEGATRON_LM_FLAGS])
+def test_every_megatron_lm_flag_has_one_of_the_three_answers(flag, value, sources, capsys, tmp_path_factory):
+    """Implemented (changes its own config field and nothing else), a no-op (named in the start-up notes, the config
+    unchanged) or refused (one line naming the flag and what to use instead, exit status 2): exactly one."""
+    parser = config.build_parser()
+    assert flag in parser._option_string_actions, f"{flag} (from {sources[0]}) is unknown"
+    given = [flag] + ([value] if value is not None else [])
+    noop = [f for f in megatron_flags.NOOPS if f.option == flag]
+    refused = [f for f in megatron_flags.REFUSED if f.option == flag]
+    assert len(noop) + len(refused) <= 1
+    if refused:
+        assert value is None or parser.parse_args(BASE + given).__dict__[refused[0].dest] not in refused[0].allowed
+        with pytest.raises(SystemExit) as exit:
+            training_config(BASE + given)
+        assert exit.value.code == 2
+        assert capsys.readouterr().err == f"error: {flag}: {refused[0].reason}\n"
+        return
+    model_dir = tmp_path_factory.getbasetemp() / "megatron_lm_flags"
+    if not model_dir.exists():
+        model_dir.mkdir()
+        (model_dir / "model.json").write_text(json.dumps(config.ModelConfig.load("tiny").to_json()), encoding="utf-8")
+    base = [str(model_dir) if word == "{load}" else word for word in _with(BASE, NEEDS.get(flag, []))]
+    before = training_config(base)
+    after = training_config(
+        (_with(base, [INSTEAD[flag], None]) if flag in INSTEAD else base) + given + TOGETHER.get(flag, [])
+    )
+    changed = {path for path, v in _leaves(after).items() if _leaves(before).get(path) != v}
+    if noop:
+        assert after.ignored_flags == (f"{flag}: {noop[0].reason}",) and not changed
+        return
+    assert after.ignored_flags == ()
+    together = [flag, *TOGETHER.get(flag, []), *([INSTEAD[flag]] if flag in INSTEAD else [])]
+    dests = {parser._option_string_actions[f].dest for f in together if f.startswith("--")}
+    tokenizer = {
+        a.dest
+        for g in parser._action_groups
+        for a in g._group_actions
+        if "--tokenizer-type" in g._group_actions[0].option_strings
+    }
+    assert dests <= CONFIG_FIELDS | tokenizer, f"{flag} sets no config field"
+    # the flag's own field changes (unless the sample is its default), nothing else; the tokenizer flags make one
+    # TokenizerSpec together
+    outside = {
+        p
+        for p in changed
+        if p.rsplit(".", 1)[-1] not in dests and not (dests & tokenizer and p.startswith("data.tokenizer."))
+    }
+    assert not outside, (flag, outside)
