@@ -20,6 +20,9 @@ class Logger:
         self.world_size = world_size
         self.active = is_last_rank
         self.guard = guard  # the StabilityGuard whose counts the console line reports
+        # the guard's running totals at the last console line: the line reports the steps since then, as Megatron-LM's
+        # (it resets its skipped/nan counters after each line)
+        self.counted = (0, 0)
         directory = run.config.logging.tensorboard_dir
         self.tensorboard = TensorBoardWriter(directory) if is_last_rank and directory else None
         self.wandb = WandbWriter.from_config(run.config) if is_last_rank else None
@@ -124,10 +127,11 @@ class Logger:
                 for name, value in self.extra.items()
                 if value is not None
             )
-            + f"number of skipped iterations: {self.guard.skipped:3d} | "
-            f"number of nan iterations: {self.guard.nan_iterations:3d} |",
+            + f"number of skipped iterations: {self.guard.skipped - self.counted[0]:3d} | "
+            f"number of nan iterations: {self.guard.nan_iterations - self.counted[1]:3d} |",
             flush=True,
         )
+        self.counted = (self.guard.skipped, self.guard.nan_iterations)
         self.interval_losses, self.interval_time, self.interval_loss_tokens = [], 0.0, []
 
     def _loss_part(self, loss) -> str:
