@@ -10,7 +10,7 @@ from tests.training.helpers import run, scalars, training_config
 PHASED = ["--train-iters", "6", "--lr-warmup-iters", "2", "--phase-transition-iterations", "3"]
 
 
-@pytest.mark.slow  # five short runs, ~60 s on 2 cores
+@pytest.mark.slow  # six short runs, ~2 min on 2 busy cores
 def test_a_phase_ends_with_a_checkpoint_and_the_next_continues_the_schedule_on_a_new_blend(corpus, pydoc, tmp_path):
     run(corpus, 2, "--train-iters", "6", "--lr-warmup-iters", "2", "--tensorboard-dir", str(tmp_path / "straight"))
 

@@ -17,7 +17,7 @@ SAVED = re.compile(
 )
 
 
-@pytest.mark.slow  # two short runs, ~30 s on 2 cores
+@pytest.mark.slow  # two short runs, ~1 min on 2 busy cores
 def test_progress_lines_after_two_saves_and_a_resume(corpus, tmp_path):
     ck = str(tmp_path / "ck")
     flags = ["--train-iters", "4", "--lr-decay-iters", "6", "--save", ck, "--save-interval", "2", "--log-progress"]
