@@ -165,7 +165,7 @@ def run_main(argv) -> int:
     add_model_args(checkpoint)
     config.add_parallel_args(checkpoint, exclude=TRAINING_ONLY_PARALLEL)
     config.add_precision_args(checkpoint, exclude=TRAINING_ONLY_PRECISION)
-    add_tokenizer_args(checkpoint, required=False, default_type="SentencePieceTokenizer")
+    add_tokenizer_args(checkpoint, required=False)
     p = argparse.ArgumentParser(
         prog="tools/evaluate.py",
         description=__doc__,

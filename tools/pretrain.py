@@ -32,7 +32,9 @@ def _main(argv) -> int:
     if not data.mock_data and not data.data_path:
         raise SystemExit("--data-path is required (a prefix, or a blend 'w1 prefix1 w2 prefix2'), or --mock-data")
     if data.tokenizer is None and not data.mock_data:
-        raise SystemExit(f"--tokenizer-model is required for --tokenizer-type {args.tokenizer_type}")
+        raise SystemExit(
+            "a tokenizer is required: --tokenizer-model (or --vocab-file and --merge-file), or --mock-data"
+        )
     # what this machine cannot build (no Transformer Engine for FP8, CP, ...) stops here, in one line (UserError)
     models.check_buildable(training.model, training.parallel, training.precision)
     if data.loss_mask_data:  # tuning data: its files checked on every rank before anything is built

@@ -4,7 +4,7 @@ are known but refused with the reason (`add_refused_arg`)."""
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence
+from typing import Sequence
 
 from megatron_ipt.tokenizers.null import NULL_TYPES
 from megatron_ipt.tokenizers.spec import TOKENIZER_TYPES
@@ -32,7 +32,6 @@ def add_tokenizer_args(
     parser,
     *,
     required: bool = True,
-    default_type: Optional[str] = None,
     title: str = "tokenizer",
     model_help: str = "SentencePiece .model, tokenizer.json (or its directory), or an OpenAI .tiktoken file",
     model_aliases: Sequence[str] = (),
@@ -40,21 +39,19 @@ def add_tokenizer_args(
 ):
     """Declare the tokenizer flags (Megatron-LM's names) on `parser`, in a group of their own; returns the group.
     `required`: a tokenizer must be given, --tokenizer-model or (GPT2BPETokenizer) --vocab-file (else the tokenizer
-    is optional and `from_args` may return None). `default_type`: --tokenizer-type when not given (None: required
-    with the model, or inferred from its path when the tokenizer is optional). `model_aliases`: other option strings
-    for --tokenizer-model that a tool documented before (synthesize's `--tokenizer`). `null_tokenizer`: the tool
-    takes NullTokenizer (pre-tokenized text: token ids), which needs a `--vocab-size` flag the tool declares itself;
-    elsewhere naming it is a one-line parse error saying where it belongs."""
+    is optional and `from_args` may return None). --tokenizer-type has no default in any tool (Megatron-LM's has
+    none either): `TokenizerSpec.from_args` infers it only where the files given leave one choice, saying so in a
+    `note:` line, and otherwise stops asking for it. `model_aliases`: other option strings for --tokenizer-model
+    that a tool documented before (synthesize's `--tokenizer`). `null_tokenizer`: the tool takes NullTokenizer
+    (pre-tokenized text: token ids), which needs a `--vocab-size` flag the tool declares itself; elsewhere naming it
+    is a one-line parse error saying where it belongs."""
     g = parser.add_argument_group(title)
-    if default_type:
-        type_default = f" (default: {default_type})"
-    elif not required:
-        type_default = (
-            " (default: inferred from the model path: a .json file or a directory is HuggingFaceTokenizer, "
-            "a .tiktoken file TiktokenFileTokenizer, anything else SentencePieceTokenizer)"
-        )
-    else:
-        type_default = ""
+    type_default = (
+        " (no default: without it the type is inferred only where the files leave one choice, said in a note: "
+        "--vocab-file + --merge-file is GPT2BPETokenizer, a .tiktoken file TiktokenFileTokenizer, a directory or "
+        ".json file HuggingFaceTokenizer, a file that loads as a SentencePiece model SentencePieceTokenizer; "
+        "anything else asks for it)"
+    )
 
     def tokenizer_type(value: str) -> str:
         if value in NULL_TYPES and not null_tokenizer:
@@ -68,8 +65,7 @@ def add_tokenizer_args(
         "--tokenizer-type",
         type=tokenizer_type,
         choices=TOKENIZER_TYPES if null_tokenizer else tuple(t for t in TOKENIZER_TYPES if t not in NULL_TYPES),
-        default=default_type,
-        required=required and default_type is None,
+        default=None,
         help="Megatron-LM's tokenizer type"
         + type_default
         + (

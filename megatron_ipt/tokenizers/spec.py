@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,7 +16,7 @@ from megatron_ipt.tokenizers.base import Tokenizer, TokenizerFileError
 from megatron_ipt.tokenizers.gpt2 import GPT2_TYPES, GPT2BPETokenizer
 from megatron_ipt.tokenizers.huggingface import HUGGINGFACE_TYPES, HuggingFaceTokenizer
 from megatron_ipt.tokenizers.null import NULL_TYPES, NullTokenizer
-from megatron_ipt.tokenizers.sentencepiece import SENTENCEPIECE_TYPES, SentencePieceTokenizer
+from megatron_ipt.tokenizers.sentencepiece import SENTENCEPIECE_TYPES, SentencePieceTokenizer, is_sentencepiece_model
 from megatron_ipt.tokenizers.tiktoken import TIKTOKEN_TYPES, TiktokenFileTokenizer
 
 TOKENIZER_TYPES = SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES + GPT2_TYPES + NULL_TYPES
@@ -86,6 +87,56 @@ def build_tokenizer(
     raise ConfigError(f"unsupported --tokenizer-type {tokenizer_type!r}; choose one of: {', '.join(TOKENIZER_TYPES)}")
 
 
+# What an inferred type's note adds: why the files leave no other choice.
+_FAMILY_NOTES = {
+    HUGGINGFACE_TYPES[0]: "a directory or .json file is a Hugging Face tokenizer; Llama3Tokenizer is the same here",
+    TIKTOKEN_TYPES[0]: "a .tiktoken file",
+    SENTENCEPIECE_TYPES[0]: "the file is a SentencePiece model; "
+    + ", ".join(SENTENCEPIECE_TYPES[1:])
+    + " are the same tokenizer here",
+}
+_noted = set()
+
+
+def _reporting() -> bool:
+    """Notes and these flag errors come from one process of a torchrun job (global rank 0), or from a plain tool."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _note(message: str) -> None:
+    """A start-up note on stderr, once per process (the flags are read more than once by some tools)."""
+    if message not in _noted and _reporting():
+        print(f"note: {message}", file=sys.stderr, flush=True)
+    _noted.add(message)
+
+
+def _types_for_path(model: str) -> tuple:
+    """The types that could read a tokenizer file whose kind infer_type cannot tell, by its name."""
+    if model.endswith(".model"):
+        return SENTENCEPIECE_TYPES
+    return SENTENCEPIECE_TYPES + HUGGINGFACE_TYPES + TIKTOKEN_TYPES
+
+
+def _unknown_kind(model: str) -> str:
+    """Why infer_type could not tell a tokenizer file's kind."""
+    if not os.path.exists(model):
+        return "no such file"
+    return "it does not load as a SentencePiece model and its name says no other kind"
+
+
+def _ask_type(given: str, choices, why: str = "") -> None:
+    """Stop: the files given leave more than one type (or none we can tell); name the ones that fit. Exit status 2,
+    as argparse's flag errors."""
+    if _reporting():
+        print(
+            f"error: {given}: give --tokenizer-type (no type is assumed{'; ' + why if why else ''}; for these files: "
+            f"{', '.join(choices)})",
+            file=sys.stderr,
+            flush=True,
+        )
+    raise SystemExit(2)
+
+
 # Megatron-LM's tokenizer metadata names a library; the one each of our types is.
 METADATA_LIBRARIES = {
     **{t: "sentencepiece" for t in SENTENCEPIECE_TYPES},
@@ -115,33 +166,49 @@ class TokenizerSpec:
     vocab_size: Optional[int] = None
 
     @staticmethod
-    def infer_type(model: str) -> str:
-        """The type a bare tokenizer path implies: a tokenizer.json or an HF directory, a .tiktoken file, else a
-        SentencePiece model (for flags that name only a path, e.g. synthesize's `--tokenizer`)."""
+    def infer_type(model: str) -> Optional[str]:
+        """The type a bare tokenizer path leaves no choice about, or None: a directory or a .json file is
+        HuggingFaceTokenizer, a .tiktoken file TiktokenFileTokenizer, a file that loads as a SentencePiece model
+        SentencePieceTokenizer (each family's other names are the same tokenizer here: Llama3Tokenizer;
+        GPTSentencePieceTokenizer, Llama2Tokenizer, MistralTokenizer). Anything else (a missing file, one of
+        another kind) is None: no type is assumed."""
         if os.path.isdir(model) or model.endswith(".json"):
-            return "HuggingFaceTokenizer"
+            return HUGGINGFACE_TYPES[0]
         if model.endswith(".tiktoken"):
-            return "TiktokenFileTokenizer"
-        return "SentencePieceTokenizer"
+            return TIKTOKEN_TYPES[0]
+        if os.path.isfile(model) and is_sentencepiece_model(model):
+            return SENTENCEPIECE_TYPES[0]
+        return None
 
     @classmethod
     def from_args(cls, args) -> Optional["TokenizerSpec"]:
         """The spec the parsed flags of `add_tokenizer_args` describe; None when no model was given (tools where the
-        tokenizer is optional). A missing type is inferred from the model path. Flags that contradict each other
-        stop the tool with a one-line message (SystemExit, as argparse does)."""
+        tokenizer is optional). A missing type is inferred only where the files leave one choice (--vocab-file +
+        --merge-file, or `infer_type`), with a `note:` line on stderr; otherwise the tool stops asking for it (exit
+        status 2, naming the types that fit). Flags that contradict each other stop the tool with a one-line message
+        (SystemExit, as argparse does)."""
         if args.tokenizer_type in NULL_TYPES:
             return cls._null_from_args(args)
         vocab_file, merge_file = getattr(args, "vocab_file", None), getattr(args, "merge_file", None)
+        tokenizer_type = args.tokenizer_type
+        if tokenizer_type is None and vocab_file and merge_file:
+            tokenizer_type = GPT2_TYPES[0]
+            _note(f"--tokenizer-type {tokenizer_type} inferred: the only type that reads --vocab-file + --merge-file")
         if vocab_file or merge_file:
-            if args.tokenizer_type not in GPT2_TYPES:
+            if tokenizer_type is None:
+                _ask_type(
+                    f"--{'vocab' if vocab_file else 'merge'}-file without --{'merge' if vocab_file else 'vocab'}-file",
+                    GPT2_TYPES,
+                )
+            if tokenizer_type not in GPT2_TYPES:
                 raise SystemExit(
                     f"error: --vocab-file/--merge-file are read by --tokenizer-type GPT2BPETokenizer only "
-                    f"(got --tokenizer-type {args.tokenizer_type})"
+                    f"(got --tokenizer-type {tokenizer_type})"
                 )
             if not (vocab_file and merge_file):
                 raise SystemExit("error: --tokenizer-type GPT2BPETokenizer needs both --vocab-file and --merge-file")
             model = vocab_file
-        elif args.tokenizer_type in GPT2_TYPES:
+        elif tokenizer_type in GPT2_TYPES:
             raise SystemExit(
                 "error: --tokenizer-type GPT2BPETokenizer reads --vocab-file (GPT-2's vocab.json) and --merge-file "
                 "(its merges.txt), not --tokenizer-model"
@@ -150,8 +217,14 @@ class TokenizerSpec:
             model = args.tokenizer_model
         if not model:
             return None
+        if tokenizer_type is None:
+            tokenizer_type = cls.infer_type(model)
+            if tokenizer_type is None:
+                _ask_type(f"--tokenizer-model {model}", _types_for_path(model), _unknown_kind(model))
+            why = _FAMILY_NOTES[tokenizer_type]
+            _note(f"--tokenizer-type {tokenizer_type} inferred from --tokenizer-model {model} ({why})")
         spec = cls(
-            type=args.tokenizer_type or cls.infer_type(model),
+            type=tokenizer_type,
             model=model,
             include_special_tokens=not args.tokenizer_hf_no_include_special_tokens,
             tiktoken_pattern=args.tiktoken_file_pattern,

@@ -67,6 +67,12 @@ STALL_ENV = "MEGATRON_IPT_TEST_STALL_BEFORE_COMMIT"
 iteration_dir = files.iteration_dir
 
 
+# Run progress a training checkpoint records besides the consumed samples: the global batch size (phase transitions
+# need it unchanged), the --data-path blend as one string (a later phase names what it changed from) and the
+# floating-point operations so far (Megatron-LM's num_floating_point_operations_so_far, for --log-progress).
+PROGRESS_KEYS = ("global_batch_size", "data_path", "floating_point_operations")
+
+
 def _model_state(modules):
     if len(modules) == 1:
         return modules[0].sharded_state_dict()
@@ -326,6 +332,8 @@ def save(
             "kind": "training",
             "iteration": iteration,
             "consumed_samples": progress["consumed_samples"],
+            # what a later job compares (phase transitions, --log-progress); absent from older checkpoints
+            **{key: progress[key] for key in PROGRESS_KEYS if progress.get(key) is not None},
             "layout": _layout(),
             "optimizer": _optimizer_kind(optimizer),
             "precision": _precision([c.module for c in chunks]),
@@ -512,13 +520,19 @@ def load(
     load_optim: bool = True,
     load_rng: bool = True,
     model_json: Optional[dict] = None,
+    check_progress=None,
 ) -> Optional[dict]:
     """Load the latest committed checkpoint into a run being set up (any TP/PP/DP layout; see the module doc).
     `model_json`: this run's model fields, to name the flags that differ when the checkpoint holds another model.
-    Returns {'iteration', 'consumed_samples', 'notes': [what was not restored, and why]}, or None if there is none."""
+    `check_progress`: called with the checkpoint's metadata (iteration, consumed samples, PROGRESS_KEYS) before the
+    load, to refuse a checkpoint this run cannot continue.
+    Returns {'iteration', 'consumed_samples', 'notes': [what was not restored, and why], and PROGRESS_KEYS (None where
+    the checkpoint has not recorded them)}, or None if there is none."""
     iteration, directory, meta = _latest(load_dir)
     if iteration is None:
         return None
+    if check_progress is not None:  # the run's own conditions on the checkpoint, before anything is read into it
+        check_progress(meta)
     modules = [c.module for c in chunks]
     model = _model_state(modules)
     _check_model_fits(load_dir, directory, model, model_json)
@@ -569,4 +583,9 @@ def load(
         optimizer.reload_model_params()  # the fp32 main copies (distributed optimizer: its shards) from the weights
     if "rng_state" in request:
         _set_rng_state(loaded["rng_state"])
-    return {"iteration": iteration, "consumed_samples": meta.get("consumed_samples", 0), "notes": notes}
+    return {
+        "iteration": iteration,
+        "consumed_samples": meta.get("consumed_samples", 0),
+        "notes": notes,
+        **{key: meta.get(key) for key in PROGRESS_KEYS},
+    }

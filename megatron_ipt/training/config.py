@@ -223,6 +223,15 @@ class DataConfig:
         flags=["--no-create-attention-mask-in-dataloader"],
     )
     num_dataset_builder_threads: int = flag(1, help=None)
+    phase_transition_iterations: Tuple[int, ...] = flag(
+        (),
+        type=lambda value: _iteration_list("--phase-transition-iterations", value),
+        metavar="K1,K2,...",
+        help="iterations where a training phase ends (comma-separated, as Megatron-LM): the run saves to --save and "
+        "exits there; the next job --load-s it, usually with another --data-path, and continues the same LR "
+        "schedule and iteration count, its data from the new blend's first sample. Give the same list to every "
+        "phase's job; the global batch size must stay the same",
+    )
 
     @classmethod
     def from_args(cls, args) -> "DataConfig":
@@ -235,6 +244,19 @@ class DataConfig:
             data_path=None if data_path is None else tuple(data_path),
             tokenizer=TokenizerSpec.from_args(args),
         )
+
+
+def _iteration_list(option: str, value: str) -> Tuple[int, ...]:
+    """'K1,K2,...': positive iterations, sorted (Megatron-LM sorts them too)."""
+    try:
+        iterations = [int(word) for word in value.split(",")]
+    except ValueError:
+        iterations = []
+    if not iterations or min(iterations) < 1 or len(set(iterations)) != len(iterations):
+        megatron_flags.refuse(
+            option, f"{value!r}: give distinct positive iterations separated by commas, e.g. 1000,5000"
+        )
+    return tuple(sorted(iterations))
 
 
 def _read_data_args(path: str, data_path) -> list:
@@ -295,6 +317,11 @@ class LoggingConfig(_FromArgs):
         flags=["--skip-nonfinite-steps", "--skip-nonfinite-loss"],
     )
     tensorboard_log_interval: int = flag(1, help="write TensorBoard scalars every N iterations")
+    log_progress: bool = flag(
+        False,
+        help="append Megatron-LM's progress.txt in --save: 'Starting job' at start, and after each checkpoint save "
+        "the iteration, this job's and the cumulative TFLOP/s/GPU, the floating-point operations and tokens so far",
+    )
     log_params_norm: bool = flag(False, help="log the parameters' L2 norm ('params-norm')")
     log_num_zeros_in_grad: bool = flag(False, help="log the zeros in the gradient ('num-zeros')")
     wandb_project: str = flag(  # empty: no W&B
@@ -346,6 +373,11 @@ class TrainingConfig:
     # 'flag: reason' for each Megatron-LM no-op flag given (megatron_flags.NOOPS), printed at start-up
     ignored_flags: Tuple[str, ...] = field(default=(), compare=False)
 
+    def __post_init__(self):
+        if self.logging.log_progress and not self.checkpoint.save:
+            # Megatron-LM silently writes nothing then
+            megatron_flags.refuse("--log-progress", "it writes progress.txt in --save: give --save")
+
     @classmethod
     def from_args(cls, args) -> "TrainingConfig":
         """The config `build_parser()`'s parsed flags describe."""
@@ -376,6 +408,12 @@ class TrainingConfig:
                 f"{o.micro_batch_size} x data-parallel size {data_parallel_size}"
             )
         train_iters = o.train_iters if o.train_iters is not None else o.train_samples // global_batch_size
+        late = [k for k in self.data.phase_transition_iterations if k >= train_iters]
+        if late:
+            megatron_flags.refuse(
+                "--phase-transition-iterations",
+                f"{late[0]} is not before the last iteration ({train_iters}): a phase ends before training does",
+            )
         return ResolvedConfig(
             config=self,
             **o.schedule_steps(global_batch_size, train_iters),
@@ -403,6 +441,15 @@ class ResolvedConfig:
     lr_decay_steps: float
     wd_incr_steps: float
 
+    def phase(self, iteration: int) -> Tuple[int, int]:
+        """(first, end) iterations of the training phase that `iteration` (the iterations done) starts or continues,
+        as Megatron-LM counts them: a phase runs from a transition (or 0) to the next one (or --train-iters); at a
+        transition the next phase begins. The whole run is one phase without --phase-transition-iterations."""
+        transitions = self.config.data.phase_transition_iterations
+        first = max((k for k in transitions if k <= iteration), default=0)
+        end = min((k for k in transitions if k > iteration), default=self.train_iters)
+        return first, end
+
 
 # -- the command line: one argument group per config group ----------------------------------------------------------
 
@@ -428,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(parser.add_argument_group("initialization"), InitConfig)
     add_precision_args(parser)
     add_flags(parser.add_argument_group("data"), DataConfig)
-    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer", null_tokenizer=True)
+    add_tokenizer_args(parser, required=False, null_tokenizer=True)
     add_flags(parser.add_argument_group("checkpoints"), CheckpointConfig)
     add_flags(parser.add_argument_group("evaluation and logging"), LoggingConfig)
     megatron_flags.add_args(parser)

@@ -124,11 +124,13 @@ def ensure_fresh_cache(cache_dir: str, prefixes: List[str]) -> bool:
     return stale
 
 
-def requested_samples(run) -> List[int]:
-    """Samples asked of each split part (see build_datasets)."""
+def requested_samples(run, iteration: int = 0) -> List[int]:
+    """Samples asked of each split part (see build_datasets) by a run that starts after `iteration` iterations: the
+    training samples are those of its phase (the whole run without --phase-transition-iterations)."""
     config, gbs = run.config, run.global_batch_size
     evals = (run.train_iters // config.logging.eval_interval + 1) if config.logging.eval_interval else 0
-    return [run.train_iters * gbs, evals * config.logging.eval_iters * gbs, 0]
+    first, end = run.phase(iteration)
+    return [(end - first) * gbs, evals * config.logging.eval_iters * gbs, 0]
 
 
 def check_split(run) -> None:
@@ -180,13 +182,14 @@ def prepare_blend(run, prefixes: List[str], sizes: List[int], stamped: Optional[
     return matrix, cache_dir
 
 
-def build_datasets(run, tokenizer):
-    """Train/valid/test datasets for a run (a config.ResolvedConfig); blends from `--data-path`, or synthetic tokens
-    with `--mock-data`. Sized as Megatron-LM's `get_train_valid_test_num_samples` (megatron/training/training.py)
-    sizes them: train_iters x global batch training samples and (train_iters // eval_interval + 1) x eval_iters x
-    global batch validation samples; no test samples (the loop has no test pass). Returns (train, valid, test, the
-    data sources' names)."""
-    sizes = requested_samples(run)
+def build_datasets(run, tokenizer, iteration: int = 0):
+    """Train/valid/test datasets for a run (a config.ResolvedConfig) that starts after `iteration` iterations; blends
+    from `--data-path`, or synthetic tokens with `--mock-data`. Sized as Megatron-LM's
+    `get_train_valid_test_num_samples` (megatron/training/training.py) sizes them: train_iters x global batch
+    training samples (with --phase-transition-iterations, the current phase's iterations x global batch) and
+    (train_iters // eval_interval + 1) x eval_iters x global batch validation samples; no test samples (the loop has
+    no test pass). Returns (train, valid, test, the data sources' names)."""
+    sizes = requested_samples(run, iteration)
     eod_mask_loss = run.config.data.eod_mask_loss
     if run.config.data.mock_data:
         mock = gpt_dataset_config(run, tokenizer, eod_mask_loss=eod_mask_loss)

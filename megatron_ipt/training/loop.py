@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from functools import partial
 
 import torch
@@ -15,7 +16,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
 
 from megatron_ipt.training import callbacks, checkpoint, datasets, loss_mask_data, models, parallel
-from megatron_ipt.training.config import CheckpointConfig, ResolvedConfig, TrainingConfig
+from megatron_ipt.training.config import ResolvedConfig, TrainingConfig
 from megatron_ipt.training.errors import TrainingInputError
 
 NonFiniteLoss = callbacks.NonFiniteLoss  # raised by train(); tools/pretrain.py exits 2 on it
@@ -205,13 +206,13 @@ def evaluate(run: ResolvedConfig, chunks, dataset, source_names):
     return named
 
 
-def _resume(config: CheckpointConfig, chunks, optimizer, scheduler, model_json: dict):
-    """(iteration, consumed samples) to start from: 0, 0 or the latest committed checkpoint in --load."""
-    if config.save:  # this job's lock on the directory, then what killed saves left there (checkpoint.py)
-        for line in checkpoint.open_save_dir(config.save):
-            _print(line)
+def _resume(run: ResolvedConfig, chunks, optimizer, scheduler) -> dict:
+    """Where to start: iteration 0 or the latest committed checkpoint in --load; its progress as checkpoint.load
+    returns it ({'iteration', 'consumed_samples', and checkpoint.PROGRESS_KEYS, None where unknown})."""
+    config = run.config.checkpoint
+    start = {"iteration": 0, "consumed_samples": 0, **{key: None for key in checkpoint.PROGRESS_KEYS}}
     if not config.load:
-        return 0, 0
+        return start
     fresh = checkpoint.check_load_dir(config.load, config.save)  # a missing --load is an error unless it is --save
     if fresh and config.exit_on_missing_checkpoint:  # Megatron-LM's meaning: exit non-zero instead
         raise TrainingInputError(
@@ -220,7 +221,7 @@ def _resume(config: CheckpointConfig, chunks, optimizer, scheduler, model_json: 
         )
     if fresh:
         _print(fresh)
-        return 0, 0
+        return start
     progress = checkpoint.load(
         config.load,
         chunks,
@@ -228,46 +229,114 @@ def _resume(config: CheckpointConfig, chunks, optimizer, scheduler, model_json: 
         scheduler,
         load_optim=not config.no_load_optim,
         load_rng=not config.no_load_rng,
-        model_json=model_json,
+        model_json=run.config.model.to_json(),
+        check_progress=partial(_check_phase_batch, run),
     )
     if progress is None:  # the marker went away since check_load_dir
         _print(f"no checkpoint in {config.load} yet: starting from iteration 0")
-        return 0, 0
+        return start
     _print(
         f"loaded checkpoint from {config.load} at iteration {progress['iteration']}"
         + "".join(f"; {note}" for note in progress["notes"])
     )
-    return progress["iteration"], progress["consumed_samples"]
+    return progress
 
 
-def _save(config: CheckpointConfig, iteration, consumed, chunks, optimizer, scheduler):
+def _check_phase_batch(run: ResolvedConfig, meta: dict) -> None:
+    """With --phase-transition-iterations the global batch size must be the checkpoint's (Megatron-LM compares it
+    too): a phase's iterations are counted in its batches."""
+    iteration = meta.get("iteration") or 0
+    if not run.config.data.phase_transition_iterations or meta.get("kind") != "training" or not iteration:
+        return
+    saved = meta.get("global_batch_size") or meta.get("consumed_samples", 0) // iteration  # older: fixed batches
+    if saved != run.global_batch_size:
+        raise SystemExit(
+            f"--phase-transition-iterations needs one global batch size across phases: {run.config.checkpoint.load} "
+            f"was trained with {saved}, this run has --global-batch-size {run.global_batch_size}"
+        )
+
+
+def _blend(config: TrainingConfig) -> str:
+    """The training data as a checkpoint records it: --data-path's words, or 'mock'."""
+    return "mock" if config.data.mock_data else " ".join(config.data.data_path or ())
+
+
+def _data_start(run: ResolvedConfig, progress: dict) -> int:
+    """The sample of this run's training blend to start from, said where it matters. Without phases: the consumed
+    samples (the checkpoint's --data-path differing is said, not refused: Megatron-LM does not look). With
+    --phase-transition-iterations, as Megatron-LM (the global batch size is checked at load: _check_phase_batch): a
+    run starts at sample (iteration - its phase's first iteration) x global batch of a blend sized for its phase
+    alone, so each phase reads its --data-path from the first sample."""
+    iteration, consumed, was = progress["iteration"], progress["consumed_samples"], progress["data_path"]
+    now = _blend(run.config)
+    changed = f"; --data-path was {was!r} at iteration {iteration}" if was is not None and was != now else ""
+    transitions = run.config.data.phase_transition_iterations
+    if not transitions:
+        if changed and iteration:
+            _print(f"note: training data changed{changed}; continuing at sample {consumed} of this one's order")
+        return consumed
+    first, end = run.phase(iteration)
+    start = (iteration - first) * run.global_batch_size
+    _print(
+        f"phase {transitions.index(first) + 2 if first else 1} of {len(transitions) + 1}: iterations {first + 1}-{end} "
+        f"on --data-path {now!r}, from sample {start} of the phase's {(end - first) * run.global_batch_size}{changed}"
+    )
+    return start
+
+
+def _save(run: ResolvedConfig, iteration, consumed, flops, chunks, optimizer, scheduler, progress_log):
+    config = run.config.checkpoint
+    progress = {
+        "consumed_samples": consumed,
+        "global_batch_size": run.global_batch_size,
+        "data_path": _blend(run.config),
+        "floating_point_operations": flops,
+    }
     checkpoint.save(
         config.save,
         iteration,
         chunks,
         optimizer,
         scheduler,
-        {"consumed_samples": consumed},
+        progress,
         config.keep_last,
         mem_efficient=config.distrib_optim_fully_reshardable_mem_efficient,
     )
+    if progress_log:
+        progress_log.saved(iteration, flops, consumed, run.config.model.seq_length)
     return iteration
 
 
 def train(config: TrainingConfig, tokenizer) -> dict:
     """Run training; returns {'losses': [per-iteration global lm loss], 'step_times', 'iteration', 'chunks'}."""
+    job_start = time.time()
     run, chunks, optimizer, scheduler = setup(config)
     ck, log = config.checkpoint, config.logging
-    iteration, consumed = _resume(ck, chunks, optimizer, scheduler, config.model.to_json())
+    world = torch.distributed.get_world_size()
+    progress_log = None
+    if ck.save:  # this job's lock on the directory, then what killed saves left there (checkpoint.py)
+        for line in checkpoint.open_save_dir(ck.save):
+            _print(line)
+        if log.log_progress:
+            progress_log = callbacks.ProgressLog(ck.save, world, job_start)
+            progress_log.start()
+    progress = _resume(run, chunks, optimizer, scheduler)
+    iteration, consumed = progress["iteration"], progress["consumed_samples"]
+    flops_per_iteration = callbacks.flops_per_iteration(config.model, run.global_batch_size, run.padded_vocab_size)
+    flops = progress["floating_point_operations"]
+    if flops is None:  # a checkpoint from before we recorded them (or none): the FLOPs of the samples consumed
+        flops = consumed / run.global_batch_size * flops_per_iteration
+    if progress_log:
+        progress_log.resumed(flops)
     if ck.save and torch.distributed.get_rank() == 0:
         checkpoint.write_model_file(ck.save, config.model.to_json())
     adapter = (
         datasets.MegatronTokenizerAdapter(tokenizer) if tokenizer else datasets.MockTokenizer(config.model.vocab_size)
     )
+    data_start = _data_start(run, progress)
     build_datasets = loss_mask_data.build_datasets if config.data.loss_mask_data else datasets.build_datasets
-    train_ds, valid_ds, _, source_names = build_datasets(run, adapter)
-    train_iter = _iterators(train_ds, consumed, config.optimizer.micro_batch_size, len(chunks))
-    world = torch.distributed.get_world_size()
+    train_ds, valid_ds, _, source_names = build_datasets(run, adapter, iteration)
+    train_iter = _iterators(train_ds, data_start, config.optimizer.micro_batch_size, len(chunks))
     guard = callbacks.StabilityGuard(skip=log.skip_nonfinite_steps)
     logger = callbacks.Logger(run, world, torch.distributed.get_rank() == world - 1, guard)
     logger.arguments(iteration)
@@ -276,7 +345,10 @@ def train(config: TrainingConfig, tokenizer) -> dict:
     hooks = callbacks.RunHooks(config, config.ignored_flags + tuple(models.attention_notes(config.precision)))
     hooks.start()
     losses, step_times = [], []
-    stop = callbacks.ExitCondition(ck.exit_signal_handler, ck.exit_duration_in_mins, ck.exit_interval)
+    stop = callbacks.ExitCondition(
+        ck.exit_signal_handler, ck.exit_duration_in_mins, ck.exit_interval, config.data.phase_transition_iterations
+    )
+    save = partial(_save, run, chunks=chunks, optimizer=optimizer, scheduler=scheduler, progress_log=progress_log)
     saved = None  # the iteration last saved
     try:
         while iteration < run.train_iters:
@@ -313,6 +385,7 @@ def train(config: TrainingConfig, tokenizer) -> dict:
                             guard.skipped += 1
             iteration += 1
             consumed += run.global_batch_size
+            flops += flops_per_iteration  # as Megatron-LM counts them: every iteration run, a skipped step too
             losses.append(loss)
             step_times.append(timer.elapsed)
             hooks.after_step(iteration)
@@ -331,16 +404,16 @@ def train(config: TrainingConfig, tokenizer) -> dict:
             if log.eval_interval and iteration % log.eval_interval == 0 and valid_ds is not None:
                 logger.validation(iteration, consumed, evaluate(run, chunks, valid_ds, source_names))
             if ck.save and ck.save_interval and iteration % ck.save_interval == 0:
-                saved = _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+                saved = save(iteration, consumed, flops)
             reason = stop.reason(iteration)
             if reason:
                 if ck.save and saved != iteration:
-                    saved = _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+                    saved = save(iteration, consumed, flops)
                 where = f"checkpoint saved in {ck.save}" if ck.save else "no --save: nothing saved"
                 _print(f"{reason}; stopped after iteration {iteration} of {run.train_iters}, {where}")
                 break
         if ck.save and saved != iteration:
-            _save(ck, iteration, consumed, chunks, optimizer, scheduler)
+            save(iteration, consumed, flops)
     finally:
         stop.close()
         hooks.close()

@@ -135,12 +135,13 @@ class TuningDataset(MegatronDataset):
         return sample
 
 
-def build_datasets(run, tokenizer):
-    """Train/valid/test TuningDatasets for a run with `--loss-mask-data`: the blend and split of `--data-path` and
-    `--split`, sized as training/datasets.py sizes pre-training's. Returns (train, valid, test, the sources' names)."""
+def build_datasets(run, tokenizer, iteration: int = 0):
+    """Train/valid/test TuningDatasets for a run with `--loss-mask-data` that starts after `iteration` iterations: the
+    blend and split of `--data-path` and `--split`, sized as training/datasets.py sizes pre-training's. Returns
+    (train, valid, test, the sources' names)."""
     from megatron_ipt.training import datasets
 
-    sizes = datasets.requested_samples(run)
+    sizes = datasets.requested_samples(run, iteration)
     prefixes, weights = get_blend_from_list(list(run.config.data.data_path))
     masks = [mask_prefix(p) for p in prefixes]  # the loss masks beside the text: the index cache depends on both
     matrix, cache_dir = datasets.prepare_blend(run, prefixes, sizes, stamped=prefixes + masks)

@@ -55,19 +55,21 @@ def test_each_tool_reads_every_flag(tool):
 
 @pytest.mark.parametrize("tool", ["preprocess_data", "build_corpus"])
 def test_packing_and_corpus_tools_require_the_type_and_the_model(tool, capsys):
-    for flags in (["--tokenizer-model", "m.model"], ["--tokenizer-type", "SentencePieceTokenizer"]):
-        with pytest.raises(SystemExit):
-            TOOLS[tool](flags)
+    with pytest.raises(SystemExit):  # a file of no kind we can tell: the type is asked for (test_type_rule.py)
+        TokenizerSpec.from_args(TOOLS[tool](["--tokenizer-model", "m.model"]))
+    assert "give --tokenizer-type" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        TOOLS[tool](["--tokenizer-type", "SentencePieceTokenizer"])
     assert "required" in capsys.readouterr().err
 
 
-def test_synthesize_tokenizer_is_optional_and_an_alias_of_tokenizer_model(tmp_path):
+def test_synthesize_tokenizer_is_optional_and_an_alias_of_tokenizer_model(tmp_path, mistral_model):
     assert TokenizerSpec.from_args(TOOLS["synthesize"]([])) is None
     for path, inferred in (
         (str(tmp_path), "HuggingFaceTokenizer"),  # an HF directory
         ("hf/tokenizer.json", "HuggingFaceTokenizer"),
         ("cl100k_base.tiktoken", "TiktokenFileTokenizer"),
-        ("mistral.model", "SentencePieceTokenizer"),
+        (mistral_model, "SentencePieceTokenizer"),  # by its content: a SentencePiece model
     ):
         alias = TokenizerSpec.from_args(TOOLS["synthesize"](["--tokenizer", path]))
         assert alias == TokenizerSpec.from_args(TOOLS["synthesize"](["--tokenizer-model", path]))

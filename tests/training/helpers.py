@@ -39,6 +39,8 @@ def pretrain_flags(corpus, *flags):
         *data_path,
         "--split",
         "90,10,0",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
         "--tokenizer-model",
         assets.mistral_tokenizer_model(),
         "--log-interval",

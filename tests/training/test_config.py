@@ -30,6 +30,8 @@ def test_preset_with_overrides_round_trips_through_the_flags():
             "a",
             "0.7",
             "b",
+            "--tokenizer-type",
+            "SentencePieceTokenizer",
             "--tokenizer-model",
             "tok.model",
         ]

@@ -114,7 +114,7 @@ def test_evaluate_without_model_json_needs_the_model_flags(tmp_path):
     parser.add_argument("--load")
     for add in (model_config.add_model_args, config.add_parallel_args, config.add_precision_args):
         add(parser)
-    add_tokenizer_args(parser, required=False, default_type="SentencePieceTokenizer")
+    add_tokenizer_args(parser, required=False)
     flags = ["--load", str(tmp_path), "--tokenizer-model", TOKENIZER]
     with pytest.raises(SystemExit, match="missing --num-layers, --hidden-size, --num-attention-heads, --seq-length"):
         CheckpointSpec.from_args(parser.parse_args(flags))

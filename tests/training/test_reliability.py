@@ -149,7 +149,9 @@ def test_a_bin_longer_than_its_index_says_is_one_line_from_pretrain(corpus, tmp_
 def test_a_broken_tokenizer_model_is_one_line_from_pretrain(corpus, broken_tokenizer_models, variant):
     """Issue 25: a corrupt SentencePiece model (or a directory) was a sentencepiece RuntimeError on every rank."""
     model = broken_tokenizer_models[variant]
-    out = run(corpus, 1, "--train-iters", "2", "--tokenizer-model", model, expect_rc=1)
+    # the type given: without it, a file that does not load leaves the type unknown and it is asked for
+    out = run(corpus, 1, "--train-iters", "2", "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model,
+              expect_rc=1)  # fmt: skip
     expect = "is a directory" if variant == "directory" else "not a SentencePiece model"
     _one_line_error(out, f"--tokenizer-model {model}: {expect}")
 

@@ -33,6 +33,8 @@ def _pretrain_flags(data_prefix: str, tokenizer_model: str) -> list:
         data_prefix,
         "--split",
         "90,10,0",
+        "--tokenizer-type",
+        "SentencePieceTokenizer",
         "--tokenizer-model",
         tokenizer_model,
     ]

@@ -1,5 +1,6 @@
-"""Early exit, as Megatron-LM's --exit-signal-handler, --exit-duration-in-mins and --exit-interval: after each step
-the loop asks `ExitCondition.reason`, and on an answer saves a checkpoint and stops (exit status 0).
+"""Early exit, as Megatron-LM's --exit-signal-handler, --exit-duration-in-mins, --exit-interval and
+--phase-transition-iterations: after each step the loop asks `ExitCondition.reason`, and on an answer saves a checkpoint
+and stops (exit status 0).
 
 A SIGTERM (what Slurm sends every process of a job before its time limit, and what torchrun forwards to its ranks)
 only sets a flag: the step under way finishes. The flag and the elapsed time are combined over all ranks with one
@@ -16,15 +17,22 @@ import signal
 import sys
 import time
 from multiprocessing.managers import SyncManager
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 
 class ExitCondition:
-    def __init__(self, exit_signal_handler: bool, exit_duration_in_mins: Optional[int], exit_interval: Optional[int]):
+    def __init__(
+        self,
+        exit_signal_handler: bool,
+        exit_duration_in_mins: Optional[int],
+        exit_interval: Optional[int],
+        phase_transitions: Tuple[int, ...] = (),
+    ):
         self.duration = exit_duration_in_mins
         self.interval = exit_interval
+        self.transitions = phase_transitions
         self.start = time.monotonic()
         self.signalled = False
         self.previous = None
@@ -50,6 +58,12 @@ class ExitCondition:
                 return f"exiting program after {self.duration} minutes (--exit-duration-in-mins)"
         if self.interval and iteration % self.interval == 0:
             return f"exiting program at iteration {iteration} (--exit-interval {self.interval})"
+        if iteration in self.transitions:
+            phase = self.transitions.index(iteration) + 1
+            return (
+                f"exiting program at iteration {iteration} (--phase-transition-iterations: phase {phase} of "
+                f"{len(self.transitions) + 1} ends here; resume with --load and the next phase's --data-path)"
+            )
         return None
 
     def close(self) -> None:
