@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <queue>
 #include <stdexcept>
 
@@ -37,7 +38,23 @@ bool decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uin
   const auto* u = reinterpret_cast<const uint8_t*>(s.data());
   size_t n = 0;
   uint8_t unassigned = 0;
+  uint8_t ascii[128];
+  std::memcpy(ascii, table.data(), 128);
   for (size_t i = 0; i < size;) {
+    // ASCII, 8 bytes at a time: no decoding, a 128-entry class table
+    while (i + 8 <= size) {
+      uint64_t w;
+      std::memcpy(&w, u + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      for (size_t k = 0; k < 8; ++k) {
+        cp_out[n + k] = u[i + k];
+        cls_out[n + k] = ascii[u[i + k]];
+        off_out[n + k] = static_cast<uint32_t>(i + k);
+      }
+      n += 8;
+      i += 8;
+    }
+    if (i >= size) break;
     uint32_t cp;
     size_t len;
     if (u[i] < 0x80) cp = u[i], len = 1;
@@ -99,16 +116,32 @@ ByteLevelBPE::ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab
                     std::make_pair(static_cast<int>(rank), m->second));
   }
   for (const auto& t : added_tokens_)
-    if (!t.empty()) added_first_byte_[static_cast<uint8_t>(t[0])] = true;
+    if (!t.empty() && !added_first_byte_[static_cast<uint8_t>(t[0])]) {
+      added_first_byte_[static_cast<uint8_t>(t[0])] = true;
+      added_first_bytes_.push_back(t[0]);
+    }
 }
 
 bool ByteLevelBPE::holds_added_token(std::string_view text) const {
   if (added_tokens_.empty()) return false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (!added_first_byte_[static_cast<uint8_t>(text[i])]) continue;
+  auto at = [&](size_t i) {
     for (const auto& t : added_tokens_)
       if (!t.empty() && text.compare(i, t.size(), t) == 0) return true;
+    return false;
+  };
+  if (added_first_bytes_.size() <= 2) {  // the usual case ('<' of "<|...|>", "<s>"): memchr, vectorized
+    for (const char first : added_first_bytes_) {
+      const char* p = text.data();
+      const char* end = p + text.size();
+      while ((p = static_cast<const char*>(std::memchr(p, first, end - p))) != nullptr) {
+        if (at(p - text.data())) return true;
+        ++p;
+      }
+    }
+    return false;
   }
+  for (size_t i = 0; i < text.size(); ++i)
+    if (added_first_byte_[static_cast<uint8_t>(text[i])] && at(i)) return true;
   return false;
 }
 

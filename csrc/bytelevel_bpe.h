@@ -67,6 +67,7 @@ class ByteLevelBPE {
   std::vector<std::string> added_tokens_;
   std::vector<int32_t> prefix_, suffix_;
   bool added_first_byte_[256] = {};
+  std::string added_first_bytes_;  // the distinct first bytes of the added tokens
   std::vector<Cache> caches_;
   std::mutex mutex_;
 };
