@@ -50,10 +50,9 @@ class ByteLevelBPE {
 
  private:
   using Cache = UnitCache;
-  bool encode_one(std::string_view text, Cache& cache, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets,
-                  std::vector<int32_t>& out) const;
+  bool encode_one(std::string_view text, Cache& cache, std::vector<int32_t>& out) const;
   template <typename Fn>
-  bool split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const;
+  bool split(std::string_view text, Fn emit) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   bool holds_added_token(std::string_view text) const;
 
