@@ -57,29 +57,40 @@ inline uint64_t mum(uint64_t a, uint64_t b) {
   return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
 }
 
-// A fast hash of a short byte string. Units are mostly under 16 bytes: two (possibly overlapping) word loads, no
-// loop and no byte-wise copy of a tail (a variable-length memcpy into a word stalls the load that follows it).
+constexpr uint64_t kHash0 = 0xa0761d6478bd642full, kHash1 = 0xe7037ed1a0b428dbull, kHash2 = 0x8ebc6af09c88c6e3ull;
+
+// The bytes of a unit of at most 16 bytes as two words, zero past its end, without a branch on its length: 16 bytes
+// are read at once when they lie in one page (the read past the unit stays inside that page, so it cannot fault),
+// else (rarely: 15 of 4096 start addresses) copied.
+inline void load_short(const char* p, size_t n, uint64_t& lo, uint64_t& hi) {
+  if ((reinterpret_cast<uintptr_t>(p) & 4095) <= 4096 - 16) {
+    lo = load8(p), hi = load8(p + 8);
+    const unsigned bits = static_cast<unsigned>(n) * 8;
+    lo &= bits >= 64 ? ~0ull : (1ull << bits) - 1;
+    hi &= bits <= 64 ? 0 : bits >= 128 ? ~0ull : (1ull << (bits - 64)) - 1;
+  } else {
+    char buf[16] = {};
+    std::memcpy(buf, p, n);
+    lo = load8(buf), hi = load8(buf + 8);
+  }
+}
+
+// The hash of a unit of at most 16 bytes (lo, hi from load_short).
+inline uint64_t short_hash(uint64_t lo, uint64_t hi, size_t n) { return mum(lo ^ kHash1, hi ^ (kHash2 + n)); }
+
+// A fast hash of a unit: short ones (most) as above, longer ones 16 bytes a step.
 inline uint64_t unit_hash(std::string_view s) {
-  constexpr uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull, k2 = 0x8ebc6af09c88c6e3ull;
   const char* p = s.data();
   const size_t n = s.size();
-  uint64_t a, b, seed = k0 ^ n;
-  if (n > 16) {
-    size_t i = 0;
-    for (; i + 16 < n; i += 16) seed = mum(load8(p + i) ^ k1, load8(p + i + 8) ^ seed);
-    a = load8(p + n - 16), b = load8(p + n - 8);
-  } else if (n >= 8) {
-    a = load8(p), b = load8(p + n - 8);
-  } else if (n >= 4) {
-    a = load4(p), b = load4(p + n - 4);
-  } else if (n > 0) {
-    a = (static_cast<uint64_t>(static_cast<uint8_t>(p[0])) << 16) |
-        (static_cast<uint64_t>(static_cast<uint8_t>(p[n >> 1])) << 8) | static_cast<uint8_t>(p[n - 1]);
-    b = 0;
-  } else {
-    a = b = 0;
+  uint64_t a, b;
+  if (n <= 16) {
+    load_short(p, n, a, b);
+    return short_hash(a, b, n);
   }
-  return mum(k1 ^ n, mum(a ^ k1, b ^ seed) ^ k2);
+  uint64_t seed = kHash0 ^ n;
+  for (size_t i = 0; i + 16 < n; i += 16) seed = mum(load8(p + i) ^ kHash1, load8(p + i + 8) ^ seed);
+  a = load8(p + n - 16), b = load8(p + n - 8);
+  return mum(kHash1 ^ n, mum(a ^ kHash1, b ^ seed) ^ kHash2);
 }
 
 // a[0, n) == b[0, n), for the short keys of the cache: overlapping word loads, no call.
@@ -118,6 +129,21 @@ class UnitCache {
           same_bytes(n <= kInlineKey ? s.key : keys_.data() + s.ids[1], unit.data(), n)) {
         count = s.count;
         return inline_ids(s) ? s.ids : ids_.data() + s.ids[0];
+      }
+    }
+  }
+
+  // find() for a unit of at most 16 bytes (lo, hi from load_short): the key compared as two words.
+  const int32_t* find_short(uint64_t lo, uint64_t hi, size_t n, uint64_t h, uint32_t& count) const {
+    if (slots_.empty()) return nullptr;
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = tag_of(h);
+    for (size_t at = h & mask;; at = (at + 1) & mask) {
+      const Slot& s = slots_[at];
+      if (s.tag == 0) return nullptr;
+      if (s.tag == tag && s.key_len == n && load8(s.key) == lo && load8(s.key + 8) == hi) {
+        count = s.count;
+        return s.count <= 2 ? s.ids : ids_.data() + s.ids[0];
       }
     }
   }
@@ -185,7 +211,8 @@ class UnitCache {
     }
   }
   uint64_t hash_of_slot(const Slot& s) const {
-    return unit_hash(std::string_view(s.key_len <= kInlineKey ? s.key : keys_.data() + s.ids[1], s.key_len));
+    if (s.key_len <= kInlineKey) return short_hash(load8(s.key), load8(s.key + 8), s.key_len);  // zero-padded
+    return unit_hash(std::string_view(keys_.data() + s.ids[1], s.key_len));
   }
 
   std::vector<Slot> slots_;
@@ -197,10 +224,21 @@ class UnitCache {
 // Appends the ids of `unit`, from the cache when it was seen before; encode(unit, ids) computes them.
 template <typename Encode>
 inline void encode_cached(UnitCache& cache, std::string_view unit, Encode encode, std::vector<int32_t>& out) {
-  if (unit.size() > UnitCache::kMaxUnit) return encode(unit, out);
-  const uint64_t h = unit_hash(unit);
+  const size_t n = unit.size();
+  uint64_t h;
   uint32_t count = 0;
-  if (const int32_t* ids = cache.find(unit, h, count)) {
+  const int32_t* ids;
+  if (n <= 16) {
+    uint64_t lo, hi;
+    load_short(unit.data(), n, lo, hi);
+    h = short_hash(lo, hi, n);
+    ids = cache.find_short(lo, hi, n, h, count);
+  } else {
+    if (n > UnitCache::kMaxUnit) return encode(unit, out);
+    h = unit_hash(unit);
+    ids = cache.find(unit, h, count);
+  }
+  if (ids) {
     if (count == 1) out.push_back(*ids);  // most units are one token
     else out.insert(out.end(), ids, ids + count);
     return;
