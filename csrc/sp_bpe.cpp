@@ -326,7 +326,9 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
 // the table, a multi-byte character decoded first), so the text is read once and nothing is decoded twice.
 void SentencePieceBPE::encode_one_fused(std::string_view text, Cache& cache, std::string& normalized,
                                         std::vector<int32_t>& out) const {
-  normalized.resize(3 * text.size() + 3);  // the worst case: views into it stay valid (no reallocation)
+  normalized.resize(3 * text.size() + 3 + 4);  // the worst case (+ the 4-byte stores' slack): views stay valid
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kSpaceWord is stored as little-endian bytes");
+  constexpr uint32_t kSpaceWord = 0xe2 | (0x96 << 8) | (0x81 << 16);  // ▁'s UTF-8 bytes, as a little-endian word
   char* const base = normalized.data();
   char* w = base;
   const size_t first = out.size();
@@ -348,6 +350,24 @@ void SentencePieceBPE::encode_one_fused(std::string_view text, Cache& cache, std
   const char* p = text.data();
   const char* const end = p + text.size();
   while (p < end) {
+    if (prev_small >= 0 && static_cast<uint8_t>(*p) < 0x80) {
+      // a run of ASCII after a table character: one table load per byte, the escape written branch-free (4
+      // bytes stored from a word, the length added)
+      int prev_idx = prev_small;
+      do {
+        const uint8_t c = static_cast<uint8_t>(*p);
+        const int small = c == ' ' ? 128 : c;
+        if (!table[prev_idx * kSmall + small]) flush();
+        const uint32_t bytes = c == ' ' ? kSpaceWord : c;
+        std::memcpy(w, &bytes, 4);
+        w += c == ' ' ? 3 : 1;
+        prev_idx = small;
+        ++p;
+      } while (p < end && static_cast<uint8_t>(*p) < 0x80);
+      prev_small = prev_idx;
+      prev = prev_idx == 128 ? 0x2581 : static_cast<uint32_t>(prev_idx);
+      continue;
+    }
     const uint8_t c = static_cast<uint8_t>(*p);
     if (c < 0x80) {
       const int small = c == ' ' ? 128 : c;
