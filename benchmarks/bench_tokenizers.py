@@ -13,7 +13,8 @@ benchmarks/bench_preprocess.py writes it), in memory; each encoder is built fres
 CPU seconds of the one thread that encodes (user + system; for the end-to-end run, of the whole child process,
 start-up included): per-core rates that other jobs on a shared machine do not distort as they do wall time. The reference
 libraries, 10-50x slower, encode the first --library-mb only. "end to end" runs `tools/preprocess_data.py
---workers 1` on the same JSONL (read + encode + write .bin/.idx, process start-up included). Ids are checked
+--workers 1` on the same text cycled to --e2e-size-mb (default 256 MiB: read + encode + write .bin/.idx, process
+start-up and tokenizer load included, a few percent of it at that size). Ids are checked
 against the reference library (all unique documents + the hostile strings of the parity tests) and against
 GigaToken (the unique documents) before any rate is printed. Pin it to one core:
     taskset -c 0 python benchmarks/bench_tokenizers.py [--size-mb 48] [--repeat 3]
@@ -43,6 +44,7 @@ import psutil  # noqa: E402
 
 from benchmarks.bench_preprocess import write_corpus  # noqa: E402
 from megatron_ipt import assets  # noqa: E402
+from megatron_ipt.formats.indexed import check_dataset, document_prefix  # noqa: E402
 from megatron_ipt.tokenizers import build_tokenizer  # noqa: E402
 
 
@@ -189,7 +191,8 @@ def split_flat(tokens, lengths):
     return [chunk.tolist() for chunk in np.split(tokens, np.cumsum(lengths)[:-1])]
 
 
-def end_to_end(corpus: str, work: str, flags) -> float:
+def end_to_end(corpus: str, work: str, flags):
+    """(CPU seconds of `tools/preprocess_data.py --workers 1` on corpus, start-up included; tokens written)."""
     cmd = [
         sys.executable,
         os.path.join(REPO, "tools", "preprocess_data.py"),
@@ -211,7 +214,8 @@ def end_to_end(corpus: str, work: str, flags) -> float:
         env={**os.environ, "PYTHONPATH": REPO},
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    tokens = check_dataset(document_prefix(os.path.join(work, "e2e"), "text"))["tokens"]
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), tokens
 
 
 def _mtok(rate) -> str:
@@ -224,6 +228,12 @@ def main():
     p.add_argument("--library-mb", type=int, default=4, help="the part of it the reference libraries encode")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per encoder, interleaved; the best is kept")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the tools/preprocess_data.py runs")
+    p.add_argument(
+        "--e2e-size-mb",
+        type=int,
+        default=256,
+        help="corpus for the end-to-end runs (default: 256, large enough that start-up is a few percent)",
+    )
     args = p.parse_args()
     from tests.tokenizers.test_bytelevel import CONTRACTIONS, GPT2_TRICKY
     from tests.tokenizers.test_sentencepiece import ADVERSARIAL
@@ -232,6 +242,9 @@ def main():
     work = tempfile.mkdtemp(prefix="bench_tokenizers_")
     corpus = os.path.join(work, "corpus.jsonl")
     write_corpus(corpus, args.size_mb)
+    e2e_corpus = os.path.join(work, "e2e_corpus.jsonl")
+    if not args.no_end_to_end:
+        write_corpus(e2e_corpus, args.e2e_size_mb)
     with open(corpus, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
     small, size = [], 0
@@ -289,7 +302,7 @@ def main():
                 if seconds < best[name][0]:
                     best[name] = (seconds, count, grown)
         if not args.no_end_to_end:
-            e2e = min(end_to_end(corpus, work, fam.flags) for _ in range(args.repeat))
+            e2e, e2e_tokens = min(end_to_end(e2e_corpus, work, fam.flags) for _ in range(args.repeat))
         ours_rate = best["ours (native)"][1] / best["ours (native)"][0]
         print(f"  {'':34}{'Mtok/s':>8}{'seconds':>9}{'ours/it':>9}{'RSS +MB':>9}  ids")
         for name, (seconds, count, grown) in best.items():
@@ -299,15 +312,16 @@ def main():
                 f"{rows[name][3]}"
             )
         if not args.no_end_to_end:
-            e2e_rate = best["ours (native)"][1] / e2e  # the same documents; EOD not appended
+            e2e_rate = e2e_tokens / e2e  # EOD not appended
             print(
                 f"  {'ours end to end (preprocess_data)':34}{e2e_rate / 1e6:>8.2f}{e2e:>9.2f}"
-                f"{e2e_rate / ours_rate:>8.2f}x{'':>9}  read JSONL + encode + write .bin/.idx, 1 worker"
+                f"{e2e_rate / ours_rate:>8.2f}x{'':>9}  read JSONL + encode + write .bin/.idx, 1 worker, "
+                f"{args.e2e_size_mb} MiB, {e2e_tokens:,} tokens"
             )
         for name, note in notes.items():
             print(f"  {name:34}{'-':>8}  {note}")
         giga_rate = best["GigaToken"][1] / best["GigaToken"][0] if "GigaToken" in best else None
-        e2e_rate = None if args.no_end_to_end else best["ours (native)"][1] / e2e
+        e2e_rate = None if args.no_end_to_end else e2e_tokens / e2e
         summary.append((fam.label, ours_rate, e2e_rate, giga_rate))
     print("\nsummary, Mtok/s per core: ours encode only | ours end to end | GigaToken encode only | ratios")
     for label, ours_rate, e2e_rate, giga_rate in summary:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <queue>
 #include <stdexcept>
 
@@ -24,37 +25,61 @@ const std::vector<uint8_t>& class_table() {
   return table;
 }
 
-// Decodes UTF-8 (valid: it comes from Python str) into code points, their classes and byte offsets (+ the end
-// offset), ASCII without a branch per byte class; false when a code point is unassigned in our tables.
-bool decode_utf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<uint8_t>& classes,
-                 std::vector<uint32_t>& offsets) {
-  const auto& table = class_table();
-  const size_t size = s.size();
-  if (cps.size() < size + 1) cps.resize(size + 1), classes.resize(size + 1), offsets.resize(size + 1);
-  uint32_t* cp_out = cps.data();
-  uint8_t* cls_out = classes.data();
-  uint32_t* off_out = offsets.data();
-  const auto* u = reinterpret_cast<const uint8_t*>(s.data());
-  size_t n = 0;
-  uint8_t unassigned = 0;
-  for (size_t i = 0; i < size;) {
-    uint32_t cp;
+// The code points of a UTF-8 string (valid: it comes from Python str), read in place by byte position: ASCII by one
+// table load, a multi-byte character decoded where it is met. No decoded copy of the text is made.
+struct Utf8 {
+  const uint8_t* u;
+  size_t n;
+  const uint8_t* table;  // class_table()
+
+  static size_t char_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
+  uint32_t cp(size_t pos, size_t& len) const {
+    const uint8_t* p = u + pos;
+    if (p[0] < 0x80) return len = 1, p[0];
+    if (p[0] < 0xE0) return len = 2, ((p[0] & 0x1f) << 6) | (p[1] & 0x3f);
+    if (p[0] < 0xF0) return len = 3, ((p[0] & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
+    return len = 4, ((p[0] & 0x07) << 18) | ((p[1] & 0x3f) << 12) | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
+  }
+  uint32_t cp(size_t pos) const {
     size_t len;
-    if (u[i] < 0x80) cp = u[i], len = 1;
-    else if (u[i] < 0xE0) cp = ((u[i] & 0x1f) << 6) | (u[i + 1] & 0x3f), len = 2;
-    else if (u[i] < 0xF0) cp = ((u[i] & 0x0f) << 12) | ((u[i + 1] & 0x3f) << 6) | (u[i + 2] & 0x3f), len = 3;
-    else cp = ((u[i] & 0x07) << 18) | ((u[i + 1] & 0x3f) << 12) | ((u[i + 2] & 0x3f) << 6) | (u[i + 3] & 0x3f), len = 4;
-    const uint8_t c = table[cp];
-    unassigned |= c == unicode::kUnassigned;
-    cp_out[n] = cp;
-    cls_out[n] = c;
-    off_out[n] = static_cast<uint32_t>(i);
-    ++n;
+    return cp(pos, len);
+  }
+  Class cls(size_t pos, size_t& len) const {
+    if (u[pos] < 0x80) return len = 1, static_cast<Class>(table[u[pos]]);
+    return static_cast<Class>(table[cp(pos, len)]);
+  }
+  Class cls(size_t pos) const {
+    size_t len;
+    return cls(pos, len);
+  }
+  // neither whitespace nor a letter nor a number: the regex's [^\s\p{L}\p{N}]
+  static bool other(Class c) { return c != unicode::kSpace && c != unicode::kLetter && c != unicode::kNumber; }
+};
+
+// True when the text holds a code point unassigned in our tables (ASCII skipped 8 bytes at a time).
+bool has_unassigned(std::string_view s) {
+  const auto& table = class_table();
+  const auto* u = reinterpret_cast<const uint8_t*>(s.data());
+  const size_t size = s.size();
+  Utf8 text{u, size, table.data()};
+  for (size_t i = 0; i < size;) {
+    if (i + 8 <= size) {
+      uint64_t w;
+      std::memcpy(&w, u + i, 8);
+      if (!(w & 0x8080808080808080ull)) {
+        i += 8;
+        continue;
+      }
+    }
+    if (u[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    if (table[text.cp(i, len)] == unicode::kUnassigned) return true;
     i += len;
   }
-  off_out[n] = static_cast<uint32_t>(size);
-  cps.resize(n);  // within capacity: no allocation; `classes` keeps its size (only the first n are read)
-  return !unassigned;
+  return false;
 }
 
 // The letter a contraction's character folds to under the regex's case-insensitive match ('ſ' folds to 's').
@@ -99,64 +124,76 @@ ByteLevelBPE::ByteLevelBPE(const std::vector<std::pair<std::string, int>>& vocab
                     std::make_pair(static_cast<int>(rank), m->second));
   }
   for (const auto& t : added_tokens_)
-    if (!t.empty()) added_first_byte_[static_cast<uint8_t>(t[0])] = true;
+    if (!t.empty() && !added_first_byte_[static_cast<uint8_t>(t[0])]) {
+      added_first_byte_[static_cast<uint8_t>(t[0])] = true;
+      added_first_bytes_.push_back(t[0]);
+    }
 }
 
 bool ByteLevelBPE::holds_added_token(std::string_view text) const {
   if (added_tokens_.empty()) return false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (!added_first_byte_[static_cast<uint8_t>(text[i])]) continue;
+  auto at = [&](size_t i) {
     for (const auto& t : added_tokens_)
       if (!t.empty() && text.compare(i, t.size(), t) == 0) return true;
+    return false;
+  };
+  if (added_first_bytes_.size() <= 2) {  // the usual case ('<' of "<|...|>", "<s>"): memchr, vectorized
+    for (const char first : added_first_bytes_) {
+      const char* p = text.data();
+      const char* end = p + text.size();
+      while ((p = static_cast<const char*>(std::memchr(p, first, end - p))) != nullptr) {
+        if (at(p - text.data())) return true;
+        ++p;
+      }
+    }
+    return false;
   }
+  for (size_t i = 0; i < text.size(); ++i)
+    if (added_first_byte_[static_cast<uint8_t>(text[i])] && at(i)) return true;
   return false;
-}
-
-// The end of the whitespace piece starting at i (a run of whitespace up to `run`): \s+(?!\S) leaves the run's
-// last character to the word after it, unless the text ends with the run; a single whitespace character is \s+.
-inline size_t whitespace_end(size_t i, size_t run, size_t n) {
-  if (run == n) return n;
-  return run - i >= 2 ? run - 1 : i + 1;
 }
 
 // GPT-2's pre-tokenization regex (the ByteLevel pre-tokenizer's with use_regex, GPT-2/GPT-NeoX/SmolLM2), leftmost-first:
 //   's|'t|'re|'ve|'m|'ll|'d (case-sensitive) | ' '?\p{L}+ | ' '?\p{N}+ | ' '?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
+// Positions are byte offsets; a "character" is a code point.
 template <typename Fn>
-void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& offsets, const uint8_t* classes, Fn& emit) {
-  const size_t n = cps.size();
-  auto cls = [&](size_t k) { return static_cast<Class>(classes[k]); };
+void split_gpt2(const Utf8& t, Fn& emit) {
+  const size_t n = t.n;
   size_t i = 0;
   while (i < n) {
-    size_t end = i;
-    const uint32_t c0 = cps[i];
-    if (c0 == '\'' && i + 1 < n) {
-      const uint32_t a = cps[i + 1], b = i + 2 < n ? cps[i + 2] : 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
-      else if ((a == 'r' || a == 'v') && b == 'e') end = i + 3;
-      else if (a == 'l' && b == 'l') end = i + 3;
+    size_t end = i, len0;
+    const uint32_t c0 = t.cp(i, len0);
+    const size_t i1 = i + len0;
+    if (c0 == '\'' && i1 < n) {
+      size_t len1;
+      const uint32_t a = t.cp(i1, len1);
+      const size_t i2 = i1 + len1;
+      const uint32_t b = i2 < n ? t.cp(i2) : 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i2;
+      else if ((a == 'r' || a == 'v') && b == 'e') end = i2 + 1;
+      else if (a == 'l' && b == 'l') end = i2 + 1;
     }
     if (end == i) {
       // ' '? then a run of one class: letters, numbers, or neither-whitespace-letter-nor-number
-      const size_t j = (c0 == ' ' && i + 1 < n) ? i + 1 : i;
-      const Class cj = cls(j);
+      const size_t j = (c0 == ' ' && i1 < n) ? i1 : i;
+      size_t len;
+      const Class cj = t.cls(j, len);
       if (cj != unicode::kSpace) {
-        end = j + 1;
+        end = j + len;
         if (cj == unicode::kLetter || cj == unicode::kNumber) {
-          while (end < n && cls(end) == cj) ++end;
+          while (end < n && t.cls(end, len) == cj) end += len;
         } else {
-          while (end < n) {
-            const Class ce = cls(end);
-            if (ce == unicode::kSpace || ce == unicode::kLetter || ce == unicode::kNumber) break;
-            ++end;
-          }
+          while (end < n && Utf8::other(t.cls(end, len))) end += len;
         }
       } else {  // whitespace: c0 itself is whitespace here (a space followed by whitespace, or another one)
-        size_t run = i;
-        while (run < n && cls(run) == unicode::kSpace) ++run;
-        end = whitespace_end(i, run, n);
+        // \s+(?!\S) leaves the run's last character to the word after it, unless the text ends with the run; a
+        // single whitespace character is \s+
+        size_t run = i, last = i, count = 0;
+        while (run < n && t.cls(run, len) == unicode::kSpace) last = run, run += len, ++count;
+        end = run == n ? n : count >= 2 ? last : i1;
       }
     }
-    emit(offsets[i], offsets[end]);
+    emit(i, end);
     i = end;
   }
 }
@@ -167,70 +204,73 @@ void split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& o
 // Calls emit(begin byte, end byte) per piece; returns false (nothing emitted) if the text has an unassigned
 // code point.
 template <typename Fn>
-bool ByteLevelBPE::split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const {
-  thread_local std::vector<uint8_t> classes;
-  if (!decode_utf8(text, cps, classes, offsets)) return false;
-  const size_t n = cps.size();
-  const uint8_t* table = classes.data();
-  auto cls = [&](size_t k) { return static_cast<Class>(table[k]); };
-  auto piece = [&](size_t k) { return cls(k) != unicode::kSpace && cls(k) != unicode::kLetter && cls(k) != unicode::kNumber; };
+bool ByteLevelBPE::split(std::string_view text, Fn emit) const {
+  if (has_unassigned(text)) return false;
+  const Utf8 t{reinterpret_cast<const uint8_t*>(text.data()), text.size(), class_table().data()};
   if (pattern_ == kGpt2) {
-    split_gpt2(cps, offsets, table, emit);
+    split_gpt2(t, emit);
     return true;
   }
+  const size_t n = t.n;
+  const uint8_t* u = t.u;
+  auto crlf_at = [&](size_t k) { return u[k] == '\r' || u[k] == '\n'; };  // ASCII: never inside a multi-byte character
   size_t i = 0;
   while (i < n) {
-    size_t end = i;
-    const Class c = cls(i);
-    if (cps[i] == '\'' && i + 1 < n) {  // contractions
-      const char a = fold(cps[i + 1]), b = i + 2 < n ? fold(cps[i + 2]) : 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
-      else if ((a == 'r' || a == 'v') && b == 'e') end = i + 3;
-      else if (a == 'l' && b == 'l') end = i + 3;
+    size_t end = i, len0, len;
+    const uint32_t cpi = t.cp(i, len0);
+    const Class c = static_cast<Class>(t.table[cpi]);
+    const size_t i1 = i + len0;
+    if (cpi == '\'' && i1 < n) {  // contractions
+      size_t len1;
+      const char a = fold(t.cp(i1, len1));
+      const size_t i2 = i1 + len1;
+      const char b = i2 < n ? fold(t.cp(i2)) : 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i2;
+      else if ((a == 'r' || a == 'v') && b == 'e') end = i2 + 1;  // 'e' and 'l' fold from ASCII only: one byte
+      else if (a == 'l' && b == 'l') end = i2 + 1;
     }
     if (end == i) {  // letters, with at most one leading non-letter, non-number, non-CR/LF character
       size_t j = i;
-      if (c != unicode::kLetter && c != unicode::kNumber && !is_crlf(cps[i]) && i + 1 < n && cls(i + 1) == unicode::kLetter) j = i + 1;
-      if (cls(j) == unicode::kLetter) {
+      if (c != unicode::kLetter && c != unicode::kNumber && !is_crlf(cpi) && i1 < n && t.cls(i1) == unicode::kLetter) j = i1;
+      if (j == i1 || c == unicode::kLetter) {
         end = j;
-        while (end < n && cls(end) == unicode::kLetter) ++end;
+        while (end < n && t.cls(end, len) == unicode::kLetter) end += len;
       }
     }
     if (end == i && c == unicode::kNumber) {  // 1 to 3 numbers
-      end = i + 1;
-      while (end < n && end < i + 3 && cls(end) == unicode::kNumber) ++end;
+      end = i1;
+      for (int count = 1; end < n && count < 3 && t.cls(end, len) == unicode::kNumber; ++count) end += len;
     }
     if (end == i) {  // punctuation and symbols, with an optional leading space and trailing CR/LFs
-      size_t j = (cps[i] == ' ' && i + 1 < n && piece(i + 1)) ? i + 1 : i;
-      if (piece(j)) {
+      const size_t j = (cpi == ' ' && i1 < n && Utf8::other(t.cls(i1))) ? i1 : i;
+      if (j == i1 || Utf8::other(c)) {
         end = j;
-        while (end < n && piece(end)) ++end;
-        while (end < n && is_crlf(cps[end])) ++end;
+        while (end < n && Utf8::other(t.cls(end, len))) end += len;
+        while (end < n && crlf_at(end)) ++end;
       }
     }
     if (end == i && c == unicode::kSpace) {  // whitespace
-      size_t run = i;
-      while (run < n && cls(run) == unicode::kSpace) ++run;
-      size_t last_crlf = SIZE_MAX;
-      for (size_t k = i; k < run; ++k)
-        if (is_crlf(cps[k])) last_crlf = k;
+      size_t run = i, last = i, count = 0, last_crlf = SIZE_MAX;
+      while (run < n && t.cls(run, len) == unicode::kSpace) {
+        if (crlf_at(run)) last_crlf = run;
+        last = run, run += len, ++count;
+      }
       if (pattern_ == kCl100kPossessive && run == n) end = n;  // \s++$
       else if (last_crlf != SIZE_MAX) end = last_crlf + 1;    // \s*[\r\n]+
       else if (run == n) end = n;                               // \s+(?!\S) at the end
-      else if (run - i >= 2) end = run - 1;                     // \s+(?!\S): leave one space for the next word
-      else end = i + 1;                                         // \s+
+      else if (count >= 2) end = last;                          // \s+(?!\S): leave one space for the next word
+      else end = i1;                                            // \s+
     }
-    if (end == i) end = i + 1;  // unreachable: every class is covered above; kept so the loop always advances
-    emit(offsets[i], offsets[end]);
+    if (end == i) end = i1;  // unreachable: every class is covered above; kept so the loop always advances
+    emit(i, end);
     i = end;
   }
   return true;
 }
 
 std::vector<std::string> ByteLevelBPE::pretokenize(std::string_view text) const {
-  std::vector<uint32_t> cps, offsets;
   std::vector<std::string> pieces;
-  if (!split(text, cps, offsets, [&](uint32_t b, uint32_t e) { pieces.emplace_back(text.substr(b, e - b)); }))
+  if (!split(text, [&](uint32_t b, uint32_t e) { pieces.emplace_back(text.substr(b, e - b)); }))
     throw std::invalid_argument("text holds a code point unassigned in Unicode " + std::string(unicode::kVersion));
   return pieces;
 }
@@ -314,11 +354,10 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   for (int i = 0; i >= 0; i = symbols[i].next) out.push_back(symbols[i].id);
 }
 
-bool ByteLevelBPE::encode_one(std::string_view text, Cache& cache, std::vector<uint32_t>& cps,
-                              std::vector<uint32_t>& offsets, std::vector<int32_t>& out) const {
+bool ByteLevelBPE::encode_one(std::string_view text, Cache& cache, std::vector<int32_t>& out) const {
   if (holds_added_token(text)) return false;
   const size_t first = out.size();
-  bool ok = split(text, cps, offsets, [&](uint32_t b, uint32_t e) {
+  bool ok = split(text, [&](uint32_t b, uint32_t e) {
     encode_cached(cache, text.substr(b, e - b), [this](std::string_view p, std::vector<int32_t>& ids) { encode_piece(p, ids); }, out);
   });
   if (!ok) out.resize(first);
@@ -330,13 +369,12 @@ void ByteLevelBPE::encode_batch(const std::vector<std::string_view>& texts, int 
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t threads = batch_threads(texts.size(), num_threads);
   if (caches_.size() < threads) caches_.resize(threads);
-  std::vector<std::vector<uint32_t>> cps(threads), offsets(threads);
   encode_in_threads(
       texts.size(), threads,
       [&](size_t t, size_t i, std::vector<int32_t>& out, std::vector<int64_t>& lens) {
         const size_t before = out.size();
         out.insert(out.end(), prefix_.begin(), prefix_.end());
-        if (!encode_one(texts[i], caches_[t], cps[t], offsets[t], out)) {
+        if (!encode_one(texts[i], caches_[t], out)) {
           out.resize(before);
           lens.push_back(-1);  // the caller encodes this text with the library
           return;

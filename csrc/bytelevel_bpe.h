@@ -50,10 +50,9 @@ class ByteLevelBPE {
 
  private:
   using Cache = UnitCache;
-  bool encode_one(std::string_view text, Cache& cache, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets,
-                  std::vector<int32_t>& out) const;
+  bool encode_one(std::string_view text, Cache& cache, std::vector<int32_t>& out) const;
   template <typename Fn>
-  bool split(std::string_view text, std::vector<uint32_t>& cps, std::vector<uint32_t>& offsets, Fn emit) const;
+  bool split(std::string_view text, Fn emit) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   bool holds_added_token(std::string_view text) const;
 
@@ -67,6 +66,7 @@ class ByteLevelBPE {
   std::vector<std::string> added_tokens_;
   std::vector<int32_t> prefix_, suffix_;
   bool added_first_byte_[256] = {};
+  std::string added_first_bytes_;  // the distinct first bytes of the added tokens
   std::vector<Cache> caches_;
   std::mutex mutex_;
 };

@@ -263,6 +263,7 @@ void SentencePieceBPE::encode_unit(std::string_view unit, std::vector<int32_t>& 
 void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::string& normalized,
                                   std::vector<int32_t>& out) const {
   if (text.empty()) return;
+  if (longest_user_defined_ == 0) return encode_one_fused(text, cache, normalized, out);
   // Spaces escaped as ▁ (3 bytes), written into a buffer sized for the worst case (no growth checks per byte).
   normalized.resize(3 * text.size() + 3);
   char* w = normalized.data();
@@ -317,6 +318,88 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
       out[w++] = out[i];
     }
     out.resize(w);
+  }
+}
+
+// encode_one without user-defined symbols, in one pass: each byte of the text is escaped into `normalized` and the
+// unit boundary before it decided as it is written (the same pairs as encode_one's second pass: ASCII and ▁ by
+// the table, a multi-byte character decoded first), so the text is read once and nothing is decoded twice.
+void SentencePieceBPE::encode_one_fused(std::string_view text, Cache& cache, std::string& normalized,
+                                        std::vector<int32_t>& out) const {
+  normalized.resize(3 * text.size() + 3 + 4);  // the worst case (+ the 4-byte stores' slack): views stay valid
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kSpaceWord is stored as little-endian bytes");
+  constexpr uint32_t kSpaceWord = 0xe2 | (0x96 << 8) | (0x81 << 16);  // ▁'s UTF-8 bytes, as a little-endian word
+  char* const base = normalized.data();
+  char* w = base;
+  const size_t first = out.size();
+  auto encode = [this](std::string_view u, std::vector<int32_t>& ids) { encode_unit(u, ids); };
+  const char* unit_begin = base;
+  auto flush = [&]() {
+    if (unit_begin < w) encode_cached(cache, std::string_view(unit_begin, w - unit_begin), encode, out);
+    unit_begin = w;
+  };
+  const uint8_t* table = small_spanned_.data();
+  // prev: the previous character; prev_small its small_index (-1: none in the table); has_prev false at the start
+  bool has_prev = false;
+  uint32_t prev = 0;
+  int prev_small = -1;
+  if (add_dummy_prefix_) {
+    std::memcpy(w, kSpace, 3), w += 3;
+    has_prev = true, prev = 0x2581, prev_small = 128;
+  }
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    if (prev_small >= 0 && static_cast<uint8_t>(*p) < 0x80) {
+      // a run of ASCII after a table character: one table load per byte, the escape written branch-free (4
+      // bytes stored from a word, the length added)
+      int prev_idx = prev_small;
+      do {
+        const uint8_t c = static_cast<uint8_t>(*p);
+        const int small = c == ' ' ? 128 : c;
+        if (!table[prev_idx * kSmall + small]) flush();
+        const uint32_t bytes = c == ' ' ? kSpaceWord : c;
+        std::memcpy(w, &bytes, 4);
+        w += c == ' ' ? 3 : 1;
+        prev_idx = small;
+        ++p;
+      } while (p < end && static_cast<uint8_t>(*p) < 0x80);
+      prev_small = prev_idx;
+      prev = prev_idx == 128 ? 0x2581 : static_cast<uint32_t>(prev_idx);
+      continue;
+    }
+    const uint8_t c = static_cast<uint8_t>(*p);
+    if (c < 0x80) {
+      const int small = c == ' ' ? 128 : c;
+      if (has_prev && (prev_small >= 0 ? !table[prev_small * kSmall + small]
+                                       : can_split_rare(prev, c == ' ' ? 0x2581 : c)))
+        flush();
+      if (c == ' ') std::memcpy(w, kSpace, 3), w += 3;
+      else *w++ = static_cast<char>(c);
+      prev = c == ' ' ? 0x2581 : c;
+      prev_small = small;
+      has_prev = true;
+      ++p;
+      continue;
+    }
+    const size_t len = std::min(one_char_len(p), static_cast<size_t>(end - p));
+    const uint32_t cp = decode_char(p, len);
+    if (has_prev && can_split(prev, cp)) flush();
+    std::memcpy(w, p, len), w += len;
+    prev = cp;
+    prev_small = small_index(cp);
+    has_prev = true;
+    p += len;
+  }
+  flush();
+  normalized.resize(static_cast<size_t>(w - base));  // shrinking: no reallocation
+  if (!byte_fallback_) {  // merge runs of <unk> into one, as sentencepiece does without byte fallback
+    size_t k = first;
+    for (size_t i = first; i < out.size(); ++i) {
+      if (out[i] == unk_id_ && k > first && out[k - 1] == unk_id_) continue;
+      out[k++] = out[i];
+    }
+    out.resize(k);
   }
 }
 

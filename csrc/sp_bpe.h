@@ -60,6 +60,7 @@ class SentencePieceBPE {
  private:
   using Cache = UnitCache;
   void encode_one(std::string_view text, Cache& cache, std::string& normalized, std::vector<int32_t>& out) const;
+  void encode_one_fused(std::string_view text, Cache& cache, std::string& normalized, std::vector<int32_t>& out) const;
   void encode_unit(std::string_view unit, std::vector<int32_t>& out) const;
   size_t match_user_defined(std::string_view rest) const;
   bool can_split(uint32_t prev, uint32_t next) const {

@@ -36,8 +36,8 @@ class LineError(UserError, ValueError):
 
 def parse_line(raw: bytes) -> object:
     """The JSON value of one line; raises LineError ("malformed JSON", "invalid UTF-8", "invalid Unicode")."""
-    value = _load(raw)
-    if _may_hold_surrogates(raw):
+    value, checked = _load(raw)
+    if not checked and _may_hold_surrogates(raw):
         _check_text(value, ())
     return value
 
@@ -45,8 +45,9 @@ def parse_line(raw: bytes) -> object:
 def parse_keys(raw: bytes, keys: Sequence[str]) -> List[object]:
     """`key_values` of one line: the packing stage's hot path, where only these values are checked for lone
     surrogates (other keys are never read)."""
-    values = key_values(_load(raw), keys)
-    if _may_hold_surrogates(raw):
+    value, checked = _load(raw)
+    values = key_values(value, keys)
+    if not checked and _may_hold_surrogates(raw):
         for key, value in zip(keys, values):
             _check_text(value, (key,))
     return values
@@ -90,8 +91,11 @@ def json_type(value) -> str:
 
 
 def _load(raw: bytes):
+    """(the value, whether its strings are known free of lone surrogates). orjson refuses a lone surrogate escape
+    ("no low surrogate in string"), so a value it returns needs no check (tests/packing/test_jsonl.py pins this);
+    the `json` fallback accepts one."""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), True
     except orjson.JSONDecodeError as e:
         if "depth limit" in str(e):
             raise _too_deep() from None
@@ -100,7 +104,7 @@ def _load(raw: bytes):
     except UnicodeDecodeError as e:
         raise LineError("invalid UTF-8", f"byte {e.start} of the line") from None
     try:
-        return json.loads(text)
+        return json.loads(text), False
     except json.JSONDecodeError as e:
         raise LineError("malformed JSON", f"{e.msg} (column {e.colno})") from None
     except RecursionError:  # a line orjson refused for another reason, nested deeper than Python recurses

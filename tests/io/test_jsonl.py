@@ -35,6 +35,17 @@ def test_standard_json_that_orjson_rejects_is_accepted():
     assert parse_line(b'{"x": NaN, "s": "\\ud83d\\ude00"}')["s"] == "\U0001f600"
 
 
+@pytest.mark.parametrize("escape", [b"\\ud800", b"\\udbff", b"\\udc00", b"\\uDFFF", b"\\udc00\\ud800"])
+def test_orjson_refuses_lone_surrogates(escape):
+    """parse_line/parse_keys skip the lone-surrogate check on a value orjson returned: orjson must refuse them."""
+    import orjson
+
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(b'{"text": "a' + escape + b'b"}')
+    with pytest.raises(LineError, match="lone surrogate"):
+        parse_keys(b'{"text": "a' + escape + b'b"}', ["text"])
+
+
 def test_parse_keys_checks_only_the_keys_it_extracts():
     assert parse_keys(b'{"text": ["a", "b"], "meta": "\\udc00"}', ["text"]) == [["a", "b"]]
     with pytest.raises(LineError, match="key 'text' is a list with non-string items"):

@@ -112,6 +112,21 @@ def test_threads_and_flat_output_agree(native, library, real_texts):
     assert at == len(tokens)
 
 
+def test_unit_cache_refills_exactly_when_full(mistral_model, library, real_texts):
+    # more distinct units than the per-thread cache holds (524,288), and units long enough for its arenas: the
+    # cache empties and refills mid-batch; ids before, during and after stay the library's
+    native = _native.SentencePieceBPE(mistral_model)
+    before = native.encode(real_texts)
+    rng = random.Random(5)
+    words = [f"{i:x}{rng.choice('gqz')}" for i in range(600_000)]
+    texts = [" ".join(words[k : k + 1000]) for k in range(0, len(words), 1000)]
+    texts += ["-" * rng.randint(17, 300) + "x" * rng.randint(1, 40) for _ in range(2000)]
+    ours = native.encode(texts)
+    sample = list(range(0, len(texts), 37)) + list(range(len(texts) - 50, len(texts)))
+    assert [ours[i] for i in sample] == library.encode([texts[i] for i in sample], out_type=int)
+    assert native.encode(real_texts) == before
+
+
 def test_lone_surrogate_is_rejected_like_the_library(native, library):
     with pytest.raises(UnicodeEncodeError):
         native.encode(["ok", "bad \ud800"])
@@ -144,6 +159,13 @@ def trained_models(tmp_path_factory, real_texts):
             user_defined_symbols=["<sep>", "@@", "the"],
             byte_fallback=False,
         ),
+        # the same without user-defined symbols: the encoder's one-pass path (escape + split fused), <unk> runs
+        "bpe_unk": dict(
+            model_type="bpe",
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            byte_fallback=False,
+        ),
         "bpe_byte_fallback_no_dummy": dict(
             model_type="bpe",
             normalization_rule_name="identity",
@@ -162,7 +184,7 @@ def trained_models(tmp_path_factory, real_texts):
     return paths
 
 
-@pytest.mark.parametrize("name", ["bpe_unk_userdefined", "bpe_byte_fallback_no_dummy"])
+@pytest.mark.parametrize("name", ["bpe_unk_userdefined", "bpe_unk", "bpe_byte_fallback_no_dummy"])
 def test_trained_bpe_models_are_native_and_exact(trained_models, name, real_texts):
     path = trained_models[name]
     native, library = _native.SentencePieceBPE(path), spm.SentencePieceProcessor(model_file=path)
@@ -173,6 +195,8 @@ def test_trained_bpe_models_are_native_and_exact(trained_models, name, real_text
     ids = {i for seq in library.encode(texts, out_type=int) for i in seq}
     if name == "bpe_unk_userdefined":  # the cases this model exists for do occur
         assert library.unk_id() in ids and library.piece_to_id("<sep>") in ids
+    if name == "bpe_unk":
+        assert library.unk_id() in ids
 
 
 @pytest.mark.parametrize("name", ["bpe_nfkc", "unigram"])
