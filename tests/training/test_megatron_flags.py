@@ -317,6 +317,8 @@ INSTEAD = {"--train-samples": "--train-iters"}
 TOGETHER = {
     "--vocab-file": ["--tokenizer-type", "GPT2BPETokenizer", "--merge-file", "/data/gpt2-merges.txt"],
     "--merge-file": ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", "/data/gpt2-vocab.json"],
+    # no tokenizer type is assumed for a file that does not exist (the scripts give both)
+    "--tokenizer-model": ["--tokenizer-type", "HuggingFaceTokenizer"],
 }
 
 
