@@ -47,7 +47,7 @@ inline bool read_u16(const uint8_t* p, const uint8_t* e, uint32_t& v) {
   return true;
 }
 
-inline void put_utf8(uint32_t cp, std::string* out) {
+inline void put_utf8(uint32_t cp, char*& w) {
   char b[4];
   size_t n;
   if (cp < 0x80) {
@@ -69,7 +69,8 @@ inline void put_utf8(uint32_t cp, std::string* out) {
     b[3] = static_cast<char>(0x80 | (cp & 0x3F));
     n = 4;
   }
-  out->append(b, n);
+  std::memcpy(w, b, 4);  // room: an escape of 6 bytes (12 for a pair) writes 4 at most
+  w += n;
 }
 
 inline bool cont(uint8_t c) { return (c & 0xC0) == 0x80; }
@@ -98,25 +99,36 @@ inline int utf8_length(const uint8_t* p, const uint8_t* e) {
 constexpr uint64_t kOnes = 0x0101010101010101ULL;
 constexpr uint64_t kHighs = 0x8080808080808080ULL;
 
-// Whether any of the 8 bytes of `x` is not plain (>= 0x80, '"', '\\' or below 0x20); exact, no false alarm.
-inline bool any_special(uint64_t x) {
+// The high bit of each of the 8 bytes of `x` (little-endian) that is not plain (>= 0x80, '"', '\\' or below 0x20).
+// A borrow can mark a plain byte too, but only one above (after) a marked one: the lowest mark is always exact.
+inline uint64_t special_bytes(uint64_t x) {
   const uint64_t quote = x ^ (kOnes * '"'), backslash = x ^ (kOnes * '\\');
-  const uint64_t found = ((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | (x - kOnes * 0x20) | x;
-  return (found & kHighs) != 0;
+  return (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | (x - kOnes * 0x20) | x) & kHighs;
 }
 
 // p: just after the opening quote. On success p is just after the closing quote; `out` (if any) gets the value's
-// UTF-8 and `escaped` says whether the raw string held a backslash.
-bool scan_string(const uint8_t*& p, const uint8_t* e, std::string* out, bool& escaped) {
+// UTF-8 at `w` (kKeep; never more bytes than the raw string's) and `escaped` says whether the raw string held a
+// backslash.
+template <bool kKeep>
+bool scan_string(const uint8_t*& p, const uint8_t* e, char*& w, bool& escaped) {
   escaped = false;
   while (true) {
     const uint8_t* run = p;
-    for (uint64_t x; e - p >= 8; p += 8) {  // 8 plain bytes at a time
+    while (e - p >= 8) {  // 8 bytes at a time, to the first byte that is not plain
+      uint64_t x;
       std::memcpy(&x, p, 8);
-      if (any_special(x)) break;
+      const uint64_t marks = special_bytes(x);
+      if (marks != 0) {
+        p += __builtin_ctzll(marks) / 8;
+        break;
+      }
+      p += 8;
     }
     while (p < e && kTable.plain[*p]) ++p;
-    if (out != nullptr && p > run) out->append(reinterpret_cast<const char*>(run), p - run);
+    if (kKeep) {
+      std::memcpy(w, run, p - run);
+      w += p - run;
+    }
     if (p >= e) return false;
     const uint8_t c = *p;
     if (c == '"') {
@@ -149,20 +161,23 @@ bool scan_string(const uint8_t*& p, const uint8_t* e, std::string* out, bool& es
             p += 6;
             v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00);
           }
-          if (out != nullptr) put_utf8(v, out);
+          if (kKeep) put_utf8(v, w);
           continue;
         }
         default:
           return false;
       }
-      if (out != nullptr) out->push_back(plain);
+      if (kKeep) *w++ = plain;
       p += 2;
       continue;
     }
     if (c < 0x80) return false;  // a control character
     const int n = utf8_length(p, e);
     if (n == 0) return false;
-    if (out != nullptr) out->append(reinterpret_cast<const char*>(p), n);
+    if (kKeep) {
+      std::memcpy(w, p, n);
+      w += n;
+    }
     p += n;
   }
 }
@@ -206,10 +221,11 @@ inline bool literal(const uint8_t*& p, const uint8_t* e, const char* word, size_
 bool skip_value(const uint8_t*& p, const uint8_t* e, int depth) {
   if (p >= e) return false;
   bool escaped;
+  char* none = nullptr;
   switch (*p) {
     case '"':
       ++p;
-      return scan_string(p, e, nullptr, escaped);
+      return scan_string<false>(p, e, none, escaped);
     case 't':
       return literal(p, e, "true", 4);
     case 'f':
@@ -231,7 +247,7 @@ bool skip_value(const uint8_t*& p, const uint8_t* e, int depth) {
         if (object) {
           if (p >= e || *p != '"') return false;
           ++p;
-          if (!scan_string(p, e, nullptr, escaped)) return false;
+          if (!scan_string<false>(p, e, none, escaped)) return false;
           skip_ws(p, e);
           if (p >= e || *p != ':') return false;
           ++p;
@@ -256,10 +272,11 @@ bool skip_value(const uint8_t*& p, const uint8_t* e, int depth) {
   }
 }
 
-// One line: true when it is a document, its text appended to out.text.
-bool scan_line(const uint8_t* p, const uint8_t* e, std::string_view key, JsonlScan& out) {
-  const size_t text_start = out.text.size();
+// One line: true when it is a document, its text written at `w` (moved past it).
+bool scan_line(const uint8_t* p, const uint8_t* e, std::string_view key, char*& w) {
   bool found = false, escaped;
+  char* none = nullptr;
+  char* const start = w;
   skip_ws(p, e);
   if (p >= e || *p != '{') return false;
   ++p;
@@ -268,7 +285,7 @@ bool scan_line(const uint8_t* p, const uint8_t* e, std::string_view key, JsonlSc
   while (true) {
     if (p >= e || *p != '"') return false;
     const uint8_t* name = ++p;
-    if (!scan_string(p, e, nullptr, escaped) || escaped) return false;  // an escaped name might spell the key
+    if (!scan_string<false>(p, e, none, escaped) || escaped) return false;  // an escaped name might spell the key
     const bool is_key = static_cast<size_t>(p - 1 - name) == key.size() && std::memcmp(name, key.data(), key.size()) == 0;
     skip_ws(p, e);
     if (p >= e || *p != ':') return false;
@@ -277,7 +294,7 @@ bool scan_line(const uint8_t* p, const uint8_t* e, std::string_view key, JsonlSc
     if (is_key) {
       if (found || p >= e || *p != '"') return false;  // a repeated key, or a value that is not a string
       ++p;
-      if (!scan_string(p, e, &out.text, escaped)) return false;
+      if (!scan_string<true>(p, e, w, escaped)) return false;
       found = true;
     } else if (!skip_value(p, e, 1)) {
       return false;
@@ -295,7 +312,7 @@ bool scan_line(const uint8_t* p, const uint8_t* e, std::string_view key, JsonlSc
   }
   skip_ws(p, e);
   if (p != e || !found) {
-    out.text.resize(text_start);
+    w = start;
     return false;
   }
   return true;
@@ -311,28 +328,29 @@ inline bool blank(const uint8_t* p, const uint8_t* e) {
 
 }  // namespace
 
-void scan_jsonl(std::string_view chunk, std::string_view key, JsonlScan& out) {
+size_t scan_jsonl(std::string_view chunk, std::string_view key, char* const text, JsonlScan& out) {
   const auto* begin = reinterpret_cast<const uint8_t*>(chunk.data());
   const auto* end = begin + chunk.size();
-  out.text.reserve(chunk.size());
+  char* w = text;
   for (const uint8_t* p = begin; p < end;) {
     const auto* nl = static_cast<const uint8_t*>(std::memchr(p, '\n', end - p));
     const uint8_t* line_end = nl != nullptr ? nl + 1 : end;
     LineKind kind;
-    const size_t text_start = out.text.size();
+    char* const text_start = w;
     if (blank(p, line_end)) {
       kind = kLineBlank;
-    } else if (scan_line(p, line_end, key, out)) {
+    } else if (scan_line(p, line_end, key, w)) {
       kind = kLineDocument;
-      out.text_ends.push_back(static_cast<int64_t>(out.text.size()));
+      out.text_ends.push_back(static_cast<int64_t>(w - text));
     } else {
-      out.text.resize(text_start);
+      w = text_start;
       kind = kLineOther;
     }
     out.kinds.push_back(kind);
     out.line_ends.push_back(static_cast<int64_t>(line_end - begin));
     p = line_end;
   }
+  return static_cast<size_t>(w - text);
 }
 
 }  // namespace mipt

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <string_view>
 #include <vector>
 
@@ -19,11 +18,12 @@ enum LineKind : uint8_t {
 struct JsonlScan {
   std::vector<uint8_t> kinds;       // one per line
   std::vector<int64_t> line_ends;   // one per line: the end of the line in the chunk (after its '\n')
-  std::string text;                 // the documents' texts (UTF-8, escapes resolved), back to back
-  std::vector<int64_t> text_ends;   // one per document: the end of its text in `text`
+  std::vector<int64_t> text_ends;   // one per document: the end of its text in the text buffer
 };
 
-// Split `chunk` into lines at '\n' (the last may lack one) and scan each for `key` (its UTF-8 bytes).
-void scan_jsonl(std::string_view chunk, std::string_view key, JsonlScan& out);
+// Split `chunk` into lines at '\n' (the last may lack one) and scan each for `key` (its UTF-8 bytes); the
+// documents' texts (UTF-8, escapes resolved) go back to back to `text`, which has room for chunk.size() + 4 bytes
+// (texts are never longer than their lines). Returns the bytes written there.
+size_t scan_jsonl(std::string_view chunk, std::string_view key, char* text, JsonlScan& out);
 
 }  // namespace mipt

@@ -151,13 +151,19 @@ py::tuple scan_jsonl(const py::buffer& chunk, const std::string& key) {
   const char* data = static_cast<const char*>(info.ptr);
   const size_t size = static_cast<size_t>(info.size);
   mipt::JsonlScan scan;
+  // The texts are written straight into the bytes object returned, then shrunk to what they took.
+  PyObject* text = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size + 4));
+  if (text == nullptr) throw py::error_already_set();
+  py::object owned = py::reinterpret_steal<py::object>(text);
+  size_t written;
   {
     py::gil_scoped_release release;
-    mipt::scan_jsonl(std::string_view(data, size), key, scan);
+    written = mipt::scan_jsonl(std::string_view(data, size), key, PyBytes_AS_STRING(text), scan);
   }
-  py::bytes text(scan.text.data(), scan.text.size());
-  std::string().swap(scan.text);
-  return py::make_tuple(to_numpy_owning(std::move(scan.kinds)), to_numpy_owning(std::move(scan.line_ends)), text,
+  PyObject* shrunk = owned.release().ptr();
+  if (_PyBytes_Resize(&shrunk, static_cast<Py_ssize_t>(written)) != 0) throw py::error_already_set();
+  owned = py::reinterpret_steal<py::object>(shrunk);
+  return py::make_tuple(to_numpy_owning(std::move(scan.kinds)), to_numpy_owning(std::move(scan.line_ends)), owned,
                         to_numpy_owning(std::move(scan.text_ends)));
 }
 
