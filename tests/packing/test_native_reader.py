@@ -109,6 +109,21 @@ def test_hostile_lines_give_what_the_python_parser_gives(tmp_path, monkeypatch, 
             assert native[0] >= 30 and same_dataset(tmp_path / f"n{i}", tmp_path / f"p{i}")
 
 
+def test_hostile_lines_in_a_compressed_file(tmp_path, monkeypatch, mistral_model):
+    import gzip
+
+    path = tmp_path / "hostile.jsonl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"".join(HOSTILE))
+    spec = TokenizerSpec("MistralTokenizer", mistral_model)
+    for skip in (True, False):
+        native = run(monkeypatch, True, str(path), str(tmp_path / "n"), spec, skip_bad_lines=skip)
+        python = run(monkeypatch, False, str(path), str(tmp_path / "p"), spec, skip_bad_lines=skip)
+        assert native == python
+        if skip:
+            assert same_dataset(tmp_path / "n", tmp_path / "p")
+
+
 def test_real_text_datasets_are_identical(tmp_path, monkeypatch, mistral_model, real_texts):
     import json
 
