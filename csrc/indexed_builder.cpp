@@ -219,8 +219,23 @@ void IndexedBuilder::end_document() {
 
 template <typename Out, typename T>
 void IndexedBuilder::write_tokens(const T* tokens, size_t n) {
-  // Check every id first, so a rejected batch leaves nothing behind in the .bin.
-  for (size_t i = 0; i < n; ++i) {
+  // Check every id first, so a rejected batch leaves nothing behind in the .bin: the smallest and the largest id
+  // (a loop the compiler vectorizes), then, only when one of them does not fit, the first id that does not.
+  bool all_fit = true;
+  if (n > 0) {
+    T lo = tokens[0], hi = tokens[0];
+    for (size_t i = 1; i < n; ++i) {
+      lo = std::min(lo, tokens[i]);
+      hi = std::max(hi, tokens[i]);
+    }
+    if constexpr (std::is_signed_v<T>) {
+      all_fit = static_cast<int64_t>(lo) >= static_cast<int64_t>(std::numeric_limits<Out>::min()) &&
+                static_cast<int64_t>(hi) <= static_cast<int64_t>(std::numeric_limits<Out>::max());
+    } else {
+      all_fit = static_cast<uint64_t>(hi) <= static_cast<uint64_t>(std::numeric_limits<Out>::max());
+    }
+  }
+  for (size_t i = 0; i < n && !all_fit; ++i) {
     T v = tokens[i];
     bool fits;
     if constexpr (std::is_signed_v<T>) {

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "indexed_builder.h"
+#include "jsonl_scan.h"
 #include "bytelevel_bpe.h"
 #include "sp_bpe.h"
 
@@ -110,6 +111,62 @@ py::tuple encode_flat(Encoder& e, const py::sequence& texts, int num_threads, in
   return py::make_tuple(to_numpy_owning(std::move(tokens)), to_numpy_owning(std::move(lengths)));
 }
 
+inline int64_t at_end(const int64_t* ends, size_t n, int64_t start) { return n ? ends[n - 1] : start; }
+
+// encode_flat over texts already in UTF-8, back to back in `text` (a bytes object), ending at `ends`: what
+// scan_jsonl returns, encoded with no Python string per text.
+template <typename Encoder>
+py::tuple encode_flat_utf8(Encoder& e, const py::bytes& text, const Lengths& ends, int num_threads, int64_t append_id,
+                           int64_t start) {
+  char* data = nullptr;
+  Py_ssize_t size = 0;
+  if (PyBytes_AsStringAndSize(text.ptr(), &data, &size) != 0) throw py::error_already_set();
+  const int64_t* ep = ends.data();
+  const size_t n = static_cast<size_t>(ends.size());
+  std::vector<std::string_view> views;
+  views.reserve(n);
+  int64_t at = start;
+  if (at < 0) throw std::invalid_argument("start must not be negative");
+  for (size_t i = 0; i < n; ++i) {
+    if (ep[i] < at || ep[i] > size) throw std::invalid_argument("ends must rise within the text");
+    views.emplace_back(data + at, static_cast<size_t>(ep[i] - at));
+    at = ep[i];
+  }
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> lengths;
+  {
+    py::gil_scoped_release release;
+    tokens.reserve(static_cast<size_t>(at_end(ep, n, start) - start) / 3 + 16);
+    lengths.reserve(n);
+    e.encode_batch(views, num_threads, append_id, tokens, lengths);
+  }
+  return py::make_tuple(to_numpy_owning(std::move(tokens)), to_numpy_owning(std::move(lengths)));
+}
+
+py::tuple scan_jsonl(const py::buffer& chunk, const std::string& key) {
+  const py::buffer_info info = chunk.request();  // bytes, or a memoryview of them (iter_chunks)
+  if (info.ndim != 1 || info.itemsize != 1 || (info.ndim == 1 && info.strides[0] != 1)) {
+    throw std::invalid_argument("chunk must be contiguous bytes");
+  }
+  const char* data = static_cast<const char*>(info.ptr);
+  const size_t size = static_cast<size_t>(info.size);
+  mipt::JsonlScan scan;
+  // The texts are written straight into the bytes object returned, then shrunk to what they took.
+  PyObject* text = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size + 4));
+  if (text == nullptr) throw py::error_already_set();
+  py::object owned = py::reinterpret_steal<py::object>(text);
+  size_t written;
+  {
+    py::gil_scoped_release release;
+    written = mipt::scan_jsonl(std::string_view(data, size), key, PyBytes_AS_STRING(text), scan);
+  }
+  PyObject* shrunk = owned.release().ptr();
+  if (_PyBytes_Resize(&shrunk, static_cast<Py_ssize_t>(written)) != 0) throw py::error_already_set();
+  owned = py::reinterpret_steal<py::object>(shrunk);
+  return py::make_tuple(to_numpy_owning(std::move(scan.kinds)), to_numpy_owning(std::move(scan.line_ends)), owned,
+                        to_numpy_owning(std::move(scan.text_ends)));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -130,6 +187,10 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("idx_path"), "Header of an .idx file: dtype code, number of sequences and of documents.");
 
+  m.def("scan_jsonl", &scan_jsonl, py::arg("chunk"), py::arg("key"),
+        "Lines of a JSONL chunk -> (uint8 kind per line: 0 document, 1 blank, 2 left to the Python parser; int64 end "
+        "of each line; the documents' texts in UTF-8 back to back; int64 end of each text); see csrc/jsonl_scan.h.");
+
   py::class_<mipt::SentencePieceBPE>(m, "SentencePieceBPE")
       .def(py::init<const std::string&>(), py::arg("model_path"),
            "Load a SentencePiece BPE .model; raises ValueError('unsupported: ...') for models not encoded natively.")
@@ -137,6 +198,9 @@ PYBIND11_MODULE(_native, m) {
       .def("encode_flat", &encode_flat<mipt::SentencePieceBPE>, py::arg("texts"), py::arg("num_threads") = 1,
            py::arg("append_id") = -1,
            "Encode texts into (int32 tokens back to back, int64 length per text); append_id ends non-empty texts.")
+      .def("encode_flat_utf8", &encode_flat_utf8<mipt::SentencePieceBPE>, py::arg("text"), py::arg("ends"),
+           py::arg("num_threads") = 1, py::arg("append_id") = -1, py::arg("start") = 0,
+           "encode_flat of UTF-8 texts back to back in one bytes object from `start`, text i ending at ends[i].")
       .def(
           "encode",
           [](mipt::SentencePieceBPE& e, const py::sequence& texts, int num_threads) {
@@ -167,6 +231,9 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly_static("unicode_version", [](py::object) { return std::string(mipt::unicode_version()); })
       .def("encode_flat", &encode_flat<mipt::ByteLevelBPE>, py::arg("texts"), py::arg("num_threads") = 1,
            py::arg("append_id") = -1, "(int32 tokens, int64 length per text); a length of -1 marks a text left to the library.")
+      .def("encode_flat_utf8", &encode_flat_utf8<mipt::ByteLevelBPE>, py::arg("text"), py::arg("ends"),
+           py::arg("num_threads") = 1, py::arg("append_id") = -1, py::arg("start") = 0,
+           "encode_flat of UTF-8 texts back to back in one bytes object from `start`, text i ending at ends[i].")
       .def("set_affixes", &mipt::ByteLevelBPE::set_affixes, py::arg("prefix"), py::arg("suffix"))
       .def("pretokenize", &mipt::ByteLevelBPE::pretokenize, py::arg("text"));
 

@@ -186,6 +186,57 @@ def iter_lines(shard: Shard) -> Iterator[Tuple[int, Optional[int], bytes]]:
                 number += 1
 
 
+def iter_chunks(shard: Shard, size: int = 4 << 20) -> Iterator[Tuple[int, bool, memoryview]]:
+    """The lines of `iter_lines(shard)`, whole lines at a time, for readers that split lines themselves (the packing
+    stage's native JSONL scanner): (byte offset or -1 when compressed, whether the shard starts at the top of its
+    file, so that a reader counting lines knows their numbers from 1 on, about `size` bytes of consecutive lines).
+    Joined, the chunks are exactly the lines `iter_lines` yields. Chunks are views of what was read, not copies;
+    a line cut by a read comes whole in a chunk of its own."""
+    with open_binary(shard.path) as f:
+        offset = 0
+        if shard.start > 0:
+            f.seek(shard.start - 1)
+            offset = shard.start - 1 + len(f.readline())  # as iter_lines: that line began in the previous shard
+        compressed = is_compressed(shard.path)
+        rest = bytearray()  # the start of a line the last read cut
+        for chunk in _whole_lines(f, size, rest):
+            if shard.end is not None:
+                if offset >= shard.end:
+                    return
+                if offset + len(chunk) > shard.end:
+                    # keep the lines that start before the end: through the newline of the line holding byte end-1
+                    tail = bytes(chunk[shard.end - offset - 1 :])
+                    cut = tail.find(b"\n") + 1
+                    if cut:
+                        chunk = chunk[: shard.end - offset + cut - 1]
+            yield (-1 if compressed else offset), shard.start == 0, chunk
+            offset += len(chunk)
+
+
+def _whole_lines(f, size: int, rest: bytearray) -> Iterator[memoryview]:
+    while True:
+        data = f.read(size)
+        if not data:
+            if rest:
+                yield memoryview(bytes(rest))  # the last line, without a newline
+            return
+        view, begin = memoryview(data), 0
+        if rest:
+            first = data.find(b"\n") + 1
+            if not first:
+                rest += data
+                continue
+            rest += view[:first]
+            yield memoryview(bytes(rest))
+            rest.clear()
+            begin = first
+        cut = data.rfind(b"\n") + 1
+        if cut > begin:
+            yield view[begin:cut]
+            begin = cut
+        rest += view[begin:]
+
+
 def line_number_at(path: str, offset: int) -> int:
     """1-based number of the line starting at byte `offset` of a plain file (counts newlines before it)."""
     count, done = 0, 0

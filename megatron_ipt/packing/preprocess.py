@@ -35,15 +35,20 @@ from megatron_ipt.io.inputs import (
     Shard,
     expand_inputs,
     is_compressed,
+    iter_chunks,
     iter_lines,
     line_number_at,
 )
 from megatron_ipt.io.jsonl import BadLines, LineError, parse_keys
 from megatron_ipt.process import die_with_parent
 from megatron_ipt.tokenizers import Tokenizer, TokenizerSpec, flatten
+from megatron_ipt.tokenizers.base import utf8_texts
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
+# One JSON key per line is read by the native scanner (csrc/jsonl_scan.h) a chunk of lines at a time, the lines it
+# is not certain about by parse_keys; False: every line by parse_keys (the tests compare the two).
+NATIVE_READER = True
 
 
 # The argument groups of tools/preprocess_data.py's --help
@@ -166,6 +171,22 @@ class _Packer:
             stats.tokens[key] += writer.token_count - tokens_before
             stats.empty_documents[key] += empties
 
+    def pack_utf8(self, text: bytes, ends: np.ndarray, start: int, where, stats: ShardStats):
+        """Pack the documents of one key whose texts lie in UTF-8 back to back in `text` (see
+        Tokenizer.encode_utf8_flat); `where(i)` is (path, line, offset) of document i, wanted only on an error."""
+        (key,) = self.config.json_keys
+        eod = self.tokenizer.eod if self.config.append_eod else None
+        try:
+            flat, lengths = self.tokenizer.encode_utf8_flat(text, ends, start, eod)
+        except Exception:
+            self._encode(utf8_texts(text, ends, start), [where(i) for i in range(len(ends))], eod)
+            raise
+        writer = self.writers[key]
+        tokens_before = writer.token_count
+        writer.add_batch(flat, lengths)
+        stats.tokens[key] += writer.token_count - tokens_before
+        stats.empty_documents[key] += int(np.count_nonzero(lengths == 0))
+
     def _encode(self, texts: List[str], where: List[tuple], append_id, flat=True):
         try:
             if flat:
@@ -201,7 +222,19 @@ def process_shard(
             gc.enable()
 
 
+def _native_readable(config: PreprocessConfig) -> bool:
+    if not NATIVE_READER or len(config.json_keys) != 1:
+        return False
+    try:
+        config.json_keys[0].encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _process_shard(shard, config, tokenizer, writers, progress) -> ShardStats:
+    if _native_readable(config):
+        return _process_shard_native(shard, config, tokenizer, writers, progress)
     stats = ShardStats(bad_lines=BadLines(skip=config.skip_bad_lines))
     packer = _Packer(config, tokenizer, writers)
     batch, where, batch_bytes = [], [], 0
@@ -235,6 +268,78 @@ def _process_shard(shard, config, tokenizer, writers, progress) -> ShardStats:
             flush()
     flush()
     return stats
+
+
+def _process_shard_native(shard, config, tokenizer, writers, progress) -> ShardStats:
+    """_process_shard for one JSON key: the native scanner takes each chunk of lines apart and hands the texts to
+    the encoder as UTF-8; a line it leaves (kind 2: not plain JSON it is sure of, or bad) goes through parse_keys
+    as in _process_shard, in its place in the input order, with the same messages and counts."""
+    stats = ShardStats(bad_lines=BadLines(skip=config.skip_bad_lines))
+    packer = _Packer(config, tokenizer, writers)
+    reported = (0, 0, 0)  # documents, tokens, bytes already passed to `progress`
+    number = 1  # of the chunk's first line, when the shard starts at the top of its file
+    for offset, numbered, chunk in iter_chunks(shard, BATCH_BYTES):
+        scanned = _ScannedChunk(shard, offset, number if numbered else None, chunk, config.json_keys[0])
+        scanned.pack(packer, stats)
+        number += len(scanned.kinds)
+        if progress is not None:
+            now = (stats.documents, sum(stats.tokens.values()), stats.bytes)
+            progress.add(*(a - b for a, b in zip(now, reported)))
+            reported = now
+    return stats
+
+
+class _ScannedChunk:
+    """One chunk of whole lines (iter_chunks) as the native scanner sees it."""
+
+    def __init__(self, shard: Shard, offset: int, number: Optional[int], chunk: memoryview, key: str):
+        from megatron_ipt import _native
+
+        self.shard, self.offset, self.number, self.chunk = shard, offset, number, chunk
+        self.kinds, self.line_ends, self.text, self.text_ends = _native.scan_jsonl(chunk, key)
+        self.documents = np.flatnonzero(self.kinds == 0)  # the line of each scanned document
+
+    def where(self, line: int) -> tuple:
+        """(path, line number or None, byte offset or -1) of line `line` of the chunk, as iter_lines says."""
+        start = int(self.line_ends[line - 1]) if line else 0
+        at = -1 if is_compressed(self.shard.path) else self.offset + start
+        return self.shard.path, (self.number + line if self.number is not None else None), at
+
+    def pack_scanned(self, packer: _Packer, stats: ShardStats, first: int, last: int):
+        """Scanned documents first..last-1 of the chunk."""
+        if last > first:
+            start = int(self.text_ends[first - 1]) if first else 0
+            ends = self.text_ends[first:last]
+            packer.pack_utf8(self.text, ends, start, lambda i: self.where(int(self.documents[first + i])), stats)
+            stats.documents += last - first
+
+    def pack(self, packer: _Packer, stats: ShardStats):
+        stats.bytes += len(self.chunk)
+        stats.blank_lines += int(np.count_nonzero(self.kinds == 1))
+        done = 0  # scanned documents packed so far
+        batch, where = [], []  # documents of the lines left to parse_keys, not packed yet
+        for line in np.flatnonzero(self.kinds == 2).tolist():
+            before = int(np.searchsorted(self.documents, line))  # scanned documents above this line
+            if before > done:
+                if batch:
+                    packer.pack(batch, where, stats)
+                    stats.documents += len(batch)
+                    batch, where = [], []
+                self.pack_scanned(packer, stats, done, before)
+                done = before
+            path, number, at = self.where(line)
+            raw = bytes(self.chunk[(int(self.line_ends[line - 1]) if line else 0) : int(self.line_ends[line])])
+            try:
+                values = parse_keys(raw, packer.config.json_keys)
+            except LineError as e:
+                stats.bad_lines.handle(path, number if number is not None else line_number_at(path, at), e)
+                continue
+            batch.append(values)
+            where.append((path, number, at))
+        if batch:
+            packer.pack(batch, where, stats)
+            stats.documents += len(batch)
+        self.pack_scanned(packer, stats, done, len(self.documents))
 
 
 # ------------------------------------------------------------------------------------------- workers

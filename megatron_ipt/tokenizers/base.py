@@ -56,6 +56,11 @@ class Tokenizer:
                     sequence.append(append_id)
         return flatten(ids)
 
+    def encode_utf8_flat(self, text: bytes, ends: np.ndarray, start: int = 0, append_id: Optional[int] = None):
+        """`encode_batch_flat` of the texts held in UTF-8 back to back in `text` from `start`, text i ending at
+        `ends[i]` (the packing stage's native JSONL scanner hands them over so); native encoders read them in place."""
+        return self.encode_batch_flat(utf8_texts(text, ends, start), append_id)
+
     @property
     def unique_identifiers(self) -> dict:
         """What megatron.core.datasets hashes into its index-cache names."""
@@ -105,6 +110,23 @@ class ByteLevelTokenizer(Tokenizer):
             lengths = np.full(len(texts), -1, dtype=np.int64)
             lengths[good] = good_lengths
         return fill_fallbacks(tokens, lengths, texts, self._library_encode, append_id)
+
+    def encode_utf8_flat(self, text: bytes, ends: np.ndarray, start: int = 0, append_id: Optional[int] = None):
+        if self._native is None:
+            return super().encode_utf8_flat(text, ends, start, append_id)
+        from megatron_ipt.tokenizers.bytelevel import fill_fallbacks
+
+        append = -1 if append_id is None else append_id
+        tokens, lengths = self._native.encode_flat_utf8(text, ends, self.num_threads, append, start)
+        if not (lengths < 0).any():
+            return tokens, lengths
+        return fill_fallbacks(tokens, lengths, utf8_texts(text, ends, start), self._library_encode, append_id)
+
+
+def utf8_texts(text: bytes, ends: np.ndarray, start: int = 0) -> List[str]:
+    """The texts `encode_utf8_flat` describes, as strings."""
+    bounds = [start] + ends.tolist()
+    return [text[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])]
 
 
 def _is_utf8_encodable(text: str) -> bool:

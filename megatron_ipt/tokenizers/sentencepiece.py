@@ -52,6 +52,13 @@ class SentencePieceTokenizer(Tokenizer):
             return super().encode_batch_flat(texts, append_id)
         return self._native.encode_flat(texts, self.num_threads, -1 if append_id is None else append_id)
 
+    def encode_utf8_flat(self, text: bytes, ends, start: int = 0, append_id: Optional[int] = None):
+        if self._native is None:
+            return super().encode_utf8_flat(text, ends, start, append_id)
+        return self._native.encode_flat_utf8(
+            text, ends, self.num_threads, -1 if append_id is None else append_id, start
+        )
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
 
