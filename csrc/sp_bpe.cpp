@@ -14,6 +14,17 @@ namespace mipt {
 
 namespace {
 
+// Runs of <unk> in out[first:] become one <unk>, as sentencepiece emits them without byte fallback.
+void merge_unk_runs(std::vector<int32_t>& out, size_t first, int unk_id) {
+  size_t k = first;
+  for (size_t i = first; i < out.size(); ++i) {
+    if (out[i] == unk_id && k > first && out[k - 1] == unk_id) continue;
+    out[k++] = out[i];
+  }
+  out.resize(k);
+}
+
+
 // ------------------------------------------------------------------------------------ protobuf wire format
 
 struct Reader {
@@ -311,14 +322,7 @@ void SentencePieceBPE::encode_one(std::string_view text, Cache& cache, std::stri
     pos += len;
   }
   flush(unit_begin, all.size());
-  if (!byte_fallback_) {  // merge runs of <unk> into one, as sentencepiece does without byte fallback
-    size_t w = first;
-    for (size_t i = first; i < out.size(); ++i) {
-      if (out[i] == unk_id_ && w > first && out[w - 1] == unk_id_) continue;
-      out[w++] = out[i];
-    }
-    out.resize(w);
-  }
+  if (!byte_fallback_) merge_unk_runs(out, first, unk_id_);  // as sentencepiece does without byte fallback
 }
 
 // encode_one without user-defined symbols, in one pass: each byte of the text is escaped into `normalized` and the
@@ -393,14 +397,7 @@ void SentencePieceBPE::encode_one_fused(std::string_view text, Cache& cache, std
   }
   flush();
   normalized.resize(static_cast<size_t>(w - base));  // shrinking: no reallocation
-  if (!byte_fallback_) {  // merge runs of <unk> into one, as sentencepiece does without byte fallback
-    size_t k = first;
-    for (size_t i = first; i < out.size(); ++i) {
-      if (out[i] == unk_id_ && k > first && out[k - 1] == unk_id_) continue;
-      out[k++] = out[i];
-    }
-    out.resize(k);
-  }
+  if (!byte_fallback_) merge_unk_runs(out, first, unk_id_);  // as sentencepiece does without byte fallback
 }
 
 void SentencePieceBPE::encode_batch(const std::vector<std::string_view>& texts, int num_threads, int64_t append_id,
