@@ -36,11 +36,23 @@ class FaultServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            counted_in = False  # a completion request counted in outer.inflight and not yet out
+
             def log_message(self, *args):
                 pass
 
+            def count_out(self):
+                """Counts this request out, before its answer is written: once the client has the answer it may send
+                the next request, which must not find this one still counted in flight."""
+                if self.counted_in:
+                    self.counted_in = False
+                    with outer.lock:
+                        outer.inflight -= 1
+                        outer.spans.append((self.demos, self.start, time.monotonic()))
+
             def reply(self, code, payload):
                 body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.count_out()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -61,9 +73,10 @@ class FaultServer:
                     n = len(outer.attempts[ctx])
                     outer.inflight += 1
                     outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                    self.counted_in, self.demos = True, req["prompt"].count("<CON>") - 1
                 with outer.lock:
                     delay = outer.hold + outer.rng.uniform(0, outer.jitter)
-                start = time.monotonic()
+                self.start = time.monotonic()
                 try:
                     time.sleep(delay)
                     if req["model"] != name or req.get("add_special_tokens") is not False:
@@ -113,9 +126,7 @@ class FaultServer:
                         usage["prompt_tokens_details"] = {"cached_tokens": "x" if ctx == "cachedbad" else 3}
                     self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
                 finally:
-                    with outer.lock:
-                        outer.inflight -= 1
-                        outer.spans.append((req["prompt"].count("<CON>") - 1, start, time.monotonic()))
+                    self.count_out()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -191,6 +202,63 @@ def test_round_robin_over_replicas():
         a.close()
         b.close()
     assert all(out) and a.requests == b.requests == 5
+
+
+def closing_replica():
+    """A replica that accepts connections and closes them unanswered (a server that died mid-way), counting them."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/v1", accepted, listener
+
+
+def test_each_retry_goes_to_the_next_replica(server, monkeypatch):
+    """With no cool-down, a request whose first attempt drew the dead replica retries on the live one, whatever
+    the other requests in flight drew meanwhile (with one round-robin cursor shared by all attempts, 6 concurrent
+    requests with one retry each lost two of them here, every time)."""
+    import megatron_ipt.synthesis.engines.openai as openai_engine
+
+    monkeypatch.setattr(openai_engine, "REPLICA_COOLDOWN", 0.0)
+    dead, accepted, listener = closing_replica()
+    try:
+        eng = engine([dead, server.url], model="m", max_retries=1, max_concurrency=6)
+        out = eng.generate([cook_context(f"ok{i}") for i in range(6)])
+        eng.close()
+    finally:
+        listener.close()
+    assert all(out) and server.requests == 6
+    assert len(accepted) >= 3  # the dead replica did get first attempts: the retries are what saved them
+
+
+def test_an_unreachable_replica_is_passed_over(server, caplog):
+    """After one failed connection the replica is left alone for the cool-down: one lost attempt and one warning,
+    not one per request."""
+    dead, accepted, listener = closing_replica()
+    try:
+        with caplog.at_level("INFO", logger="megatron_ipt.synthesis"):
+            eng = engine([dead, server.url], model="m", max_concurrency=1)
+            out = eng.generate([cook_context(f"ok{i}") for i in range(6)])
+            eng.close()
+    finally:
+        listener.close()
+    assert all(out) and server.requests == 6
+    assert len(accepted) == 1  # the start-up's /models drew it first; nothing after
+    warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert warnings == [f"openai: {dead} unreachable; passed over for 30 s"]
 
 
 def test_a_dead_replica_is_routed_around(server):

@@ -3,7 +3,11 @@ or nodes serve one run (examples/synthesize_vllm_serve.sh).
 
 One prompt per request (``agenerate``: an async request on httpx's AsyncClient, so the pipelined schedule keeps
 the server's batch full), at most ``max_concurrency`` requests in flight, spread round-robin over
-the ``base_urls`` (replicas); a retry goes to the next replica. A request that times out (no complete answer
+the ``base_urls`` (replicas). Each request walks the replicas from its own starting one, so its retry goes to
+the next replica whatever other requests did meanwhile (a shared cursor let a request draw the same dead replica
+on every attempt while its neighbours drew the live ones); a replica that could not be reached (refused, reset,
+timed out) is passed over for ``REPLICA_COOLDOWN`` seconds, unless every replica is down, so one dead replica
+costs one failed attempt per cool-down instead of every other request's first attempt. A request that times out (no complete answer
 within ``request_timeout`` seconds: an overall deadline for the whole request, from connecting to the last byte of
 the body, so a server that answers a byte at a time cannot hold it forever), loses its connection, or gets HTTP 408/429/5xx or a malformed answer (not JSON, no
 ``choices``, a ``text`` that is not a string, a ``usage`` that is not an object of counts) is retried up to
@@ -46,6 +50,7 @@ from .base import Engine, Generation, load_token_counter, logger
 DEFAULT_BASE_URL = ("http://127.0.0.1:8000/v1",)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_BACKOFF = 60.0
+REPLICA_COOLDOWN = 30.0  # seconds an unreachable replica is passed over (a restarting vllm serve comes back)
 
 
 class RequestFailed(Exception):
@@ -136,6 +141,7 @@ class OpenAIEngine(Engine):
         self.base_urls, self.max_retries, self.timeout, self.backoff = urls, s.max_retries, s.request_timeout, s.backoff
         self.api_key = s.api_key or os.environ.get("OPENAI_API_KEY")
         self._next_url = itertools.cycle(range(len(urls)))
+        self._down_until = [0.0] * len(urls)  # time.monotonic() until which replica i is passed over
         if max_concurrency < 1:
             raise ConfigError(f"--max-concurrency {max_concurrency}: expected at least 1")
         self.max_concurrency = self.max_in_flight = max_concurrency
@@ -167,8 +173,16 @@ class OpenAIEngine(Engine):
         if s.seed is not None and s.temperature > 0:
             self.body["seed"] = s.seed
 
-    def _url(self):
-        return self.base_urls[next(self._next_url)]
+    def _replica(self, after=None):
+        """The index of the replica for an attempt: the shared round-robin's next for a request's first attempt
+        (``after`` None), else the one after ``after``; replicas in their cool-down are passed over unless all are."""
+        n = len(self.base_urls)
+        start = next(self._next_url) if after is None else (after + 1) % n
+        now = time.monotonic()
+        for k in range(n):
+            if self._down_until[(start + k) % n] <= now:
+                return (start + k) % n
+        return start
 
     async def _request(self, url, body=None):
         if self._client is None:
@@ -198,10 +212,18 @@ class OpenAIEngine(Engine):
             raise RequestFailed(f"{url}: answer is not JSON: {resp.content[:200]!r}", retry=True) from None
 
     async def _with_retries(self, path, body=None, parse=lambda answer: answer):
+        replica = None
         for attempt in range(self.max_retries + 1):
+            replica = self._replica(after=replica)
             try:
-                return parse(await self._request(self._url() + path, body))
+                return parse(await self._request(self.base_urls[replica] + path, body))
             except RequestFailed as e:
+                if not e.answered and len(self.base_urls) > 1:
+                    if self._down_until[replica] <= time.monotonic():
+                        logger.warning(
+                            "openai: %s unreachable; passed over for %g s", self.base_urls[replica], REPLICA_COOLDOWN
+                        )
+                    self._down_until[replica] = time.monotonic() + REPLICA_COOLDOWN
                 if not e.retry or attempt == self.max_retries:
                     raise
                 delay = min(MAX_BACKOFF, self.backoff * 2**attempt) * (1 + 0.25 * random.random())
