@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 from megatron_ipt.errors import UserError
 from megatron_ipt.io.atomic import pid_alive, remove_path, write_json_atomic
+from megatron_ipt.io.cli import format_seconds
 from megatron_ipt.process import die_with_parent
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,15 +109,6 @@ def _last_error_line(path: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 class Runner:
     def __init__(self, run_dir: str, stages: List[Stage], log: Callable[[str], None] = print):
         names = [s.name for s in stages]
@@ -136,7 +128,7 @@ class Runner:
                 left += sum(durations[stage.kind]) / len(durations[stage.kind])
             else:
                 unknown.add(stage.kind)
-        text = f"ETA {_format_seconds(left)}"
+        text = f"ETA {format_seconds(left)}"
         return text + (f" + {', '.join(sorted(unknown))} stages not timed yet" if unknown else "")
 
     def run(self) -> Dict[str, dict]:
@@ -154,7 +146,7 @@ class Runner:
             marker = read_marker(self.run_dir, stage)
             if marker is not None:
                 markers[stage.name] = marker
-                self.log(f"{head}: done earlier ({_format_seconds(marker['seconds'])}), kept")
+                self.log(f"{head}: done earlier ({format_seconds(marker['seconds'])}), kept")
                 continue
             log = log_path(self.run_dir, stage)
             self.log(f"{head}: running (log {os.path.relpath(log)})")
@@ -167,7 +159,7 @@ class Runner:
             markers[stage.name] = marker
             durations[stage.kind].append(seconds)
             self.log(
-                f"{head}: done in {_format_seconds(seconds)} | elapsed {_format_seconds(time.time() - began)} | "
+                f"{head}: done in {format_seconds(seconds)} | elapsed {format_seconds(time.time() - began)} | "
                 + self._eta(index, durations)
             )
         return markers

@@ -1,5 +1,5 @@
 """How every tool ends on bad input (a `UserError` of megatron_ipt/errors.py, or an `OSError`): `error: file:line:
-problem` on stderr and exit status 1."""
+problem` on stderr and exit status 1; and how progress lines write a duration."""
 
 from __future__ import annotations
 
@@ -44,3 +44,13 @@ def report_error(error: Exception, has_skip_flag: bool = True) -> int:
     if has_skip_flag and isinstance(error, InputError) and error.skippable:
         print(SKIP_BAD_LINES_HINT, file=sys.stderr)
     return 1
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for a progress line: "45 s", "12 min", "2.5 h"."""
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -56,7 +56,9 @@ class SynthesisConfig:
         "(default: %(default)s); failed texts are recorded and --resume retries them",
         group=IO,
     )
-    log_interval: int = flag(1000, help="texts between progress lines off a terminal", group=IO)
+    log_interval: int = flag(
+        1000, help="texts between progress lines off a terminal (and a line at least every minute)", group=IO
+    )
     summary_json: Optional[str] = flag(
         None,
         help="also write this run's summary (counts, tokens, engine seconds) as JSON here (written atomically)",

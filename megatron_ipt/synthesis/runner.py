@@ -23,6 +23,7 @@ import time
 from collections import Counter
 
 from megatron_ipt.formats.wire import pair_type
+from megatron_ipt.io.cli import format_seconds
 from megatron_ipt.io.inputs import Shard, expand_inputs, iter_lines
 from megatron_ipt.io.jsonl import BadLines, LineError, json_type, parse_line, string_field
 
@@ -359,13 +360,17 @@ def format_summary(s):
 
 
 class Progress:
-    """A tqdm bar over texts on a terminal; otherwise a log line every ``log_interval`` texts. ``total`` is None
-    when it is not known yet (the input is streamed). Thread-safe (the openai engine reports from its worker
-    threads)."""
+    """A tqdm bar over texts on a terminal; otherwise a log line every ``log_interval`` texts, and at least every
+    ``PROGRESS_SECONDS`` while texts finish (a CPU engine at a minute a text would otherwise be silent for hours),
+    with an ETA when the total is known. ``total`` is None when it is not known yet (the input is streamed).
+    Thread-safe (the openai engine reports from its worker threads)."""
+
+    PROGRESS_SECONDS = 60.0
 
     def __init__(self, total, log_interval=1000, desc="synthesize"):
         self.total, self.done, self.log_interval = total, 0, max(1, log_interval)
         self.start, self.lock, self.bar = time.time(), threading.Lock(), None
+        self.last_line = self.start
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -376,10 +381,17 @@ class Progress:
             before, self.done = self.done, self.done + n
             if self.bar is not None:
                 self.bar.update(n)
-            elif self.done // self.log_interval > before // self.log_interval or self.done == self.total:
-                rate = self.done / max(time.time() - self.start, 1e-9)
+                return
+            now = time.time()
+            crossed = self.done // self.log_interval > before // self.log_interval
+            if crossed or self.done == self.total or now - self.last_line >= self.PROGRESS_SECONDS:
+                self.last_line = now
+                rate = self.done / max(now - self.start, 1e-9)
                 of = f"/{self.total}" if self.total is not None else ""
-                print(f"synthesized {self.done}{of} texts ({rate:.2f} texts/s)", file=sys.stderr, flush=True)
+                eta = ""
+                if self.total is not None and self.done < self.total and rate > 0:
+                    eta = f", ETA {format_seconds((self.total - self.done) / rate)}"
+                print(f"synthesized {self.done}{of} texts ({rate:.2f} texts/s{eta})", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:

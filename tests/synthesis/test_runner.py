@@ -514,3 +514,30 @@ def test_texts_the_rules_engine_cannot_mine_are_kept_without_pairs_not_failed(co
     # --resume has nothing to retry: the run is finished
     assert main([*flags, "--resume", "--summary-json", str(summary_json)]) == 0
     assert json.load(open(summary_json)).get("texts", 0) == 0
+
+
+def test_progress_lines_off_a_terminal_come_every_interval_and_at_least_every_minute(monkeypatch, capsys):
+    """Off a terminal: a line per --log-interval texts, and one at least every minute while texts finish (a CPU
+    engine at a minute a text printed nothing for hours), with an ETA while the total is known and not reached."""
+    import megatron_ipt.synthesis.runner as runner
+
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    bar = runner.Progress(total=10, log_interval=4)
+    printed = []
+
+    def step(seconds, n=1):
+        clock[0] += seconds
+        bar.update(n)
+        printed.append(capsys.readouterr().err)
+
+    step(10)  # 1 text after 10 s: nothing yet
+    step(10)  # 2
+    step(45)  # 3 texts, 65 s since the start: the minute's line
+    step(1)  # 4: the interval's line
+    step(30)  # 5: neither
+    step(31, 5)  # 10 = total: the last line
+    assert printed[0] == printed[1] == printed[4] == ""
+    assert printed[2] == "synthesized 3/10 texts (0.05 texts/s, ETA 3 min)\n"  # 7 left at 3 per 65 s: 152 s
+    assert printed[3] == "synthesized 4/10 texts (0.06 texts/s, ETA 2 min)\n"  # 6 left at 4 per 66 s: 99 s
+    assert printed[5] == "synthesized 10/10 texts (0.08 texts/s)\n"
