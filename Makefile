@@ -98,7 +98,7 @@ quickstart: $(STAMP)
 synthesizer-demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/tune_synthesizer_cpu.sh
 
-# issue 22: does IPT help at the tiny model's scale? Vanilla vs Mix vs IPT x 3 seeds on CPU (~45 min; docs/ablation.md)
+# issue 22: does IPT help at the tiny model's scale? Vanilla vs Mix vs IPT x 3 seeds on CPU (~36 min; docs/ablation.md)
 ablation-demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/ablation_demo.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make ablation-demo: does IPT help on the embedded corpus, from scratch, at the tiny model's scale? Vanilla vs Mix
-# vs IPT (rules engine), 3 seeds each, on CPU (~45 min on 2 cores). With a CPU-tuned synthesizer from
+# vs IPT (rules engine), 3 seeds each, on CPU (~36 min on 2 cores). With a CPU-tuned synthesizer from
 # `make synthesizer-demo` (runs/synthesizer-demo/tuned-hf), a second IPT arm uses it. Resumable: run it again.
 # Plan: examples/ablation/demo_cpu.yaml; report: $OUT/run/report/report.md; docs/ablation.md.
 set -euo pipefail
