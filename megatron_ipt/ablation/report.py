@@ -78,7 +78,7 @@ class ReportInputs:
     """What the orchestrator knows that the run files do not (see the module docstring)."""
 
     arms: Tuple[str, ...]  # the order of tables and figures
-    ipt_arms: Tuple[str, ...]  # each compared with each baseline: ipt - vanilla, ipt - mix
+    ipt_arms: Tuple[str, ...]  # each compared with each baseline (ipt - vanilla, ipt - mix), later ones with the first
     baselines: Tuple[str, ...]  # ("vanilla", "mix"), or ("vanilla",) without a mix arm
     seeds: Tuple[int, ...]  # the same seeds for every arm: runs are paired by seed
     tokens: Mapping[str, Mapping[int, RunTokens]]  # arm -> seed -> tokens
@@ -98,7 +98,10 @@ class ReportInputs:
 
     @property
     def comparisons(self) -> List[Tuple[str, str]]:
-        return [(i, b) for i in self.ipt_arms for b in self.baselines]
+        """Each IPT arm minus each baseline, then each further IPT arm minus the first (several IPT arms compare
+        synthesizers or recipes: that difference needs its own interval, not two intervals side by side)."""
+        against_baselines = [(i, b) for i in self.ipt_arms for b in self.baselines]
+        return against_baselines + [(i, self.ipt_arms[0]) for i in self.ipt_arms[1:]]
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,7 @@ def build_report(run_dir: str, inputs: ReportInputs) -> Tuple[dict, dict]:
         "arms": list(inputs.arms),
         "ipt_arms": list(inputs.ipt_arms),
         "baselines": list(inputs.baselines),
+        "comparisons": [f"{a} - {b}" for a, b in inputs.comparisons],
         "seeds": list(inputs.seeds),
         "deciding_metrics": DECIDING,
         "bootstrap": {
@@ -451,7 +455,7 @@ def _metrics_figure(report: dict):
     from matplotlib.figure import Figure
 
     tasks = [(name, task) for name, task in report["tasks"].items() if task["metrics"]]
-    keys = [f"{a} - {b}" for a in report["ipt_arms"] for b in report["baselines"]]
+    keys = report["comparisons"]
     colors = {stats.BETTER: "tab:green", stats.WORSE: "tab:red"}
     level = f"{report['bootstrap']['level']:.0%}"
     fig = Figure(figsize=(4.2 * max(1, len(tasks)), 7), layout="constrained")
@@ -507,7 +511,7 @@ def _arm_cell(a: dict) -> str:
 
 
 def format_markdown(report: dict) -> str:
-    keys = [f"{a} - {b}" for a in report["ipt_arms"] for b in report["baselines"]]
+    keys = report["comparisons"]
     boot = report["bootstrap"]
     level = f"{boot['level']:.0%}"
     out = ["# Ablation report", ""]

@@ -16,7 +16,7 @@ from megatron_ipt.ablation.report import (
     collect,
     write_report,
 )
-from megatron_ipt.ablation.stats import BETTER, NO_DIFFERENCE
+from megatron_ipt.ablation.stats import BETTER, NO_DIFFERENCE, WORSE
 from megatron_ipt.io.inputs import InputError
 
 ARMS = ("vanilla", "mix", "ipt", "ipt_same")  # ipt_same: an "IPT" arm identical to vanilla, run by run
@@ -206,8 +206,17 @@ def test_verdicts_planted_and_identical(report):
             assert (d["mean"] > 0) == m["higher_is_better"]  # lower NLL is better: a negative difference
         same = m["differences"]["ipt_same - vanilla"]
         assert (same["mean"], same["low"], same["high"], same["verdict"]) == (0.0, 0.0, 0.0, NO_DIFFERENCE)
+        # a second IPT arm is also compared with the first, with its own interval: here the planted gap, reversed
+        assert m["differences"]["ipt_same - ipt"]["verdict"] == WORSE, (name, m["differences"]["ipt_same - ipt"])
+    assert report["comparisons"] == [
+        "ipt - vanilla",
+        "ipt - mix",
+        "ipt_same - vanilla",
+        "ipt_same - mix",
+        "ipt_same - ipt",
+    ]
     headline = {(v["task"], v["comparison"]) for v in report["verdicts"]}
-    assert len(headline) == 3 * 4 and ("rc_choice", "ipt - mix") in headline
+    assert len(headline) == 3 * 5 and ("rc_choice", "ipt - mix") in headline
 
 
 def test_loss_curves_come_from_the_events(report):
